@@ -1,0 +1,178 @@
+"""The Flask app: routes, request parsing and errors as JSON. Nothing about models lives here.
+
+Run ``python app.py`` for a local server, or serve ``app:create_app()`` with uWSGI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import io
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Request, jsonify, render_template, request
+from flask_cors import CORS
+from werkzeug.exceptions import HTTPException
+
+from classifier import Classifier, ClassifierError, PredictRequest, Settings
+from classifier.errors import InvalidImage, InvalidRequest, UnsupportedImageType
+from classifier.remote import HOP_HEADER
+from classifier.service import DEFAULT_TOP_K, MAX_TOP_K
+
+log = logging.getLogger("classifier.app")
+
+OPTION_NAMES = ("model", "top_k", "server", "remote_url")
+
+
+class InMemoryRequest(Request):
+    """Keeps uploaded files in memory: Werkzeug spools large ones to disk, and image bytes
+    must never be written there. The body size is capped first, so memory stays bounded."""
+
+    def _get_file_stream(self, *args: Any, **kwargs: Any) -> io.BytesIO:
+        return io.BytesIO()
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from ``CLASSIFIER_*`` settings; ``test_config`` overrides any of them."""
+    settings = Settings.from_env(**(test_config or {}))
+    classifier = Classifier(settings)
+    app = Flask(__name__)
+    app.request_class = InMemoryRequest
+    # Room for base64 (4/3) and multipart framing; the image itself is checked exactly later.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes * 4 // 3 + 64 * 1024
+    app.config["MAX_FORM_PARTS"] = 32
+    app.json.sort_keys = False
+    app.extensions["classifier"] = classifier
+    origins = settings.cors_origins.split(",") if settings.cors_origins != "*" else "*"
+    CORS(app, resources={r"/predict": {"origins": origins}, r"/models": {"origins": origins}})
+    _add_routes(app, classifier)
+    _add_error_handlers(app)
+    if settings.warmup:
+        threading.Thread(target=_warm_up, args=(classifier,), daemon=True, name="warm-up").start()
+    return app
+
+
+def _add_routes(app: Flask, classifier: Classifier) -> None:
+    @app.get("/")
+    def index() -> str:
+        return render_template(
+            "index.html",
+            models=classifier.models(),
+            remote_url=classifier.settings.remote_url,
+            allow_custom=classifier.settings.allow_custom_remote,
+            default_top_k=DEFAULT_TOP_K,
+            max_top_k=MAX_TOP_K,
+        )
+
+    @app.post("/predict")
+    def predict() -> Any:
+        forwarded = HOP_HEADER in request.headers
+        return jsonify(classifier.predict(parse_predict_request(request), forwarded=forwarded).to_json())
+
+    @app.get("/models")
+    def models() -> Any:
+        return jsonify({"default": classifier.default_model, "models": classifier.models()})
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return jsonify({"status": "ok"})
+
+
+def parse_predict_request(req: Request) -> PredictRequest:
+    """Read any of the three request forms; query parameters apply to all of them."""
+    mimetype = req.mimetype
+    if mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        upload = req.files.get("image")
+        if upload is None:
+            raise InvalidRequest("The request has no file field named 'image'.")
+        return PredictRequest.from_options(upload.read(), {**req.args, **req.form}, upload.filename or "image")
+    if mimetype == "application/json":
+        document = _json_document(req)
+        options = {name: document[name] for name in OPTION_NAMES if name in document}
+        settings = document.get("settings") or {}
+        if not isinstance(settings, dict):
+            raise InvalidRequest("'settings' must be a JSON object.")
+        return PredictRequest.from_options(decode_image_field(document.get("image")),
+                                           {**req.args, **options, **settings})
+    if mimetype.startswith("image/") or mimetype == "application/octet-stream":
+        return PredictRequest.from_options(req.get_data(), req.args)
+    raise UnsupportedImageType(
+        "Send the image as multipart/form-data (field 'image'), as JSON "
+        "({\"image\": base64}) or as a raw image/* body."
+    )
+
+
+def _json_document(req: Request) -> dict[str, Any]:
+    try:
+        document = req.get_json(silent=True)
+    except RecursionError:
+        document = None
+    if not isinstance(document, dict):
+        raise InvalidRequest("The body is not a JSON object.")
+    return document
+
+
+def decode_image_field(value: object) -> bytes:
+    """Base64 or a ``data:image/...;base64,`` URL (what a browser's FileReader produces)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest("'image' must be a base64 string or a data: URL.")
+    if value.startswith("data:"):
+        header, comma, value = value.partition(",")
+        media_type, _, encoding = header[len("data:"):].partition(";")
+        if not comma or encoding != "base64":
+            raise InvalidImage("A data: URL must be base64-encoded (data:image/...;base64,...).")
+        if not media_type.startswith("image/"):
+            raise UnsupportedImageType(f"The data: URL holds {media_type or 'no type'}, not an image.")
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImage("'image' is not valid base64.") from None
+
+
+def _add_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ClassifierError)
+    def classifier_error(error: ClassifierError) -> Any:
+        response = jsonify(error.to_json())
+        if error.retry_after:
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response, error.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        code = (error.name or "error").lower().replace(" ", "_")
+        return jsonify({"error": {"code": code, "message": error.description}}), error.code
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception) -> Any:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        message = "The server failed unexpectedly; the error has been logged."
+        return jsonify({"error": {"code": "internal_error", "message": message}}), 500
+
+
+def _warm_up(classifier: Classifier) -> None:
+    """Load the default model before the first request needs it."""
+    try:
+        classifier.load_model(classifier.default_model)
+    except ClassifierError as error:
+        log.warning("default model not warmed up: %s", error.message)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve the image classifier for local use.")
+    parser.add_argument("--host", default="localhost")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Local use: a person may point the page at any remote they run (production turns this off).
+    os.environ.setdefault("CLASSIFIER_ALLOW_CUSTOM_REMOTE", "1")
+    create_app().run(host=args.host, port=args.port, debug=args.debug, use_reloader=False, threaded=True)
+
+
+if __name__ == "__main__":
+    main()

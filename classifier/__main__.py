@@ -1,0 +1,86 @@
+"""Command line: ``python -m classifier predict IMAGE…`` and ``python -m classifier download [MODEL…]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import requests
+from tqdm import tqdm
+
+from . import Classifier, ClassifierError, Settings
+from .models import REGISTRY, get_spec
+from .weights import describe, download
+from .service import DEFAULT_TOP_K, MAX_TOP_K
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m classifier", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    predict = commands.add_parser("predict", help="classify image files")
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    predict.add_argument("--model", choices=list(REGISTRY), help="default: the server's default model")
+    predict.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, choices=range(1, MAX_TOP_K + 1),
+                         metavar=f"1..{MAX_TOP_K}")
+    predict.add_argument("--json", action="store_true", help="print one JSON document per image")
+    download = commands.add_parser("download", help="fetch ImageNet weights into the Keras cache")
+    download.add_argument("models", nargs="*", metavar="MODEL",
+                          help=f"any of {', '.join(REGISTRY)} (default: all)")
+    args = parser.parse_args(argv)
+    return _predict(args) if args.command == "predict" else _download(args.models or list(REGISTRY))
+
+
+def _predict(args: argparse.Namespace) -> int:
+    classifier = Classifier(Settings.from_env(), downloads=None)
+    failures = 0
+    for path in args.images:
+        try:
+            result = classifier.classify(path.read_bytes(), args.model, args.top_k)
+        except (OSError, ClassifierError) as error:
+            print(f"{path}: {getattr(error, 'message', None) or error}", file=sys.stderr)
+            failures += 1
+            continue
+        if args.json:
+            print(json.dumps({"image": str(path), **result.to_json()}))
+        else:
+            print(f"{path} ({result.model}, {result.weights} weights)")
+            for p in result.predictions:
+                print(f"  {p.score:7.2%}  {p.label}  ({p.class_id})")
+    return 1 if failures else 0
+
+
+def _download(names: list[str]) -> int:
+    settings = Settings.from_env()
+    failures = 0
+    for name in names:
+        try:
+            weights = get_spec(name).weights
+        except ClassifierError as error:
+            print(error.message, file=sys.stderr)
+            return 2
+        if weights.find(settings):
+            print(f"{name}: already here ({weights.find(settings)})")
+            continue
+        with tqdm(desc=name, unit="B", unit_scale=True, unit_divisor=1024) as bar:
+            def progress(done: int, total: int | None) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            try:
+                path = download(weights, settings.keras_cache_dir, progress)
+            except requests.RequestException as error:
+                failures += 1
+                print(f"{name}: cannot download {weights.url}: {describe(error)}", file=sys.stderr)
+                continue
+            except ClassifierError as error:
+                failures += 1
+                print(f"{name}: {error.message}", file=sys.stderr)
+                continue
+        print(f"{name}: saved {path}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

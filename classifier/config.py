@@ -1,0 +1,104 @@
+"""Every setting of the service, read once from ``CLASSIFIER_*`` environment variables.
+
+One frozen object holds them so that the Flask app, the CLI and the tests all see the same
+names and defaults; the README's settings table is written from this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _keras_home(environ: Mapping[str, str]) -> Path:
+    """Keras keeps downloaded weights under ``$KERAS_HOME/models`` (default ``~/.keras``)."""
+    return Path(environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's configuration; ``from_env`` documents the variable behind each field."""
+
+    default_model: str | None = None
+    random_weights: bool = False
+    offline: bool = False
+    weights_dir: Path | None = None
+    keras_home: Path = dataclasses.field(default_factory=lambda: _keras_home(os.environ))
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    remote_url: str | None = None
+    allow_custom_remote: bool = False
+    remote_connect_timeout: float = 3.0
+    remote_read_timeout: float = 30.0
+    cors_origins: str = "*"
+    warmup: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
+        """Build settings from the environment; ``overrides`` win over both env and defaults."""
+        env = _EnvReader(environ)
+        values = {
+            "default_model": env.text("CLASSIFIER_DEFAULT_MODEL"),
+            "random_weights": env.flag("CLASSIFIER_RANDOM_WEIGHTS"),
+            "offline": env.flag("CLASSIFIER_OFFLINE"),
+            "weights_dir": env.path("CLASSIFIER_WEIGHTS_DIR"),
+            "keras_home": _keras_home(environ),
+            "max_upload_bytes": env.number("CLASSIFIER_MAX_UPLOAD_BYTES", int),
+            "max_pixels": env.number("CLASSIFIER_MAX_PIXELS", int),
+            "remote_url": env.text("CLASSIFIER_REMOTE_URL"),
+            "allow_custom_remote": env.flag("CLASSIFIER_ALLOW_CUSTOM_REMOTE"),
+            "remote_connect_timeout": env.number("CLASSIFIER_REMOTE_CONNECT_TIMEOUT", float),
+            "remote_read_timeout": env.number("CLASSIFIER_REMOTE_READ_TIMEOUT", float),
+            "cors_origins": env.text("CLASSIFIER_CORS_ORIGINS"),
+            "warmup": env.flag("CLASSIFIER_WARMUP"),
+        }
+        values = {name: value for name, value in values.items() if value is not None}
+        return cls(**{**values, **overrides})
+
+    @property
+    def keras_cache_dir(self) -> Path:
+        """Where ``keras.utils.get_file(..., cache_subdir="models")`` stores weights."""
+        return self.keras_home / "models"
+
+
+class _EnvReader:
+    """Reads typed values; a malformed value stops start-up with the variable's name."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def path(self, name: str) -> Path | None:
+        value = self.text(name)
+        return Path(value).expanduser() if value else None
+
+    def flag(self, name: str) -> bool | None:
+        if name not in self._environ:
+            return None
+        value = self._environ[name].strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise ValueError(f"{name}={self._environ[name]!r}: expected 1/0, true/false, yes/no or on/off")
+
+    def number(self, name: str, kind: type[int] | type[float]) -> int | float | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        try:
+            number = kind(value)
+        except ValueError:
+            raise ValueError(f"{name}={value!r}: expected a {kind.__name__}") from None
+        if number <= 0:
+            raise ValueError(f"{name}={value!r}: must be greater than zero")
+        return number

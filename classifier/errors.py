@@ -1,0 +1,75 @@
+"""The errors the service can answer with, as a small hierarchy callers catch by meaning.
+
+Each class carries the HTTP status and the stable machine-readable ``code`` that the API
+puts in ``{"error": {"code": ..., "message": ...}}``; the message is written for people.
+The CLI uses the same classes, so a bad file reads the same from a terminal as over HTTP.
+"""
+
+from __future__ import annotations
+
+
+class ClassifierError(Exception):
+    """Base of every error the service reports on purpose."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+    def to_json(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidRequest(ClassifierError):
+    """The request is malformed: a missing field, a bad option value."""
+
+    status, code = 400, "invalid_request"
+
+
+class UnknownModel(InvalidRequest):
+    code = "unknown_model"
+
+
+class InvalidImage(ClassifierError):
+    """The bytes claim to be an image we support but cannot be decoded."""
+
+    status, code = 400, "invalid_image"
+
+
+class TooManyPixels(InvalidImage):
+    """Guards memory: the image's declared size would be too large to decode."""
+
+    code = "too_many_pixels"
+
+
+class UnsupportedImageType(ClassifierError):
+    status, code = 415, "unsupported_image_type"
+
+
+class ImageTooLarge(ClassifierError):
+    status, code = 413, "image_too_large"
+
+
+class ModelUnavailable(ClassifierError):
+    """The model exists but cannot run here yet (weights missing or downloading)."""
+
+    status, code = 503, "model_unavailable"
+
+
+class RemoteNotAllowed(InvalidRequest):
+    """Forwarding to this URL is refused by policy (scheme, address or configuration)."""
+
+    code = "remote_not_allowed"
+
+
+class RemoteError(ClassifierError):
+    """The remote server failed or answered something we cannot relay."""
+
+    status, code = 502, "remote_error"
+
+
+class RemoteTimeout(RemoteError):
+    status, code = 504, "remote_timeout"

@@ -1,0 +1,102 @@
+"""The model registry: every model the service can run, and what belongs to each.
+
+An entry pairs an architecture with its own preprocessing, input size and weights file, so
+the pairing cannot drift. Adding a ``keras.applications`` model is one ``_keras_model(...)``
+line in ``REGISTRY``; nothing here imports Keras until a model is actually built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import preprocessing
+from .errors import UnknownModel
+from .weights import KerasWeights
+
+if TYPE_CHECKING:
+    import keras
+
+_KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one model and feed it; ``build`` returns it with random weights."""
+
+    name: str
+    build: Callable[[], keras.Model]
+    preprocess: Callable[[np.ndarray], np.ndarray]
+    weights: KerasWeights
+    input_size: int = 224
+    about: str = ""
+
+
+def _keras_application(name: str) -> Callable[[], keras.Model]:
+    def build() -> keras.Model:
+        import keras
+
+        return getattr(keras.applications, name)(weights=None)
+
+    build.__name__ = f"build_{name}"
+    return build
+
+
+def _keras_model(
+    name: str,
+    preprocess: Callable[[np.ndarray], np.ndarray],
+    weights_path: str,
+    *,
+    file_name: str | None = None,
+    md5: str | None = None,
+    about: str,
+) -> ModelSpec:
+    """A ``keras.applications`` model whose ImageNet weights Keras publishes at ``weights_path``.
+
+    ``file_name`` is the name Keras caches the file under when it differs from the URL's.
+    """
+    url = _KERAS_WEIGHTS_URL + weights_path
+    weights = KerasWeights(file_name or url.rsplit("/", 1)[1], url, md5)
+    return ModelSpec(name, _keras_application(name), preprocess, weights, about=about)
+
+
+# File names, URLs and MD5 sums are those in keras/src/applications/<module>.py; Keras
+# publishes no hash for MobileNetV2's file.
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        _keras_model(
+            "MobileNetV2",
+            preprocessing.symmetric,
+            "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
+            about="fast, 14 MB, 71% top-1",
+        ),
+        _keras_model(
+            "ResNet50",
+            preprocessing.caffe,
+            "resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+            md5="2cb95161c43110f7111970584f804107",
+            about="slow, 98 MB, 75% top-1",
+        ),
+        _keras_model(
+            "NASNetMobile",
+            preprocessing.symmetric,
+            "nasnet/NASNet-mobile.h5",
+            file_name="nasnet_mobile.h5",
+            md5="020fb642bf7360b370c678b08e0adf61",
+            about="medium, 23 MB, 74% top-1",
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UnknownModel(
+            f"Unknown model {name!r}; choose one of: {', '.join(REGISTRY)}."
+        ) from None

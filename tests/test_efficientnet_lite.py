@@ -1,0 +1,159 @@
+"""Tests for the torch-free EfficientNet-Lite0 port: reader, conversion, and real photos.
+
+The photo tests are the ones that matter: a wrong transpose, padding or
+normalisation still yields a model that runs, just not one that recognises a cat.
+"""
+
+import os
+import pickle
+import sys
+import zipfile
+
+import matplotlib
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from classifier import efficientnet_lite
+from classifier.efficientnet_lite import (
+    INPUT_SIZE,
+    build_model,
+    bundled_weights_path,
+    convert_weights,
+    preprocess_input,
+)
+from classifier.torch_legacy import load_legacy_state_dict
+
+_SKIMAGE_DATA = os.path.dirname(skimage.data.__file__)
+_MPL_SAMPLE_DATA = os.path.join(matplotlib.get_data_path(), "sample_data")
+
+# (photo, how many top predictions to look at, ImageNet class ids that count as right)
+PHOTOS = {
+    "chelsea": (os.path.join(_SKIMAGE_DATA, "chelsea.png"), 3, {281, 282, 285}),
+    "coffee": (os.path.join(_SKIMAGE_DATA, "coffee.png"), 3, {967, 968, 504}),
+    "grace_hopper": (os.path.join(_MPL_SAMPLE_DATA, "grace_hopper.jpg"), 5, {652}),
+}
+
+
+def load_photo(path: str) -> np.ndarray:
+    """Standard ImageNet eval crop: shorter side to 256, centre 224x224."""
+    image = Image.open(path).convert("RGB")
+    scale = round(INPUT_SIZE / 0.875) / min(image.size)
+    width, height = (round(side * scale) for side in image.size)
+    image = image.resize((width, height), Image.Resampling.BILINEAR)
+    left, top = (width - INPUT_SIZE) // 2, (height - INPUT_SIZE) // 2
+    image = image.crop((left, top, left + INPUT_SIZE, top + INPUT_SIZE))
+    return np.asarray(image, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def state_dict() -> dict[str, np.ndarray]:
+    return load_legacy_state_dict(bundled_weights_path())
+
+
+@pytest.fixture(scope="module")
+def converted_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("weights") / "lite0.weights.h5"
+    convert_weights(bundled_weights_path(), str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def model(converted_path):
+    return build_model(converted_path)
+
+
+@pytest.fixture(scope="module")
+def photo_probabilities(model) -> dict[str, np.ndarray]:
+    batch = np.stack([load_photo(path) for path, _, _ in PHOTOS.values()])
+    probabilities = model.predict(preprocess_input(batch), verbose=0)
+    return dict(zip(PHOTOS, probabilities))
+
+
+def test_reader_returns_documented_entries(state_dict):
+    assert len(state_dict) == 296
+    assert {int(name.split(".")[1]) for name in state_dict if name.startswith("_blocks.")} == set(range(16))
+    expected_shapes = {
+        "_conv_stem.weight": (32, 3, 3, 3),
+        "_bn0.running_var": (32,),
+        "_blocks.0._depthwise_conv.weight": (32, 1, 3, 3),
+        "_blocks.1._expand_conv.weight": (96, 16, 1, 1),
+        "_blocks.15._project_conv.weight": (320, 1152, 1, 1),
+        "_conv_head.weight": (1280, 320, 1, 1),
+        "_fc.weight": (1000, 1280),
+        "_fc.bias": (1000,),
+    }
+    for name, shape in expected_shapes.items():
+        assert state_dict[name].shape == shape, name
+        assert state_dict[name].dtype == np.float32, name
+
+
+def _write_zip_checkpoint(path) -> None:
+    with zipfile.ZipFile(path, "w") as archive:  # shape of a modern torch.save file
+        archive.writestr("archive/data.pkl", pickle.dumps({}))
+
+
+def _write_legacy_header_with_foreign_global(path) -> None:
+    with open(path, "wb") as file:
+        for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+            pickle.dump(header, file)
+        pickle.dump(os.system, file)  # must be refused, never resolved
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda path: path.write_bytes(b"definitely not a checkpoint"),
+        lambda path: path.write_bytes(pickle.dumps({"_fc.weight": [1.0]})),
+        _write_zip_checkpoint,
+        _write_legacy_header_with_foreign_global,
+    ],
+    ids=["garbage", "plain-pickle", "zip-format", "foreign-global"],
+)
+def test_reader_rejects_non_legacy_files(tmp_path, write):
+    path = tmp_path / "bad.pth"
+    write(path)
+    with pytest.raises(ValueError):
+        load_legacy_state_dict(str(path))
+
+
+def test_conversion_writes_only_the_weights_file(converted_path):
+    assert os.listdir(os.path.dirname(converted_path)) == [os.path.basename(converted_path)]
+
+
+def test_converted_weights_match_checkpoint_layouts(model, state_dict):
+    np.testing.assert_array_equal(model.get_layer("fc").get_weights()[0], state_dict["_fc.weight"].T)
+    np.testing.assert_array_equal(
+        model.get_layer("blocks_3_depthwise_conv").get_weights()[0],
+        state_dict["_blocks.3._depthwise_conv.weight"].transpose(2, 3, 0, 1),
+    )
+    np.testing.assert_array_equal(
+        model.get_layer("blocks_3_bn1").get_weights()[3], state_dict["_blocks.3._bn1.running_var"]
+    )
+
+
+def test_saved_weights_reproduce_the_directly_converted_model(model, state_dict):
+    direct = build_model()
+    efficientnet_lite._assign_state_dict(direct, state_dict)
+    batch = preprocess_input(np.random.default_rng(0).uniform(0, 255, (2, INPUT_SIZE, INPUT_SIZE, 3)))
+    loaded_out = model.predict(batch, verbose=0)
+    np.testing.assert_allclose(loaded_out, direct.predict(batch, verbose=0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(loaded_out.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_port_never_imports_torch(model):
+    assert "torch" not in sys.modules
+
+
+def test_model_identity(model):
+    assert model.name == "EfficientNetLite0"
+    assert model.input_shape == (None, INPUT_SIZE, INPUT_SIZE, 3)
+    assert model.output_shape == (None, 1000)
+
+
+@pytest.mark.parametrize("photo", PHOTOS)
+def test_recognises_real_photo(photo, photo_probabilities):
+    _, k, accepted = PHOTOS[photo]
+    top_k = np.argsort(photo_probabilities[photo])[::-1][:k]
+    assert accepted & set(top_k.tolist()), f"{photo}: top-{k} {top_k.tolist()}"
