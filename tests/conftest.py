@@ -1,0 +1,115 @@
+"""Shared fixtures: a fresh, configured app per test, real photos, and running servers.
+
+Models live in the process-wide pool, so each architecture is built once per test session
+however many apps the tests create.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import matplotlib
+import pytest
+import requests
+import skimage.data
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTOS = {
+    "chelsea": Path(skimage.data.__file__).parent / "chelsea.png",
+    "coffee": Path(skimage.data.__file__).parent / "coffee.png",
+    "grace_hopper": Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg",
+}
+KERAS_MODELS = ("MobileNetV2", "ResNet50", "NASNetMobile")
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., Flask]:
+    """Apps with random weights, no warm-up thread and an empty Keras cache, unless overridden."""
+    from app import create_app
+
+    def make(**overrides: object) -> Flask:
+        config = {"random_weights": True, "warmup": False, "keras_home": tmp_path / "keras", **overrides}
+        app = create_app(config)
+        app.testing = True
+        return app
+
+    return make
+
+
+@pytest.fixture
+def client(make_app: Callable[..., Flask]) -> FlaskClient:
+    return make_app().test_client()
+
+
+@pytest.fixture(scope="session")
+def cat_png() -> bytes:
+    return PHOTOS["chelsea"].read_bytes()
+
+
+def encode(image: Image.Image, format: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if requests.get(url + "/healthz", timeout=1).ok:
+                return
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not become healthy within {timeout}s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a server this test session started, by its own process id."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def serve_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., str]]:
+    """Start ``python app.py`` on a loopback port with extra env; returns its base URL."""
+    processes: list[subprocess.Popen] = []
+
+    def serve(**env: str) -> str:
+        port = free_port()
+        log = tmp_path_factory.mktemp("server") / "server.log"
+        environment = {**os.environ, "CLASSIFIER_RANDOM_WEIGHTS": "1",
+                       "CLASSIFIER_DEFAULT_MODEL": "MobileNetV2", **env}
+        process = subprocess.Popen(
+            [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=environment, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        )
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_healthy(url, process)
+        return url
+
+    yield serve
+    for process in processes:
+        stop(process)

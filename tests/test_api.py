@@ -1,0 +1,224 @@
+"""The HTTP API through Flask's test client: every request form, every answer shape, every error."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from conftest import KERAS_MODELS, encode
+
+
+def multipart(image: bytes, **fields: str) -> dict:
+    return {"image": (io.BytesIO(image), "cat.png"), **fields}
+
+
+def assert_prediction_shape(body: dict, model: str, top_k: int) -> None:
+    assert body["model"] == model
+    assert body["server"] == "local"
+    assert len(body["predictions"]) == top_k
+    scores = [p["score"] for p in body["predictions"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0 <= s <= 1 for s in scores)
+    assert all(p["class_id"].startswith("n") and p["label"] for p in body["predictions"])
+    # The original page's shape: one-key objects, readable label, 3 decimals.
+    assert [list(item.values())[0] for item in body["result"]] == [round(s, 3) for s in scores]
+    assert [list(item)[0] for item in body["result"]] == [
+        p["label"].replace("_", " ")[:1].upper() + p["label"].replace("_", " ")[1:] for p in body["predictions"]
+    ]
+    assert set(body["timing_ms"]) == {"decode", "inference", "total"}
+
+
+@pytest.mark.parametrize("model", KERAS_MODELS + ("EfficientNetLite0",))
+def test_multipart_each_model(client, cat_png, model):
+    response = client.post("/predict", data=multipart(cat_png, model=model, top_k="5"))
+    assert response.status_code == 200, response.json
+    assert_prediction_shape(response.json, model, 5)
+    assert response.json["weights"] == "random"
+
+
+def test_json_with_settings_as_the_original_page_sends(client, cat_png):
+    data_url = "data:image/png;base64," + base64.b64encode(cat_png).decode()
+    response = client.post("/predict", json={"image": data_url, "settings": {"model": "ResNet50", "top_k": 2}})
+    assert response.status_code == 200, response.json
+    assert_prediction_shape(response.json, "ResNet50", 2)
+
+
+def test_json_plain_base64_with_top_level_options(client, cat_png):
+    body = {"image": base64.b64encode(cat_png).decode(), "model": "NASNetMobile", "top_k": 4}
+    response = client.post("/predict", json=body)
+    assert response.status_code == 200, response.json
+    assert_prediction_shape(response.json, "NASNetMobile", 4)
+
+
+def test_raw_body_with_query_options(client, cat_png):
+    response = client.post("/predict?model=MobileNetV2&top_k=1", data=cat_png, content_type="image/png")
+    assert response.status_code == 200, response.json
+    assert_prediction_shape(response.json, "MobileNetV2", 1)
+
+
+def test_all_forms_agree(client, cat_png):
+    """The same image and model give the same scores whichever way they arrive."""
+    forms = [
+        dict(data=multipart(cat_png, model="ResNet50")),
+        dict(json={"image": base64.b64encode(cat_png).decode(), "settings": {"model": "ResNet50"}}),
+        dict(data=cat_png, content_type="image/png", query_string={"model": "ResNet50"}),
+    ]
+    answers = [client.post("/predict", **form).json["predictions"] for form in forms]
+    assert answers[0] == answers[1] == answers[2]
+
+
+def test_default_top_k_and_default_model(client, cat_png):
+    response = client.post("/predict", data=multipart(cat_png))
+    models = client.get("/models").json
+    assert response.json["model"] == models["default"]
+    assert len(response.json["predictions"]) == 3
+
+
+def error_of(response) -> tuple[int, str]:
+    assert response.is_json, response.data[:200]
+    assert set(response.json) == {"error"} and set(response.json["error"]) == {"code", "message"}
+    assert "Traceback" not in response.json["error"]["message"]
+    return response.status_code, response.json["error"]["code"]
+
+
+@pytest.mark.parametrize("top_k", ["-1", "0", "21", "10000", "abc", "2.5"])
+def test_bad_top_k(client, cat_png, top_k):
+    assert error_of(client.post("/predict", data=multipart(cat_png, top_k=top_k))) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize("top_k", [True, 2.5, [3], {"a": 1}])
+def test_bad_top_k_json_types(client, cat_png, top_k):
+    body = {"image": base64.b64encode(cat_png).decode(), "top_k": top_k}
+    assert error_of(client.post("/predict", json=body)) == (400, "invalid_request")
+
+
+def test_unknown_model_names_the_choices(client, cat_png):
+    response = client.post("/predict", data=multipart(cat_png, model="AlexNet"))
+    assert error_of(response) == (400, "unknown_model")
+    assert "MobileNetV2" in response.json["error"]["message"]
+
+
+def test_unknown_server_value(client, cat_png):
+    assert error_of(client.post("/predict", data=multipart(cat_png, server="mars"))) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "request_kwargs, expected",
+    [
+        (dict(data={"model": "MobileNetV2"}), (400, "invalid_request")),  # no image field
+        (dict(data=b"", content_type="image/png"), (400, "invalid_image")),
+        (dict(data=b"not an image at all", content_type="image/jpeg"), (415, "unsupported_image_type")),
+        (dict(data=b"<html><body>hi</body></html>", content_type="image/jpeg"), (415, "unsupported_image_type")),
+        (dict(data=b"hello", content_type="text/plain"), (415, "unsupported_image_type")),
+        (dict(data=b"hello"), (415, "unsupported_image_type")),  # no content type
+        (dict(data=b"{not json", content_type="application/json"), (400, "invalid_request")),
+        (dict(json=[1, 2, 3]), (400, "invalid_request")),
+        (dict(json={"settings": {}}), (400, "invalid_request")),  # no image
+        (dict(json={"image": 42}), (400, "invalid_request")),
+        (dict(json={"image": "%%% not base64 %%%"}), (400, "invalid_image")),
+        (dict(json={"image": "data:text/html;base64,PGh0bWw+"}), (415, "unsupported_image_type")),
+        (dict(json={"image": "data:image/png,rawdata"}), (400, "invalid_image")),
+        (dict(json={"image": "aGVsbG8=", "settings": "fast"}), (400, "invalid_request")),
+        (dict(json={"image": "aGVsbG8=", "model": 7}), (400, "invalid_request")),
+    ],
+)
+def test_bad_requests(client, request_kwargs, expected):
+    assert error_of(client.post("/predict", **request_kwargs)) == expected
+
+
+def test_deeply_nested_json(client):
+    body = "[" * 100_000 + "]" * 100_000
+    assert error_of(client.post("/predict", data=body, content_type="application/json")) == (400, "invalid_request")
+
+
+def test_truncated_image(client, cat_png):
+    response = client.post("/predict", data=cat_png[: len(cat_png) // 2], content_type="image/png")
+    assert error_of(response) == (400, "invalid_image")
+
+
+def test_decompression_bomb(client):
+    png = encode(Image.new("L", (1, 1)), "PNG")
+    header = b"IHDR" + struct.pack(">II", 30000, 30000) + png[24:29]  # same depth, colour type...
+    bomb = png[:12] + header + struct.pack(">I", zlib.crc32(header)) + png[33:]
+    assert error_of(client.post("/predict", data=bomb, content_type="image/png")) == (400, "too_many_pixels")
+
+
+@pytest.mark.parametrize("form", ["multipart", "json", "raw"])
+def test_upload_over_the_limit_is_413(make_app, form):
+    client = make_app(max_upload_bytes=100_000).test_client()
+    big = encode(Image.effect_noise((400, 400), 64).convert("RGB"), "PNG")
+    assert len(big) > 100_000
+    kwargs = {
+        "multipart": dict(data=multipart(big)),
+        "json": dict(json={"image": base64.b64encode(big).decode()}),
+        "raw": dict(data=big, content_type="image/png"),
+    }[form]
+    assert error_of(client.post("/predict", **kwargs))[0] == 413
+
+
+def test_server_keeps_serving_after_errors(client, cat_png):
+    for bad in (b"", b"garbage", cat_png[:100]):
+        assert client.post("/predict", data=bad, content_type="image/png").status_code >= 400
+    assert client.post("/predict", data=multipart(cat_png)).status_code == 200
+
+
+def test_unexpected_exception_is_a_json_500_without_internals(make_app):
+    app = make_app()
+
+    @app.get("/explode")  # a route of the test's own: the app has no way to fail on purpose
+    def explode():
+        raise RuntimeError("secret internal detail")
+
+    response = app.test_client().get("/explode")
+    assert error_of(response) == (500, "internal_error")
+    assert "secret" not in response.get_data(as_text=True)
+
+
+def test_not_found_and_method_not_allowed_are_json(client):
+    assert error_of(client.get("/nowhere")) == (404, "not_found")
+    assert error_of(client.get("/predict")) == (405, "method_not_allowed")
+
+
+def test_models_lists_every_model_with_status(client):
+    body = client.get("/models").json
+    names = [m["name"] for m in body["models"]]
+    assert names == list(KERAS_MODELS) + ["EfficientNetLite0"]
+    assert sum(m["default"] for m in body["models"]) == 1
+    for model in body["models"]:
+        assert model["input_size"] == [224, 224]
+        assert model["status"] in ("loaded", "cached")
+        assert model["weights"] == "random"
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+
+
+def test_cors_preflight_and_headers(client, cat_png):
+    preflight = client.options("/predict", headers={
+        "Origin": "https://example.org", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "Content-Type"})
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Origin"] in ("*", "https://example.org")
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    response = client.get("/models", headers={"Origin": "https://example.org"})
+    assert response.headers["Access-Control-Allow-Origin"] in ("*", "https://example.org")
+
+
+def test_cors_origins_configurable(make_app):
+    client = make_app(cors_origins="https://good.example").test_client()
+    good = client.get("/models", headers={"Origin": "https://good.example"})
+    bad = client.get("/models", headers={"Origin": "https://evil.example"})
+    assert good.headers["Access-Control-Allow-Origin"] == "https://good.example"
+    assert "Access-Control-Allow-Origin" not in bad.headers
+
+
+def test_page_offers_every_model(client):
+    page = client.get("/").get_data(as_text=True)
+    assert all(name in page for name in KERAS_MODELS + ("EfficientNetLite0",))
+    assert 'name="image"' in page
