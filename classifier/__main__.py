@@ -11,7 +11,7 @@ import requests
 from tqdm import tqdm
 
 from . import Classifier, ClassifierError, Settings
-from .models import REGISTRY, get_spec
+from .models import REGISTRY, ModelSpec, get_spec
 from .weights import describe, download
 from .service import DEFAULT_TOP_K, MAX_TOP_K
 
@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     download.add_argument("models", nargs="*", metavar="MODEL",
                           help=f"any of {', '.join(REGISTRY)} (default: all)")
     args = parser.parse_args(argv)
-    return _predict(args) if args.command == "predict" else _download(args.models or list(REGISTRY))
+    if args.command == "predict":
+        return _predict(args)
+    return _download(args.models or [name for name, spec in REGISTRY.items() if spec.weights.downloadable])
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -53,33 +55,42 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _download(names: list[str]) -> int:
     settings = Settings.from_env()
-    failures = 0
-    for name in names:
-        try:
-            weights = get_spec(name).weights
-        except ClassifierError as error:
-            print(error.message, file=sys.stderr)
-            return 2
-        if weights.find(settings):
-            print(f"{name}: already here ({weights.find(settings)})")
-            continue
-        with tqdm(desc=name, unit="B", unit_scale=True, unit_divisor=1024) as bar:
-            def progress(done: int, total: int | None) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
-            try:
-                path = download(weights, settings.keras_cache_dir, progress)
-            except requests.RequestException as error:
-                failures += 1
-                print(f"{name}: cannot download {weights.url}: {describe(error)}", file=sys.stderr)
-                continue
-            except ClassifierError as error:
-                failures += 1
-                print(f"{name}: {error.message}", file=sys.stderr)
-                continue
-        print(f"{name}: saved {path}")
+    try:
+        specs = [get_spec(name) for name in names]
+    except ClassifierError as error:
+        print(error.message, file=sys.stderr)
+        return 2
+    failures = [spec.name for spec in specs if not _download_one(spec, settings)]
     return 1 if failures else 0
+
+
+def _download_one(spec: ModelSpec, settings: Settings) -> bool:
+    """Fetch one model's weights with a progress bar; False (and a message) if that failed."""
+    weights = spec.weights
+    if not weights.downloadable:
+        print(f"{spec.name}: its weights ship with the {weights.package} package; nothing to download.")
+        return True
+    if existing := weights.find(settings):
+        print(f"{spec.name}: already here ({existing})")
+        return True
+    with tqdm(desc=spec.name, unit="B", unit_scale=True, unit_divisor=1024) as bar:
+        def progress(done: int, total: int | None) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            path = download(weights, settings, progress)
+        except (OSError, requests.RequestException) as error:
+            reason = f"cannot download {weights.url(settings)}: {describe(error)}"
+        except ClassifierError as error:
+            reason = error.message
+        else:
+            reason = None
+    if reason:
+        print(f"{spec.name}: {reason}", file=sys.stderr)
+        return False
+    print(f"{spec.name}: saved {path}")
+    return True
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ class Settings:
     random_weights: bool = False
     offline: bool = False
     weights_dir: Path | None = None
+    weights_mirror: str | None = None
     keras_home: Path = dataclasses.field(default_factory=lambda: _keras_home(os.environ))
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 50_000_000
@@ -48,6 +49,7 @@ class Settings:
             "random_weights": env.flag("CLASSIFIER_RANDOM_WEIGHTS"),
             "offline": env.flag("CLASSIFIER_OFFLINE"),
             "weights_dir": env.path("CLASSIFIER_WEIGHTS_DIR"),
+            "weights_mirror": env.text("CLASSIFIER_WEIGHTS_MIRROR"),
             "keras_home": _keras_home(environ),
             "max_upload_bytes": env.number("CLASSIFIER_MAX_UPLOAD_BYTES", int),
             "max_pixels": env.number("CLASSIFIER_MAX_PIXELS", int),

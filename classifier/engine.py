@@ -63,8 +63,8 @@ class ModelPool:
                 self._models[key] = LoadedModel(spec, weights_path)
         return self._models[key]
 
-    def is_loaded(self, name: str) -> bool:
-        return any(loaded == name for loaded, _ in self._models)
+    def is_loaded(self, spec: ModelSpec, weights_path: Path | None) -> bool:
+        return (spec.name, weights_path) in self._models
 
 
 # Models are expensive; every app and CLI call in a process shares this pool.

@@ -98,8 +98,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     """Any mode to 8-bit RGB: alpha over white, 16-bit and float scaled, CMYK and palette converted."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         image = _to_8bit(image)
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
+    if image.mode in ("1", "L", "P", "RGB") and "transparency" in image.info:
+        image = image.convert("RGBA")  # palette index or PNG tRNS colour key to alpha
     if image.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

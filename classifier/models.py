@@ -21,8 +21,6 @@ from .weights import ConvertedWeights, KerasWeights
 if TYPE_CHECKING:
     import keras
 
-_KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
-
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -80,12 +78,12 @@ def _keras_model(
     md5: str | None = None,
     about: str,
 ) -> ModelSpec:
-    """A ``keras.applications`` model whose ImageNet weights Keras publishes at ``weights_path``.
+    """A ``keras.applications`` model whose ImageNet weights Keras publishes at ``weights_path``
+    (relative to ``weights.KERAS_WEIGHTS_URL``).
 
     ``file_name`` is the name Keras caches the file under when it differs from the URL's.
     """
-    url = _KERAS_WEIGHTS_URL + weights_path
-    weights = KerasWeights(file_name or url.rsplit("/", 1)[1], url, md5)
+    weights = KerasWeights(file_name or weights_path.rsplit("/", 1)[1], weights_path, md5)
     return ModelSpec(name, _keras_application(name), preprocess, weights, about=about)
 
 

@@ -218,7 +218,7 @@ class Classifier:
     def _describe(self, spec: ModelSpec, default: str) -> dict[str, object]:
         status = self._weights_status(spec)
         state = status["state"]
-        if state == "cached" and self.pool.is_loaded(spec.name):
+        if state == "cached" and self.pool.is_loaded(spec, self._weights_path(spec)):
             state = "loaded"
         description: dict[str, object] = {
             "name": spec.name,

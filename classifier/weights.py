@@ -26,16 +26,20 @@ from .errors import ModelUnavailable
 
 Progress = Callable[[int, int | None], None]
 
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _CHUNK = 1 << 20
 _RETRY_FAILED_AFTER = 60  # seconds before a failed background download is tried again
 
 
 @dataclass(frozen=True)
 class KerasWeights:
-    """A weights file that Keras publishes; ``md5`` is Keras' published hash, if any."""
+    """A weights file that Keras publishes; ``md5`` is Keras' published hash, if any.
+
+    ``path`` is relative to Keras' download folder (or to the operator's mirror of it).
+    """
 
     file_name: str
-    url: str
+    path: str
     md5: str | None = None
     downloadable: ClassVar[bool] = True
 
@@ -50,6 +54,10 @@ class KerasWeights:
 
     def present(self, settings: Settings) -> bool:
         return self.find(settings) is not None
+
+    def url(self, settings: Settings) -> str:
+        base = settings.weights_mirror or KERAS_WEIGHTS_URL
+        return base.rstrip("/") + "/" + self.path
 
     def how_to_get(self, model: str) -> str:
         return (f"Get them with `python -m classifier download {model}` on a machine with internet, "
@@ -116,13 +124,14 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(weights: KerasWeights, folder: Path, progress: Progress | None = None) -> Path:
-    """Fetch ``weights`` into ``folder`` and return the final path.
+def download(weights: KerasWeights, settings: Settings, progress: Progress | None = None) -> Path:
+    """Fetch ``weights`` into the Keras cache and return the final path.
 
     One process downloads a file at a time (a file lock, so uWSGI workers agree); the bytes
     go to a temporary name, are checked against the published hash, and only then renamed,
     so a failed or interrupted download never leaves a file that looks complete.
     """
+    folder = settings.keras_cache_dir
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / weights.file_name
     with FileLock(str(final) + ".lock"):
@@ -130,7 +139,7 @@ def download(weights: KerasWeights, folder: Path, progress: Progress | None = No
             return weights.verified(final)
         partial = folder / f".{weights.file_name}.{os.getpid()}.part"
         try:
-            _fetch(weights, partial, _ProgressFile(final, progress))
+            _fetch(weights.url(settings), partial, _ProgressFile(final, progress))
             weights.verified(partial)
             os.replace(partial, final)
         finally:
@@ -139,8 +148,8 @@ def download(weights: KerasWeights, folder: Path, progress: Progress | None = No
     return final
 
 
-def _fetch(weights: KerasWeights, target: Path, progress: Progress) -> None:
-    with requests.get(weights.url, stream=True, timeout=(10, 60)) as response:
+def _fetch(url: str, target: Path, progress: Progress) -> None:
+    with requests.get(url, stream=True, timeout=(10, 60)) as response:
         response.raise_for_status()
         total = int(response.headers.get("Content-Length") or 0) or None
         done = 0
@@ -220,14 +229,14 @@ class BackgroundDownloads:
                 return weights.file_name in self._running
             self._running.add(weights.file_name)
         threading.Thread(
-            target=self._run, args=(weights, settings.keras_cache_dir, attempt), daemon=True,
+            target=self._run, args=(weights, settings, attempt), daemon=True,
             name=f"download {weights.file_name}",
         ).start()
         return True
 
-    def _run(self, weights: KerasWeights, folder: Path, attempt: _Attempt) -> None:
+    def _run(self, weights: KerasWeights, settings: Settings, attempt: _Attempt) -> None:
         try:
-            download(weights, folder)
+            download(weights, settings)
             attempt.failed_at = None
         except (OSError, requests.RequestException, ModelUnavailable, Timeout) as error:
             attempt.failed_at, attempt.error = time.monotonic(), describe(error)
