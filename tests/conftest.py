@@ -96,8 +96,8 @@ def serve_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[...
     """Start ``python app.py`` on a loopback port with extra env; returns its base URL."""
     processes: list[subprocess.Popen] = []
 
-    def serve(**env: str) -> str:
-        port = free_port()
+    def serve(port: int | None = None, **env: str) -> str:
+        port = port or free_port()
         log = tmp_path_factory.mktemp("server") / "server.log"
         environment = {**os.environ, "CLASSIFIER_RANDOM_WEIGHTS": "1",
                        "CLASSIFIER_DEFAULT_MODEL": "MobileNetV2", **env}
