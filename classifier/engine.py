@@ -29,12 +29,12 @@ class LoadedModel:
 
         self.spec = spec
         self.weights = "random" if weights_path is None else "imagenet"
-        model = spec.build()
+        self.model = spec.build()
         if weights_path is not None:
-            model.load_weights(str(weights_path))
+            self.model.load_weights(str(weights_path))
         size = spec.input_size
         signature = [tf.TensorSpec([None, size, size, 3], tf.float32)]
-        self._forward = tf.function(lambda batch: model(batch, training=False), input_signature=signature)
+        self._forward = tf.function(lambda batch: self.model(batch, training=False), input_signature=signature)
         self.scores(np.zeros((1, size, size, 3), dtype=np.uint8))
 
     def scores(self, pixels: np.ndarray) -> np.ndarray:

@@ -1,0 +1,63 @@
+"""The registry and the per-process model pool, on the real architectures (random weights)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from classifier.engine import POOL, ModelPool
+from classifier.models import REGISTRY
+from conftest import KERAS_MODELS
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_each_model_gives_1000_probabilities(name):
+    model = POOL.get(REGISTRY[name], None)
+    size = REGISTRY[name].input_size
+    pixels = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    scores = model.scores(pixels)
+    assert scores.shape == (2, 1000)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-4)
+    assert model.weights == "random"
+
+
+@pytest.mark.parametrize("name", KERAS_MODELS)
+def test_the_registry_builds_the_keras_application_of_that_name(name):
+    keras_model = REGISTRY[name].build()
+    assert keras_model.input_shape == (None, 224, 224, 3)
+    assert keras_model.output_shape == (None, 1000)
+    assert REGISTRY[name].input_size == 224
+
+
+def test_compiled_forward_pass_equals_model_predict():
+    """The fast path computes exactly what Keras' own predict does."""
+    spec = REGISTRY["MobileNetV2"]
+    pool = ModelPool()
+    loaded = pool.get(spec, None)
+    pixels = np.random.default_rng(1).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
+    expected = loaded.model.predict(spec.preprocess(pixels), verbose=0)
+    np.testing.assert_allclose(loaded.scores(pixels), expected, atol=1e-5)
+
+
+def test_concurrent_first_requests_build_the_model_once():
+    builds = []
+    base = REGISTRY["MobileNetV2"]
+
+    def counting_build():
+        builds.append(threading.get_ident())
+        return base.build()
+
+    spec = replace(base, name="CountedMobileNetV2", build=counting_build)
+    pool = ModelPool()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(pool.get(spec, None))) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(builds) == 1
+    assert len(results) == 6 and all(r is results[0] for r in results)
+    assert pool.is_loaded(spec, None)
