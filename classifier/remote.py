@@ -11,11 +11,15 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
+import urllib3.exceptions
+from urllib3.exceptions import NameResolutionError
 
 from .errors import RemoteError, RemoteNotAllowed, RemoteTimeout
 from .labels import Prediction
@@ -46,25 +50,39 @@ class RemoteAnswer:
 
 
 def check_url(url: str) -> None:
-    """Refuse URLs that could make this server a proxy into its own network."""
+    """Refuse URLs that could make this server a proxy into its own network.
+
+    This gives the requester a clear 400 up front; the connection itself is checked again
+    (``_GuardedConnection``), so a name that resolves differently a moment later
+    (DNS rebinding) still cannot reach a forbidden address.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise RemoteNotAllowed("Remote URLs must use http or https.")
     if parts.username is not None or parts.password is not None:
         raise RemoteNotAllowed("Remote URLs must not carry credentials.")
-    if not parts.hostname:
-        raise RemoteNotAllowed("The remote URL has no host.")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port)}
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        if not host:
+            raise RemoteNotAllowed("The remote URL has no host.")
+        allowed_address(host, port)
     except (socket.gaierror, UnicodeError, ValueError):
-        raise RemoteNotAllowed(f"The remote host {parts.hostname!r} cannot be resolved.") from None
+        raise RemoteNotAllowed(f"The remote URL {url!r} has no host that can be resolved.") from None
+
+
+def allowed_address(host: str, port: int) -> str:
+    """Resolve ``host`` and return the address to connect to, refusing forbidden ones.
+
+    If any address the name resolves to is forbidden, the name is refused as a whole:
+    picking a "good" one would let an attacker's DNS decide where we connect.
+    """
+    addresses = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
     for address in addresses:
         if _is_forbidden(ipaddress.ip_address(address.split("%", 1)[0])):
             raise RemoteNotAllowed(
-                f"The remote host {parts.hostname!r} resolves to {address}, a link-local or "
-                "cloud-metadata address."
+                f"The remote host {host!r} resolves to {address}, a link-local or cloud-metadata address."
             )
+    return addresses[0]
 
 
 def _is_forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -74,6 +92,48 @@ def _is_forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> boo
     return any(candidate in net for candidate in candidates for net in _FORBIDDEN_NETWORKS)
 
 
+class _GuardedConnection:
+    """Connects only to the address it has just resolved and checked (no second lookup)."""
+
+    def _new_conn(self) -> socket.socket:
+        try:
+            self._dns_host = allowed_address(self._dns_host, self.port)
+        except socket.gaierror as error:
+            raise NameResolutionError(self.host, self, error) from error
+        return super()._new_conn()
+
+
+class _GuardedHTTPConnection(_GuardedConnection, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardedConnection, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _GuardedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _GuardedAdapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # an environment proxy would connect on our behalf, unchecked
+    adapter = _GuardedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 def forward(
     url: str,
     image: bytes,
@@ -81,9 +141,14 @@ def forward(
     fields: Mapping[str, str],
     timeouts: Timeouts,
 ) -> RemoteAnswer:
-    """Send one prediction request to ``url`` and return its validated answer."""
+    """Send one prediction request to ``url`` and return its validated answer.
+
+    The whole answer must arrive within the connect and read timeouts together: a remote
+    that trickles bytes forever is cut off, and at most ``MAX_RESPONSE_BYTES`` are read.
+    """
+    deadline = time.monotonic() + timeouts.connect + timeouts.read
     try:
-        with requests.post(
+        with _session() as session, session.post(
             url,
             files={"image": (filename, image)},
             data=dict(fields),
@@ -92,22 +157,24 @@ def forward(
             allow_redirects=False,
             stream=True,
         ) as response:
-            body = _read_capped(response)
+            body = _read_capped(response, deadline)
             status = response.status_code
-    except requests.Timeout:
+    except (requests.Timeout, urllib3.exceptions.TimeoutError):
         raise RemoteTimeout(f"The remote server at {url} did not answer in time.") from None
-    except requests.RequestException as error:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
         reason = type(error).__name__
         raise RemoteError(f"The remote server at {url} could not be reached ({reason}).") from None
     return _parse(url, status, body)
 
 
-def _read_capped(response: requests.Response) -> bytes:
+def _read_capped(response: requests.Response, deadline: float) -> bytes:
     body = bytearray()
-    for chunk in response.iter_content(64 * 1024):
+    while chunk := response.raw.read1(64 * 1024, decode_content=True):
         body += chunk
         if len(body) > MAX_RESPONSE_BYTES:
             raise RemoteError(f"The remote server's answer exceeded {MAX_RESPONSE_BYTES} bytes.")
+        if time.monotonic() > deadline:
+            raise RemoteTimeout("The remote server did not finish its answer in time.")
     return bytes(body)
 
 

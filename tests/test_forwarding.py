@@ -11,6 +11,7 @@ import http.server
 import io
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -104,10 +105,13 @@ def silent_listener() -> Iterator[str]:
 
 @pytest.fixture
 def fake_remote() -> Iterator[callable]:
-    """A remote answering fixed status, headers and body, to test what we accept from it."""
+    """A remote answering fixed status, headers and body, to test what we accept from it.
+
+    With ``pause``, the body goes out one byte at a time, ``pause`` seconds apart.
+    """
     servers = []
 
-    def start(status: int, body: bytes, headers: dict[str, str] | None = None) -> str:
+    def start(status: int, body: bytes, headers: dict[str, str] | None = None, pause: float = 0) -> str:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -116,7 +120,14 @@ def fake_remote() -> Iterator[callable]:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                step = 1 if pause else max(len(body), 1)
+                try:
+                    for offset in range(0, len(body), step):
+                        self.wfile.write(body[offset:offset + step])
+                        self.wfile.flush()
+                        time.sleep(pause)
+                except OSError:
+                    pass  # we hung up on it: the point of the test
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -192,3 +203,16 @@ def test_custom_urls_refused_when_disabled(make_app, fake_remote, cat_png):
     response = client.post("/predict", query_string={"server": "custom", "remote_url": fake_remote(200, b"{}")},
                            data=cat_png, content_type="image/png")
     assert response.status_code == 400 and "disabled" in response.json["error"]["message"]
+
+
+def test_remote_that_trickles_forever_is_cut_off_in_time(make_app, fake_remote, cat_png):
+    url = fake_remote(200, b"x" * 10_000, pause=0.1)  # would take 1000 s
+    started = time.monotonic()
+    response = forward_with(make_app, url, cat_png, remote_connect_timeout=1.0, remote_read_timeout=1.0)
+    assert response.status_code == 504
+    assert time.monotonic() - started < 5
+
+
+def test_remote_with_a_huge_answer_is_capped(make_app, fake_remote, cat_png):
+    response = forward_with(make_app, fake_remote(200, b"[" + b"0," * 3_000_000 + b"0]"), cat_png)
+    assert response.status_code == 502 and "exceeded" in response.json["error"]["message"]
