@@ -1,0 +1,147 @@
+"""Hostile and malformed input: each gets a clear 4xx JSON error, and the server keeps serving
+with bounded memory. Random input from hypothesis never produces an undocumented 5xx."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import zlib
+
+import psutil
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from conftest import encode
+
+DOCUMENTED_5XX = {502, 503, 504}
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    png = encode(Image.new("L", (1, 1)), "PNG")
+    header = b"IHDR" + struct.pack(">II", width, height) + png[24:29]
+    return png[:12] + header + struct.pack(">I", zlib.crc32(header)) + png[33:]
+
+
+def animated_gif(frames: int) -> bytes:
+    images = [Image.new("L", (16, 16), i % 256) for i in range(frames)]
+    return encode(images[0], "GIF", save_all=True, append_images=images[1:])
+
+
+def jpeg_with_corrupt_exif(cat: bytes) -> bytes:
+    jpeg = encode(Image.open(io.BytesIO(cat)).convert("RGB"), "JPEG")
+    garbage = b"Exif\x00\x00MM\x00\x2a\xff\xff\xff\xff" + b"\xde\xad" * 40  # IFD offset past the end
+    segment = b"\xff\xe1" + struct.pack(">H", len(garbage) + 2) + garbage
+    return jpeg[:2] + segment + jpeg[2:]
+
+
+def hostile_requests(cat: bytes) -> dict[str, tuple[dict, set[int]]]:
+    """name: (keyword arguments for requests.post, acceptable statuses)."""
+    svg = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><script>x</script></svg>'
+    return {
+        "empty body": (dict(data=b"", headers={"Content-Type": "image/png"}), {400}),
+        "missing image field": (dict(files={"picture": ("a.png", cat)}), {400}),
+        "non-image bytes": (dict(files={"image": ("a.jpg", b"\x00\x01garbage" * 100)}), {415}),
+        "html named .jpg": (dict(files={"image": ("a.jpg", b"<html><script>alert(1)</script></html>")}), {415}),
+        "svg named .jpg": (dict(files={"image": ("a.jpg", svg)}), {415}),
+        "truncated jpeg": (dict(files={"image": ("a.jpg", encode(Image.open(io.BytesIO(cat)).convert("RGB"), "JPEG")[:3000])}), {400}),
+        "truncated png": (dict(files={"image": ("a.png", cat[: len(cat) // 3])}), {400}),
+        "decompression bomb": (dict(files={"image": ("bomb.png", png_declaring(30000, 30000))}), {400}),
+        "animated gif, 3000 frames": (dict(files={"image": ("a.gif", animated_gif(3000))}), {200}),
+        "corrupt exif": (dict(files={"image": ("a.jpg", jpeg_with_corrupt_exif(cat))}), {200}),
+        "invalid base64": (dict(json={"image": "not*base64!"}), {400}),
+        "data url, wrong type": (dict(json={"image": "data:text/plain;base64,aGVsbG8="}), {415}),
+        "data url, no type": (dict(json={"image": "data:;base64,aGVsbG8="}), {415}),
+        "malformed json": (dict(data=b'{"image": ', headers={"Content-Type": "application/json"}), {400}),
+        "deeply nested json": (dict(data=b"[" * 200_000 + b"]" * 200_000, headers={"Content-Type": "application/json"}), {400, 413}),
+        "huge json": (dict(data=b'{"image": "' + b"A" * 20_000_000 + b'"}', headers={"Content-Type": "application/json"}), {413}),
+        "many files": (dict(files=[("image", (f"{i}.png", b"x")) for i in range(200)]), {413}),
+        "huge field": (dict(files={"image": ("a.png", cat)}, data={"model": "x" * 2_000_000}), {413}),
+        "top_k -1": (dict(files={"image": ("a.png", cat)}, data={"top_k": "-1"}), {400}),
+        "top_k 0": (dict(files={"image": ("a.png", cat)}, data={"top_k": "0"}), {400}),
+        "top_k 10000": (dict(files={"image": ("a.png", cat)}, data={"top_k": "10000"}), {400}),
+        "top_k abc": (dict(files={"image": ("a.png", cat)}, data={"top_k": "abc"}), {400}),
+        "unknown model": (dict(files={"image": ("a.png", cat)}, data={"model": "Nope"}), {400}),
+        "non-utf-8 filename": (dict(files={"image": (b"\xff\xfe\xfa.png".decode("latin-1"), cat)}), {200}),
+        "wrong content type": (dict(data=cat, headers={"Content-Type": "text/csv"}), {415}),
+        "missing content type": (dict(data=cat, headers={"Content-Type": ""}), {415}),
+    }
+
+
+def assert_json_error(response: requests.Response, acceptable: set[int], name: str) -> None:
+    assert response.status_code in acceptable, (name, response.status_code, response.text[:300])
+    assert response.headers["Content-Type"].startswith("application/json"), name
+    if response.status_code >= 400:
+        error = response.json()["error"]
+        assert set(error) == {"code", "message"} and error["message"], name
+
+
+@pytest.fixture(scope="module")
+def server(serve_app) -> str:
+    return serve_app(CLASSIFIER_DEFAULT_MODEL="MobileNetV2")
+
+
+def server_rss(url: str) -> int:
+    port = int(url.rsplit(":", 1)[1])
+    for connection in psutil.net_connections("tcp"):
+        if connection.laddr and connection.laddr.port == port and connection.status == "LISTEN":
+            return psutil.Process(connection.pid).memory_info().rss
+    raise LookupError(port)
+
+
+def test_each_hostile_input_gets_a_clear_error_and_the_server_stays_healthy(server, cat_png):
+    good = dict(files={"image": ("cat.png", cat_png)})
+    requests.post(f"{server}/predict", timeout=120, **good).raise_for_status()
+    rss_before = server_rss(server)
+    for _round in range(3):
+        for name, (kwargs, acceptable) in hostile_requests(cat_png).items():
+            response = requests.post(f"{server}/predict", timeout=120, **kwargs)
+            assert_json_error(response, acceptable, name)
+            assert requests.post(f"{server}/predict", timeout=120, **good).status_code == 200, name
+    growth = server_rss(server) - rss_before
+    print(f"server RSS grew by {growth / 2**20:.1f} MiB over 3 rounds of hostile input")
+    assert growth < 150 * 2**20  # bounded: no round may keep what it decoded
+
+
+field_values = st.one_of(st.none(), st.text(max_size=30), st.integers(-10**6, 10**6),
+                         st.sampled_from(["MobileNetV2", "local", "remote", "custom", "3", "http://127.0.0.1:9/"]))
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=40)),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+option_names = st.sampled_from(["model", "top_k", "server", "remote_url", "settings", "image"])
+
+
+@st.composite
+def random_requests(draw) -> dict:
+    kind = draw(st.sampled_from(["raw", "json", "form", "json-object"]))
+    if kind == "raw":
+        return dict(data=draw(st.binary(max_size=2000)),
+                    content_type=draw(st.sampled_from(["image/png", "image/jpeg", "application/octet-stream",
+                                                       "text/plain", "application/json", ""])))
+    if kind == "json":
+        return dict(data=json.dumps(draw(json_values)), content_type="application/json")
+    if kind == "json-object":
+        document = draw(st.dictionaries(option_names, json_values, max_size=5))
+        if draw(st.booleans()):
+            document["image"] = base64.b64encode(draw(st.binary(max_size=500))).decode()
+        return dict(json=document)
+    fields = draw(st.dictionaries(option_names, field_values.map(lambda v: "" if v is None else str(v)), max_size=5))
+    if draw(st.booleans()):
+        fields["image"] = (io.BytesIO(draw(st.binary(max_size=500))), draw(st.text(max_size=20)) or "f")
+    return dict(data=fields, content_type="multipart/form-data")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(request=random_requests())
+def test_random_requests_never_give_an_undocumented_5xx(client, request):
+    response = client.post("/predict", **request)
+    assert response.status_code < 500 or response.status_code in DOCUMENTED_5XX
+    assert response.is_json
+    if response.status_code >= 400:
+        assert set(response.json["error"]) == {"code", "message"}
