@@ -8,19 +8,22 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import functools
+import hashlib
 import io
 import logging
 import os
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from flask import Flask, Request, jsonify, render_template, request
+from flask import Flask, Request, current_app, jsonify, render_template, request, url_for
 from flask_cors import CORS
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from classifier import Classifier, ClassifierError, PredictRequest, Settings
-from classifier.errors import InvalidImage, InvalidRequest, UnsupportedImageType
+from classifier.errors import ImageTooLarge, InvalidImage, InvalidRequest, UnsupportedImageType
 from classifier.remote import HOP_HEADER
 from classifier.service import DEFAULT_TOP_K, MAX_TOP_K
 
@@ -46,6 +49,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # Room for base64 (4/3) and multipart framing; the image itself is checked exactly later.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes * 4 // 3 + 64 * 1024
     app.config["MAX_FORM_PARTS"] = 32
+    app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 365 * 24 * 3600  # static URLs carry a content hash
     app.json.sort_keys = False
     app.extensions["classifier"] = classifier
     origins = settings.cors_origins.split(",") if settings.cors_origins != "*" else "*"
@@ -58,16 +62,21 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _add_routes(app: Flask, classifier: Classifier) -> None:
-    @app.get("/")
-    def index() -> str:
-        return render_template(
-            "index.html",
-            models=classifier.models(),
-            remote_url=classifier.settings.remote_url,
-            allow_custom=classifier.settings.allow_custom_remote,
-            default_top_k=DEFAULT_TOP_K,
-            max_top_k=MAX_TOP_K,
-        )
+    app.add_template_global(asset_url)
+
+    @app.route("/", methods=["GET", "POST"])
+    def index() -> Any:
+        """The upload page. Its form posts here when JavaScript is off; the answer is rendered."""
+        if request.method == "GET":
+            return render_page(classifier)
+        try:
+            result = classifier.predict(parse_predict_request(request))
+        except RequestEntityTooLarge:
+            too_large = ImageTooLarge(f"The image is larger than {classifier.settings.max_upload_bytes:,} bytes.")
+            return render_page(classifier, error=too_large), too_large.status
+        except ClassifierError as error:
+            return render_page(classifier, error=error, form=request.form), error.status
+        return render_page(classifier, result=result.to_json(), form=request.form)
 
     @app.post("/predict")
     def predict() -> Any:
@@ -81,6 +90,38 @@ def _add_routes(app: Flask, classifier: Classifier) -> None:
     @app.get("/healthz")
     def healthz() -> Any:
         return jsonify({"status": "ok"})
+
+
+def render_page(
+    classifier: Classifier,
+    result: dict[str, Any] | None = None,
+    error: ClassifierError | None = None,
+    form: Mapping[str, str] | None = None,
+) -> str:
+    """``index.html``: the models and servers to offer, and the answer to a form post if any."""
+    return render_template(
+        "index.html",
+        models=classifier.models(),
+        remote_url=classifier.settings.remote_url,
+        allow_custom=classifier.settings.allow_custom_remote,
+        default_top_k=DEFAULT_TOP_K,
+        max_top_k=MAX_TOP_K,
+        max_upload_bytes=classifier.settings.max_upload_bytes,
+        result=result,
+        error=error.to_json()["error"] if error else None,
+        form=form or {},
+    )
+
+
+def asset_url(filename: str) -> str:
+    """A static file's URL with a hash of its content, so browsers may cache it for a year."""
+    path = Path(current_app.static_folder or "static", filename)
+    return url_for("static", filename=filename, v=_content_hash(path, path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=32)
+def _content_hash(path: Path, mtime_ns: int) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def parse_predict_request(req: Request) -> PredictRequest:

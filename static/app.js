@@ -1,42 +1,373 @@
-// Sends the form to /predict with fetch and draws the predictions as labelled bars.
+// The upload page's behaviour: choose, drop or paste an image, send it to /predict with
+// fetch and draw the answer into the page's own <template>s. Without this file the form
+// still works: it posts to "/" and the server renders the same markup.
 "use strict";
 
-document.addEventListener("DOMContentLoaded", () => {
-  const form = document.getElementById("predict-form");
-  const input = document.getElementById("image");
-  const preview = document.getElementById("preview");
-  const error = document.getElementById("error");
-  const list = document.getElementById("predictions");
-  const details = document.getElementById("details");
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const form = $("classify-form");
+  if (!form) return;
+  const input = $("image");
+  const dropzone = $("dropzone");
+  const preview = $("preview");
+  const modelSelect = $("model");
+  const modelAbout = $("model-about");
+  const modelNotes = $("model-notes");
+  const urlInput = $("remote_url"); // absent when the server allows no custom URL
+  const clearButton = $("clear");
+  const output = $("output");
+  const status = $("status");
+  const errorBox = $("error");
+  const result = $("result");
+  const empty = $("empty");
+  const titles = JSON.parse(errorBox.dataset.titles || "{}");
+  const maxBytes = Number(form.dataset.maxBytes) || Infinity;
+  const baseTitle = document.title.split(" · ").pop();
+  const URL_KEY = "classifier.remote_url";
 
-  input.addEventListener("change", () => {
-    const file = input.files[0];
-    preview.hidden = !file;
-    if (file) preview.src = URL.createObjectURL(file);
-  });
+  let models = []; // the last GET /models answer
+  let controller = null; // aborts the request in flight when a new one starts
+  let previewUrl = null;
+  let pollTimer = null;
 
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    list.replaceChildren();
-    details.textContent = "Classifying…";
-    error.hidden = true;
-    try {
-      const response = await fetch(form.action, { method: "POST", body: new FormData(form) });
-      const body = await response.json();
-      if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
-      for (const p of body.predictions) {
-        const item = document.createElement("li");
-        const bar = document.createElement("meter");
-        bar.value = p.score;
-        item.textContent = `${p.label.replaceAll("_", " ")} ${(p.score * 100).toFixed(1)}% `;
-        item.append(bar);
-        list.append(item);
+  // ---- Wording shared with the template's macros ----
+
+  function labelText(label) {
+    const words = label.replaceAll("_", " ");
+    return words.charAt(0).toUpperCase() + words.slice(1);
+  }
+
+  function percent(score) {
+    return score > 0 && score < 0.001 ? "<0.1%" : `${(score * 100).toFixed(1)}%`;
+  }
+
+  function statusText(model) {
+    switch (model.status) {
+      case "loaded":
+      case "cached":
+        return "ready";
+      case "downloading": {
+        const progress = model.progress || {};
+        return progress.total
+          ? `weights downloading ${Math.round((100 * progress.done) / progress.total)}%`
+          : "weights downloading";
       }
-      details.textContent = `${body.model} (${body.weights} weights), ${body.server} server, ${body.timing_ms.total} ms`;
-    } catch (failure) {
-      details.textContent = "";
-      error.textContent = failure.message;
-      error.hidden = false;
+      case "download needed":
+        return "weights fetched on first use";
+      default:
+        return "unavailable here";
     }
+  }
+
+  // ---- Models and servers ----
+
+  function serverChoice() {
+    const checked = form.querySelector('input[name="server"]:checked');
+    return checked ? checked.value : "local";
+  }
+
+  function runnable(model) {
+    // Another server decides for itself whether it has the weights.
+    return serverChoice() !== "local" || model.status !== "unavailable";
+  }
+
+  function renderModels() {
+    const chosen = modelSelect.value;
+    modelSelect.replaceChildren(
+      ...models.map((m) => {
+        const short = m.about.split(", ").slice(0, 2).join(", "); // speed and size
+        const text = `${m.name} · ${short}${m.ready ? "" : ` (${statusText(m)})`}`;
+        const option = new Option(text, m.name);
+        option.disabled = !runnable(m);
+        return option;
+      })
+    );
+    const usable = models.filter(runnable).map((m) => m.name);
+    const fallback = models.find((m) => m.default && usable.includes(m.name));
+    modelSelect.value = usable.includes(chosen) ? chosen : fallback ? fallback.name : usable[0] || chosen;
+
+    const notReady = models.filter((m) => !m.ready);
+    modelNotes.hidden = notReady.length === 0;
+    modelNotes.querySelector("summary").textContent =
+      `${notReady.length} of ${models.length} models are not ready here`;
+    modelNotes.querySelector("ul").replaceChildren(
+      ...notReady.map((m) => {
+        const item = document.createElement("li");
+        const name = document.createElement("strong");
+        name.textContent = m.name;
+        const why = `: ${statusText(m)}${m.error ? ` (${m.error})` : ""}. ${m.hint || ""}`;
+        item.append(name, ...codeParts(why));
+        return item;
+      })
+    );
+    describeModel();
+  }
+
+  function describeModel() {
+    const model = models.find((m) => m.name === modelSelect.value);
+    if (!model) return;
+    modelAbout.textContent =
+      serverChoice() === "local"
+        ? `${model.about} · ${model.weights} weights`
+        : "The other server runs this model with its own weights.";
+  }
+
+  async function refreshModels() {
+    clearTimeout(pollTimer);
+    try {
+      const response = await fetch(form.dataset.models, { headers: { Accept: "application/json" } });
+      if (!response.ok) return;
+      const body = await response.json();
+      const changed = JSON.stringify(body.models) !== JSON.stringify(models);
+      models = body.models;
+      if (changed) renderModels();
+    } catch {
+      return; // the list the server rendered into the page stays
+    }
+    if (models.some((m) => m.status === "downloading")) pollTimer = setTimeout(refreshModels, 2000);
+  }
+
+  function onServerChange() {
+    if (urlInput) urlInput.required = serverChoice() === "custom";
+    if (models.length) renderModels();
+  }
+
+  function rememberUrl() {
+    try {
+      localStorage.setItem(URL_KEY, urlInput.value.trim());
+    } catch {
+      // storage disabled: nothing to remember with
+    }
+  }
+
+  function recalledUrl() {
+    try {
+      return localStorage.getItem(URL_KEY) || "";
+    } catch {
+      return "";
+    }
+  }
+
+  // ---- Choosing an image: file chooser, drag and drop, paste ----
+
+  function showPreview(file) {
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = file ? URL.createObjectURL(file) : null;
+    dropzone.classList.toggle("has-image", Boolean(file));
+    preview.hidden = !file;
+    if (file) {
+      preview.alt = `Preview of ${file.name}`;
+      preview.src = previewUrl;
+    } else {
+      preview.removeAttribute("src");
+    }
+  }
+
+  function imageChosen() {
+    const file = input.files[0];
+    showPreview(file);
+    if (file) form.requestSubmit();
+  }
+
+  function useFile(file) {
+    const transfer = new DataTransfer();
+    transfer.items.add(file);
+    input.files = transfer.files;
+    imageChosen();
+  }
+
+  const carriesFiles = (event) => Boolean(event.dataTransfer) && event.dataTransfer.types.includes("Files");
+  let dragDepth = 0;
+
+  // ---- Asking the server and showing the answer ----
+
+  function codeParts(text) {
+    return text.split("`").map((part, i) => {
+      if (i % 2 === 0) return part;
+      const code = document.createElement("code");
+      code.textContent = part;
+      return code;
+    });
+  }
+
+  function size(bytes) {
+    return bytes >= 1e6 ? `${(bytes / 1e6).toFixed(1)} MB` : `${Math.ceil(bytes / 1e3)} kB`;
+  }
+
+  function clearOutput() {
+    result.replaceChildren();
+    errorBox.replaceChildren();
+    empty.hidden = true;
+    document.title = baseTitle;
+  }
+
+  function setBusy(busy) {
+    status.classList.toggle("busy", busy);
+    status.textContent = busy
+      ? serverChoice() === "local"
+        ? "Classifying…"
+        : "Asking the other server…"
+      : "";
+    output.setAttribute("aria-busy", String(busy));
+    if (busy && output.getBoundingClientRect().top > window.innerHeight * 0.75) {
+      // Stacked layout (phones): bring the answer's place into view.
+      const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+      output.scrollIntoView({ block: "start", behavior: still ? "auto" : "smooth" });
+    }
+  }
+
+  function showError(code, message) {
+    const title = document.createElement("p");
+    title.className = "error-title";
+    title.textContent = titles[code] || "The request failed.";
+    const text = document.createElement("p");
+    text.className = "error-message";
+    text.append(...codeParts(message));
+    errorBox.replaceChildren(title, text);
+  }
+
+  function showResult(answer, file) {
+    const block = $("result-template").content.firstElementChild.cloneNode(true);
+    const rowTemplate = $("prediction-template").content.firstElementChild;
+    const top = answer.predictions[0];
+    block.querySelector(".top-label").textContent = top ? labelText(top.label) : "";
+    block.querySelector(".top-score").textContent = top ? percent(top.score) : "";
+    const list = block.querySelector(".predictions");
+    for (const p of answer.predictions) {
+      const row = rowTemplate.cloneNode(true);
+      row.querySelector(".prediction-label").textContent = labelText(p.label);
+      row.querySelector(".prediction-score").textContent = percent(p.score);
+      row.querySelector(".prediction-bar").value = p.score;
+      list.append(row);
+    }
+    const server = block.querySelector(".meta-server");
+    const url = document.createElement("code");
+    url.textContent = answer.server_url || "";
+    if (answer.server === "local") server.textContent = "this server";
+    else if (answer.server === "remote") server.append("the remote server ", url);
+    else server.append(url);
+    block.querySelector(".meta-model").textContent = answer.model;
+    block.querySelector(".meta-weights").textContent = answer.weights;
+    const timing = answer.timing_ms || {};
+    const time = block.querySelector(".meta-time");
+    time.textContent = `${Math.round(timing.total)} ms`;
+    if (timing.inference !== undefined) {
+      const detail = document.createElement("span");
+      detail.className = "muted";
+      detail.textContent = `(inference ${Math.round(timing.inference)} ms)`;
+      time.append(" ", detail);
+    }
+    result.replaceChildren(block);
+    if (top) document.title = `${labelText(top.label)} · ${baseTitle}`;
+    if (file) preview.alt = `${file.name}: ${top ? labelText(top.label) : "no prediction"}`;
+  }
+
+  const CODE_FOR_STATUS = { 413: "request_entity_too_large", 415: "unsupported_image_type", 504: "remote_timeout" };
+
+  async function classify() {
+    const file = input.files[0];
+    if (!file) return; // the input is required, so the browser asks for one first
+    if (controller) controller.abort();
+    controller = null;
+    clearOutput();
+    if (file.size > maxBytes) {
+      setBusy(false);
+      showError("image_too_large", `${file.name} is ${size(file.size)}; this server accepts images up to ${size(maxBytes)}.`);
+      return;
+    }
+    if (serverChoice() === "custom") rememberUrl();
+    const mine = new AbortController();
+    controller = mine;
+    setBusy(true);
+    try {
+      const response = await fetch(form.dataset.api, {
+        method: "POST",
+        body: new FormData(form),
+        headers: { Accept: "application/json" },
+        signal: mine.signal,
+      });
+      const answer = await response.json().catch(() => null);
+      if (mine !== controller) return; // a newer request took over
+      if (response.ok && answer && Array.isArray(answer.predictions)) {
+        showResult(answer, file);
+      } else if (answer && answer.error) {
+        showError(answer.error.code, answer.error.message);
+        if (answer.error.code === "model_unavailable") refreshModels();
+      } else {
+        const code = CODE_FOR_STATUS[response.status] || "internal_error";
+        showError(code, `The server answered ${response.status} ${response.statusText} without an explanation.`);
+      }
+    } catch (failure) {
+      if (failure.name === "AbortError") return;
+      showError("network", "Check the connection and try again.");
+    } finally {
+      if (mine === controller) {
+        controller = null;
+        setBusy(false);
+      }
+    }
+  }
+
+  function clearAll() {
+    if (controller) controller.abort();
+    controller = null;
+    setBusy(false);
+    input.value = "";
+    showPreview(null);
+    clearOutput();
+    empty.hidden = false;
+    input.focus();
+  }
+
+  // ---- Wiring ----
+
+  input.addEventListener("change", imageChosen);
+  preview.addEventListener("error", () => {
+    // Not something the browser can show (the server will say what it is).
+    preview.hidden = true;
+    dropzone.classList.remove("has-image");
   });
-});
+
+  document.addEventListener("dragenter", (event) => {
+    if (!carriesFiles(event)) return;
+    dragDepth += 1;
+    dropzone.classList.add("dragging");
+  });
+  document.addEventListener("dragleave", (event) => {
+    if (!carriesFiles(event)) return;
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (dragDepth === 0) dropzone.classList.remove("dragging");
+  });
+  document.addEventListener("dragover", (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault(); // allows the drop anywhere on the page
+    event.dataTransfer.dropEffect = "copy";
+  });
+  document.addEventListener("drop", (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault(); // the browser would otherwise open the file
+    dragDepth = 0;
+    dropzone.classList.remove("dragging");
+    if (event.dataTransfer.files.length) useFile(event.dataTransfer.files[0]);
+  });
+  document.addEventListener("paste", (event) => {
+    const files = event.clipboardData ? Array.from(event.clipboardData.files) : [];
+    const image = files.find((file) => file.type.startsWith("image/"));
+    if (!image) return; // ordinary text pasted into a field
+    event.preventDefault();
+    useFile(image);
+  });
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    classify();
+  });
+  form.querySelectorAll('input[name="server"]').forEach((radio) => radio.addEventListener("change", onServerChange));
+  modelSelect.addEventListener("change", describeModel);
+  clearButton.hidden = false;
+  clearButton.addEventListener("click", clearAll);
+
+  if (urlInput && !urlInput.value) urlInput.value = recalledUrl();
+  onServerChange();
+  refreshModels();
+})();

@@ -1,0 +1,634 @@
+"""The upload page in a real browser: Playwright's Python package drives Debian's Chromium
+against two instances of ``python app.py`` on loopback ports.
+
+``real`` runs the pretrained EfficientNetLite0, offline with an empty Keras cache, so the
+Keras models cannot run there; it forwards to ``other`` as its configured remote, allows no
+custom URLs and takes images up to 1 MB. ``other`` runs random weights, has no remote and
+allows custom URLs (as ``python app.py`` does by default), with short remote timeouts.
+Without EfficientNetLite0's pip package, tests that need a real answer ask ``other``.
+
+Every page records console errors, uncaught exceptions and dialogs (an ``alert()``); a test
+fails on any of them except the "Failed to load resource" line Chromium logs for the error
+status a test provokes on purpose. Screenshots go to tests/screenshots/.
+"""
+
+from __future__ import annotations
+
+import base64
+import html.parser
+import re
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+import requests
+
+from conftest import PHOTOS, ROOT, free_port
+
+from playwright import sync_api
+from playwright.sync_api import expect
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's (apt-get install chromium): Playwright cannot download one here
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+SCREENSHOTS = ROOT / "tests" / "screenshots"
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+CAT_LABELS = {"Tabby", "Tiger cat", "Egyptian cat"}
+KERAS_MODELS = ("MobileNetV2", "ResNet50", "NASNetMobile")
+MAX_UPLOAD = 1_000_000  # on ``real``; the photos are smaller
+FAILED_LOAD = re.compile(r"Failed to load resource: the server responded with a status of (\d{3}) .*")
+
+expect.set_options(timeout=60_000)  # first use of a model builds it; two CPUs are shared
+
+
+@pytest.fixture(scope="module")
+def real(serve_app, other, tmp_path_factory) -> str:
+    keras_home = tmp_path_factory.mktemp("page_keras_home")
+    return serve_app(
+        CLASSIFIER_RANDOM_WEIGHTS="0",
+        CLASSIFIER_OFFLINE="1",
+        KERAS_HOME=str(keras_home),
+        CLASSIFIER_WEIGHTS_DIR="",
+        CLASSIFIER_DEFAULT_MODEL="",
+        CLASSIFIER_REMOTE_URL=f"{other}/predict",
+        CLASSIFIER_ALLOW_CUSTOM_REMOTE="0",
+        CLASSIFIER_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
+    )
+
+
+@pytest.fixture(scope="module")
+def other(serve_app) -> str:
+    return serve_app(
+        CLASSIFIER_DEFAULT_MODEL="ResNet50",  # random ResNet50 weights give distinct scores
+        CLASSIFIER_REMOTE_CONNECT_TIMEOUT="2",
+        CLASSIFIER_REMOTE_READ_TIMEOUT="2",
+    )
+
+
+@pytest.fixture(scope="module")
+def silent_server() -> Iterator[str]:
+    """Accepts connections (the kernel's backlog does) and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/predict"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[sync_api.Browser]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(browser) -> Iterator[Callable[..., sync_api.Page]]:
+    """``open_page(url, allow=(415,), javascript=True, viewport=DESKTOP, context=None)``: a
+    page, in a fresh context unless one is given. When the test ends, no page may have logged
+    a console error (but "Failed to load resource" with an allowed status), thrown an
+    uncaught exception or opened a dialog."""
+    contexts: list[sync_api.BrowserContext] = []
+    problems: list[str] = []
+
+    def open_(url: str, *, allow: tuple[int, ...] = (), javascript: bool = True,
+              viewport: dict[str, int] = DESKTOP, context: sync_api.BrowserContext | None = None,
+              ) -> sync_api.Page:
+        if context is None:
+            phone = viewport is PHONE
+            context = browser.new_context(viewport=viewport, java_script_enabled=javascript,
+                                          is_mobile=phone, has_touch=phone, device_scale_factor=2 if phone else 1)
+            contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+
+        def on_console(message: sync_api.ConsoleMessage) -> None:
+            if message.type != "error":
+                return
+            failed = FAILED_LOAD.fullmatch(message.text)
+            path = urlsplit(message.location.get("url", "")).path
+            if failed and int(failed[1]) in allow and path in ("/", "/predict"):
+                return
+            problems.append(f"console error: {message.text} ({message.location})")
+
+        def on_dialog(dialog: sync_api.Dialog) -> None:
+            problems.append(f"dialog: {dialog.message}")
+            dialog.dismiss()
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
+        page.on("dialog", on_dialog)
+        page.goto(url)
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert not problems, problems
+
+
+def expect_bars(page: sync_api.Page, count: int) -> list[tuple[str, float, str]]:
+    """Wait for ``count`` bars; return (label, bar value, percentage) for each, best first."""
+    expect(page.locator("#result .prediction")).to_have_count(count)
+    rows = page.locator("#result .prediction").evaluate_all("""rows => rows.map(row => [
+        row.querySelector(".prediction-label").textContent,
+        row.querySelector("meter").value,
+        row.querySelector(".prediction-score").textContent])""")
+    values = [value for _, value, _ in rows]
+    assert values == sorted(values, reverse=True), rows
+    for _, value, text in rows:
+        assert 0 <= value <= 1 and re.fullmatch(r"(\d{1,3}\.\d|<0\.1)%", text), rows
+    return [tuple(row) for row in rows]
+
+
+def expect_error(page: sync_api.Page, title: str, *message_parts: str) -> None:
+    expect(page.locator("#error .error-title")).to_have_text(title)
+    for part in message_parts:
+        expect(page.locator("#error .error-message")).to_contain_text(part)
+    expect(page.locator("#result .prediction")).to_have_count(0)
+    expect(page.locator("#status")).to_be_empty()
+
+
+def data_transfer(page: sync_api.Page, path: Path, mime: str = "image/png") -> sync_api.JSHandle:
+    """A DataTransfer holding the file, as a drop or a paste delivers it."""
+    return page.evaluate_handle(
+        """([data, name, type]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type }));
+            return transfer;
+        }""",
+        [base64.b64encode(path.read_bytes()).decode(), path.name, mime],
+    )
+
+
+# ---- What the page is made of ----
+
+
+class _Tags(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.script_text = ""
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.script_text += data.strip()
+
+
+class _Options(html.parser.HTMLParser):
+    """(value, disabled, text) of each <option>, and the text of each model note."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.options: list[list] = []
+        self.notes: list[str] = []
+        self._into: list | None = None
+        self._in_notes = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "option":
+            self.options.append([attrs["value"], "disabled" in attrs, ""])
+            self._into = self.options[-1]
+        elif tag == "details" and attrs.get("id") == "model-notes":
+            self._in_notes = True
+        elif tag == "li" and self._in_notes:
+            self.notes.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "option":
+            self._into = None
+        elif tag == "details":
+            self._in_notes = False
+
+    def handle_data(self, data):
+        if self._into is not None:
+            self._into[2] += data
+        elif self._in_notes and self.notes:
+            self.notes[-1] += data
+
+
+def squeeze(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_page_and_assets_are_small_cached_and_load_nothing_from_elsewhere(real):
+    page = requests.get(real, timeout=30)
+    parser = _Tags()
+    parser.feed(page.text)
+    assert "style" not in [tag for tag, _ in parser.tags], "no <style> element"
+    assert parser.script_text == "", "no inline script"
+    for tag, attrs in parser.tags:
+        assert not [name for name in attrs if name.startswith("on") or name == "style"], (tag, attrs)
+        for name in ("src", "href", "action"):
+            if attrs.get(name):
+                assert attrs[name].startswith("/") and not attrs[name].startswith("//"), (tag, attrs)
+    assets = {attrs.get("src") or attrs["href"] for tag, attrs in parser.tags
+              if tag in ("script", "link", "img") and (attrs.get("src") or attrs.get("href"))}
+    assert len(assets) == 3  # app.js, style.css, favicon.svg
+    total = len(page.content)
+    for url in assets:
+        assert url.startswith("/static/") and "?v=" in url, url
+        response = requests.get(urljoin(real, url), timeout=30)
+        assert response.status_code == 200
+        assert "max-age=31536000" in response.headers["Cache-Control"]
+        total += len(response.content)
+    assert total < 40_000, f"page and assets weigh {total} bytes"
+
+
+# ---- Choosing an image, seeing the bars ----
+
+
+def test_file_chooser_shows_bars_for_a_real_photo_on_desktop_and_phone(open_page, real, other):
+    SCREENSHOTS.mkdir(exist_ok=True)
+    for name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+        page = open_page(real, viewport=viewport)
+        expect(page.locator("#empty")).to_be_visible()
+        with page.expect_file_chooser() as chooser:
+            page.locator("#dropzone").click()
+        chooser.value.set_files(PHOTOS["chelsea"])
+        rows = expect_bars(page, 3)
+        expect(page.locator("#preview")).to_be_visible()
+        assert page.locator("#preview").evaluate("img => img.complete && img.naturalWidth") == 451
+        expect(page.locator(".meta-server")).to_have_text("this server")
+        assert CAT_LABELS & {label for label, _, _ in rows}, rows
+        expect(page.locator(".meta-model")).to_have_text("EfficientNetLite0")
+        expect(page.locator(".meta-weights")).to_have_text("imagenet")
+        expect(page.locator(".top-label")).to_have_text(rows[0][0])
+        expect(page.locator(".meta-time")).to_contain_text(re.compile(r"\d+ ms"))
+        assert page.title() == f"{rows[0][0]} · Image classifier"
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "no sideways scroll"
+        page.mouse.move(0, 0)
+        page.evaluate("document.activeElement.blur()")
+        page.wait_for_timeout(300)  # transitions and the phone's scroll to the answer
+        page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
+def test_drag_and_drop(open_page, real, other):
+    page = open_page(real)
+    transfer = data_transfer(page, PHOTOS["coffee"])
+    page.dispatch_event("#dropzone", "dragenter", {"dataTransfer": transfer})
+    page.dispatch_event("#dropzone", "dragover", {"dataTransfer": transfer})
+    expect(page.locator("#dropzone")).to_have_class(re.compile(r"\bdragging\b"))
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": transfer})
+    expect(page.locator("#dropzone")).not_to_have_class(re.compile(r"\bdragging\b"))
+    rows = expect_bars(page, 3)
+    assert page.eval_on_selector("#image", "input => input.files[0].name") == "coffee.png"
+    expect(page.locator("#preview")).to_be_visible()
+    assert {"Espresso", "Cup", "Coffee mug"} & {label for label, _, _ in rows}, rows
+
+
+def test_paste_from_the_clipboard(open_page, real, other):
+    page = open_page(real)
+    page.get_by_label("Predictions to show").fill("5")
+    transfer = data_transfer(page, PHOTOS["grace_hopper"], "image/jpeg")
+    page.evaluate("""transfer => document.body.dispatchEvent(
+        new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true, cancelable: true }))""", transfer)
+    rows = expect_bars(page, 5)
+    assert page.eval_on_selector("#image", "input => input.files[0].name") == "grace_hopper.jpg"
+    assert "Military uniform" in {label for label, _, _ in rows}, rows
+
+
+def test_pasting_text_into_a_field_is_left_alone(open_page, other):
+    page = open_page(other)
+    page.get_by_role("radio", name="Custom URL").check()
+    field = page.get_by_label("Server URL")
+    field.focus()
+    page.evaluate("""() => {
+        const transfer = new DataTransfer();
+        transfer.setData("text/plain", "http://example.invalid/predict");
+        document.activeElement.dispatchEvent(
+            new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true, cancelable: true }));
+    }""")
+    assert page.eval_on_selector("#image", "input => input.files.length") == 0
+    expect(page.locator("#status")).to_be_empty()
+
+
+def test_switching_model_and_top_k(open_page, other):
+    page = open_page(other)
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    first = expect_bars(page, 3)
+    expect(page.locator(".meta-model")).to_have_text("ResNet50")
+    expect(page.locator(".meta-weights")).to_have_text("random")
+
+    page.get_by_label("Model").select_option("MobileNetV2")
+    expect(page.locator("#model-about")).to_have_text("fast, 14 MB, 71% top-1 · random weights")
+    page.get_by_label("Predictions to show").fill("5")
+    page.get_by_role("button", name="Classify").click()
+    expect(page.locator(".meta-model")).to_have_text("MobileNetV2")
+    assert expect_bars(page, 5) != first
+
+    page.get_by_label("Predictions to show").fill("1")
+    page.get_by_role("button", name="Classify").click()
+    expect(page.locator("#result .prediction")).to_have_count(1)
+
+
+def test_clear_removes_the_image_and_the_answer(open_page, other):
+    page = open_page(other)
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    expect_bars(page, 3)
+    page.get_by_role("button", name="Clear").click()
+    expect(page.locator("#result .prediction")).to_have_count(0)
+    expect(page.locator("#preview")).to_be_hidden()
+    expect(page.locator("#empty")).to_be_visible()
+    assert page.eval_on_selector("#image", "input => input.files.length") == 0
+    assert page.evaluate("document.activeElement.id") == "image"
+    assert page.title() == "Image classifier"
+
+
+# ---- Models the server cannot run ----
+
+
+def test_models_that_cannot_run_are_shown_disabled_with_the_reason(open_page, real):
+    reported = requests.get(f"{real}/models", timeout=30).json()["models"]
+    for javascript in (True, False):
+        page = open_page(real, javascript=javascript)
+        options = page.locator("#model option").evaluate_all(
+            "options => options.map(o => [o.value, o.disabled, o.selected, o.textContent])")
+        assert [name for name, *_ in options] == [m["name"] for m in reported]
+        for (name, disabled, selected, text), model in zip(options, reported):
+            assert disabled == (model["status"] == "unavailable"), (text, model)
+            assert text.startswith(f"{name} · {model['about'].split(',')[0]}"), text
+            if name in KERAS_MODELS:
+                assert disabled and text.endswith("(unavailable here)"), text
+            assert selected == (name == "EfficientNetLite0") == model["default"], (text, model)
+        not_ready = sum(not m["ready"] for m in reported)
+        notes = page.locator("#model-notes")
+        notes.locator("summary").click()
+        expect(notes.locator("summary")).to_have_text(f"{not_ready} of 4 models are not ready here")
+        for name in KERAS_MODELS:
+            item = notes.locator("li", has_text=name)
+            expect(item).to_contain_text("unavailable here")
+            expect(item.locator("code")).to_have_text(f"python -m classifier download {name}")
+
+
+# One model in each state GET /models reports, as a server fetching weights would show them.
+STATES = {
+    "MobileNetV2": {"status": "downloading", "ready": False, "progress": {"done": 45, "total": 100}},
+    "ResNet50": {"status": "download needed", "ready": False},
+    "NASNetMobile": {"status": "unavailable", "ready": False, "error": "the download host could not be reached"},
+    "EfficientNetLite0": {"status": "loaded", "ready": True},
+}
+
+
+def test_every_weights_state_reads_the_same_from_the_server_and_from_javascript(open_page, other, make_app):
+    """The template renders the list; the script rebuilds it from GET /models and polls while
+    weights download. Both must say the same thing, and the poll must see the download end."""
+    reported = requests.get(f"{other}/models", timeout=30).json()["models"]
+    hints = {"hint": "Get them with `python -m classifier download X`."}
+    states = [{**m, **STATES[m["name"]], **({} if STATES[m["name"]]["ready"] else hints)} for m in reported]
+    app = make_app()
+    app.extensions["classifier"].models = lambda: states
+    rendered = _Options()
+    rendered.feed(app.test_client().get("/").get_data(as_text=True))
+    assert [squeeze(text) for *_, text in rendered.options] == [
+        "MobileNetV2 · fast, 14 MB (weights downloading 45%)",
+        "ResNet50 · slow, 98 MB (weights fetched on first use)",
+        "NASNetMobile · medium, 23 MB (unavailable here)",
+        "EfficientNetLite0 · fast, 19 MB",
+    ]
+    assert [disabled for _, disabled, _ in rendered.options] == [False, False, True, False]
+    assert squeeze(rendered.notes[2]) == ("NASNetMobile: unavailable here (the download host could not be "
+                                          "reached). Get them with python -m classifier download X.")
+
+    calls = []
+
+    def models(route: sync_api.Route) -> None:
+        calls.append(route.request.url)
+        done = [{**m, "status": "cached", "ready": True} if m["name"] == "MobileNetV2" else m for m in states]
+        route.fulfill(json={"default": "EfficientNetLite0", "models": states if len(calls) < 2 else done})
+
+    page = open_page(other)
+    page.route("**/models", models)
+    page.reload()
+    script_options = page.locator("#model option").evaluate_all(
+        "options => options.map(o => [o.value, o.disabled, o.textContent])")
+    assert [[v, d, squeeze(t)] for v, d, t in script_options] == [
+        [v, d, squeeze(t)] for v, d, t in rendered.options]
+    notes = page.locator("#model-notes li").all_text_contents()
+    assert [squeeze(n) for n in notes] == [squeeze(n) for n in rendered.notes]
+    expect(page.locator("#model option[value=MobileNetV2]")).to_have_text("MobileNetV2 · fast, 14 MB")
+    expect(page.locator("#model-notes summary")).to_have_text("2 of 4 models are not ready here")
+    assert len(calls) == 2
+
+
+def test_a_model_without_weights_is_explained_with_the_download_hint(open_page, real, other):
+    """``real`` answers 503 for a Keras model; asked through ``other``, the page shows why."""
+    page = open_page(other, allow=(502,))
+    page.get_by_role("radio", name="Custom URL").check()
+    page.get_by_label("Server URL").fill(f"{real}/predict")
+    page.get_by_label("Model").select_option("NASNetMobile")
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    expect_error(page, "The other server could not classify the image.",
+                 "answered 503", "NASNetMobile has no weights on this machine")
+    expect(page.locator("#error code")).to_have_text("python -m classifier download NASNetMobile")
+
+
+# ---- Where the prediction runs ----
+
+
+def test_remote_mode_runs_on_the_configured_remote(open_page, real, other):
+    page = open_page(real)
+    expect(page.get_by_role("radio", name="Custom URL")).to_have_count(0)  # not allowed on real
+    expect(page.locator("#remote_url")).to_have_count(0)
+    expect(page.locator(".remote-note")).to_be_hidden()
+    page.get_by_role("radio", name="Remote").check()
+    expect(page.locator(".remote-note")).to_contain_text(f"{other}/predict")
+    # Which models the remote has is the remote's business: none is disabled here now.
+    expect(page.locator("#model option:disabled")).to_have_count(0)
+    page.get_by_label("Model").select_option("MobileNetV2")
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    expect_bars(page, 3)
+    expect(page.locator(".meta-server")).to_have_text(f"the remote server {other}/predict")
+    expect(page.locator(".meta-model")).to_have_text("MobileNetV2")
+    expect(page.locator(".meta-weights")).to_have_text("random")
+    # Back to this server: the model it cannot run is no longer selected.
+    page.get_by_role("radio", name="This server").check()
+    expect(page.get_by_label("Model")).to_have_value("EfficientNetLite0")
+
+
+def test_custom_url_is_used_and_remembered(open_page, real, other):
+    page = open_page(other)
+    expect(page.get_by_role("radio", name="Remote")).to_have_count(0)  # other has no remote
+    field = page.get_by_label("Server URL")
+    expect(field).to_be_hidden()
+    page.get_by_role("radio", name="Custom URL").check()
+    expect(field).to_be_visible()
+    field.fill(f"{real}/predict")
+    page.get_by_label("Model").select_option("EfficientNetLite0")
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    rows = expect_bars(page, 3)
+    expect(page.locator(".meta-server")).to_have_text(f"{real}/predict")
+    assert CAT_LABELS & {label for label, _, _ in rows}, rows
+    expect(page.locator(".meta-weights")).to_have_text("imagenet")
+
+    again = open_page(other, context=page.context)
+    expect(again.get_by_label("Server URL")).to_have_value(f"{real}/predict")
+
+
+def test_custom_url_refused_inline(open_page, other):
+    page = open_page(other, allow=(400,))
+    page.get_by_role("radio", name="Custom URL").check()
+    page.get_by_label("Server URL").fill("http://169.254.169.254/predict")
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    expect_error(page, "That server address is not allowed.", "link-local")
+
+
+def test_custom_url_must_be_given(open_page, other):
+    page = open_page(other)
+    page.get_by_role("radio", name="Custom URL").check()
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    assert page.get_by_label("Server URL").evaluate("field => field.validity.valueMissing")
+    expect(page.locator("#status")).to_be_empty()
+
+
+# ---- Errors, inline and in plain words ----
+
+
+def test_a_file_that_is_not_an_image_is_explained(open_page, other, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture\n")
+    page = open_page(other, allow=(415,))
+    page.set_input_files("#image", notes)
+    expect_error(page, "That file is not an image this server can read.")
+    expect(page.locator("#preview")).to_be_hidden()
+
+
+def test_an_image_over_the_limit_is_refused_before_it_is_sent(open_page, real, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(PHOTOS["chelsea"].read_bytes() + bytes(MAX_UPLOAD))
+    page = open_page(real)
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.url) if request.method == "POST" else None)
+    page.set_input_files("#image", big)
+    expect_error(page, "That image is too large.", "big.png is 1.2 MB", "up to 1.0 MB")
+    assert sent == []
+
+
+def test_an_unreachable_remote_is_explained(open_page, other):
+    page = open_page(other, allow=(502,))
+    page.get_by_role("radio", name="Custom URL").check()
+    page.get_by_label("Server URL").fill(f"http://127.0.0.1:{free_port()}/predict")
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    expect_error(page, "The other server could not classify the image.", "could not be reached")
+
+
+def test_spinner_clears_the_previous_answer_then_a_timeout_is_explained(open_page, other, silent_server):
+    page = open_page(other, allow=(504,))
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    expect_bars(page, 3)
+    page.get_by_role("radio", name="Custom URL").check()
+    page.get_by_label("Server URL").fill(silent_server)
+    page.get_by_role("button", name="Classify").click()
+    expect(page.locator("#status")).to_have_text("Asking the other server…")
+    expect(page.locator("#status")).to_have_class(re.compile(r"\bbusy\b"))
+    expect(page.locator("#output")).to_have_attribute("aria-busy", "true")
+    expect(page.locator("#result .prediction")).to_have_count(0)
+    expect_error(page, "The other server took too long to answer.", "did not answer in time")
+    expect(page.locator("#output")).to_have_attribute("aria-busy", "false")
+
+
+# The policy the page is built for: nothing inline, nothing from elsewhere.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+       "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+
+def test_the_page_works_under_a_strict_content_security_policy(open_page, other):
+    page = open_page(other)
+
+    def with_csp(route: sync_api.Route) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, headers={**response.headers, "content-security-policy": CSP})
+
+    page.route(f"{other}/", with_csp)
+    assert page.reload().headers["content-security-policy"] == CSP
+    page.evaluate("""() => { window.violations = [];
+        document.addEventListener("securitypolicyviolation", (e) => window.violations.push(e.violatedDirective)); }""")
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    expect_bars(page, 3)
+    expect(page.locator("#preview")).to_be_visible()
+    page.get_by_role("radio", name="Custom URL").check()
+    expect(page.get_by_label("Server URL")).to_be_visible()
+    assert page.evaluate("window.violations") == []
+
+
+# ---- Without JavaScript ----
+
+
+def test_without_javascript_the_form_posts_and_the_server_renders_the_answer(open_page, real, other, tmp_path):
+    url = real
+    page = open_page(url, javascript=False, allow=(413, 415))
+    expect(page.get_by_role("button", name="Clear")).to_be_hidden()
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    page.get_by_label("Predictions to show").fill("4")
+    with page.expect_navigation() as navigation:
+        page.get_by_role("button", name="Classify").click()
+    assert navigation.value.status == 200 and urlsplit(page.url).path == "/"
+    rows = expect_bars(page, 4)
+    assert CAT_LABELS & {label for label, _, _ in rows}, rows
+    expect(page.locator(".meta-weights")).to_have_text("imagenet")
+    expect(page.locator(".meta-server")).to_have_text("this server")
+    expect(page.locator(".meta-image")).to_have_text("chelsea.png")  # the page cannot show the image
+    expect(page.get_by_label("Predictions to show")).to_have_value("4")
+    assert page.title() == f"{rows[0][0]} · Image classifier"
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture\n")
+    page.set_input_files("#image", notes)
+    with page.expect_navigation() as navigation:
+        page.get_by_role("button", name="Classify").click()
+    assert navigation.value.status == 415
+    expect_error(page, "That file is not an image this server can read.")
+
+    if url == real:  # the instance with a 1 MB limit
+        for size in (MAX_UPLOAD + 1, 2 * MAX_UPLOAD):  # checked by the classifier, then by Werkzeug
+            big = tmp_path / f"big{size}.png"
+            big.write_bytes(bytes(size))
+            page.set_input_files("#image", big)
+            with page.expect_navigation() as navigation:
+                page.get_by_role("button", name="Classify").click()
+            assert navigation.value.status == 413
+            expect_error(page, "That image is too large.", "larger than 1,000,000 bytes")
+
+
+# ---- Keyboard and screen readers ----
+
+
+def test_keyboard_order_labels_and_live_regions(open_page, other):
+    page = open_page(other)
+    page.locator("body").focus()
+    order = []
+    for _ in range(6):
+        page.keyboard.press("Tab")
+        order.append(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
+    assert order == ["image", "model", "server-local", "top_k", "clear", "classify"], order
+    page.locator("#server-local").focus()
+    page.keyboard.press("ArrowRight")  # radios move with the arrow keys
+    expect(page.get_by_role("radio", name="Custom URL")).to_be_checked()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "remote_url"
+
+    for name in ("Model", "Predictions to show", "Server URL"):
+        expect(page.get_by_label(name)).to_have_count(1)
+    expect(page.get_by_label(re.compile("Drop an image here"))).to_have_attribute("type", "file")
+    expect(page.get_by_role("group", name="Run on")).to_be_visible()
+    expect(page.locator("#result")).to_have_attribute("aria-live", "polite")
+    expect(page.get_by_role("status")).to_have_count(1)
+    expect(page.get_by_role("alert")).to_have_count(1)
+
+    page.get_by_role("radio", name="This server").check()
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    expect_bars(page, 3)
+    expect(page.get_by_role("list", name="Predictions, best first").get_by_role("listitem")).to_have_count(3)
+    expect(page.locator("#preview")).to_have_attribute("alt", re.compile(r"^chelsea\.png: "))
