@@ -18,9 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Request, current_app, jsonify, render_template, request, url_for
+from flask import Flask, Request, Response, current_app, jsonify, render_template, request, url_for
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.serving import WSGIRequestHandler
 
 from classifier import Classifier, ClassifierError, PredictRequest, Settings
 from classifier.errors import ImageTooLarge, InvalidImage, InvalidRequest, UnsupportedImageType
@@ -30,6 +31,17 @@ from classifier.service import DEFAULT_TOP_K, MAX_TOP_K
 log = logging.getLogger("classifier.app")
 
 OPTION_NAMES = ("model", "top_k", "server", "remote_url")
+
+# Sent with every answer. The page runs only its own script and style from /static/ (no
+# inline code), shows the chosen picture from a blob: URL, and may not be framed.
+# remote/nginx/classifier-locations.conf sends the same for what NGINX answers itself.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
+                               "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
 
 
 class InMemoryRequest(Request):
@@ -56,6 +68,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     CORS(app, resources={r"/predict": {"origins": origins}, r"/models": {"origins": origins}})
     _add_routes(app, classifier)
     _add_error_handlers(app)
+    app.after_request(_add_security_headers)
     if settings.warmup:
         threading.Thread(target=_warm_up, args=(classifier,), daemon=True, name="warm-up").start()
     return app
@@ -175,6 +188,12 @@ def decode_image_field(value: object) -> bytes:
         raise InvalidImage("'image' is not valid base64.") from None
 
 
+def _add_security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
 def _add_error_handlers(app: Flask) -> None:
     @app.errorhandler(ClassifierError)
     def classifier_error(error: ClassifierError) -> Any:
@@ -212,7 +231,15 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Local use: a person may point the page at any remote they run (production turns this off).
     os.environ.setdefault("CLASSIFIER_ALLOW_CUSTOM_REMOTE", "1")
-    create_app().run(host=args.host, port=args.port, debug=args.debug, use_reloader=False, threaded=True)
+    create_app().run(host=args.host, port=args.port, debug=args.debug, use_reloader=False, threaded=True,
+                     request_handler=_QuietRequestHandler)
+
+
+class _QuietRequestHandler(WSGIRequestHandler):
+    """The development server without its ``Server: Werkzeug/x Python/y`` version banner."""
+
+    server_version = "classifier"
+    sys_version = ""
 
 
 if __name__ == "__main__":

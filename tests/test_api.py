@@ -222,3 +222,21 @@ def test_page_offers_every_model(client):
     page = client.get("/").get_data(as_text=True)
     assert all(name in page for name in KERAS_MODELS + ("EfficientNetLite0",))
     assert 'name="image"' in page
+
+
+@pytest.mark.parametrize("path", ["/", "/predict", "/models", "/nowhere"])
+def test_security_headers_on_every_answer(client, path):
+    response = client.post(path) if path == "/predict" else client.get(path)
+    csp = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "'unsafe-inline'" not in csp
+    assert "script-src" not in csp or "'self'" in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+
+
+def test_page_has_no_inline_script_or_style(client):
+    import re
+    page = client.get("/").get_data(as_text=True)
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page), "inline <script>"
+    assert not re.search(r"\son[a-z]+=", page), "inline event handler"
+    assert "<style" not in page and " style=" not in page

@@ -216,3 +216,8 @@ def test_remote_that_trickles_forever_is_cut_off_in_time(make_app, fake_remote, 
 def test_remote_with_a_huge_answer_is_capped(make_app, fake_remote, cat_png):
     response = forward_with(make_app, fake_remote(200, b"[" + b"0," * 3_000_000 + b"0]"), cat_png)
     assert response.status_code == 502 and "exceeded" in response.json["error"]["message"]
+
+
+def test_python_app_py_sends_no_version_banner(pair):
+    server = requests.get(f"{pair[0]}/healthz", timeout=10).headers.get("Server", "")
+    assert "Werkzeug" not in server and "Python" not in server
