@@ -1,0 +1,705 @@
+"""The production deployment, run for real: uWSGI with uwsgi.ini behind NGINX with remote/nginx/.
+
+Nothing here is installed by hand: the tests use Debian's ``nginx`` and the pip ``uwsgi`` of
+the Python running them, and start both on loopback ports with the project's own files. The
+NGINX files are used unchanged apart from these substitutions: listen addresses and ports,
+the upstream addresses, and the paths of the repository, the shared snippet and the logs.
+A minimal nginx.conf around the site stands in for Ubuntu's (pid, logs and temp paths in a
+temporary folder, ``daemon off``).
+
+Every process a test starts is stopped by the test, by its own process id.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from conftest import ROOT, free_port, stop, wait_until_healthy
+
+REMOTE = ROOT / "remote"
+NGINX_DIR = REMOTE / "nginx"
+CAT_LABELS = {"tabby", "tiger_cat", "Egyptian_cat"}
+# Under the /predict limit of remote/nginx/classifier-locations.conf (10 r/s, burst 20).
+LOAD_RATE = 8.0
+
+
+def _find_uwsgi() -> str | None:
+    beside_python = Path(sys.executable).with_name("uwsgi")
+    return str(beside_python) if beside_python.is_file() else shutil.which("uwsgi")
+
+
+NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.isfile(p)), None)
+UWSGI = _find_uwsgi()
+
+if not (NGINX and UWSGI):
+    missing = " and ".join(name for name, path in (("nginx", NGINX), ("uwsgi", UWSGI)) if not path)
+    pytest.fail(f"{missing} not installed: apt-get install nginx; pip install -r requirements-test.txt",
+                pytrace=False)
+
+
+# --- configuration, unchanged apart from substitutions ----------------------------------------
+
+def render(text: str, substitutions: dict[str, str]) -> str:
+    """``text`` with each key replaced; every key must occur, so a renamed one fails loudly."""
+    for old, new in substitutions.items():
+        assert old in text, f"{old!r} is no longer in the configuration"
+        text = text.replace(old, new)
+    return text
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def uwsgi_ini_value(name: str) -> str:
+    match = re.search(rf"^{re.escape(name)} = (.+)$", (ROOT / "uwsgi.ini").read_text(), re.M)
+    assert match, f"uwsgi.ini has no {name}"
+    return match.group(1).strip()
+
+
+def predict_location() -> str:
+    text = (NGINX_DIR / "classifier-locations.conf").read_text()
+    return re.search(r"location ~ \^/\(predict\)\?\$ \{(.*?)\n\}", text, re.S).group(1)
+
+
+def nginx_seconds(value: str) -> int:
+    return int(value.removesuffix("s"))
+
+
+def nginx_bytes(value: str) -> int:
+    units = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+    return int(value[:-1]) * units[value[-1].lower()] if value[-1].isalpha() else int(value)
+
+
+# --- processes --------------------------------------------------------------------------------
+
+@dataclass
+class Uwsgi:
+    """``uwsgi --ini uwsgi.ini`` with its own sockets; ``http`` answers plain HTTP for checks."""
+
+    process: subprocess.Popen
+    port: int
+    http_port: int
+    settings: dict[str, str]
+    log: Path
+    known_workers: set[int] = field(default_factory=set)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def workers(self) -> set[int]:
+        try:
+            pids = {child.pid for child in psutil.Process(self.process.pid).children()}
+        except psutil.NoSuchProcess:
+            return set()
+        self.known_workers |= pids
+        return pids
+
+    def kill(self) -> None:
+        """A host dying: the master and its workers get SIGKILL at once."""
+        pids = [self.process.pid, *self.workers()]
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
+        self.process.wait(timeout=20)
+        self._wait_for_workers()
+
+    def stop(self) -> None:
+        self.workers()
+        stop(self.process)
+        self._wait_for_workers()
+
+    def _wait_for_workers(self) -> None:
+        procs = []
+        for pid in self.known_workers:
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=20)
+        for proc in alive:
+            _signal(proc.pid, signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=10)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def uwsgi_command() -> list[str]:
+    command = [UWSGI, "--ini", str(ROOT / "uwsgi.ini")]
+    if sys.prefix != sys.base_prefix:  # a virtualenv: the pip uwsgi in it needs to be told
+        command += ["--virtualenv", sys.prefix]
+    return command
+
+
+def uwsgi_env(**env: str) -> dict[str, str]:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("CLASSIFIER_", "UWSGI_"))}
+    return {**inherited, **env}
+
+
+def start_uwsgi(folder: Path, name: str, port: int | None = None, http_port: int | None = None,
+                **settings: str) -> Uwsgi:
+    port, http_port = port or free_port(), http_port or free_port()
+    env = uwsgi_env(CLASSIFIER_UWSGI_SOCKET=f"127.0.0.1:{port}",
+                    CLASSIFIER_UWSGI_HTTP=f"127.0.0.1:{http_port}", **settings)
+    log = folder / f"{name}.log"
+    process = subprocess.Popen(uwsgi_command(), cwd=folder, env=env, stdout=log.open("ab"),
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    instance = Uwsgi(process, port, http_port, settings, log)
+    try:
+        wait_until_healthy(instance.http, process, timeout=120)
+    except BaseException:
+        instance.stop()
+        raise
+    instance.workers()
+    return instance
+
+
+def restart(instance: Uwsgi, folder: Path, name: str) -> Uwsgi:
+    """The same instance started again on the same sockets."""
+    return start_uwsgi(folder, name, instance.port, instance.http_port, **instance.settings)
+
+
+@dataclass
+class Nginx:
+    process: subprocess.Popen
+    url: str
+    folder: Path
+
+    @property
+    def access_log(self) -> Path:
+        return self.folder / "classifier.access.log"
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+def start_nginx(folder: Path, site: str, upstreams: dict[str, str]) -> Nginx:
+    """NGINX serving remote/nginx/``site`` on a loopback port; ``upstreams`` maps the site's
+    upstream addresses to the test's uWSGI sockets."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    locations = render((NGINX_DIR / "classifier-locations.conf").read_text(),
+                       {"/srv/classifier/": f"{ROOT}/"})
+    (folder / "classifier-locations.conf").write_text(locations)
+    ipv6 = f"listen [::1]:{port};" if _has_ipv6_loopback() else "# no IPv6 loopback here"
+    site_text = render((NGINX_DIR / site).read_text(), {
+        "listen 80 default_server;": f"listen 127.0.0.1:{port};",
+        "listen [::]:80 default_server;": ipv6,
+        "/etc/nginx/snippets/classifier-locations.conf": str(folder / "classifier-locations.conf"),
+        "/var/log/nginx/": f"{folder}/",
+        **upstreams,
+    })
+    (folder / "site.conf").write_text(site_text)
+    for name in ("uwsgi_params", "mime.types"):  # Debian's, as the real nginx.conf includes them
+        shutil.copy(Path("/etc/nginx") / name, folder)
+    user = "user root;" if os.geteuid() == 0 else ""
+    temp = "\n".join(f"    {kind}_temp_path {folder}/{kind}_temp;"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (folder / "nginx.conf").write_text(f"""{user}
+worker_processes 1;
+daemon off;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log info;
+events {{ worker_connections 512; }}
+http {{
+    include mime.types;
+    default_type application/octet-stream;
+    sendfile on;
+    access_log {folder}/access.log;
+{temp}
+    include {folder}/site.conf;
+}}
+""")
+    log = (folder / "nginx.out").open("wb")
+    process = subprocess.Popen([NGINX, "-c", str(folder / "nginx.conf"), "-p", str(folder)],
+                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    nginx = Nginx(process, f"http://127.0.0.1:{port}", folder)
+    deadline = time.monotonic() + 15
+    while True:
+        if process.poll() is not None:
+            errors = (folder / "nginx.out").read_text() + _read(folder / "error.log")
+            raise RuntimeError(f"nginx exited with {process.returncode}:\n{errors}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return nginx
+        except OSError:
+            if time.monotonic() > deadline:
+                nginx.stop()
+                raise TimeoutError("nginx did not start listening")
+            time.sleep(0.1)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    status: int | None
+    body: object
+    sent_at: float
+
+
+def post_cat(url: str, image: bytes, timeout: float = 90) -> Outcome:
+    sent_at = time.monotonic()
+    try:
+        response = requests.post(url + "/predict", files={"image": ("cat.png", image, "image/png")},
+                                 timeout=(5, timeout))
+    except requests.RequestException as error:
+        return Outcome(None, repr(error), sent_at)
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text[:300]
+    return Outcome(response.status_code, body, sent_at)
+
+
+def paced_run(url: str, image: bytes, *, limit: int, seconds: float,
+              before_each: Callable[[int], None] = lambda i: None,
+              stop_when: Callable[[int], bool] = lambda i: False) -> list[Outcome]:
+    """Predictions sent at most LOAD_RATE a second, at most 8 in flight, bounded in count and
+    time. Sends are spaced from the previous send, never from a schedule, so no burst follows
+    a slow stretch and NGINX's rate limit is never reached."""
+    in_flight = threading.Semaphore(8)
+    futures = []
+    started = last = time.monotonic()
+
+    def task() -> Outcome:
+        try:
+            return post_cat(url, image)
+        finally:
+            in_flight.release()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for i in range(limit):
+            if time.monotonic() - started > seconds or stop_when(i):
+                break
+            in_flight.acquire()
+            time.sleep(max(0.0, last + 1 / LOAD_RATE - time.monotonic()))
+            last = time.monotonic()
+            before_each(i)
+            futures.append(pool.submit(task))
+        return [future.result() for future in futures]
+
+
+def failures(outcomes: list[Outcome]) -> list[Outcome]:
+    return [o for o in outcomes if o.status != 200 or not isinstance(o.body, dict) or not o.body.get("predictions")]
+
+
+def top_labels(body: dict) -> list[str]:
+    return [p["label"] for p in body["predictions"]]
+
+
+# --- the configuration agrees with itself -----------------------------------------------------
+
+def test_uwsgi_and_nginx_numbers_agree():
+    harakiri = int(uwsgi_ini_value("harakiri"))
+    predict = dict(re.findall(r"^\s+(uwsgi_\w+_timeout|client_max_body_size|client_body_buffer_size) (\S+);",
+                              predict_location(), re.M))
+    # NGINX waits a little longer than uWSGI lets a request run, and a graceful reload
+    # waits for the longest request.
+    assert harakiri < nginx_seconds(predict["uwsgi_read_timeout"]) <= harakiri + 10
+    assert int(uwsgi_ini_value("worker-reload-mercy")) >= harakiri
+    # Bodies: the app's own cap sits below NGINX's and uWSGI's, which are equal, so the app
+    # answers an upload over the limit itself; accepted bodies stay in memory throughout.
+    from classifier import Settings
+
+    app_cap = Settings().max_upload_bytes * 4 // 3 + 64 * 1024
+    limit = nginx_bytes(predict["client_max_body_size"])
+    assert app_cap < limit == int(uwsgi_ini_value("limit-post")) == int(uwsgi_ini_value("post-buffering"))
+    assert nginx_bytes(predict["client_body_buffer_size"]) >= limit
+    assert uwsgi_ini_value("lazy-apps") == "true"
+
+
+def test_setup_script_is_valid_bash():
+    subprocess.run(["bash", "-n", str(REMOTE / "setup.sh")], check=True, timeout=30)
+
+
+def test_broken_setting_stops_uwsgi(tmp_path):
+    """need-app: a worker that cannot load the app takes the whole service down, loudly."""
+    env = uwsgi_env(CLASSIFIER_UWSGI_SOCKET=f"127.0.0.1:{free_port()}", CLASSIFIER_UWSGI_PROCESSES="1",
+                    CLASSIFIER_DEFAULT_MODEL="NoSuchModel")
+    log = tmp_path / "uwsgi.log"
+    process = subprocess.Popen(uwsgi_command(), cwd=tmp_path, env=env, stdout=log.open("wb"),
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        assert process.wait(timeout=90) != 0
+    finally:
+        if process.poll() is None:
+            stop(process)
+    assert "NoSuchModel" in log.read_text()
+
+
+# --- one host: NGINX in front of uWSGI, the real pretrained model -----------------------------
+
+@dataclass
+class Site:
+    nginx: Nginx
+    uwsgi: Uwsgi
+    fifo: Path
+
+    @property
+    def url(self) -> str:
+        return self.nginx.url
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """classifier.conf + uwsgi.ini with production settings (its default 2 workers of one
+    thread): the bundled pretrained EfficientNetLite0 (no download: offline), custom remotes
+    asked for but forced off by uwsgi.ini."""
+    folder = tmp_path_factory.mktemp("site")
+    fifo = folder / "uwsgi.fifo"
+    app = start_uwsgi(folder, "uwsgi", CLASSIFIER_UWSGI_FIFO=str(fifo), CLASSIFIER_OFFLINE="1",
+                      CLASSIFIER_ALLOW_CUSTOM_REMOTE="1", KERAS_HOME=str(folder / "keras"))
+    try:
+        nginx = start_nginx(folder / "nginx", "classifier.conf", {"127.0.0.1:8001": app.address})
+    except BaseException:
+        app.stop()
+        raise
+    try:
+        yield Site(nginx, app, fifo)
+    finally:
+        nginx.stop()
+        app.stop()
+
+
+def test_page_loads_through_nginx(site):
+    response = requests.get(site.url + "/", timeout=30)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "EfficientNetLite0" in response.text
+    assert response.headers["Server"] == "nginx"  # no version
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    models = requests.get(site.url + "/models", timeout=30).json()
+    assert models["default"] == "EfficientNetLite0"
+
+
+def test_page_form_without_javascript_through_nginx(site, cat_png):
+    """The no-JavaScript form posts a photo to / : NGINX must let an upload through there too."""
+    photo = cat_png + b"\0" * 2_000_000  # over NGINX's 1 MB default for other locations
+    response = requests.post(site.url + "/", files={"image": ("chelsea.png", photo, "image/png")}, timeout=90)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert re.search(r"Tabby|Tiger cat|Egyptian cat", response.text)
+
+
+@pytest.mark.parametrize("name", ["app.js", "style.css"])
+def test_static_files_come_from_nginx(site, name):
+    response = requests.get(f"{site.url}/static/{name}", timeout=10)
+    assert response.status_code == 200
+    assert response.content == (ROOT / "static" / name).read_bytes()
+    # NGINX's caching headers; the app would have said "no-cache" and sent no Expires.
+    assert response.headers["Cache-Control"] == "max-age=3600"
+    assert "Expires" in response.headers
+    assert re.fullmatch(r'(W/)?"[0-9a-f]+-[0-9a-f]+"', response.headers["ETag"])
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    direct = requests.get(f"{site.uwsgi.http}/static/{name}", timeout=10)
+    assert direct.headers.get("Cache-Control") != response.headers["Cache-Control"]
+
+
+def _assert_cat(response: requests.Response) -> dict:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["model"], body["weights"], body["server"]) == ("EfficientNetLite0", "imagenet", "local")
+    assert CAT_LABELS & set(top_labels(body)[:3]), body["predictions"]
+    return body
+
+
+def test_predict_multipart_json_and_raw_with_the_pretrained_model(site, cat_png):
+    multipart = requests.post(site.url + "/predict", files={"image": ("chelsea.png", cat_png, "image/png")},
+                              data={"top_k": "3"}, timeout=90)
+    first = _assert_cat(multipart)
+    # One copy of each security header (NGINX's), though the app sends them too.
+    assert multipart.headers["X-Frame-Options"] == "DENY"
+    assert multipart.headers["X-Content-Type-Options"] == "nosniff"
+    as_json = requests.post(site.url + "/predict", timeout=90,
+                            json={"image": base64.b64encode(cat_png).decode(), "top_k": 3})
+    raw = requests.post(site.url + "/predict?top_k=3", data=cat_png, headers={"Content-Type": "image/png"},
+                        timeout=90)
+    for response in (as_json, raw):
+        assert top_labels(_assert_cat(response)) == top_labels(first)
+
+
+def test_upload_over_the_limit_gets_the_apps_json_413(site):
+    over_image_limit = os.urandom(11 * 1024 * 1024)  # > CLASSIFIER_MAX_UPLOAD_BYTES (10 MiB)
+    response = requests.post(site.url + "/predict", files={"image": ("big.png", over_image_limit, "image/png")},
+                             timeout=60)
+    assert response.status_code == 413
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "image_too_large"  # the app's answer
+    over_body_cap = os.urandom(15 * 1024 * 1024)  # > the app's body cap, < NGINX's 16m
+    response = requests.post(site.url + "/predict", data=over_body_cap, headers={"Content-Type": "image/png"},
+                             timeout=60)
+    assert response.status_code == 413
+    assert response.json()["error"] == {"code": "request_entity_too_large",
+                                        "message": "The data value transmitted exceeds the capacity limit."}
+    over_everything = os.urandom(17 * 1024 * 1024)  # NGINX refuses it, in the same JSON shape
+    response = requests.post(site.url + "/predict", data=over_everything, headers={"Content-Type": "image/png"},
+                             timeout=60)
+    assert response.status_code == 413
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "request_entity_too_large"
+    assert "X-Content-Type-Options" in response.headers
+
+
+def _slow_upload(address: tuple[str, int], body: bytes, seconds: float) -> bytes:
+    """POST ``body`` as JSON in pieces spread over ``seconds``; the answer's status line."""
+    try:
+        return _send_slowly(address, body, seconds)
+    except OSError as error:
+        return f"connection lost: {error!r}".encode()
+
+
+def _send_slowly(address: tuple[str, int], body: bytes, seconds: float) -> bytes:
+    with socket.create_connection(address, timeout=90) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        pieces = range(0, len(body), 16384)
+        for start in pieces:
+            sock.sendall(body[start:start + 16384])
+            time.sleep(seconds / len(pieces))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+def test_slow_upload_beside_other_requests_keeps_its_worker(tmp_path):
+    """A body read slowly while other requests come and go on the same worker must not trip
+    harakiri. With several threads per worker it does, within a second (uwsgi.ini explains);
+    one worker with uwsgi.ini's threads, and a body the app refuses cheaply (no model)."""
+    app = start_uwsgi(tmp_path, "uwsgi", CLASSIFIER_UWSGI_PROCESSES="1", CLASSIFIER_WARMUP="0",
+                      CLASSIFIER_RANDOM_WEIGHTS="1")
+    uploading = threading.Event()
+    uploading.set()
+    stop_at = time.monotonic() + 60
+
+    def other_requests() -> None:
+        while uploading.is_set() and time.monotonic() < stop_at:
+            requests.get(app.http + "/healthz", timeout=30)
+            # Each of these resets the worker's one timer; the upload then counts it up from
+            # zero until the next one, which the master must get to see.
+            time.sleep(0.2)
+
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            background = [pool.submit(other_requests)]
+            try:
+                body = b"[" + b" " * 250_000 + b"]"  # JSON, but not an object: 400 at once
+                statuses = [_slow_upload(("127.0.0.1", app.http_port), body, seconds=3) for _ in range(2)]
+            finally:
+                uploading.clear()
+            for future in background:
+                future.result()
+    finally:
+        app.stop()
+    assert statuses == [b"HTTP/1.1 400 BAD REQUEST"] * 2
+    assert "HARAKIRI" not in app.log.read_text(errors="replace")
+
+
+def test_custom_remote_urls_are_off_in_production(site, cat_png):
+    """The environment asked for them (CLASSIFIER_ALLOW_CUSTOM_REMOTE=1); uwsgi.ini wins."""
+    response = requests.post(site.url + "/predict", files={"image": ("cat.png", cat_png)},
+                             data={"server": "custom", "remote_url": "http://127.0.0.1:9/predict"}, timeout=30)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "remote_not_allowed"
+
+
+def test_master_never_loads_tensorflow(site, cat_png):
+    """lazy-apps: models and their runtime live in the workers only, never in the master
+    they are forked from."""
+    _assert_cat(requests.post(site.url + "/predict", files={"image": ("cat.png", cat_png)}, timeout=90))
+
+    def libraries(pid: int) -> set[str]:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        return {name for name in ("libtensorflow", "onnxruntime") if name in maps}
+
+    assert any(libraries(pid) for pid in site.uwsgi.workers())  # the check looks at the right thing
+    assert libraries(site.uwsgi.process.pid) == set()
+
+
+def test_local_instance_forwards_to_the_nginx_endpoint(site, serve_app, cat_png):
+    local = serve_app(CLASSIFIER_REMOTE_URL=site.url + "/predict")
+    direct = _assert_cat(requests.post(site.url + "/predict", files={"image": ("cat.png", cat_png)}, timeout=90))
+    response = requests.post(local + "/predict", files={"image": ("cat.png", cat_png)},
+                             data={"server": "remote", "top_k": "3"}, timeout=90)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["server"] == "remote"
+    assert body["server_url"] == site.url + "/predict"
+    # The remote's answer (the pretrained model), not the local random-weights MobileNetV2.
+    assert (body["model"], body["weights"]) == ("EfficientNetLite0", "imagenet")
+    assert top_labels(body) == top_labels(direct)[:3]
+
+
+def test_rate_limit_answers_429_in_json(site):
+    barrier = threading.Barrier(60)
+
+    def one() -> requests.Response:
+        barrier.wait(timeout=30)
+        # Invalid on purpose: the requests NGINX lets through cost the app nothing.
+        return requests.post(site.url + "/predict", json={}, timeout=30)
+
+    with ThreadPoolExecutor(max_workers=60) as pool:
+        responses = list(pool.map(lambda _: one(), range(60)))
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) == {400, 429}, statuses
+    assert 20 <= statuses.count(400) <= 30  # the burst of 20, and what the rate refilled
+    limited = next(r for r in responses if r.status_code == 429)
+    assert limited.headers["Content-Type"] == "application/json"
+    assert limited.json()["error"]["code"] == "rate_limited"
+    time.sleep(3)  # let the bucket drain for the tests that follow
+
+
+def _reload_run(site: Site, cat_png: bytes, trigger: Callable[[], None]) -> tuple[list[Outcome], set[int], set[int]]:
+    """A paced run of predictions with a reload triggered after 16 of them, going on until
+    the reload is over and the new workers have answered 16 more (bounded: 400 / 120 s)."""
+    old = site.uwsgi.workers()
+    assert len(old) == 2
+    done_at: list[int] = []
+
+    def before_each(i: int) -> None:
+        if i == 16:
+            trigger()
+
+    def stop_when(i: int) -> bool:
+        if i <= 16:
+            return False
+        if not done_at:
+            current = site.uwsgi.workers()
+            if len(current) == 2 and not current & old:
+                done_at.append(i)
+        return bool(done_at) and i >= done_at[0] + 16
+
+    outcomes = paced_run(site.url, cat_png, limit=400, seconds=120, before_each=before_each, stop_when=stop_when)
+    assert done_at, "the reload did not finish within the run"
+    return outcomes, old, site.uwsgi.workers()
+
+
+@pytest.mark.parametrize("how", ["chain reload (systemctl reload)", "SIGHUP"])
+def test_graceful_reload_loses_no_request(site, cat_png, how):
+    def trigger() -> None:
+        if how == "SIGHUP":
+            site.uwsgi.process.send_signal(signal.SIGHUP)
+        else:
+            with open(site.fifo, "w") as fifo:  # what remote/systemd/classifier.service does
+                fifo.write("c")
+
+    outcomes, old, new = _reload_run(site, cat_png, trigger)
+    assert failures(outcomes) == [], failures(outcomes)[:3]
+    assert len(outcomes) > 32
+    assert old.isdisjoint(new) and len(new) == 2
+    assert all(CAT_LABELS & set(top_labels(o.body)[:3]) for o in outcomes)
+
+
+# --- several hosts: one NGINX upstream over two uWSGI instances -------------------------------
+
+@dataclass
+class Cluster:
+    nginx: Nginx
+    apps: list[Uwsgi]
+    folder: Path
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """classifier-cluster.conf over two single-worker uWSGI instances (random weights)."""
+    folder = tmp_path_factory.mktemp("cluster")
+    apps: list[Uwsgi] = []
+    nginx = None
+    try:
+        for name in ("app1", "app2"):
+            apps.append(start_uwsgi(folder, name, CLASSIFIER_UWSGI_PROCESSES="1", CLASSIFIER_RANDOM_WEIGHTS="1", CLASSIFIER_DEFAULT_MODEL="MobileNetV2",
+                                    KERAS_HOME=str(folder / "keras")))
+        nginx = start_nginx(folder / "nginx", "classifier-cluster.conf", {
+            "app1.classifier.internal:8001": apps[0].address,
+            "app2.classifier.internal:8001": apps[1].address,
+        })
+        cluster = Cluster(nginx, apps, folder)
+        yield cluster
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        for app in apps:
+            app.stop()
+
+
+def access_log_entries(nginx: Nginx, since: int = 0) -> list[dict[str, str]]:
+    text = nginx.access_log.read_bytes()[since:].decode(errors="replace")
+    return [dict(re.findall(r"(\w+)=([^\s,]+(?:, [^\s,]+)*)", line)) | {"line": line}
+            for line in text.splitlines() if '"POST /predict' in line]
+
+
+def test_scale_out_survives_a_host_dying_and_takes_it_back(cluster, cat_png):
+    first, second = cluster.apps
+    # Both hosts warm (their first prediction builds the model), so the run measures failover.
+    for app in cluster.apps:
+        assert post_cat(app.http, cat_png).status == 200
+
+    killer = threading.Timer(0.01, first.kill)  # fires while request 80 is on its way
+
+    def before_each(i: int) -> None:
+        if i == 80:
+            killer.start()
+
+    outcomes = paced_run(cluster.nginx.url, cat_png, limit=240, seconds=100, before_each=before_each)
+    killer.join(timeout=30)
+    assert first.process.poll() is not None and not first.workers()
+    assert len(outcomes) == 240
+    assert failures(outcomes) == [], failures(outcomes)[:3]
+    assert {o.body["model"] for o in outcomes} == {"MobileNetV2"}
+    entries = access_log_entries(cluster.nginx)
+    assert len(entries) >= 240
+    served_by = [e["upstream"] for e in entries]
+    assert any(first.address == u for u in served_by[:80]) and any(second.address == u for u in served_by[:80])
+    # Predictions that met the dead host were retried on the other one: "dead, live" in the log.
+    assert any(u == f"{first.address}, {second.address}" for u in served_by), served_by[80:]
+
+    # The host comes back, and NGINX gives it traffic again once its fail_timeout is over.
+    log_size = cluster.nginx.access_log.stat().st_size
+    cluster.apps[0] = back = restart(first, cluster.folder, "app1-restarted")
+    outcomes = paced_run(cluster.nginx.url, cat_png, limit=200, seconds=45,
+                         stop_when=lambda i: i % 8 == 0 and _served_recently(cluster.nginx, log_size, back))
+    assert failures(outcomes) == [], failures(outcomes)[:3]
+    assert _served_recently(cluster.nginx, log_size, back)
+
+
+def _served_recently(nginx: Nginx, since: int, app: Uwsgi) -> bool:
+    entries = access_log_entries(nginx, since)
+    return sum(e["upstream"] == app.address and e["upstream_status"] == "200" for e in entries) >= 3
