@@ -14,6 +14,9 @@ from pathlib import Path
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+# How models run: "onnx" is ONNX Runtime on an export of the Keras model, checked against it;
+# "keras" is the Keras model as a compiled tf.function; "auto" picks per model (engine.py).
+RUNTIMES = ("auto", "onnx", "keras")
 
 
 def _keras_home(environ: Mapping[str, str]) -> Path:
@@ -39,6 +42,8 @@ class Settings:
     remote_read_timeout: float = 30.0
     cors_origins: str = "*"
     warmup: bool = True
+    runtime: str = "auto"
+    runtime_threads: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
@@ -59,6 +64,8 @@ class Settings:
             "remote_read_timeout": env.number("CLASSIFIER_REMOTE_READ_TIMEOUT", float),
             "cors_origins": env.text("CLASSIFIER_CORS_ORIGINS"),
             "warmup": env.flag("CLASSIFIER_WARMUP"),
+            "runtime": env.choice("CLASSIFIER_RUNTIME", RUNTIMES),
+            "runtime_threads": env.number("CLASSIFIER_RUNTIME_THREADS", int),
         }
         values = {name: value for name, value in values.items() if value is not None}
         return cls(**{**values, **overrides})
@@ -67,6 +74,11 @@ class Settings:
     def keras_cache_dir(self) -> Path:
         """Where ``keras.utils.get_file(..., cache_subdir="models")`` stores weights."""
         return self.keras_home / "models"
+
+    @property
+    def exports_dir(self) -> Path:
+        """Where ONNX exports of the models and their verification records are cached."""
+        return self.keras_cache_dir / "exports"
 
 
 class _EnvReader:
@@ -78,6 +90,12 @@ class _EnvReader:
     def text(self, name: str) -> str | None:
         value = self._environ.get(name, "").strip()
         return value or None
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
+        value = self.text(name)
+        if value is not None and value.lower() not in choices:
+            raise ValueError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+        return value and value.lower()
 
     def path(self, name: str) -> Path | None:
         value = self.text(name)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import images, labels, remote
 from .config import Settings
-from .engine import POOL, LoadedModel, ModelPool
+from .engine import POOL, LoadedModel, ModelPool, Serving
 from .errors import ImageTooLarge, InvalidRequest, ModelUnavailable, RemoteNotAllowed
 from .models import REGISTRY, ModelSpec, get_spec
 from .weights import BackgroundDownloads
@@ -172,7 +172,7 @@ class Classifier:
     def load_model(self, name: str) -> LoadedModel:
         """The loaded model, or ``ModelUnavailable`` saying how to get its weights."""
         spec = get_spec(name)
-        return self.pool.get(spec, self._weights_path(spec))
+        return self.pool.get(spec, self._weights_path(spec), Serving.from_settings(self.settings))
 
     def _weights_path(self, spec: ModelSpec) -> Path | None:
         if self.settings.random_weights:
@@ -218,7 +218,8 @@ class Classifier:
     def _describe(self, spec: ModelSpec, default: str) -> dict[str, object]:
         status = self._weights_status(spec)
         state = status["state"]
-        if state == "cached" and self.pool.is_loaded(spec, self._weights_path(spec)):
+        serving = Serving.from_settings(self.settings)
+        if state == "cached" and self.pool.is_loaded(spec, self._weights_path(spec), serving):
             state = "loaded"
         description: dict[str, object] = {
             "name": spec.name,

@@ -1,0 +1,92 @@
+"""The raw forward pass, without a server: latency per batch size, and all-core throughput.
+
+All-core throughput runs the forward pass in several processes at once (this file run as a
+script is one of them), started together, in each way of splitting the cores: P processes
+with C/P runtime threads each, at batch 1 and at a larger batch.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from classifier.models import REGISTRY  # noqa: E402
+from classifier.runtimes import OnnxRuntime, Runtime  # noqa: E402
+
+
+def batch_of(size: int, count: int) -> np.ndarray:
+    return np.random.default_rng(0).uniform(-1, 1, (count, size, size, 3)).astype(np.float32)
+
+
+def latency_ms(runtime: Runtime, batch: np.ndarray, seconds: float = 3.0, at_most: int = 300) -> float:
+    """Median time of one call, after two warm-up calls."""
+    runtime.scores(batch)
+    runtime.scores(batch)
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < at_most and (time.perf_counter() - started < seconds or len(times) < 5):
+        begin = time.perf_counter()
+        runtime.scores(batch)
+        times.append((time.perf_counter() - begin) * 1000)
+    return statistics.median(times)
+
+
+def per_batch(runtime: Runtime, size: int, batches: tuple[int, ...] = (1, 2, 4, 8)) -> dict[int, float]:
+    """Median ms per call at each batch size."""
+    return {count: latency_ms(runtime, batch_of(size, count)) for count in batches}
+
+
+def all_cores(kind: str, target: str, splits: list[tuple[int, int, int]], seconds: float) -> dict[str, float]:
+    """Images per second for each (processes, threads, batch), every process running at once.
+
+    ``kind`` is ``onnx`` (``target``: an exported file) or ``keras`` (``target``: a model name,
+    built with random weights in each process).
+    """
+    results = {}
+    for processes, threads, batch in splits:
+        workers = [subprocess.Popen([sys.executable, __file__, kind, target, str(threads), str(batch), str(seconds)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                   for _ in range(processes)]
+        for worker in workers:
+            assert worker.stdout.readline().strip() == "ready"
+        for worker in workers:  # all start together
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        total = sum(json.loads(worker.communicate(timeout=seconds + 120)[0])["images_per_second"]
+                    for worker in workers)
+        results[f"{processes}x{threads} b{batch}"] = total
+    return results
+
+
+def _worker(kind: str, target: str, threads: int, batch: int, seconds: float) -> None:
+    if kind == "onnx":
+        runtime: Runtime = OnnxRuntime(Path(target), threads)
+        size = 224
+    else:
+        from classifier.engine import keras_runtime
+
+        spec = REGISTRY[target]
+        runtime, size = keras_runtime(spec, None, threads), spec.input_size
+    pixels = batch_of(size, batch)
+    runtime.scores(pixels)
+    runtime.scores(pixels)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        runtime.scores(pixels)
+        done += batch
+    print(json.dumps({"images_per_second": done / (time.perf_counter() - started)}), flush=True)
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))

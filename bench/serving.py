@@ -1,0 +1,343 @@
+"""Every speed figure of the service in one run, with ratios: raw forward pass, /predict through
+uWSGI + NGINX at one and N clients, worker start-up and memory, and the original way as a
+baseline.
+
+    python bench/serving.py [--models MobileNetV2 ...] [--clients 4] [--seconds 10]
+                            [--processes 2] [--threads 1] [--runtime-threads 1]
+    python bench/serving.py --sweep [--rounds 3]   # choose workers, threads, runtime threads
+
+For each model:
+
+- raw: the forward pass in this process, Keras' ``Model.predict`` (what the original did),
+  compiled Keras, and ONNX Runtime on the export, at batch 1 and the best batch; and the
+  throughput of the forward pass alone on all cores, over ways of splitting them.
+- serving: the app under uwsgi.ini behind the project's NGINX site, once per runtime, and the
+  baseline (bench/baseline_app.py) under the same uWSGI and NGINX: seconds from launch until
+  /healthz answers and until the first prediction, worker memory, /predict p50/p95/p99 for
+  one client, then for N clients with their throughput.
+- worker: a fresh process importing the app and loading the model as a worker does, until
+  its first prediction: seconds, memory, and whether TensorFlow was imported.
+
+Weights: EfficientNetLite0's are the real ones; the Keras models get random values saved in
+Keras' file layout (this machine cannot download theirs; timings do not depend on values).
+The app takes the MobileNetV2 stand-in like a downloaded file, so its ONNX server is the
+production path: a checked export, no TensorFlow in the workers. It refuses the ResNet50 and
+NASNetMobile stand-ins (their MD5 is not Keras'), so their ONNX servers run in random-weights
+mode, where each worker makes its own export at start (TensorFlow loaded, more memory; the
+request figures are the same runtime). Input: classifier/data/photos/chelsea.jpg (451x300).
+Results are also written as JSON to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import load  # noqa: E402
+import raw  # noqa: E402
+import stack  # noqa: E402
+from classifier.config import Settings  # noqa: E402
+from classifier.engine import keras_runtime  # noqa: E402
+from classifier.exports import Export  # noqa: E402
+from classifier.models import REGISTRY, ModelSpec  # noqa: E402
+from classifier.runtimes import OnnxRuntime, use_tensorflow_threads  # noqa: E402
+
+IMAGE = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
+SPLITS = [(2, 1, 1), (1, 2, 1), (1, 2, 4)]  # all-core throughput: processes x threads, batch
+SWEEP = [(2, 1, 1), (2, 2, 1), (1, 2, 2), (1, 4, 2), (2, 2, 2), (3, 1, 1)]  # processes, threads, runtime threads
+
+WORKER = """
+import json, sys, time
+from pathlib import Path
+import app  # everything a uWSGI worker imports: Flask, the app, the classifier package
+import psutil
+from classifier import images
+from classifier.engine import POOL, Serving
+from classifier.models import REGISTRY
+spec = REGISTRY[sys.argv[1]]
+threads = int(sys.argv[5]) or None
+loaded = POOL.get(spec, Path(sys.argv[2]), Serving(sys.argv[4], Path(sys.argv[3]), threads))
+crop = images.center_crop(images.decode(Path(sys.argv[6]).read_bytes(), max_pixels=10**8), spec.input_size)
+loaded.scores(crop[None])
+print(json.dumps({"rss_mb": psutil.Process().memory_info().rss / 2**20, "runtime": loaded.runtime.name,
+                  "tensorflow": "tensorflow" in sys.modules}), flush=True)
+"""
+
+
+@dataclass
+class Model:
+    """One model's files for the run: its weights, and its checked export."""
+
+    spec: ModelSpec
+    weights: Path
+    export: Export
+    app_takes_weights: bool
+    raw: dict[str, dict] = field(default_factory=dict)
+    serving: dict[str, dict] = field(default_factory=dict)
+    worker: dict[str, dict] = field(default_factory=dict)
+
+
+def prepare(spec: ModelSpec, keras_home: Path, threads: int | None) -> tuple[Model, object]:
+    """Weights where the app looks for them, and the export made and checked as the app does."""
+    models_dir = keras_home / "models"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    real = None if spec.weights.downloadable else spec.weights.find(Settings.from_env())
+    if real:
+        weights = models_dir / real.name
+        shutil.copy(real, weights)
+    else:
+        weights = models_dir / spec.weights.file_name
+        _save_standin(spec, weights)
+    keras = keras_runtime(spec, weights, threads)
+    export = Export(spec, weights, Settings(keras_home=keras_home).exports_dir)
+    with export.lock():
+        record = export.record() or export.make(keras, threads)
+    print(f"  {spec.name}: export {export.onnx_path.name}: {record.reason}", flush=True)
+    takes = real is not None or getattr(spec.weights, "md5", None) is None
+    return Model(spec, weights, export, takes), keras
+
+
+def _save_standin(spec: ModelSpec, path: Path) -> None:
+    """Random values in the legacy .h5 layout Keras publishes its weights in."""
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "w") as file:
+        legacy_h5_format.save_weights_to_hdf5_group(file, spec.build())
+
+
+def measure_raw(model: Model, keras: object, threads: int | None, seconds: float) -> None:
+    spec, size = model.spec, model.spec.input_size
+    one = raw.batch_of(size, 1)
+    predict = raw.latency_ms(_PredictRuntime(keras.model), one, seconds=seconds / 2, at_most=40)
+    runtimes = {"keras": keras, "onnx": OnnxRuntime(model.export.onnx_path, threads)}
+    for name, runtime in runtimes.items():
+        batches = raw.per_batch(runtime, size)
+        best = min(batches, key=lambda b: batches[b] / b)
+        target = str(model.export.onnx_path) if name == "onnx" else spec.name
+        cores = raw.all_cores(name, target, SPLITS, seconds)
+        model.raw[name] = {"b1_ms": batches[1], "best_batch": best, "best_ms_per_image": batches[best] / best,
+                           "per_batch_ms": batches, "all_cores": cores, "all_cores_best": max(cores.values())}
+    model.raw["predict"] = {"b1_ms": predict}
+
+
+class _PredictRuntime:
+    """``Model.predict`` per call, as the original app ran every request."""
+
+    name = "predict"
+
+    def __init__(self, model: object) -> None:
+        self.model = model
+
+    def scores(self, batch):
+        return self.model.predict(batch, verbose=0)
+
+
+def measure_worker(model: Model, runtime: str, threads: int | None) -> dict:
+    """A fresh worker-like process: start until its first prediction, and its memory."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER, model.spec.name, str(model.weights), str(model.export.onnx_path.parent),
+         runtime, str(threads or 0), str(IMAGE)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    seconds = time.monotonic() - started
+    if result.returncode:
+        raise RuntimeError(result.stderr[-2000:])
+    return {"seconds": seconds, **json.loads(result.stdout.splitlines()[-1])}
+
+
+def serve(model: Model, kind: str, work: Path, args: argparse.Namespace, processes: int, threads: int,
+          runtime_threads: int | None) -> dict:
+    """One server (``onnx``, ``keras`` or ``baseline``) behind NGINX, measured, then stopped."""
+    name = f"{model.spec.name}-{kind}-{processes}x{threads}x{runtime_threads or 0}"
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
+    address = f"127.0.0.1:{stack.free_port()}"
+    env = {"CLASSIFIER_DEFAULT_MODEL": model.spec.name, "CLASSIFIER_OFFLINE": "1",
+           "KERAS_HOME": str(work / "keras"), "TMPDIR": str(work / "tmp"), "TF_CPP_MIN_LOG_LEVEL": "3",
+           **({"CLASSIFIER_RUNTIME_THREADS": str(runtime_threads)} if runtime_threads else {})}
+    nginx = stack.start_nginx(folder / "nginx", address)
+    server = None
+    try:
+        if kind == "baseline":
+            server = stack.start_baseline(folder, name, address, {**env, "BASELINE_MODEL": model.spec.name},
+                                          processes, threads)
+            weights = "random" if model.spec.weights.downloadable else "imagenet"
+        else:
+            random_weights = kind == "keras" or not model.app_takes_weights
+            env.update(CLASSIFIER_RUNTIME=kind, CLASSIFIER_RANDOM_WEIGHTS="1" if random_weights else "0")
+            # Random weights under ONNX: each worker exports at start, longer than harakiri.
+            extra = ["--harakiri", "300"] if kind == "onnx" and random_weights else []
+            server = stack.start_uwsgi(folder, name, address, env, processes, threads, extra)
+            weights = "random, export per worker" if kind == "onnx" and random_weights else \
+                "random" if random_weights else "file, checked export"
+        healthz = stack.wait_for(nginx.url + "/healthz", server)
+        image = IMAGE.read_bytes()
+        first = load.sequential(nginx.url, image, model.spec.name, 1, 600)
+        first_seconds = time.monotonic() - server.started
+        load.warm(nginx.url, image, model.spec.name, processes * threads + 1)
+        one = load.sequential(nginx.url, image, model.spec.name, args.requests, args.seconds)
+        before = (server.cpu_seconds(), nginx.cpu_seconds(), time.process_time(), time.monotonic())
+        many = load.concurrent(nginx.url, image, model.spec.name, args.clients, args.seconds)
+        after = (server.cpu_seconds(), nginx.cpu_seconds(), time.process_time(), time.monotonic())
+        capacity = (after[3] - before[3]) * os.cpu_count()
+        cpu = {part: (after[i] - before[i]) / capacity for i, part in enumerate(("workers", "nginx", "client"))}
+        return {"weights": weights, "healthz_s": healthz,
+                "first_prediction_s": first_seconds if first.latencies else None,
+                "worker_rss_mb": server.worker_rss_mb(), "one": _summary(one), "many": _summary(many),
+                "cpu_share": cpu}
+    finally:
+        if server:
+            server.stop()
+        nginx.stop()
+
+
+def _summary(run: load.Run) -> dict:
+    return {"p50": run.percentile(50), "p95": run.percentile(95), "p99": run.percentile(99),
+            "throughput": run.throughput, "requests": len(run.latencies), "errors": run.errors,
+            "app_timing_ms": run.timing_ms}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=list(REGISTRY),
+                        help="default: all; with --sweep, MobileNetV2 and EfficientNetLite0")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients for throughput")
+    parser.add_argument("--seconds", type=float, default=10, help="length of each load run")
+    parser.add_argument("--requests", type=int, default=300, help="at most this many one-client requests")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runtime-threads", type=int, default=1, help="0: the runtime's default")
+    parser.add_argument("--sweep", action="store_true", help="only /predict, over several worker layouts")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the sweep")
+    args = parser.parse_args()
+    args.models = args.models or (["MobileNetV2", "EfficientNetLite0"] if args.sweep else list(REGISTRY))
+    runtime_threads = args.runtime_threads or None
+    use_tensorflow_threads(runtime_threads)  # before the first model is built
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    (work / "tmp").mkdir()
+    started = time.time()
+    try:
+        print(f"machine: {_machine()}; load average at start {os.getloadavg()[0]:.2f}", flush=True)
+        models = []
+        for name in args.models:
+            model, keras = prepare(REGISTRY[name], work / "keras", runtime_threads)
+            if not args.sweep:
+                measure_raw(model, keras, runtime_threads, args.seconds)
+                for runtime in ("onnx", "keras"):
+                    model.worker[runtime] = measure_worker(model, runtime, runtime_threads)
+            models.append(model)
+            del keras
+        if args.sweep:
+            sweep(models, work, args)
+            return
+        for model in models:
+            for kind in ("onnx", "keras", "baseline"):
+                print(f"  serving {model.spec.name} on {kind}", flush=True)
+                model.serving[kind] = serve(model, kind, work, args, args.processes, args.threads,
+                                            runtime_threads)
+        report(models, args, time.time() - started)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def sweep(models: list[Model], work: Path, args: argparse.Namespace) -> None:
+    """Each layout in turn, round after round, so that a busy spell on a shared machine
+    weighs on all of them alike; the figures are the medians over the rounds."""
+    runs: dict[tuple[str, tuple[int, int, int]], list[dict]] = {}
+    for round_ in range(args.rounds):
+        for model in models:
+            for layout in SWEEP:
+                result = serve(model, "onnx", work, args, *layout)
+                runs.setdefault((model.spec.name, layout), []).append(result)
+                print(f"  round {round_ + 1} {model.spec.name} {layout}: 1 client p50 {result['one']['p50']:.1f} ms; "
+                      f"{args.clients} clients {result['many']['throughput']:.0f}/s", flush=True)
+    print(f"\nmedians of {args.rounds} rounds; {args.clients} clients for the throughput")
+    print(f"{'model':<18}{'processes':>10}{'threads':>8}{'runtime threads':>16}{'1c p50':>8}{'Nc p99':>8}{'req/s':>7}")
+    for (name, (processes, threads, runtime_threads)), results in runs.items():
+        one = statistics.median(r["one"]["p50"] for r in results)
+        p99 = statistics.median(r["many"]["p99"] for r in results)
+        rate = statistics.median(r["many"]["throughput"] for r in results)
+        print(f"{name:<18}{processes:>10}{threads:>8}{runtime_threads:>16}{one:>8.1f}{p99:>8.1f}{rate:>7.0f}")
+    _save("sweep", [{"model": name, "layout": layout, "runs": results} for (name, layout), results in runs.items()])
+
+
+def report(models: list[Model], args: argparse.Namespace, seconds: float) -> None:
+    print(f"\nraw forward pass (ms; all-core: images/s, best of {', '.join(f'{p}x{t} b{b}' for p, t, b in SPLITS)})")
+    print(f"{'model':<18}{'runtime':<9}{'b1 ms':>8}{'best b':>8}{'ms/img':>8}{'all-core/s':>12}  per split")
+    for model in models:
+        print(f"{model.spec.name:<18}{'predict':<9}{model.raw['predict']['b1_ms']:>8.1f}")
+        for name in ("keras", "onnx"):
+            r = model.raw[name]
+            splits = " ".join(f"{k}:{v:.0f}" for k, v in r["all_cores"].items())
+            print(f"{'':<18}{name:<9}{r['b1_ms']:>8.1f}{r['best_batch']:>8}{r['best_ms_per_image']:>8.1f}"
+                  f"{r['all_cores_best']:>12.0f}  {splits}")
+    print(f"\n/predict through uWSGI + NGINX ({args.processes} processes x {args.threads} threads, runtime threads "
+          f"{args.runtime_threads or 'default'}; {args.clients} clients for {args.seconds:.0f} s)")
+    print(f"{'model':<18}{'server':<9}{'healthz s':>10}{'1st pred s':>11}{'RSS MB':>12}"
+          f"{'1c p50':>8}{'p95':>7}{'p99':>7}{'p50/raw':>8}{'dec':>5}{'inf':>6}"
+          f"{'Nc p50':>8}{'p95':>7}{'p99':>7}{'req/s':>7}{'/raw':>6}{'CPU w/n/c %':>13}  weights")
+    for model in models:
+        for kind, s in model.serving.items():
+            raw_of = model.raw["predict" if kind == "baseline" else kind]
+            all_core = model.raw["keras" if kind == "baseline" else kind]["all_cores_best"]
+            one, many = s["one"], s["many"]
+            print(f"{model.spec.name:<18}{kind:<9}{s['healthz_s']:>10.2f}{_num(s['first_prediction_s']):>11}"
+                  f"{'/'.join(map(str, s['worker_rss_mb'])):>12}"
+                  f"{one['p50']:>8.1f}{one['p95']:>7.1f}{one['p99']:>7.1f}{one['p50'] / raw_of['b1_ms']:>8.2f}"
+                  f"{_num(one['app_timing_ms'].get('decode'), 1):>5}{_num(one['app_timing_ms'].get('inference'), 1):>6}"
+                  f"{many['p50']:>8.1f}{many['p95']:>7.1f}{many['p99']:>7.1f}{many['throughput']:>7.0f}"
+                  f"{many['throughput'] / all_core:>6.2f}{_shares(s['cpu_share']):>13}  {s['weights']}")
+    print("\nworker: start (python, the app's imports, loading the model) until its first prediction")
+    print(f"{'model':<18}{'runtime':<9}{'seconds':>9}{'RSS MB':>8}  tensorflow imported")
+    for model in models:
+        for name, w in model.worker.items():
+            print(f"{model.spec.name:<18}{w['runtime']:<9}{w['seconds']:>9.2f}{w['rss_mb']:>8.0f}  "
+                  f"{'yes' if w['tensorflow'] else 'no'}")
+    print(f"\n1c: one client, Nc: {args.clients} clients; dec, inf: the app's own median decode and inference ms "
+          f"at one client; CPU w/n/c: share of all cores used by the uWSGI workers, NGINX and the load client "
+          f"during the {args.clients}-client run (well under 100%: other tenants had the rest). The baseline's "
+          f"p50/raw is against Model.predict at batch 1, its req/s against compiled Keras on all cores. {seconds / 60:.0f} min; load average now {os.getloadavg()[0]:.2f}")
+    _save("serving", [{"model": m.spec.name, "raw": m.raw, "serving": m.serving, "worker": m.worker} for m in models])
+
+
+def _shares(cpu: dict[str, float]) -> str:
+    return "/".join(f"{100 * cpu[part]:.0f}" for part in ("workers", "nginx", "client"))
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU")
+    return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}"
+
+
+def _save(kind: str, document: object) -> None:
+    folder = ROOT / "bench" / "results"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"machine": _machine(), "argv": sys.argv[1:], "results": document}, indent=1,
+                               default=str))
+    print(f"written to {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""The production stack for benchmarks: uWSGI (uwsgi.ini, or the baseline) behind NGINX.
+
+The same approach as tests/test_deployment.py: the project's own NGINX files, unchanged
+apart from loopback ports, paths and one deliberate change, the per-client rate limit on
+/predict, which is removed: a benchmark measures what the server computes, and its one
+client address would otherwise be held to 10 predictions a second. Every process started
+here is stopped by its own process id.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+NGINX_DIR = ROOT / "remote" / "nginx"
+_BESIDE_PYTHON = Path(sys.executable).with_name("uwsgi")
+UWSGI = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.is_file() else shutil.which("uwsgi")
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+RATE_LIMIT = "limit_req zone=classifier_predict burst=20 nodelay;"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running uWSGI master; ``started`` is when it was launched (``time.monotonic``)."""
+
+    process: subprocess.Popen
+    started: float
+    log: Path
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the workers (the master only supervises)."""
+        return _cpu_seconds(self.process.pid, children_only=True)
+
+    def worker_rss_mb(self) -> list[float]:
+        try:
+            workers = psutil.Process(self.process.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        return sorted(round(w.memory_info().rss / 2**20) for w in workers)
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def start_uwsgi(folder: Path, name: str, address: str, env: dict[str, str], processes: int, threads: int,
+                extra: list[str] = ()) -> Server:
+    """uWSGI with the project's uwsgi.ini; ``extra`` options come after it and win."""
+    settings = {"CLASSIFIER_UWSGI_PROCESSES": str(processes), "CLASSIFIER_UWSGI_THREADS": str(threads),
+                "CLASSIFIER_UWSGI_SOCKET": address}
+    return _launch(folder, name, [UWSGI, "--ini", str(ROOT / "uwsgi.ini"), *extra], {**env, **settings})
+
+
+def start_baseline(folder: Path, name: str, address: str, env: dict[str, str], processes: int,
+                   threads: int) -> Server:
+    """The baseline app under uWSGI with the same workers, threads and buffering."""
+    command = [UWSGI, "--master", "--lazy-apps", "--need-app", "--enable-threads", "--strict",
+               "--chdir", str(ROOT), "--module", "bench.baseline_app:app",
+               "--processes", str(processes), "--threads", str(threads),
+               "--buffer-size", "32768", "--post-buffering", "16777216", "--die-on-term",
+               "--disable-logging", "--skip-atexit-teardown", "--harakiri", "300", "--socket", address]
+    return _launch(folder, name, command, env)
+
+
+def _launch(folder: Path, name: str, command: list[str], env: dict[str, str]) -> Server:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("CLASSIFIER_", "UWSGI_"))}
+    log = folder / f"{name}.uwsgi.log"
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=folder, env={**inherited, **env}, stdout=log.open("wb"),
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return Server(process, started, log)
+
+
+@dataclass
+class Nginx:
+    process: subprocess.Popen
+    url: str
+
+    def cpu_seconds(self) -> float:
+        return _cpu_seconds(self.process.pid)
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+def _cpu_seconds(pid: int, children_only: bool = False) -> float:
+    try:
+        parent = psutil.Process(pid)
+        processes = parent.children() + ([] if children_only else [parent])
+        return sum(sum(p.cpu_times()[:2]) for p in processes)
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+def start_nginx(folder: Path, upstream: str) -> Nginx:
+    """NGINX with remote/nginx/classifier.conf, its upstream pointed at ``upstream``
+    (started first, so that a server's start-up is timed as a client sees it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    locations = _render((NGINX_DIR / "classifier-locations.conf").read_text(), {
+        "/srv/classifier/": f"{ROOT}/",
+        RATE_LIMIT: "# the benchmark measures the server: no per-client rate limit",
+    })
+    (folder / "classifier-locations.conf").write_text(locations)
+    site = _render((NGINX_DIR / "classifier.conf").read_text(), {
+        "listen 80 default_server;": f"listen 127.0.0.1:{port};",
+        "listen [::]:80 default_server;": "",
+        "server 127.0.0.1:8001;": f"server {upstream};",
+        "/etc/nginx/snippets/classifier-locations.conf": str(folder / "classifier-locations.conf"),
+        "/var/log/nginx/": f"{folder}/",
+    })
+    (folder / "site.conf").write_text(site)
+    for name in ("uwsgi_params", "mime.types"):
+        shutil.copy(Path("/etc/nginx") / name, folder)
+    temp = "\n".join(f"    {kind}_temp_path {folder}/{kind}_temp;"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    user = "user root;" if os.geteuid() == 0 else ""
+    (folder / "nginx.conf").write_text(f"""{user}
+worker_processes 1;
+daemon off;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+    include mime.types;
+    default_type application/octet-stream;
+    access_log off;
+{temp}
+    include {folder}/site.conf;
+}}
+""")
+    process = subprocess.Popen([NGINX, "-c", str(folder / "nginx.conf"), "-p", str(folder)],
+                               stdout=(folder / "nginx.out").open("wb"), stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL)
+    nginx = Nginx(process, f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return nginx
+        except OSError:
+            time.sleep(0.05)
+    nginx.stop()
+    raise RuntimeError(f"nginx did not start: {(folder / 'nginx.out').read_text()}")
+
+
+def wait_for(url: str, server: Server, timeout: float = 300) -> float:
+    """Seconds from the server's launch until ``url`` answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"uWSGI exited; see {server.log}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return time.monotonic() - server.started
+        except requests.RequestException:
+            pass
+        time.sleep(0.02)
+    raise TimeoutError(f"{url} did not answer within {timeout}s; see {server.log}")
+
+
+def _render(text: str, substitutions: dict[str, str]) -> str:
+    for old, new in substitutions.items():
+        if old not in text:
+            raise KeyError(f"{old!r} is no longer in the NGINX configuration")
+        text = text.replace(old, new)
+    return text

@@ -1,0 +1,212 @@
+"""ONNX exports of the Keras models: made once, checked against Keras, cached on disk.
+
+Keras stays the source of every model and its weights; an export is a faster way to run the
+same function. It is made from the loaded Keras model (``model.export(format="onnx")``),
+then run beside it on real photos: it is served only if it gives the same top-5 classes
+with every score within ``TOLERANCE``. The outcome goes into a JSON record next to the
+``.onnx`` file, holding the file's SHA-256, so a later worker process can serve a verified
+export without importing TensorFlow at all; an export file that does not match its record
+(changed, corrupted, or never checked) is checked again before any use.
+
+Files are named by the model and a key of everything the export depends on: the weights
+file (path, size, modification time) and the Keras and ONNX Runtime versions. New weights
+or an upgrade give a new key, so a stale export is never used. A failed check is recorded
+too, so each worker does not repeat it; delete the record (or the ``.onnx`` file, to export
+again) to retry. Photos: two real ones ship in ``data/photos`` (CC0, see its README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+
+from . import images
+from .models import ModelSpec
+from .runtimes import KerasRuntime, OnnxRuntime
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 1e-4  # largest difference in any class probability between Keras and the export
+TOP = 5
+FORMAT = 1  # bumped when what goes into an export changes in a way the key cannot see
+PHOTOS = Path(__file__).parent / "data" / "photos"
+_TIMING_REPEATS = 7
+
+
+@dataclass(frozen=True)
+class Record:
+    """What checking one export found; stored as JSON beside the ``.onnx`` file."""
+
+    model: str
+    onnx_sha256: str | None
+    verified: bool
+    reason: str
+    max_abs_diff: float | None = None
+    keras_ms: float | None = None
+    onnx_ms: float | None = None
+    photos: tuple[str, ...] = ()
+    made: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def faster_than_keras(self) -> bool:
+        return self.onnx_ms is not None and self.keras_ms is not None and self.onnx_ms <= self.keras_ms
+
+
+class Export:
+    """The cached export of one model with one set of weights, and its record."""
+
+    def __init__(self, spec: ModelSpec, weights: Path | None, folder: Path) -> None:
+        """``weights``: the weights file; ``None`` for this process's random weights, whose
+        exports must go to a ``folder`` of this process alone."""
+        self.spec = spec
+        stem = f"{spec.name}-{_key(spec, weights)}"
+        self.onnx_path = folder / f"{stem}.onnx"
+        self.record_path = folder / f"{stem}.json"
+
+    def record(self) -> Record | None:
+        """The stored record if it describes the ``.onnx`` file now on disk, else ``None``."""
+        try:
+            stored = json.loads(self.record_path.read_text())
+            record = Record(**{**stored, "photos": tuple(stored.get("photos", ()))})
+        except (OSError, ValueError, TypeError):
+            return None
+        return record if record.onnx_sha256 == _sha256(self.onnx_path) else None
+
+    def lock(self) -> FileLock:
+        """Held while making or checking this export, so one process of many does it."""
+        self.onnx_path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.record_path) + ".lock")
+
+    def make(self, keras: KerasRuntime, threads: int | None = None) -> Record:
+        """Export ``keras`` unless the file exists, check the file, and store the record.
+
+        Call with ``lock()`` held. An existing file without a matching record is checked as
+        it is (it may be a good export whose process stopped before writing the record).
+        """
+        if not self.onnx_path.is_file():
+            try:
+                _export(keras.model, self.spec.input_size, self.onnx_path)
+            except Exception as error:  # noqa: BLE001 - tf2onnx fails in many ways; any means "no export"
+                log.exception("%s: ONNX export failed", self.spec.name)
+                return self._store(Record(self.spec.name, None, False, f"the export failed: {error}"))
+        return self._store(verify(self.spec, keras, self.onnx_path, threads))
+
+    def _store(self, record: Record) -> Record:
+        record = dataclasses.replace(record, made=_versions())
+        partial = self.record_path.with_name(f".{self.record_path.name}.{os.getpid()}.part")
+        partial.write_text(json.dumps(dataclasses.asdict(record), indent=1))
+        os.replace(partial, self.record_path)
+        return record
+
+
+def verify(spec: ModelSpec, keras: KerasRuntime, onnx_path: Path, threads: int | None = None) -> Record:
+    """Run the photos through both; the export passes with the same top-5 and close scores.
+
+    Also times both at batch 1, interleaved so that a busy machine slows them alike: the
+    ``auto`` runtime serves the export only where it is the faster of the two.
+    """
+    sha256 = _sha256(onnx_path)
+    names, batch = photo_batch(spec)
+    try:
+        onnx = OnnxRuntime(onnx_path, threads)
+        got = onnx.scores(batch)
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        return Record(spec.name, sha256, False, f"ONNX Runtime cannot run the export: {error}", photos=names)
+    expected = keras.scores(batch)
+    if got.shape != expected.shape:
+        return Record(spec.name, sha256, False, f"the export answers {got.shape}, Keras {expected.shape}",
+                      photos=names)
+    diff = float(np.max(np.abs(got - expected)))
+    same_top = all(_same_top(e, g) for e, g in zip(expected, got))
+    keras_ms, onnx_ms = _time_both(keras, onnx, batch[:1])
+    if diff <= TOLERANCE and same_top:
+        reason = f"same top-{TOP}, scores within {diff:.1e} on {len(names)} photos"
+    else:
+        reason = (f"differs from Keras on {len(names)} photos: largest score difference {diff:.1e} "
+                  f"(allowed {TOLERANCE:.0e}), top-{TOP} {'the same' if same_top else 'different'}")
+    return Record(spec.name, sha256, diff <= TOLERANCE and same_top, reason, diff, keras_ms, onnx_ms, names)
+
+
+def photo_batch(spec: ModelSpec) -> tuple[tuple[str, ...], np.ndarray]:
+    """The bundled photos, framed as the service frames uploads and preprocessed for ``spec``."""
+    paths = sorted(PHOTOS.glob("*.jpg"))
+    side = images.decode_side_for(spec.input_size)
+    crops = [images.center_crop(images.decode(path.read_bytes(), max_pixels=10**8, min_side=side), spec.input_size)
+             for path in paths]
+    return tuple(path.name for path in paths), spec.preprocess(np.stack(crops))
+
+
+def _same_top(expected: np.ndarray, got: np.ndarray) -> bool:
+    """The same top classes in the same order; classes whose scores tie within the
+    tolerance may swap places (random weights give many near-equal scores)."""
+    order = np.argsort(-got)[:TOP]
+    return bool(np.allclose(expected[order], np.sort(expected)[::-1][:TOP], rtol=0, atol=TOLERANCE))
+
+
+def _time_both(keras: KerasRuntime, onnx: OnnxRuntime, batch: np.ndarray) -> tuple[float, float]:
+    times: dict[str, list[float]] = {"keras": [], "onnx": []}
+    for _ in range(_TIMING_REPEATS):
+        for name, runtime in (("keras", keras), ("onnx", onnx)):
+            started = time.perf_counter()
+            runtime.scores(batch)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(times["keras"]), 2), round(statistics.median(times["onnx"]), 2)
+
+
+def _export(model: object, input_size: int, target: Path) -> None:
+    """``model.export`` to a temporary name, then renamed: a file at ``target`` is whole."""
+    import tensorflow as tf
+
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # it logs every conversion step
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    signature = [tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="pixels")]
+    try:
+        with warnings.catch_warnings():  # Keras' tf2onnx patch trips NumPy 2's np.object notice
+            warnings.simplefilter("ignore", FutureWarning)
+            model.export(str(partial), format="onnx", input_signature=signature, verbose=False)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _key(spec: ModelSpec, weights: Path | None) -> str:
+    source: object = "random"
+    if weights is not None:
+        stat = weights.stat()
+        source = {"file": str(weights.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    parts = {"model": spec.name, "weights": source, "format": FORMAT,
+             "keras": _version("keras"), "onnxruntime": _version("onnxruntime")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    made = {name: _version(name) for name in ("keras", "tf2onnx", "onnxruntime")}
+    return {**made, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _version(distribution: str) -> str:
+    """Without importing the package: a serving worker never imports Keras."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        with path.open("rb") as stream:
+            return hashlib.file_digest(stream, "sha256").hexdigest()
+    except FileNotFoundError:
+        return None

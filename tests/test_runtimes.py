@@ -1,0 +1,162 @@
+"""ONNX Runtime serving: exports made and checked against Keras, cached, and refused when wrong.
+
+The pretrained EfficientNetLite0 that ships via pip is the model under test: real weights on
+real photos are what show that an export computes the same function, and its export is the
+quickest to make (a few seconds). Nothing here is mocked: a bad export is a real file on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from classifier import Classifier, Settings
+from classifier.engine import ModelPool, Serving
+from classifier.exports import TOLERANCE, Export
+from classifier.models import REGISTRY
+from conftest import PHOTOS, ROOT
+
+MODEL = "EfficientNetLite0"
+SPEC = REGISTRY[MODEL]
+
+
+@pytest.fixture(scope="module")
+def keras_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("keras_home")
+
+
+@pytest.fixture(scope="module")
+def weights(keras_home) -> Path:
+    """The checkpoint converted to a Keras weights file, as the service does on first use."""
+    return SPEC.weights.find(Settings(keras_home=keras_home))
+
+
+@pytest.fixture(scope="module")
+def onnx_classifier(keras_home, weights) -> Classifier:
+    """Serves with ONNX Runtime; its first use makes and checks the export."""
+    return Classifier(Settings(keras_home=keras_home, warmup=False, runtime="onnx"), pool=ModelPool())
+
+
+@pytest.fixture(scope="module")
+def export(onnx_classifier, weights, keras_home) -> Export:
+    onnx_classifier.load_model(MODEL)
+    return Export(SPEC, weights, Settings(keras_home=keras_home).exports_dir)
+
+
+def test_the_export_is_checked_on_real_photos_and_recorded(onnx_classifier, export):
+    assert onnx_classifier.load_model(MODEL).runtime.name == "onnx"
+    record = json.loads(export.record_path.read_text())
+    assert record["verified"] is True, record["reason"]
+    assert record["max_abs_diff"] <= TOLERANCE
+    assert record["photos"] == ["chelsea.jpg", "coffee.jpg"]
+    assert record["keras_ms"] > 0 and record["onnx_ms"] > 0
+    assert export.record() is not None  # the record describes the file now on disk
+
+
+def test_onnx_runtime_and_keras_give_the_same_answers(onnx_classifier, keras_home):
+    """Including a photo the export was not checked on (Grace Hopper)."""
+    keras = Classifier(Settings(keras_home=keras_home, warmup=False, runtime="keras"), pool=ModelPool())
+    assert keras.load_model(MODEL).runtime.name == "keras"
+    for name, path in PHOTOS.items():
+        expected = keras.classify(path.read_bytes(), MODEL, 5).predictions
+        got = onnx_classifier.classify(path.read_bytes(), MODEL, 5).predictions
+        assert [p.label for p in got] == [p.label for p in expected], name
+        np.testing.assert_allclose([p.score for p in got], [p.score for p in expected], atol=TOLERANCE)
+
+
+def test_a_worker_serves_a_checked_export_without_importing_tensorflow(export, keras_home):
+    """What a uWSGI worker does: create the app (which warms the default model up in the
+    background), answer /predict; TensorFlow must not be loaded at any point."""
+    script = """
+import json, sys, time
+from app import create_app
+client = create_app().test_client()
+for _ in range(600):
+    if any(m["status"] == "loaded" for m in client.get("/models").json["models"]):
+        break
+    time.sleep(0.05)
+answer = client.post("/predict", data=open(sys.argv[1], "rb").read(), content_type="image/png").json
+print(json.dumps({"answer": answer, "tensorflow": "tensorflow" in sys.modules, "keras": "keras" in sys.modules}))
+"""
+    env = {**os.environ, "KERAS_HOME": str(keras_home), "CLASSIFIER_RUNTIME": "auto",
+           "CLASSIFIER_DEFAULT_MODEL": MODEL, "CLASSIFIER_RANDOM_WEIGHTS": "0"}
+    result = subprocess.run([sys.executable, "-c", script, str(PHOTOS["chelsea"])], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    assert outcome["answer"]["model"] == MODEL and outcome["answer"]["weights"] == "imagenet"
+    assert outcome["answer"]["predictions"][0]["label"] in {"tabby", "tiger_cat", "Egyptian_cat"}
+    assert not outcome["tensorflow"] and not outcome["keras"]
+
+
+def tampered(model_file: Path, target: Path) -> None:
+    """A copy of the export with its largest weight tensor scaled: it loads and runs, wrongly."""
+    model = onnx.load(str(model_file))
+    largest = max(model.graph.initializer, key=lambda tensor: np.prod(tensor.dims))
+    largest.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(largest) * 1.5, largest.name))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(target))
+
+
+@pytest.mark.parametrize("damage", ["tampered", "garbage"])
+def test_an_export_that_differs_or_fails_falls_back_to_keras(export, weights, tmp_path, caplog, damage):
+    serving = Serving("onnx", tmp_path / "exports")
+    bad = Export(SPEC, weights, serving.exports_dir)
+    if damage == "tampered":
+        tampered(export.onnx_path, bad.onnx_path)
+    else:
+        bad.onnx_path.parent.mkdir(parents=True)
+        bad.onnx_path.write_bytes(b"not an ONNX model")
+    with caplog.at_level(logging.INFO, logger="classifier.engine"):
+        loaded = ModelPool().get(SPEC, weights, serving)
+    assert loaded.runtime.name == "keras"
+    warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "running on Keras" in warning and str(bad.onnx_path) in warning
+    assert ("differs from Keras" if damage == "tampered" else "cannot run the export") in warning
+    record = bad.record()
+    assert record is not None and not record.verified
+    # A later process reads the verdict instead of checking the same file again.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="classifier.engine"):
+        assert ModelPool().get(SPEC, weights, serving).runtime.name == "keras"
+    assert not any("checked" in r.getMessage() for r in caplog.records)
+
+
+def test_new_weights_get_a_new_export(weights, tmp_path):
+    before = Export(SPEC, weights, tmp_path).onnx_path
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    try:
+        assert Export(SPEC, weights, tmp_path).onnx_path != before
+    finally:
+        os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_random_weights_run_on_onnx_runtime_when_asked(tmp_path):
+    """Each process's random weights differ, so their exports stay in a folder of its own."""
+    settings = Settings(keras_home=tmp_path, random_weights=True, runtime="onnx")
+    serving = Serving.from_settings(settings)
+    assert not serving.exports_dir.is_relative_to(tmp_path)
+    assert str(os.getpid()) in serving.exports_dir.name
+    loaded = ModelPool().get(REGISTRY["MobileNetV2"], None, serving)
+    assert loaded.runtime.name == "onnx" and loaded.weights == "random"
+    assert list(serving.exports_dir.glob("MobileNetV2-*.onnx"))
+
+
+def test_auto_means_keras_for_random_weights_and_runtime_is_validated(tmp_path):
+    assert Serving.from_settings(Settings(random_weights=True)).runtime == "keras"
+    assert Serving.from_settings(Settings(random_weights=True, runtime="onnx")).runtime == "onnx"
+    real = Serving.from_settings(Settings(keras_home=tmp_path, runtime_threads=1))
+    assert (real.runtime, real.exports_dir, real.threads) == ("auto", tmp_path / "models" / "exports", 1)
+    assert Settings.from_env({"CLASSIFIER_RUNTIME": "ONNX"}).runtime == "onnx"
+    with pytest.raises(ValueError, match="CLASSIFIER_RUNTIME"):
+        Settings.from_env({"CLASSIFIER_RUNTIME": "tflite"})
