@@ -64,7 +64,7 @@ def main() -> None:
         address = f"127.0.0.1:{stack.free_port()}"
         env = {"CLASSIFIER_RANDOM_WEIGHTS": "1", "CLASSIFIER_DEFAULT_MODEL": "MobileNetV2",
                "KERAS_HOME": str(work / "keras"), "TMPDIR": folder}
-        nginx = stack.start_nginx(work / "nginx", address)
+        nginx = stack.start_nginx(work / "nginx", {"127.0.0.1:8001": address}, rate_limit=False)
         server = stack.start_uwsgi(work, "app", address, env, processes=2, threads=1)
         try:
             stack.wait_for(f"{nginx.url}/healthz", server)

@@ -171,7 +171,7 @@ def serve(model: Model, kind: str, work: Path, args: argparse.Namespace, process
     env = {"CLASSIFIER_DEFAULT_MODEL": model.spec.name, "CLASSIFIER_OFFLINE": "1",
            "KERAS_HOME": str(work / "keras"), "TMPDIR": str(work / "tmp"), "TF_CPP_MIN_LOG_LEVEL": "3",
            **({"CLASSIFIER_RUNTIME_THREADS": str(runtime_threads)} if runtime_threads else {})}
-    nginx = stack.start_nginx(folder / "nginx", address)
+    nginx = stack.start_nginx(folder / "nginx", {"127.0.0.1:8001": address}, rate_limit=False)
     server = None
     try:
         if kind == "baseline":

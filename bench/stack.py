@@ -99,6 +99,11 @@ def _launch(folder: Path, name: str, command: list[str], env: dict[str, str]) ->
 class Nginx:
     process: subprocess.Popen
     url: str
+    folder: Path
+
+    @property
+    def access_log(self) -> Path:
+        return self.folder / "classifier.access.log"
 
     def cpu_seconds(self) -> float:
         return _cpu_seconds(self.process.pid)
@@ -116,25 +121,27 @@ def _cpu_seconds(pid: int, children_only: bool = False) -> float:
         return 0.0
 
 
-def start_nginx(folder: Path, upstream: str) -> Nginx:
-    """NGINX with remote/nginx/classifier.conf, its upstream pointed at ``upstream``
-    (started first, so that a server's start-up is timed as a client sees it)."""
+def start_nginx(folder: Path, upstreams: dict[str, str], site: str = "classifier.conf",
+                rate_limit: bool = True) -> Nginx:
+    """NGINX serving remote/nginx/``site`` on a loopback port, the files unchanged apart from
+    ports and paths; ``upstreams`` maps the site's app addresses to ours. Benchmarks pass
+    ``rate_limit=False``: they measure the server, from one client address."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    locations = _render((NGINX_DIR / "classifier-locations.conf").read_text(), {
-        "/srv/classifier/": f"{ROOT}/",
-        RATE_LIMIT: "# the benchmark measures the server: no per-client rate limit",
-    })
-    (folder / "classifier-locations.conf").write_text(locations)
-    site = _render((NGINX_DIR / "classifier.conf").read_text(), {
+    locations = {"/srv/classifier/": f"{ROOT}/"}
+    if not rate_limit:
+        locations[RATE_LIMIT] = "# the benchmark measures the server: no per-client rate limit"
+    (folder / "classifier-locations.conf").write_text(
+        _render((NGINX_DIR / "classifier-locations.conf").read_text(), locations))
+    ipv6 = f"listen [::1]:{port};" if _has_ipv6_loopback() else "# no IPv6 loopback here"
+    (folder / "site.conf").write_text(_render((NGINX_DIR / site).read_text(), {
         "listen 80 default_server;": f"listen 127.0.0.1:{port};",
-        "listen [::]:80 default_server;": "",
-        "server 127.0.0.1:8001;": f"server {upstream};",
+        "listen [::]:80 default_server;": ipv6,
         "/etc/nginx/snippets/classifier-locations.conf": str(folder / "classifier-locations.conf"),
         "/var/log/nginx/": f"{folder}/",
-    })
-    (folder / "site.conf").write_text(site)
-    for name in ("uwsgi_params", "mime.types"):
+        **upstreams,
+    }))
+    for name in ("uwsgi_params", "mime.types"):  # Debian's, as the real nginx.conf includes them
         shutil.copy(Path("/etc/nginx") / name, folder)
     temp = "\n".join(f"    {kind}_temp_path {folder}/{kind}_temp;"
                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -148,6 +155,7 @@ events {{ worker_connections 512; }}
 http {{
     include mime.types;
     default_type application/octet-stream;
+    sendfile on;
     access_log off;
 {temp}
     include {folder}/site.conf;
@@ -156,7 +164,7 @@ http {{
     process = subprocess.Popen([NGINX, "-c", str(folder / "nginx.conf"), "-p", str(folder)],
                                stdout=(folder / "nginx.out").open("wb"), stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)
-    nginx = Nginx(process, f"http://127.0.0.1:{port}")
+    nginx = Nginx(process, f"http://127.0.0.1:{port}", folder)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and process.poll() is None:
         try:
@@ -165,7 +173,21 @@ http {{
         except OSError:
             time.sleep(0.05)
     nginx.stop()
-    raise RuntimeError(f"nginx did not start: {(folder / 'nginx.out').read_text()}")
+    errors = (folder / "nginx.out").read_text() + _read(folder / "error.log")
+    raise RuntimeError(f"nginx did not start:\n{errors}")
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def wait_for(url: str, server: Server, timeout: float = 300) -> float:

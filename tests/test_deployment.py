@@ -31,6 +31,7 @@ import psutil
 import pytest
 import requests
 
+from bench.stack import Nginx, start_nginx
 from conftest import ROOT, free_port, stop, wait_until_healthy
 
 REMOTE = ROOT / "remote"
@@ -62,15 +63,6 @@ def render(text: str, substitutions: dict[str, str]) -> str:
         assert old in text, f"{old!r} is no longer in the configuration"
         text = text.replace(old, new)
     return text
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as sock:
-            sock.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def uwsgi_ini_value(name: str) -> str:
@@ -188,80 +180,6 @@ def start_uwsgi(folder: Path, name: str, port: int | None = None, http_port: int
 def restart(instance: Uwsgi, folder: Path, name: str) -> Uwsgi:
     """The same instance started again on the same sockets."""
     return start_uwsgi(folder, name, instance.port, instance.http_port, **instance.settings)
-
-
-@dataclass
-class Nginx:
-    process: subprocess.Popen
-    url: str
-    folder: Path
-
-    @property
-    def access_log(self) -> Path:
-        return self.folder / "classifier.access.log"
-
-    def stop(self) -> None:
-        stop(self.process)
-
-
-def start_nginx(folder: Path, site: str, upstreams: dict[str, str]) -> Nginx:
-    """NGINX serving remote/nginx/``site`` on a loopback port; ``upstreams`` maps the site's
-    upstream addresses to the test's uWSGI sockets."""
-    folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    locations = render((NGINX_DIR / "classifier-locations.conf").read_text(),
-                       {"/srv/classifier/": f"{ROOT}/"})
-    (folder / "classifier-locations.conf").write_text(locations)
-    ipv6 = f"listen [::1]:{port};" if _has_ipv6_loopback() else "# no IPv6 loopback here"
-    site_text = render((NGINX_DIR / site).read_text(), {
-        "listen 80 default_server;": f"listen 127.0.0.1:{port};",
-        "listen [::]:80 default_server;": ipv6,
-        "/etc/nginx/snippets/classifier-locations.conf": str(folder / "classifier-locations.conf"),
-        "/var/log/nginx/": f"{folder}/",
-        **upstreams,
-    })
-    (folder / "site.conf").write_text(site_text)
-    for name in ("uwsgi_params", "mime.types"):  # Debian's, as the real nginx.conf includes them
-        shutil.copy(Path("/etc/nginx") / name, folder)
-    user = "user root;" if os.geteuid() == 0 else ""
-    temp = "\n".join(f"    {kind}_temp_path {folder}/{kind}_temp;"
-                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    (folder / "nginx.conf").write_text(f"""{user}
-worker_processes 1;
-daemon off;
-pid {folder}/nginx.pid;
-error_log {folder}/error.log info;
-events {{ worker_connections 512; }}
-http {{
-    include mime.types;
-    default_type application/octet-stream;
-    sendfile on;
-    access_log {folder}/access.log;
-{temp}
-    include {folder}/site.conf;
-}}
-""")
-    log = (folder / "nginx.out").open("wb")
-    process = subprocess.Popen([NGINX, "-c", str(folder / "nginx.conf"), "-p", str(folder)],
-                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    nginx = Nginx(process, f"http://127.0.0.1:{port}", folder)
-    deadline = time.monotonic() + 15
-    while True:
-        if process.poll() is not None:
-            errors = (folder / "nginx.out").read_text() + _read(folder / "error.log")
-            raise RuntimeError(f"nginx exited with {process.returncode}:\n{errors}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return nginx
-        except OSError:
-            if time.monotonic() > deadline:
-                nginx.stop()
-                raise TimeoutError("nginx did not start listening")
-            time.sleep(0.1)
-
-
-def _read(path: Path) -> str:
-    return path.read_text(errors="replace") if path.exists() else ""
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -386,7 +304,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     app = start_uwsgi(folder, "uwsgi", CLASSIFIER_UWSGI_FIFO=str(fifo), CLASSIFIER_OFFLINE="1",
                       CLASSIFIER_ALLOW_CUSTOM_REMOTE="1", KERAS_HOME=str(folder / "keras"))
     try:
-        nginx = start_nginx(folder / "nginx", "classifier.conf", {"127.0.0.1:8001": app.address})
+        nginx = start_nginx(folder / "nginx", {"127.0.0.1:8001": app.address})
     except BaseException:
         app.stop()
         raise
@@ -647,7 +565,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for name in ("app1", "app2"):
             apps.append(start_uwsgi(folder, name, CLASSIFIER_UWSGI_PROCESSES="1", CLASSIFIER_RANDOM_WEIGHTS="1", CLASSIFIER_DEFAULT_MODEL="MobileNetV2",
                                     KERAS_HOME=str(folder / "keras")))
-        nginx = start_nginx(folder / "nginx", "classifier-cluster.conf", {
+        nginx = start_nginx(folder / "nginx", site="classifier-cluster.conf", upstreams={
             "app1.classifier.internal:8001": apps[0].address,
             "app2.classifier.internal:8001": apps[1].address,
         })
