@@ -59,6 +59,7 @@ class Server:
 
 
 def stop(process: subprocess.Popen) -> None:
+    """Stop a server we started, by its own process id."""
     process.terminate()
     try:
         process.wait(timeout=30)

@@ -7,7 +7,6 @@ however many apps the tests create.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import skimage.data
 from flask import Flask
 from flask.testing import FlaskClient
 
+from bench.stack import free_port, stop  # noqa: F401  (tests import them from here)
 from hostile import encode  # noqa: F401  (tests import it from here)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,12 +56,6 @@ def cat_png() -> bytes:
     return PHOTOS["chelsea"].read_bytes()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -73,16 +67,6 @@ def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 120
         except requests.RequestException:
             time.sleep(0.2)
     raise TimeoutError(f"{url} did not become healthy within {timeout}s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop a server this test session started, by its own process id."""
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="session")
