@@ -1,9 +1,10 @@
-"""Command line: ``python -m classifier predict IMAGE…`` and ``python -m classifier download [MODEL…]``."""
+"""Command line: ``python -m classifier predict IMAGE…``, ``download [MODEL…]`` and ``export [MODEL…]``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -28,9 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     download = commands.add_parser("download", help="fetch ImageNet weights into the Keras cache")
     download.add_argument("models", nargs="*", metavar="MODEL",
                           help=f"any of {', '.join(REGISTRY)} (default: all)")
+    export = commands.add_parser("export", help="make and check the ONNX exports the server runs")
+    export.add_argument("models", nargs="*", metavar="MODEL",
+                        help="default: every model whose weights are here")
     args = parser.parse_args(argv)
     if args.command == "predict":
         return _predict(args)
+    if args.command == "export":
+        return _export(args.models)
     return _download(args.models or [name for name, spec in REGISTRY.items() if spec.weights.downloadable])
 
 
@@ -50,6 +56,42 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"{path} ({result.model}, {result.weights} weights)")
             for p in result.predictions:
                 print(f"  {p.score:7.2%}  {p.label}  ({p.class_id})")
+    return 1 if failures else 0
+
+
+def _export(names: list[str]) -> int:
+    """Make and check exports ahead of time, so that no worker spends a request on it.
+
+    Each model is loaded as a server set to ``CLASSIFIER_RUNTIME=onnx`` loads it, which makes
+    and checks the export; the engine logs what the check found.
+    """
+    settings = Settings.from_env(runtime="onnx")
+    if settings.random_weights:
+        print("Random weights differ in every process: there is nothing to export ahead of time.",
+              file=sys.stderr)
+        return 2
+    try:
+        specs = [get_spec(name) for name in names]
+    except ClassifierError as error:
+        print(error.message, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    classifier = Classifier(settings, downloads=None)
+    failures = 0
+    for spec in specs or [spec for spec in REGISTRY.values() if spec.weights.present(settings)]:
+        name = spec.name
+        try:
+            runtime = classifier.load_model(name).runtime.name
+        except ClassifierError as error:
+            print(f"{name}: {error.message}", file=sys.stderr)
+            failures += 1
+            continue
+        if runtime != "onnx":
+            print(f"{name}: no usable export; the server runs this model on Keras (reason above).",
+                  file=sys.stderr)
+            failures += 1
+        else:
+            print(f"{name}: checked export in {settings.exports_dir}")
     return 1 if failures else 0
 
 

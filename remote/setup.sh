@@ -19,7 +19,8 @@
 #   UWSGI_SOCKET   where uWSGI listens [127.0.0.1:8001]    } kept in
 #   PROCESSES      uWSGI worker processes [2]              } /etc/classifier/classifier.env
 #   MODELS         Keras models whose weights to download now, e.g. "MobileNetV2 ResNet50"
-#                  (EfficientNetLite0 needs none: its weights come with pip)
+#                  (EfficientNetLite0 needs none: its weights come with pip); every model
+#                  whose weights are here then gets its ONNX export made and checked
 set -euo pipefail
 
 APP_DIR=${APP_DIR:-/srv/classifier}
@@ -89,6 +90,12 @@ set_env() {  # set_env NAME VALUE: one line in $ENV_FILE
     fi
 }
 
+classifier_cli() {  # python -m classifier "$@" as the service runs: its user, its settings
+    # shellcheck source=/dev/null  # KEY=value lines, written below
+    (cd "$APP_DIR" && export KERAS_HOME="$STATE_DIR/keras" && set -a && . "$ENV_FILE" && set +a \
+        && runuser -u "$SERVICE_USER" -- "$APP_DIR/venv/bin/python" -m classifier "$@")
+}
+
 log "packages"
 packages=(python3 rsync curl ca-certificates)
 [[ $APP == yes ]] && packages+=(python3-venv python3-dev build-essential)
@@ -140,9 +147,13 @@ EOF
     if [[ -n $MODELS ]]; then
         log "weights for $MODELS"
         # shellcheck disable=SC2086  # one argument per model
-        (cd "$APP_DIR" && runuser -u "$SERVICE_USER" -- env KERAS_HOME="$STATE_DIR/keras" \
-            "$APP_DIR/venv/bin/python" -m classifier download $MODELS)
+        classifier_cli download $MODELS
     fi
+    # Made and checked now, once, for every model whose weights are here, so that no worker
+    # spends a request on it (seconds to a minute per model). A model whose weights arrive
+    # later is exported by the first worker that loads it.
+    log "ONNX exports"
+    classifier_cli export
 
     CHANGED=no
     render "$APP_DIR/remote/systemd/classifier.service" | install_text /etc/systemd/system/classifier.service 644

@@ -1,4 +1,4 @@
-"""``python -m classifier predict``: what a person sees in a terminal, and its exit codes."""
+"""``python -m classifier``: what a person sees in a terminal, and its exit codes."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import os
 import subprocess
 import sys
 
+from classifier import Settings
+from classifier.exports import Export
+from classifier.models import REGISTRY
 from conftest import PHOTOS, ROOT
 
 
-def run(*args: str, tmp_path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CLASSIFIER_RANDOM_WEIGHTS": "1", "KERAS_HOME": str(tmp_path)}
+def run(*args: str, tmp_path, random_weights: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CLASSIFIER_RANDOM_WEIGHTS": "1" if random_weights else "0", "KERAS_HOME": str(tmp_path),
+           "CLASSIFIER_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "classifier", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -50,3 +54,28 @@ def test_bad_files_are_reported_and_the_rest_still_classified(tmp_path):
 def test_invalid_options_exit_2(tmp_path):
     assert run("predict", str(PHOTOS["chelsea"]), "--top-k", "0", tmp_path=tmp_path).returncode == 2
     assert run("predict", str(PHOTOS["chelsea"]), "--model", "AlexNet", tmp_path=tmp_path).returncode == 2
+
+
+def test_export_prepares_what_a_worker_serves(tmp_path):
+    """After ``export``, a server finds a checked export and never makes one in a request."""
+    result = run("export", tmp_path=tmp_path, random_weights=False)
+    assert result.returncode == 0, result.stderr
+    assert "EfficientNetLite0: checked export in" in result.stdout
+    assert "same top-5" in result.stderr  # what the check found, from the engine's log
+    settings = Settings(keras_home=tmp_path)
+    spec = REGISTRY["EfficientNetLite0"]
+    export = Export(spec, spec.weights.find(settings), settings.exports_dir)
+    assert export.record() is not None and export.record().verified
+    assert f"checked {export.onnx_path}" in result.stderr
+    assert "ResNet50" not in result.stdout + result.stderr  # no weights here: not attempted by default
+
+    again = run("export", "EfficientNetLite0", tmp_path=tmp_path, random_weights=False)
+    assert again.returncode == 0 and "running on ONNX Runtime" in again.stderr
+    assert f"checked {export.onnx_path}" not in again.stderr  # found checked, not checked again
+
+
+def test_export_reports_models_it_cannot_export(tmp_path):
+    missing = run("export", "ResNet50", tmp_path=tmp_path, random_weights=False)
+    assert missing.returncode == 1 and "ResNet50 has no weights on this machine" in missing.stderr
+    assert run("export", "AlexNet", tmp_path=tmp_path, random_weights=False).returncode == 2
+    assert run("export", tmp_path=tmp_path).returncode == 2  # random weights: nothing to keep
