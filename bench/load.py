@@ -65,13 +65,13 @@ class Client:
         self._connection.close()
 
 
-def sequential(url: str, image: bytes, model: str, count: int, seconds: float) -> Run:
-    """One client, one request after another."""
+def sequential(url: str, image: bytes, model: str, count: int, seconds: float, expect: int = 200) -> Run:
+    """One client, one request after another; answers other than ``expect`` count as errors."""
     client = Client(url, image, model)
     latencies, timings, errors, started = [], [], 0, time.perf_counter()
     while len(latencies) + errors < count and time.perf_counter() - started < seconds:
         status, ms, body = client.post()
-        if status == 200:
+        if status == expect:
             latencies.append(ms)
             timings.append(json.loads(body).get("timing_ms", {}))
         else:

@@ -192,15 +192,21 @@ def serve(model: Model, kind: str, work: Path, args: argparse.Namespace, process
         first_seconds = time.monotonic() - server.started
         load.warm(nginx.url, image, model.spec.name, processes * threads + 1)
         one = load.sequential(nginx.url, image, model.spec.name, args.requests, args.seconds)
+        # The same upload naming no model: the app refuses it at once (400). What that costs
+        # is the HTTP path alone: client, NGINX, uWSGI, Flask, reading the body.
+        floor = load.sequential(nginx.url, image, "-", args.requests, args.seconds, expect=400)
         before = (server.cpu_seconds(), nginx.cpu_seconds(), time.process_time(), time.monotonic())
         many = load.concurrent(nginx.url, image, model.spec.name, args.clients, args.seconds)
         after = (server.cpu_seconds(), nginx.cpu_seconds(), time.process_time(), time.monotonic())
+        parts = ("workers", "nginx", "client")
         capacity = (after[3] - before[3]) * os.cpu_count()
-        cpu = {part: (after[i] - before[i]) / capacity for i, part in enumerate(("workers", "nginx", "client"))}
+        cpu = {part: (after[i] - before[i]) / capacity for i, part in enumerate(parts)}
+        per_request = {part: 1000 * (after[i] - before[i]) / max(len(many.latencies), 1)
+                       for i, part in enumerate(parts)}
         return {"weights": weights, "healthz_s": healthz,
                 "first_prediction_s": first_seconds if first.latencies else None,
                 "worker_rss_mb": server.worker_rss_mb(), "one": _summary(one), "many": _summary(many),
-                "cpu_share": cpu}
+                "http_floor_ms": floor.percentile(50), "cpu_share": cpu, "cpu_ms_per_request": per_request}
     finally:
         if server:
             server.stop()
@@ -303,6 +309,7 @@ def report(models: list[Model], args: argparse.Namespace, seconds: float) -> Non
                   f"{_num(one['app_timing_ms'].get('decode'), 1):>5}{_num(one['app_timing_ms'].get('inference'), 1):>6}"
                   f"{many['p50']:>8.1f}{many['p95']:>7.1f}{many['p99']:>7.1f}{many['throughput']:>7.0f}"
                   f"{many['throughput'] / all_core:>6.2f}{_shares(s['cpu_share']):>13}  {s['weights']}")
+    _breakdown(models, args)
     print("\nworker: start (python, the app's imports, loading the model) until its first prediction")
     print(f"{'model':<18}{'runtime':<9}{'seconds':>9}{'RSS MB':>8}  tensorflow imported")
     for model in models:
@@ -314,6 +321,36 @@ def report(models: list[Model], args: argparse.Namespace, seconds: float) -> Non
           f"during the {args.clients}-client run (well under 100%: other tenants had the rest). The baseline's "
           f"p50/raw is against Model.predict at batch 1, its req/s against compiled Keras on all cores. {seconds / 60:.0f} min; load average now {os.getloadavg()[0]:.2f}")
     _save("serving", [{"model": m.spec.name, "raw": m.raw, "serving": m.serving, "worker": m.worker} for m in models])
+
+
+def _breakdown(models: list[Model], args: argparse.Namespace) -> None:
+    """Where one request's time goes beyond the forward pass, and the CPU each request costs.
+
+    The cost that is not the forward pass is nearly the same for every model, so the ratio
+    to the forward pass depends on the model: ``1.3x needs raw >=`` is the forward pass at
+    which this run's fixed cost would be 30% of it. Likewise all-core throughput can reach
+    at most cores / (CPU per request), and ``beyond fwd`` is the CPU a request costs (uWSGI
+    workers, NGINX and the load client) beyond what the forward pass alone costs on all cores.
+    """
+    print("\none request, beyond the forward pass (ms, medians at one client; HTTP floor: the same upload "
+          "refused at once)")
+    print(f"{'model':<18}{'server':<9}{'raw b1':>8}{'1c p50':>8}{'fixed':>7}{'HTTP floor':>11}"
+          f"{'outside app':>12}{'decode':>8}{'inf-raw':>8}{'1.3x needs raw >=':>19}"
+          f"{'CPU ms/req w/n/c':>18}{'beyond fwd':>11}{'req/s ceiling':>14}")
+    for model in models:
+        for kind, s in model.serving.items():
+            if kind == "baseline":
+                continue
+            raw_ms, one = model.raw[kind]["b1_ms"], s["one"]
+            timing, fixed = one["app_timing_ms"], one["p50"] - raw_ms
+            cpu = s["cpu_ms_per_request"]
+            ceiling = 1000 * os.cpu_count() / sum(cpu.values())
+            forward_cpu = 1000 * os.cpu_count() / model.raw[kind]["all_cores_best"]
+            print(f"{model.spec.name:<18}{kind:<9}{raw_ms:>8.1f}{one['p50']:>8.1f}{fixed:>7.1f}"
+                  f"{s['http_floor_ms']:>11.2f}{one['p50'] - timing.get('total', 0):>12.2f}"
+                  f"{_num(timing.get('decode')):>8}{_num(timing.get('inference', raw_ms) - raw_ms):>8}"
+                  f"{_num(fixed / 0.3 if fixed > 0 else None, 1):>19}{'/'.join(f'{cpu[p]:.1f}' for p in cpu):>18}"
+                  f"{sum(cpu.values()) - forward_cpu:>11.1f}{ceiling:>14.0f}")
 
 
 def _shares(cpu: dict[str, float]) -> str:
