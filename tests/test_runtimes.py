@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import onnx
 import pytest
@@ -131,14 +133,23 @@ def test_an_export_that_differs_or_fails_falls_back_to_keras(export, weights, tm
     assert not any("checked" in r.getMessage() for r in caplog.records)
 
 
-def test_new_weights_get_a_new_export(weights, tmp_path):
-    before = Export(SPEC, weights, tmp_path).onnx_path
-    stat = weights.stat()
-    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    try:
-        assert Export(SPEC, weights, tmp_path).onnx_path != before
-    finally:
-        os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+def test_exports_are_keyed_by_the_weights_content(weights, tmp_path):
+    """Copied weights keep their export; weights changed in place get a new one, even with
+    the file's size and time stamps kept as they were."""
+    copy = tmp_path / "copy" / weights.name
+    copy.parent.mkdir()
+    shutil.copy2(weights, copy)
+    before = Export(SPEC, copy, tmp_path).onnx_path
+    assert before == Export(SPEC, weights, tmp_path).onnx_path
+
+    stat = copy.stat()
+    with h5py.File(copy, "r+") as file:
+        arrays: list[str] = []
+        file.visititems(lambda name, item: arrays.append(name) if isinstance(item, h5py.Dataset) else None)
+        file[arrays[0]][...] = file[arrays[0]][...] * 1.01 + 0.01
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert copy.stat().st_size == stat.st_size and copy.stat().st_mtime_ns == stat.st_mtime_ns
+    assert Export(SPEC, copy, tmp_path).onnx_path != before
 
 
 def test_random_weights_run_on_onnx_runtime_when_asked(tmp_path):
