@@ -40,9 +40,10 @@ def latency_ms(runtime: Runtime, batch: np.ndarray, seconds: float = 3.0, at_mos
     return statistics.median(times)
 
 
-def per_batch(runtime: Runtime, size: int, batches: tuple[int, ...] = (1, 2, 4, 8)) -> dict[int, float]:
-    """Median ms per call at each batch size."""
-    return {count: latency_ms(runtime, batch_of(size, count)) for count in batches}
+def per_batch(runtime: Runtime, size: int, seconds: float = 3.0,
+              batches: tuple[int, ...] = (1, 2, 4, 8)) -> dict[int, float]:
+    """Median ms per call at each batch size, each timed for about ``seconds``."""
+    return {count: latency_ms(runtime, batch_of(size, count), seconds) for count in batches}
 
 
 def all_cores(kind: str, target: str, splits: list[tuple[int, int, int]], seconds: float) -> dict[str, float]:

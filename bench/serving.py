@@ -126,7 +126,7 @@ def measure_raw(model: Model, keras: object, threads: int | None, seconds: float
     predict = raw.latency_ms(_PredictRuntime(keras.model), one, seconds=seconds / 2, at_most=40)
     runtimes = {"keras": keras, "onnx": OnnxRuntime(model.export.onnx_path, threads)}
     for name, runtime in runtimes.items():
-        batches = raw.per_batch(runtime, size)
+        batches = raw.per_batch(runtime, size, seconds=seconds / 3)
         best = min(batches, key=lambda b: batches[b] / b)
         target = str(model.export.onnx_path) if name == "onnx" else spec.name
         cores = raw.all_cores(name, target, SPLITS, seconds)
@@ -193,8 +193,10 @@ def serve(model: Model, kind: str, work: Path, args: argparse.Namespace, process
         load.warm(nginx.url, image, model.spec.name, processes * threads + 1)
         one = load.sequential(nginx.url, image, model.spec.name, args.requests, args.seconds)
         # The same upload naming no model: the app refuses it at once (400). What that costs
-        # is the HTTP path alone: client, NGINX, uWSGI, Flask, reading the body.
-        floor = load.sequential(nginx.url, image, "-", args.requests, args.seconds, expect=400)
+        # is the HTTP path alone: client, NGINX, uWSGI, Flask, reading the body. (The
+        # baseline takes no model name.)
+        floor = None if kind == "baseline" else \
+            load.sequential(nginx.url, image, "-", args.requests, args.seconds, expect=400).percentile(50)
         before = (server.cpu_seconds(), nginx.cpu_seconds(), time.process_time(), time.monotonic())
         many = load.concurrent(nginx.url, image, model.spec.name, args.clients, args.seconds)
         after = (server.cpu_seconds(), nginx.cpu_seconds(), time.process_time(), time.monotonic())
@@ -206,7 +208,7 @@ def serve(model: Model, kind: str, work: Path, args: argparse.Namespace, process
         return {"weights": weights, "healthz_s": healthz,
                 "first_prediction_s": first_seconds if first.latencies else None,
                 "worker_rss_mb": server.worker_rss_mb(), "one": _summary(one), "many": _summary(many),
-                "http_floor_ms": floor.percentile(50), "cpu_share": cpu, "cpu_ms_per_request": per_request}
+                "http_floor_ms": floor, "cpu_share": cpu, "cpu_ms_per_request": per_request}
     finally:
         if server:
             server.stop()
@@ -231,6 +233,8 @@ def main() -> None:
     parser.add_argument("--runtime-threads", type=int, default=1, help="0: the runtime's default")
     parser.add_argument("--sweep", action="store_true", help="only /predict, over several worker layouts")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the sweep")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results",
+                        help="folder for the JSON record of the run")
     args = parser.parse_args()
     args.models = args.models or (["MobileNetV2", "EfficientNetLite0"] if args.sweep else list(REGISTRY))
     runtime_threads = args.runtime_threads or None
@@ -280,7 +284,7 @@ def sweep(models: list[Model], work: Path, args: argparse.Namespace) -> None:
         p99 = statistics.median(r["many"]["p99"] for r in results)
         rate = statistics.median(r["many"]["throughput"] for r in results)
         print(f"{name:<18}{processes:>10}{threads:>8}{runtime_threads:>16}{one:>8.1f}{p99:>8.1f}{rate:>7.0f}")
-    _save("sweep", [{"model": name, "layout": layout, "runs": results} for (name, layout), results in runs.items()])
+    _save(args.results, "sweep", [{"model": name, "layout": layout, "runs": results} for (name, layout), results in runs.items()])
 
 
 def report(models: list[Model], args: argparse.Namespace, seconds: float) -> None:
@@ -318,9 +322,9 @@ def report(models: list[Model], args: argparse.Namespace, seconds: float) -> Non
                   f"{'yes' if w['tensorflow'] else 'no'}")
     print(f"\n1c: one client, Nc: {args.clients} clients; dec, inf: the app's own median decode and inference ms "
           f"at one client; CPU w/n/c: share of all cores used by the uWSGI workers, NGINX and the load client "
-          f"during the {args.clients}-client run (well under 100%: other tenants had the rest). The baseline's "
+          f"during the {args.clients}-client run (below 100%: other processes had the rest). The baseline's "
           f"p50/raw is against Model.predict at batch 1, its req/s against compiled Keras on all cores. {seconds / 60:.0f} min; load average now {os.getloadavg()[0]:.2f}")
-    _save("serving", [{"model": m.spec.name, "raw": m.raw, "serving": m.serving, "worker": m.worker} for m in models])
+    _save(args.results, "serving", [{"model": m.spec.name, "raw": m.raw, "serving": m.serving, "worker": m.worker} for m in models])
 
 
 def _breakdown(models: list[Model], args: argparse.Namespace) -> None:
@@ -367,13 +371,12 @@ def _machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}"
 
 
-def _save(kind: str, document: object) -> None:
-    folder = ROOT / "bench" / "results"
-    folder.mkdir(exist_ok=True)
+def _save(folder: Path, kind: str, document: object) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps({"machine": _machine(), "argv": sys.argv[1:], "results": document}, indent=1,
                                default=str))
-    print(f"written to {path.relative_to(ROOT)}")
+    print(f"written to {path}")
 
 
 if __name__ == "__main__":

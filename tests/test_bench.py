@@ -1,0 +1,45 @@
+"""bench/serving.py end to end at its smallest settings: it produces every figure the
+README's Benchmarks tables come from, for both runtimes and the baseline, through the real
+uWSGI and NGINX. What the figures are is the benchmark's business; no speed is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+MODEL = "EfficientNetLite0"  # real weights from pip: the ONNX server runs the production path
+
+
+def test_the_serving_benchmark_reports_every_figure(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "bench/serving.py", "--models", MODEL, "--seconds", "1", "--requests", "10",
+         "--results", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for table in ("raw forward pass", "/predict through uWSGI + NGINX", "one request, beyond the forward pass",
+                  "worker: start"):
+        assert table in result.stdout
+    (record,) = tmp_path.glob("serving-*.json")
+    (model,) = json.loads(record.read_text())["results"]
+
+    assert model["raw"]["predict"]["b1_ms"] > 0
+    for runtime in ("keras", "onnx"):
+        raw = model["raw"][runtime]
+        assert set(raw["per_batch_ms"]) == {"1", "2", "4", "8"} and raw["all_cores_best"] > 0
+    for kind in ("onnx", "keras", "baseline"):
+        served = model["serving"][kind]
+        for load in ("one", "many"):
+            assert served[load]["requests"] > 0 and served[load]["errors"] == 0, (kind, load)
+        assert served["first_prediction_s"] > served["healthz_s"] > 0
+        assert len(served["worker_rss_mb"]) == 2 and min(served["cpu_ms_per_request"].values()) > 0
+    for kind in ("onnx", "keras"):
+        assert model["serving"][kind]["http_floor_ms"] > 0
+    assert set(model["serving"]["onnx"]["one"]["app_timing_ms"]) == {"decode", "inference", "total"}
+    assert model["serving"]["onnx"]["weights"] == "file, checked export"
+    onnx_worker, keras_worker = model["worker"]["onnx"], model["worker"]["keras"]
+    assert onnx_worker["runtime"] == "onnx" and onnx_worker["tensorflow"] is False
+    assert keras_worker["runtime"] == "keras" and keras_worker["tensorflow"] is True
