@@ -1,6 +1,7 @@
-"""bench/serving.py end to end at its smallest settings: it produces every figure the
-README's Benchmarks tables come from, for both runtimes and the baseline, through the real
-uWSGI and NGINX. What the figures are is the benchmark's business; no speed is asserted."""
+"""The benchmarks end to end at their smallest settings: they produce every figure the
+README's Benchmarks tables come from (bench/serving.py for both runtimes and the baseline,
+through the real uWSGI and NGINX). What the figures are is the benchmarks' business; no
+speed is asserted."""
 
 from __future__ import annotations
 
@@ -43,3 +44,12 @@ def test_the_serving_benchmark_reports_every_figure(tmp_path):
     onnx_worker, keras_worker = model["worker"]["onnx"], model["worker"]["keras"]
     assert onnx_worker["runtime"] == "onnx" and onnx_worker["tensorflow"] is False
     assert keras_worker["runtime"] == "keras" and keras_worker["tensorflow"] is True
+
+
+def test_the_decode_benchmark_times_every_photo_size_both_ways():
+    result = subprocess.run([sys.executable, "bench/decode.py", "--repeats", "1"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert [row[0] for row in rows] == ["451x300", "2016x1512", "4032x3024", "8064x6048"]
+    assert all(float(cell) > 0 for row in rows for cell in row[1:])
