@@ -36,7 +36,9 @@ def test_the_serving_benchmark_reports_every_figure(tmp_path):
         for load in ("one", "many"):
             assert served[load]["requests"] > 0 and served[load]["errors"] == 0, (kind, load)
         assert served["first_prediction_s"] > served["healthz_s"] > 0
-        assert len(served["worker_rss_mb"]) == 2 and min(served["cpu_ms_per_request"].values()) > 0
+        # CPU times tick in 10 ms steps: in a one-second run NGINX and the client may show none.
+        cpu = served["cpu_ms_per_request"]
+        assert len(served["worker_rss_mb"]) == 2 and cpu["workers"] > 0 and min(cpu.values()) >= 0
     for kind in ("onnx", "keras"):
         assert model["serving"][kind]["http_floor_ms"] > 0
     assert set(model["serving"]["onnx"]["one"]["app_timing_ms"]) == {"decode", "inference", "total"}
