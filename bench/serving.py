@@ -69,12 +69,14 @@ import psutil
 from classifier import images
 from classifier.engine import POOL, Serving
 from classifier.models import REGISTRY
-spec = REGISTRY[sys.argv[1]]
-threads = int(sys.argv[5]) or None
-loaded = POOL.get(spec, Path(sys.argv[2]), Serving(sys.argv[4], Path(sys.argv[3]), threads))
-crop = images.center_crop(images.decode(Path(sys.argv[6]).read_bytes(), max_pixels=10**8), spec.input_size)
-loaded.scores(crop[None])
-print(json.dumps({"rss_mb": psutil.Process().memory_info().rss / 2**20, "runtime": loaded.runtime.name,
+runtime, threads, photo = sys.argv[2], int(sys.argv[3]) or None, Path(sys.argv[4]).read_bytes()
+runtimes = []
+for name, weights, exports in json.loads(sys.argv[1]):  # one model, or several in turn
+    spec = REGISTRY[name]
+    loaded = POOL.get(spec, Path(weights), Serving(runtime, Path(exports), threads))
+    loaded.scores(images.center_crop(images.decode(photo, max_pixels=10**8), spec.input_size)[None])
+    runtimes.append(loaded.runtime.name)
+print(json.dumps({"rss_mb": psutil.Process().memory_info().rss / 2**20, "runtime": "/".join(sorted(set(runtimes))),
                   "tensorflow": "tensorflow" in sys.modules}), flush=True)
 """
 
@@ -147,12 +149,13 @@ class _PredictRuntime:
         return self.model.predict(batch, verbose=0)
 
 
-def measure_worker(model: Model, runtime: str, threads: int | None) -> dict:
-    """A fresh worker-like process: start until its first prediction, and its memory."""
+def measure_worker(models: list[Model], runtime: str, threads: int | None) -> dict:
+    """A fresh worker-like process loading ``models`` in turn: start until its last first
+    prediction, and its memory then (a worker keeps every model it has served)."""
     started = time.monotonic()
+    files = [(m.spec.name, str(m.weights), str(m.export.onnx_path.parent)) for m in models]
     result = subprocess.run(
-        [sys.executable, "-c", WORKER, model.spec.name, str(model.weights), str(model.export.onnx_path.parent),
-         runtime, str(threads or 0), str(IMAGE)],
+        [sys.executable, "-c", WORKER, json.dumps(files), runtime, str(threads or 0), str(IMAGE)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
@@ -250,18 +253,19 @@ def main() -> None:
             if not args.sweep:
                 measure_raw(model, keras, runtime_threads, args.seconds)
                 for runtime in ("onnx", "keras"):
-                    model.worker[runtime] = measure_worker(model, runtime, runtime_threads)
+                    model.worker[runtime] = measure_worker([model], runtime, runtime_threads)
             models.append(model)
             del keras
         if args.sweep:
             sweep(models, work, args)
             return
+        every_model = measure_worker(models, "onnx", runtime_threads)
         for model in models:
             for kind in ("onnx", "keras", "baseline"):
                 print(f"  serving {model.spec.name} on {kind}", flush=True)
                 model.serving[kind] = serve(model, kind, work, args, args.processes, args.threads,
                                             runtime_threads)
-        report(models, args, time.time() - started)
+        report(models, every_model, args, time.time() - started)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -287,7 +291,7 @@ def sweep(models: list[Model], work: Path, args: argparse.Namespace) -> None:
     _save(args.results, "sweep", [{"model": name, "layout": layout, "runs": results} for (name, layout), results in runs.items()])
 
 
-def report(models: list[Model], args: argparse.Namespace, seconds: float) -> None:
+def report(models: list[Model], every_model: dict, args: argparse.Namespace, seconds: float) -> None:
     print(f"\nraw forward pass (ms; all-core: images/s, best of {', '.join(f'{p}x{t} b{b}' for p, t, b in SPLITS)})")
     print(f"{'model':<18}{'runtime':<9}{'b1 ms':>8}{'best b':>8}{'ms/img':>8}{'all-core/s':>12}  per split")
     for model in models:
@@ -314,17 +318,21 @@ def report(models: list[Model], args: argparse.Namespace, seconds: float) -> Non
                   f"{many['p50']:>8.1f}{many['p95']:>7.1f}{many['p99']:>7.1f}{many['throughput']:>7.0f}"
                   f"{many['throughput'] / all_core:>6.2f}{_shares(s['cpu_share']):>13}  {s['weights']}")
     _breakdown(models, args)
-    print("\nworker: start (python, the app's imports, loading the model) until its first prediction")
+    print("\nworker: start (python, the app's imports, loading the model) until its first prediction; "
+          "'all, in turn': one ONNX Runtime worker loading every model, its memory at the end")
     print(f"{'model':<18}{'runtime':<9}{'seconds':>9}{'RSS MB':>8}  tensorflow imported")
-    for model in models:
-        for name, w in model.worker.items():
-            print(f"{model.spec.name:<18}{w['runtime']:<9}{w['seconds']:>9.2f}{w['rss_mb']:>8.0f}  "
-                  f"{'yes' if w['tensorflow'] else 'no'}")
+    rows = [(model.spec.name, w) for model in models for w in model.worker.values()]
+    for label, w in rows + ([(f"all {len(models)}, in turn", every_model)] if len(models) > 1 else []):
+        print(f"{label:<18}{w['runtime']:<9}{w['seconds']:>9.2f}{w['rss_mb']:>8.0f}  "
+              f"{'yes' if w['tensorflow'] else 'no'}")
     print(f"\n1c: one client, Nc: {args.clients} clients; dec, inf: the app's own median decode and inference ms "
           f"at one client; CPU w/n/c: share of all cores used by the uWSGI workers, NGINX and the load client "
           f"during the {args.clients}-client run (below 100%: other processes had the rest). The baseline's "
           f"p50/raw is against Model.predict at batch 1, its req/s against compiled Keras on all cores. {seconds / 60:.0f} min; load average now {os.getloadavg()[0]:.2f}")
-    _save(args.results, "serving", [{"model": m.spec.name, "raw": m.raw, "serving": m.serving, "worker": m.worker} for m in models])
+    _save(args.results, "serving", {
+        "models": [{"model": m.spec.name, "raw": m.raw, "serving": m.serving, "worker": m.worker} for m in models],
+        "worker_with_every_model": every_model,
+    })
 
 
 def _breakdown(models: list[Model], args: argparse.Namespace) -> None:

@@ -25,7 +25,10 @@ def test_the_serving_benchmark_reports_every_figure(tmp_path):
                   "worker: start"):
         assert table in result.stdout
     (record,) = tmp_path.glob("serving-*.json")
-    (model,) = json.loads(record.read_text())["results"]
+    results = json.loads(record.read_text())["results"]
+    (model,) = results["models"]
+    every_model = results["worker_with_every_model"]
+    assert every_model["runtime"] == "onnx" and not every_model["tensorflow"] and every_model["rss_mb"] > 0
 
     assert model["raw"]["predict"]["b1_ms"] > 0
     for runtime in ("keras", "onnx"):
