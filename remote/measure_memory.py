@@ -1,23 +1,24 @@
 """Measure the memory of one uWSGI worker with each model loaded, for sizing `processes`.
 
-    python remote/measure_memory.py [--predictions 10] [--models MobileNetV2 ...]
+    python remote/measure_memory.py [--predictions 10] [--models MobileNetV2 ...] [--runtime keras]
 
 For each model, starts `uwsgi --ini uwsgi.ini` with one worker on loopback ports (warm-up
-off, downloads off, weights that need converting converted beforehand), sends predictions of a real photo with that model, and reads the
-worker's memory with psutil, and how long its first prediction took (loading TensorFlow,
-building the model, tracing its graph: what uWSGI's harakiri must allow for): RSS (what `ps` and `top` show), USS (memory that only this
-worker holds: what each extra worker adds) and PSS. A model whose pretrained weights are not
-on this machine is measured with random weights: same architecture, same number of weights,
-same memory. The last row is one worker that has served every model, since any worker loads
-whichever model a request asks for. Prints a Markdown table (remote/README.md has one).
+off, downloads off, weights that need converting converted beforehand), sends predictions
+of a real photo with that model, and reads the worker's memory with psutil, and how long
+its first prediction took (with `--runtime keras`: loading TensorFlow, building the model,
+tracing its graph; what uWSGI's harakiri must allow for): RSS (what `ps` and `top` show),
+USS (memory that only this worker holds: what each extra worker adds) and PSS. A model
+whose pretrained weights are not on this machine is measured with random weights: same
+architecture, same number of weights, same memory. The last row is one worker that has
+served every model, since any worker loads whichever model a request asks for (if some
+model needs random weights, that worker starts again with random weights for all of the
+models that follow). Prints a Markdown table (remote/README.md has one).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,64 +29,43 @@ import psutil
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import stack  # noqa: E402  (bench/stack.py: uWSGI with the project's uwsgi.ini)
+
 MODELS = ("MobileNetV2", "ResNet50", "NASNetMobile", "EfficientNetLite0")
 MIB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def photo() -> Path:
-    import skimage.data  # a test requirement; any JPEG or PNG would do
-
-    return Path(skimage.data.__file__).parent / "chelsea.png"
+PHOTO = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"  # 451x300, shipped with the app
 
 
 class Instance:
+    """One uWSGI worker of one thread, answering plain HTTP on a loopback port."""
+
     def __init__(self, folder: Path, random_weights: bool, runtime: str | None = None) -> None:
-        self.port = free_port()
-        uwsgi = Path(sys.executable).with_name("uwsgi")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CLASSIFIER_", "UWSGI_"))}
-        env.update(CLASSIFIER_UWSGI_SOCKET=f"127.0.0.1:{free_port()}",
-                   CLASSIFIER_UWSGI_HTTP=f"127.0.0.1:{self.port}", CLASSIFIER_UWSGI_PROCESSES="1",
-                   CLASSIFIER_WARMUP="0", CLASSIFIER_OFFLINE="1")
-        env.setdefault("KERAS_HOME", str(folder / "keras"))
-        if random_weights:
-            env["CLASSIFIER_RANDOM_WEIGHTS"] = "1"
-        if runtime:
-            env["CLASSIFIER_RUNTIME"] = runtime
-        command = [str(uwsgi) if uwsgi.is_file() else shutil.which("uwsgi"), "--ini", str(ROOT / "uwsgi.ini")]
-        self.log = (folder / "uwsgi.log").open("ab")
-        self.process = subprocess.Popen(command, env=env, cwd=folder, stdout=self.log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"uwsgi exited with {self.process.returncode}; see {folder / 'uwsgi.log'}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).ok:
-                    return
-            except requests.RequestException:
-                time.sleep(0.2)
-        self.stop()
-        raise TimeoutError("uwsgi did not become healthy")
+        http = f"127.0.0.1:{stack.free_port()}"
+        env = {"CLASSIFIER_UWSGI_HTTP": http, "CLASSIFIER_WARMUP": "0", "CLASSIFIER_OFFLINE": "1",
+               "KERAS_HOME": os.environ.get("KERAS_HOME", str(folder / "keras")),
+               "CLASSIFIER_RANDOM_WEIGHTS": "1" if random_weights else "0",
+               **({"CLASSIFIER_RUNTIME": runtime} if runtime else {})}
+        self.server = stack.start_uwsgi(folder, "worker", f"127.0.0.1:{stack.free_port()}", env, 1, 1)
+        self.url = f"http://{http}"
+        try:
+            stack.wait_for(self.url + "/healthz", self.server, timeout=120)
+        except (RuntimeError, TimeoutError):
+            self.stop()
+            raise
 
     def predict(self, image: bytes, model: str) -> requests.Response:
         try:
-            return requests.post(self.url + "/predict", files={"image": ("photo.png", image)},
+            return requests.post(self.url + "/predict", files={"image": (PHOTO.name, image)},
                                  data={"model": model}, timeout=300)
         except requests.RequestException:
-            self.log.flush()
-            tail = Path(self.log.name).read_text(errors="replace").splitlines()[-30:]
+            tail = self.server.log.read_text(errors="replace").splitlines()[-30:]
             print("\n".join(tail), file=sys.stderr)
             raise
 
     def worker(self) -> psutil.Process:
-        (worker,) = psutil.Process(self.process.pid).children()
+        (worker,) = psutil.Process(self.server.process.pid).children()
         return worker
 
     def memory(self) -> tuple[float, float, float]:
@@ -100,15 +80,11 @@ class Instance:
         return " + ".join(found) or "-"
 
     def stop(self) -> None:
-        workers = psutil.Process(self.process.pid).children() if self.process.poll() is None else []
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        """Stop uWSGI, and wait for its worker too, so the next instance is measured alone."""
+        process = self.server.process
+        workers = psutil.Process(process.pid).children() if process.poll() is None else []
+        self.server.stop()
         psutil.wait_procs(workers, timeout=10)
-        self.log.close()
 
 
 def measure(models: list[str], predictions: int, image: bytes, folder: Path, runtime: str | None) -> dict[str, str]:
@@ -144,7 +120,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--runtime", help="CLASSIFIER_RUNTIME for the workers (default: the app's own default)")
     args = parser.parse_args()
-    image = photo().read_bytes()
+    image = PHOTO.read_bytes()
     with tempfile.TemporaryDirectory(prefix="classifier-memory-") as tmp:
         folder = Path(tmp)
         # Weights that ship in another format are converted once per host, on first use; do
@@ -153,7 +129,7 @@ def main() -> None:
         env.setdefault("KERAS_HOME", str(folder / "keras"))
         if args.runtime:
             env["CLASSIFIER_RUNTIME"] = args.runtime
-        subprocess.run([sys.executable, "-m", "classifier", "predict", str(photo())], cwd=ROOT,
+        subprocess.run([sys.executable, "-m", "classifier", "predict", str(PHOTO)], cwd=ROOT,
                        env={**env, "CLASSIFIER_OFFLINE": "1"}, check=True, capture_output=True, timeout=600)
         idle = Instance(folder, random_weights=True)
         try:
