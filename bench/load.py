@@ -2,8 +2,9 @@
 
 Each client keeps one connection open (``http.client``, no session machinery), so the
 client's own cost per request stays small next to the server's. The image goes as the raw
-body (``Content-Type: image/jpeg``), one of the API's three forms. Every loop is bounded
-both in requests and in seconds.
+body (``Content-Type: image/jpeg``), one of the API's three forms. Every loop stops by
+itself: after so many requests or seconds (one client), seconds (N clients) or rounds
+(warming up).
 """
 
 from __future__ import annotations

@@ -183,11 +183,12 @@ def serve(model: Model, kind: str, work: Path, args: argparse.Namespace, process
             weights = "random" if model.spec.weights.downloadable else "imagenet"
         else:
             random_weights = kind == "keras" or not model.app_takes_weights
+            exports_per_worker = kind == "onnx" and random_weights
             env.update(CLASSIFIER_RUNTIME=kind, CLASSIFIER_RANDOM_WEIGHTS="1" if random_weights else "0")
             # Random weights under ONNX: each worker exports at start, longer than harakiri.
-            extra = ["--harakiri", "300"] if kind == "onnx" and random_weights else []
+            extra = ["--harakiri", "300"] if exports_per_worker else []
             server = stack.start_uwsgi(folder, name, address, env, processes, threads, extra)
-            weights = "random, export per worker" if kind == "onnx" and random_weights else \
+            weights = "random, export per worker" if exports_per_worker else \
                 "random" if random_weights else "file, checked export"
         healthz = stack.wait_for(nginx.url + "/healthz", server)
         image = IMAGE.read_bytes()
@@ -317,7 +318,7 @@ def report(models: list[Model], every_model: dict, args: argparse.Namespace, sec
                   f"{_num(one['app_timing_ms'].get('decode'), 1):>5}{_num(one['app_timing_ms'].get('inference'), 1):>6}"
                   f"{many['p50']:>8.1f}{many['p95']:>7.1f}{many['p99']:>7.1f}{many['throughput']:>7.0f}"
                   f"{many['throughput'] / all_core:>6.2f}{_shares(s['cpu_share']):>13}  {s['weights']}")
-    _breakdown(models, args)
+    _breakdown(models)
     print("\nworker: start (python, the app's imports, loading the model) until its first prediction; "
           "'all, in turn': one ONNX Runtime worker loading every model, its memory at the end")
     print(f"{'model':<18}{'runtime':<9}{'seconds':>9}{'RSS MB':>8}  tensorflow imported")
@@ -335,7 +336,7 @@ def report(models: list[Model], every_model: dict, args: argparse.Namespace, sec
     })
 
 
-def _breakdown(models: list[Model], args: argparse.Namespace) -> None:
+def _breakdown(models: list[Model]) -> None:
     """Where one request's time goes beyond the forward pass, and the CPU each request costs.
 
     The cost that is not the forward pass is nearly the same for every model, so the ratio

@@ -1,10 +1,10 @@
 """The production stack for benchmarks: uWSGI (uwsgi.ini, or the baseline) behind NGINX.
 
-The same approach as tests/test_deployment.py: the project's own NGINX files, unchanged
-apart from loopback ports, paths and one deliberate change, the per-client rate limit on
-/predict, which is removed: a benchmark measures what the server computes, and its one
-client address would otherwise be held to 10 predictions a second. Every process started
-here is stopped by its own process id.
+Also used by tests/test_deployment.py and remote/measure_memory.py. NGINX runs the
+project's own files, unchanged apart from loopback ports and paths; benchmarks also remove
+the per-client rate limit on /predict (``rate_limit=False``): a benchmark measures what the
+server computes, and its one client address would otherwise be held to 10 predictions a
+second. Every process started here is stopped by its own process id.
 """
 
 from __future__ import annotations
