@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NGINX_DIR = ROOT / "remote" / "nginx"
 _BESIDE_PYTHON = Path(sys.executable).with_name("uwsgi")
 UWSGI = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.is_file() else shutil.which("uwsgi")
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}{os.pathsep}/usr/sbin")
 RATE_LIMIT = "limit_req zone=classifier_predict burst=20 nodelay;"
 
 
@@ -68,30 +68,43 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def uwsgi_command(*options: str) -> list[str]:
+    """uWSGI with ``options``; from a virtualenv, told about it (pip's uwsgi embeds the base
+    Python, which would not see the packages installed in the virtualenv)."""
+    virtualenv = ("--virtualenv", sys.prefix) if sys.prefix != sys.base_prefix else ()
+    return [UWSGI, *options, *virtualenv]
+
+
+def environment(env: dict[str, str]) -> dict[str, str]:
+    """This process's environment without its own CLASSIFIER_* and UWSGI_* settings, plus ``env``:
+    a server started from here runs on the settings it is given, not on the caller's."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("CLASSIFIER_", "UWSGI_"))}
+    return {**inherited, **env}
+
+
 def start_uwsgi(folder: Path, name: str, address: str, env: dict[str, str], processes: int, threads: int,
                 extra: list[str] = ()) -> Server:
     """uWSGI with the project's uwsgi.ini; ``extra`` options come after it and win."""
     settings = {"CLASSIFIER_UWSGI_PROCESSES": str(processes), "CLASSIFIER_UWSGI_THREADS": str(threads),
                 "CLASSIFIER_UWSGI_SOCKET": address}
-    return _launch(folder, name, [UWSGI, "--ini", str(ROOT / "uwsgi.ini"), *extra], {**env, **settings})
+    return _launch(folder, name, uwsgi_command("--ini", str(ROOT / "uwsgi.ini"), *extra), {**env, **settings})
 
 
 def start_baseline(folder: Path, name: str, address: str, env: dict[str, str], processes: int,
                    threads: int) -> Server:
     """The baseline app under uWSGI with the same workers, threads and buffering."""
-    command = [UWSGI, "--master", "--lazy-apps", "--need-app", "--enable-threads", "--strict",
+    command = uwsgi_command("--master", "--lazy-apps", "--need-app", "--enable-threads", "--strict",
                "--chdir", str(ROOT), "--module", "bench.baseline_app:app",
                "--processes", str(processes), "--threads", str(threads),
                "--buffer-size", "32768", "--post-buffering", "16777216", "--die-on-term",
-               "--disable-logging", "--skip-atexit-teardown", "--harakiri", "300", "--socket", address]
+               "--disable-logging", "--skip-atexit-teardown", "--harakiri", "300", "--socket", address)
     return _launch(folder, name, command, env)
 
 
 def _launch(folder: Path, name: str, command: list[str], env: dict[str, str]) -> Server:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("CLASSIFIER_", "UWSGI_"))}
     log = folder / f"{name}.uwsgi.log"
     started = time.monotonic()
-    process = subprocess.Popen(command, cwd=folder, env={**inherited, **env}, stdout=log.open("wb"),
+    process = subprocess.Popen(command, cwd=folder, env=environment(env), stdout=log.open("wb"),
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     return Server(process, started, log)
 

@@ -15,11 +15,9 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +29,8 @@ import psutil
 import pytest
 import requests
 
-from bench.stack import Nginx, start_nginx
+from bench import stack
+from bench.stack import NGINX, UWSGI, Nginx, environment, start_nginx, uwsgi_command
 from conftest import ROOT, free_port, stop, wait_until_healthy
 
 REMOTE = ROOT / "remote"
@@ -41,14 +40,6 @@ CAT_LABELS = {"tabby", "tiger_cat", "Egyptian_cat"}
 LOAD_RATE = 8.0
 
 
-def _find_uwsgi() -> str | None:
-    beside_python = Path(sys.executable).with_name("uwsgi")
-    return str(beside_python) if beside_python.is_file() else shutil.which("uwsgi")
-
-
-NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.isfile(p)), None)
-UWSGI = _find_uwsgi()
-
 if not (NGINX and UWSGI):
     missing = " and ".join(name for name, path in (("nginx", NGINX), ("uwsgi", UWSGI)) if not path)
     pytest.fail(f"{missing} not installed: apt-get install nginx; pip install -r requirements-test.txt",
@@ -56,14 +47,6 @@ if not (NGINX and UWSGI):
 
 
 # --- configuration, unchanged apart from substitutions ----------------------------------------
-
-def render(text: str, substitutions: dict[str, str]) -> str:
-    """``text`` with each key replaced; every key must occur, so a renamed one fails loudly."""
-    for old, new in substitutions.items():
-        assert old in text, f"{old!r} is no longer in the configuration"
-        text = text.replace(old, new)
-    return text
-
 
 def uwsgi_ini_value(name: str) -> str:
     match = re.search(rf"^{re.escape(name)} = (.+)$", (ROOT / "uwsgi.ini").read_text(), re.M)
@@ -147,26 +130,14 @@ def _signal(pid: int, signum: int) -> None:
         pass
 
 
-def uwsgi_command() -> list[str]:
-    command = [UWSGI, "--ini", str(ROOT / "uwsgi.ini")]
-    if sys.prefix != sys.base_prefix:  # a virtualenv: the pip uwsgi in it needs to be told
-        command += ["--virtualenv", sys.prefix]
-    return command
-
-
-def uwsgi_env(**env: str) -> dict[str, str]:
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("CLASSIFIER_", "UWSGI_"))}
-    return {**inherited, **env}
-
-
 def start_uwsgi(folder: Path, name: str, port: int | None = None, http_port: int | None = None,
                 **settings: str) -> Uwsgi:
     port, http_port = port or free_port(), http_port or free_port()
-    env = uwsgi_env(CLASSIFIER_UWSGI_SOCKET=f"127.0.0.1:{port}",
-                    CLASSIFIER_UWSGI_HTTP=f"127.0.0.1:{http_port}", **settings)
+    env = environment({"CLASSIFIER_UWSGI_SOCKET": f"127.0.0.1:{port}",
+                       "CLASSIFIER_UWSGI_HTTP": f"127.0.0.1:{http_port}", **settings})
     log = folder / f"{name}.log"
-    process = subprocess.Popen(uwsgi_command(), cwd=folder, env=env, stdout=log.open("ab"),
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(uwsgi_command("--ini", str(ROOT / "uwsgi.ini")), cwd=folder, env=env,
+                               stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     instance = Uwsgi(process, port, http_port, settings, log)
     try:
         wait_until_healthy(instance.http, process, timeout=120)
@@ -188,21 +159,19 @@ def restart(instance: Uwsgi, folder: Path, name: str) -> Uwsgi:
 class Outcome:
     status: int | None
     body: object
-    sent_at: float
 
 
 def post_cat(url: str, image: bytes, timeout: float = 90) -> Outcome:
-    sent_at = time.monotonic()
     try:
         response = requests.post(url + "/predict", files={"image": ("cat.png", image, "image/png")},
                                  timeout=(5, timeout))
     except requests.RequestException as error:
-        return Outcome(None, repr(error), sent_at)
+        return Outcome(None, repr(error))
     try:
         body = response.json()
     except ValueError:
         body = response.text[:300]
-    return Outcome(response.status_code, body, sent_at)
+    return Outcome(response.status_code, body)
 
 
 def paced_run(url: str, image: bytes, *, limit: int, seconds: float,
@@ -268,11 +237,9 @@ def test_setup_script_is_valid_bash():
 
 def test_broken_setting_stops_uwsgi(tmp_path):
     """need-app: a worker that cannot load the app takes the whole service down, loudly."""
-    env = uwsgi_env(CLASSIFIER_UWSGI_SOCKET=f"127.0.0.1:{free_port()}", CLASSIFIER_UWSGI_PROCESSES="1",
-                    CLASSIFIER_DEFAULT_MODEL="NoSuchModel")
-    log = tmp_path / "uwsgi.log"
-    process = subprocess.Popen(uwsgi_command(), cwd=tmp_path, env=env, stdout=log.open("wb"),
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    server = stack.start_uwsgi(tmp_path, "uwsgi", f"127.0.0.1:{free_port()}",
+                               {"CLASSIFIER_DEFAULT_MODEL": "NoSuchModel"}, processes=1, threads=1)
+    process, log = server.process, server.log
     try:
         assert process.wait(timeout=90) != 0
     finally:
