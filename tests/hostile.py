@@ -16,6 +16,7 @@ def encode(image: Image.Image, format: str, **options: object) -> bytes:
 
 
 def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG (a 1x1 image's data) whose header claims ``width`` x ``height`` pixels."""
     png = encode(Image.new("L", (1, 1)), "PNG")
     header = b"IHDR" + struct.pack(">II", width, height) + png[24:29]
     return png[:12] + header + struct.pack(">I", zlib.crc32(header)) + png[33:]

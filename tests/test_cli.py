@@ -57,7 +57,9 @@ def test_invalid_options_exit_2(tmp_path):
 
 
 def test_export_prepares_what_a_worker_serves(tmp_path):
-    """After ``export``, a server finds a checked export and never makes one in a request."""
+    """``export`` makes and checks the export that a server would otherwise make in a request;
+    run again, it finds it checked (the engine serves a checked export without TensorFlow:
+    tests/test_runtimes.py)."""
     result = run("export", tmp_path=tmp_path, random_weights=False)
     assert result.returncode == 0, result.stderr
     assert "EfficientNetLite0: checked export in" in result.stdout

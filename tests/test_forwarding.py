@@ -67,7 +67,7 @@ def test_json_and_raw_forms_are_forwarded(pair, cat_png):
 
 def test_hop_header_stops_forwarding_loops(pair, cat_png):
     """B's remote is A and A's is B; a forwarded request is always answered where it lands."""
-    url_a, url_b = pair
+    _, url_b = pair
     answered = predict(url_b, cat_png, headers={HOP_HEADER: "1"}, server="remote")
     assert answered.json()["server"] == "local"
     assert scores(answered) == scores(predict(url_b, cat_png))

@@ -1,5 +1,5 @@
-"""Hostile and malformed input: each gets a clear 4xx JSON error, and the server keeps serving
-with bounded memory. Random input from hypothesis never produces an undocumented 5xx."""
+"""Hostile and malformed input: each gets a clear answer (a 4xx JSON error for the bad ones,
+a prediction for the odd but valid ones), and the server keeps serving with bounded memory. Random input from hypothesis never produces an undocumented 5xx."""
 
 from __future__ import annotations
 

@@ -5,8 +5,6 @@ went in and which must come out.
 """
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from PIL import Image
 from classifier.errors import InvalidImage, TooManyPixels, UnsupportedImageType
 from classifier.images import center_crop, decode
 from conftest import encode
+from hostile import png_declaring
 
 MAX_PIXELS = 50_000_000  # the service's default limit
 RED, GREEN, BLUE, BLACK, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0), (255, 255, 255)
@@ -236,17 +235,6 @@ def test_truncated_image_is_invalid(format):
     with pytest.raises(InvalidImage) as caught:
         decode(data[: len(data) // 2], max_pixels=MAX_PIXELS)
     assert caught.type is InvalidImage and caught.value.status == 400
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny, well-formed-looking PNG whose header claims ``width`` x ``height`` RGB pixels."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize(

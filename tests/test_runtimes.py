@@ -66,6 +66,7 @@ def test_the_export_is_checked_on_real_photos_and_recorded(onnx_classifier, expo
 
 def test_onnx_runtime_and_keras_give_the_same_answers(onnx_classifier, keras_home):
     """Including a photo the export was not checked on (Grace Hopper)."""
+    assert onnx_classifier.load_model(MODEL).runtime.name == "onnx"
     keras = Classifier(Settings(keras_home=keras_home, warmup=False, runtime="keras"), pool=ModelPool())
     assert keras.load_model(MODEL).runtime.name == "keras"
     for name, path in PHOTOS.items():
