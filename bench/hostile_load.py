@@ -69,11 +69,11 @@ def main() -> None:
         try:
             stack.wait_for(f"{nginx.url}/healthz", server)
             run(nginx.url, workload(6), args.clients)  # load the model in both workers
-            rss_before = server.worker_rss_mb()
+            rss_before, pids_before = server.worker_rss_mb(), server.worker_pids()
             started = time.monotonic()
             results = run(nginx.url, workload(args.requests), args.clients)
             seconds = time.monotonic() - started
-            rss_after = server.worker_rss_mb()
+            rss_after, pids_after = server.worker_rss_mb(), server.worker_pids()
         finally:
             server.stop()
             nginx.stop()
@@ -86,6 +86,7 @@ def main() -> None:
         "statuses": dict(sorted(collections.Counter(status for _, status, _ in results).items())),
         "worker_rss_mb_before": rss_before,
         "worker_rss_mb_after": rss_after,
+        "workers_respawned": len(set(pids_after) - set(pids_before)),
     }
     if args.json:
         print(json.dumps(report))

@@ -47,12 +47,18 @@ class Server:
         """CPU time used so far by the workers (the master only supervises)."""
         return _cpu_seconds(self.process.pid, children_only=True)
 
-    def worker_rss_mb(self) -> list[float]:
+    def workers(self) -> list[psutil.Process]:
         try:
-            workers = psutil.Process(self.process.pid).children()
+            return psutil.Process(self.process.pid).children()
         except psutil.NoSuchProcess:
             return []
-        return sorted(round(w.memory_info().rss / 2**20) for w in workers)
+
+    def worker_rss_mb(self) -> list[float]:
+        return sorted(round(w.memory_info().rss / 2**20) for w in self.workers())
+
+    def worker_pids(self) -> list[int]:
+        """A worker that died and was respawned by the master has a new process id."""
+        return sorted(w.pid for w in self.workers())
 
     def stop(self) -> None:
         stop(self.process)

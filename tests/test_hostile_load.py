@@ -19,4 +19,5 @@ def test_mixed_good_and_hostile_load_loses_nothing():
     assert report["good_failed"] == 0
     assert report["server_errors"] == 0
     assert report["unexpected"] == []
-    assert len(report["worker_rss_mb_after"]) == 2  # both workers survived
+    assert len(report["worker_rss_mb_after"]) == 2
+    assert report["workers_respawned"] == 0  # both workers survived, none was killed and replaced
