@@ -30,6 +30,7 @@ PHOTOS = {
     "grace_hopper": Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg",
 }
 KERAS_MODELS = ("MobileNetV2", "ResNet50", "NASNetMobile")
+CAT_LABELS = {"tabby", "tiger_cat", "Egyptian_cat"}  # a right answer for chelsea (ImageNet's cats)
 
 
 @pytest.fixture

@@ -31,11 +31,10 @@ import requests
 
 from bench import stack
 from bench.stack import NGINX, UWSGI, Nginx, environment, start_nginx, uwsgi_command
-from conftest import ROOT, free_port, stop, wait_until_healthy
+from conftest import CAT_LABELS, ROOT, free_port, stop, wait_until_healthy
 
 REMOTE = ROOT / "remote"
 NGINX_DIR = REMOTE / "nginx"
-CAT_LABELS = {"tabby", "tiger_cat", "Egyptian_cat"}
 # Under the /predict limit of remote/nginx/classifier-locations.conf (10 r/s, burst 20).
 LOAD_RATE = 8.0
 
