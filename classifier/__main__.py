@@ -1,4 +1,7 @@
-"""Command line: ``python -m classifier predict IMAGE…``, ``download [MODEL…]`` and ``export [MODEL…]``."""
+"""Command line: ``classifier predict IMAGE…``, ``download [MODEL…]`` and ``export [MODEL…]``.
+
+``pip install .`` installs it as the ``classifier`` script; ``python3 -m classifier`` is the same.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from .service import DEFAULT_TOP_K, MAX_TOP_K
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m classifier", description=__doc__)
+    parser = argparse.ArgumentParser(prog="classifier", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="classify image files")
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
