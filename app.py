@@ -20,13 +20,14 @@ from typing import Any
 
 from flask import Flask, Request, Response, current_app, jsonify, render_template, request, url_for
 from flask_cors import CORS
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.serving import WSGIRequestHandler
 
 from classifier import Classifier, ClassifierError, PredictRequest, Settings
-from classifier.errors import ImageTooLarge, InvalidImage, InvalidRequest, UnsupportedImageType
+from classifier.errors import ImageTooLarge, InvalidImage, InvalidRequest, RequestTooLarge, UnsupportedImageType
 from classifier.remote import HOP_HEADER
 from classifier.service import DEFAULT_TOP_K, MAX_TOP_K
+from classifier.sizes import binary_size, size_limit
 
 log = logging.getLogger("classifier.app")
 
@@ -58,8 +59,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     classifier = Classifier(settings)
     app = Flask(__name__)
     app.request_class = InMemoryRequest
-    # Room for base64 (4/3) and multipart framing; the image itself is checked exactly later.
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes * 4 // 3 + 64 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes(settings.max_upload_bytes)
     app.config["MAX_FORM_PARTS"] = 32
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 365 * 24 * 3600  # static URLs carry a content hash
     app.json.sort_keys = False
@@ -67,15 +67,23 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     origins = settings.cors_origins.split(",") if settings.cors_origins != "*" else "*"
     CORS(app, resources={r"/predict": {"origins": origins}, r"/models": {"origins": origins}})
     _add_routes(app, classifier)
-    _add_error_handlers(app)
+    _add_error_handlers(app, settings.max_upload_bytes)
     app.after_request(_add_security_headers)
     if settings.warmup:
         threading.Thread(target=_warm_up, args=(classifier,), daemon=True, name="warm-up").start()
     return app
 
 
+def max_body_bytes(max_image_bytes: int) -> int:
+    """Room for the image as base64 (4/3) plus multipart framing; the image itself is checked
+    exactly once it is read."""
+    return max_image_bytes * 4 // 3 + 64 * 1024
+
+
 def _add_routes(app: Flask, classifier: Classifier) -> None:
     app.add_template_global(asset_url)
+    # The image limit as the page states it ("up to 10 MiB"), worded as the API's 413 words it.
+    app.add_template_global(binary_size(classifier.settings.max_upload_bytes), "upload_limit")
 
     @app.route("/", methods=["GET", "POST"])
     def index() -> Any:
@@ -85,7 +93,7 @@ def _add_routes(app: Flask, classifier: Classifier) -> None:
         try:
             result = classifier.predict(parse_predict_request(request))
         except RequestEntityTooLarge:
-            too_large = ImageTooLarge(f"The image is larger than {classifier.settings.max_upload_bytes:,} bytes.")
+            too_large = ImageTooLarge.over(classifier.settings.max_upload_bytes)
             return render_page(classifier, error=too_large), too_large.status
         except ClassifierError as error:
             return render_page(classifier, error=error, form=request.form), error.status
@@ -194,7 +202,7 @@ def _add_security_headers(response: Response) -> Response:
     return response
 
 
-def _add_error_handlers(app: Flask) -> None:
+def _add_error_handlers(app: Flask, max_image_bytes: int) -> None:
     @app.errorhandler(ClassifierError)
     def classifier_error(error: ClassifierError) -> Any:
         response = jsonify(error.to_json())
@@ -202,16 +210,36 @@ def _add_error_handlers(app: Flask) -> None:
             response.headers["Retry-After"] = str(error.retry_after)
         return response, error.status
 
+    @app.errorhandler(RequestEntityTooLarge)
+    def body_too_large(error: RequestEntityTooLarge) -> Any:
+        return classifier_error(RequestTooLarge(
+            f"The request body is larger than {size_limit(max_body_bytes(max_image_bytes))}: room for an "
+            f"image of up to {size_limit(max_image_bytes)} sent as base64."))
+
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
         code = (error.name or "error").lower().replace(" ", "_")
-        return jsonify({"error": {"code": code, "message": error.description}}), error.code
+        response = jsonify({"error": {"code": code, "message": _http_error_message(error)}})
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response, error.code
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception) -> Any:
         log.exception("unexpected error on %s %s", request.method, request.path)
         message = "The server failed unexpectedly; the error has been logged."
         return jsonify({"error": {"code": "internal_error", "message": message}}), 500
+
+
+def _http_error_message(error: HTTPException) -> str:
+    """Werkzeug's wording for what a client most often gets wrong, made to say what is here."""
+    if isinstance(error, NotFound):
+        return (f"There is nothing at {request.path}. The API is POST /predict, GET /models and "
+                "GET /healthz; the page is /.")
+    if isinstance(error, MethodNotAllowed):
+        allowed = [method for method in error.valid_methods or () if method not in ("HEAD", "OPTIONS")]
+        return f"{request.path} does not take {request.method}; it takes {' or '.join(allowed)}."
+    return error.description or error.name
 
 
 def _warm_up(classifier: Classifier) -> None:

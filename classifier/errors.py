@@ -7,6 +7,8 @@ The CLI uses the same classes, so a bad file reads the same from a terminal as o
 
 from __future__ import annotations
 
+from .sizes import size_limit
+
 
 class ClassifierError(Exception):
     """Base of every error the service reports on purpose."""
@@ -51,6 +53,17 @@ class UnsupportedImageType(ClassifierError):
 
 class ImageTooLarge(ClassifierError):
     status, code = 413, "image_too_large"
+
+    @classmethod
+    def over(cls, limit: int) -> ImageTooLarge:
+        """The one wording of the image limit, wherever it is enforced."""
+        return cls(f"The image is larger than {size_limit(limit)}.")
+
+
+class RequestTooLarge(ClassifierError):
+    """The whole body is over the limit, before any image could be read from it."""
+
+    status, code = 413, "request_entity_too_large"
 
 
 class ModelUnavailable(ClassifierError):

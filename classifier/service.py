@@ -159,7 +159,7 @@ class Classifier:
 
     def _check_size(self, image: bytes) -> None:
         if len(image) > self.settings.max_upload_bytes:
-            raise ImageTooLarge(f"The image is larger than {self.settings.max_upload_bytes:,} bytes.")
+            raise ImageTooLarge.over(self.settings.max_upload_bytes)
 
     @property
     def default_model(self) -> str:
