@@ -90,7 +90,7 @@ set_env() {  # set_env NAME VALUE: one line in $ENV_FILE
     fi
 }
 
-classifier_cli() {  # python -m classifier "$@" as the service runs: its user, its settings
+classifier_cli() {  # python3 -m classifier "$@" as the service runs: its user, its settings
     # shellcheck source=/dev/null  # KEY=value lines, written below
     (cd "$APP_DIR" && export KERAS_HOME="$STATE_DIR/keras" && set -a && . "$ENV_FILE" && set +a \
         && runuser -u "$SERVICE_USER" -- "$APP_DIR/venv/bin/python" -m classifier "$@")
@@ -111,7 +111,7 @@ log "code in $APP_DIR"
 if [[ $SOURCE != "$APP_DIR" ]]; then
     install -d -m 755 "$APP_DIR"
     rsync -a --delete --chown=root:root --chmod=Dgo+rx,Fgo+r \
-        --exclude=.git/ --exclude=/venv/ --exclude=__pycache__/ --exclude=.pytest_cache/ \
+        --exclude=.git/ --exclude=/venv/ --exclude=/.venv/ --exclude=__pycache__/ --exclude=.pytest_cache/ \
         "$SOURCE/" "$APP_DIR/"
 fi
 
@@ -132,8 +132,10 @@ if [[ $APP == yes ]]; then
 # uWSGI's in uwsgi.ini, the app's in classifier/config.py. After a change:
 #   sudo systemctl restart classifier
 # CLASSIFIER_UWSGI_SOCKET=127.0.0.1:8001
+# Workers: one per core; each takes one prediction at a time (remote/README.md sizes them
+# from memory). Keep one thread per worker (uwsgi.ini's default): with more, uWSGI's single
+# harakiri timer per worker fails requests (uwsgi.ini explains); add workers instead.
 # CLASSIFIER_UWSGI_PROCESSES=2
-# CLASSIFIER_UWSGI_THREADS=2
 # CLASSIFIER_DEFAULT_MODEL=EfficientNetLite0
 # CLASSIFIER_MAX_UPLOAD_BYTES=10485760
 EOF
