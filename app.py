@@ -1,6 +1,6 @@
 """The Flask app: routes, request parsing and errors as JSON. Nothing about models lives here.
 
-Run ``python app.py`` for a local server, or serve ``app:create_app()`` with uWSGI.
+Run ``python3 app.py`` for a local server, or serve ``app:create_app()`` with uWSGI.
 """
 
 from __future__ import annotations

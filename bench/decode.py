@@ -1,6 +1,6 @@
 """Decoding and framing an upload, by photo size: what Pillow's JPEG draft mode saves.
 
-    python bench/decode.py [--repeats 15]
+    python3 bench/decode.py [--repeats 15]
 
 The bundled photo (451x300) and the same photo scaled up to phone-camera sizes and saved as
 JPEG at quality 92, each decoded and framed for a 224x224 model (``images.decode`` then

@@ -1,6 +1,6 @@
 """A bounded load of good and hostile requests against uWSGI + NGINX on 127.0.0.1.
 
-    python bench/hostile_load.py [--requests 300] [--clients 4] [--json]
+    python3 bench/hostile_load.py [--requests 300] [--clients 4] [--json]
 
 Every third request is a real photo; the others cycle through the hostile inputs of
 tests/hostile.py (bombs, truncated files, huge bodies, malformed JSON, ...). It prints the

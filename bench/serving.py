@@ -2,9 +2,9 @@
 uWSGI + NGINX at one and N clients, worker start-up and memory, and the original way as a
 baseline.
 
-    python bench/serving.py [--models MobileNetV2 ...] [--clients 4] [--seconds 10]
+    python3 bench/serving.py [--models MobileNetV2 ...] [--clients 4] [--seconds 10]
                             [--processes 2] [--threads 1] [--runtime-threads 1]
-    python bench/serving.py --sweep [--rounds 3]   # choose workers, threads, runtime threads
+    python3 bench/serving.py --sweep [--rounds 3]   # choose workers, threads, runtime threads
 
 For each model:
 

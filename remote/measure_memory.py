@@ -1,6 +1,6 @@
 """Measure the memory of one uWSGI worker with each model loaded, for sizing `processes`.
 
-    python remote/measure_memory.py [--predictions 10] [--models MobileNetV2 ...] [--runtime keras]
+    python3 remote/measure_memory.py [--predictions 10] [--models MobileNetV2 ...] [--runtime keras]
 
 For each model, starts `uwsgi --ini uwsgi.ini` with one worker on loopback ports (warm-up
 off, downloads off, weights that need converting converted beforehand), sends predictions

@@ -72,7 +72,7 @@ def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 120
 
 @pytest.fixture(scope="session")
 def serve_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., str]]:
-    """Start ``python app.py`` on a loopback port with extra env; returns its base URL."""
+    """Start ``python3 app.py`` on a loopback port with extra env; returns its base URL."""
     processes: list[subprocess.Popen] = []
 
     def serve(port: int | None = None, **env: str) -> str:

@@ -1,4 +1,4 @@
-"""``python -m classifier``: what a person sees in a terminal, and its exit codes."""
+"""``python3 -m classifier``: what a person sees in a terminal, and its exit codes."""
 
 from __future__ import annotations
 

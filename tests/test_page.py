@@ -1,10 +1,10 @@
 """The upload page in a real browser: Playwright's Python package drives Debian's Chromium
-against two instances of ``python app.py`` on loopback ports.
+against two instances of ``python3 app.py`` on loopback ports.
 
 ``real`` runs the pretrained EfficientNetLite0, offline with an empty Keras cache, so the
 Keras models cannot run there; it forwards to ``other`` as its configured remote, allows no
 custom URLs and takes images up to 1 MB. ``other`` runs random weights, has no remote and
-allows custom URLs (as ``python app.py`` does by default), with short remote timeouts.
+allows custom URLs (as ``python3 app.py`` does by default), with short remote timeouts.
 
 Every page records console errors, uncaught exceptions and dialogs (an ``alert()``); a test
 fails on any of them except the "Failed to load resource" line Chromium logs for the error
