@@ -596,7 +596,7 @@ def test_without_javascript_the_form_posts_and_the_server_renders_the_answer(ope
         with page.expect_navigation() as navigation:
             page.get_by_role("button", name="Classify").click()
         assert navigation.value.status == 413
-        expect_error(page, "That image is too large.", "larger than 1,000,000 bytes")
+        expect_error(page, "That image is too large.", "larger than 976.6 KiB (1,000,000 bytes)")
 
 
 # ---- Keyboard and screen readers ----
