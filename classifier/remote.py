@@ -27,12 +27,27 @@ from .labels import Prediction
 HOP_HEADER = "X-Classifier-Hop"
 MAX_RESPONSE_BYTES = 1 << 20
 
-# Link-local covers the cloud metadata service at 169.254.169.254; fd00:ec2::254 is EC2's
-# IPv6 metadata address. Loopback and private ranges stay allowed: a remote instance on
-# the same host or network is the normal case.
-_FORBIDDEN_NETWORKS = tuple(
-    ipaddress.ip_network(net) for net in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
-)
+# Never connected to, however the address is written. Loopback and private ranges stay
+# allowed: a remote instance on the same host or network is the normal case.
+_FORBIDDEN_NETWORKS = tuple(ipaddress.ip_network(net) for net in (
+    "0.0.0.0/8",            # "this host": 0.0.0.0 reaches loopback
+    "::/128",               # the same for IPv6 ([::])
+    "169.254.0.0/16",       # link-local: AWS, GCP, Azure, Oracle, OpenStack... metadata at 169.254.169.254
+    "fe80::/10",            # IPv6 link-local
+    "fd00:ec2::254/128",    # AWS metadata over IPv6
+    "fd20:ce::254/128",     # Google Cloud metadata over IPv6
+    "100.100.100.200/32",   # Alibaba Cloud metadata
+    "168.63.129.16/32",     # Azure WireServer
+    "192.0.0.192/32",       # Oracle Cloud metadata
+))
+# IPv6 prefixes whose last 32 bits are an IPv4 address the packet is really meant for.
+_IPV4_IN_LAST_32_BITS = tuple(ipaddress.ip_network(net) for net in (
+    "::/96",                # IPv4-compatible (::a.b.c.d, deprecated but still parsed)
+    "::ffff:0:0/96",        # IPv4-mapped
+    "::ffff:0:0:0/96",      # IPv4-translated (SIIT)
+    "64:ff9b::/96",         # NAT64, well-known prefix
+))
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # NAT64 local use: prefix /48 to /96
 
 
 @dataclass(frozen=True)
@@ -80,16 +95,43 @@ def allowed_address(host: str, port: int) -> str:
     for address in addresses:
         if _is_forbidden(ipaddress.ip_address(address.split("%", 1)[0])):
             raise RemoteNotAllowed(
-                f"The remote host {host!r} resolves to {address}, a link-local or cloud-metadata address."
+                f"The remote host {host!r} resolves to {address}, an address this server never "
+                "forwards to (unspecified, link-local or a cloud metadata service)."
             )
     return addresses[0]
 
 
 def _is_forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    candidates = [address]
-    if address.version == 6 and address.ipv4_mapped:
-        candidates.append(address.ipv4_mapped)
-    return any(candidate in net for candidate in candidates for net in _FORBIDDEN_NETWORKS)
+    """Whether ``address``, or an IPv4 address it carries inside (IPv6 transition forms), is forbidden."""
+    return any(candidate in net for candidate in _meant_addresses(address) for net in _FORBIDDEN_NETWORKS
+               if candidate.version == net.version)
+
+
+def _meant_addresses(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """``address`` and every IPv4 address a tunnel or translator would deliver it to."""
+    if address.version == 4 or address.is_loopback:  # ::1 is not "IPv4-compatible 0.0.0.1"
+        return [address]
+    embedded = []
+    if any(address in net for net in _IPV4_IN_LAST_32_BITS):
+        embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    if address in _NAT64_LOCAL:
+        embedded += [_rfc6052_ipv4(int(address), prefix) for prefix in (48, 56, 64, 96)]
+    if address.sixtofour:
+        embedded.append(address.sixtofour)
+    if address.teredo:
+        embedded.extend(address.teredo)  # (server, client): the client is where packets go
+    return [address, *embedded]
+
+
+def _rfc6052_ipv4(value: int, prefix: int) -> ipaddress.IPv4Address:
+    """The IPv4 address after a NAT64 ``prefix`` (RFC 6052 §2.2: bits 64-71 are skipped)."""
+    bits = f"{value:0128b}"
+    if prefix == 96:
+        return ipaddress.IPv4Address(int(bits[96:], 2))
+    without_u_octet = bits[:64] + bits[72:]
+    return ipaddress.IPv4Address(int(without_u_octet[prefix:prefix + 32], 2))
 
 
 class _GuardedConnection:
