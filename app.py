@@ -88,7 +88,7 @@ def _add_routes(app: Flask, classifier: Classifier) -> None:
             too_large = ImageTooLarge(f"The image is larger than {classifier.settings.max_upload_bytes:,} bytes.")
             return render_page(classifier, error=too_large), too_large.status
         except ClassifierError as error:
-            return render_page(classifier, error=error, form=request.form), error.status
+            return render_page(classifier, error=error, form=request.form), error.status, retry_headers(error)
         return render_page(classifier, result=result.to_json(), form=request.form)
 
     @app.post("/predict")
@@ -194,13 +194,15 @@ def _add_security_headers(response: Response) -> Response:
     return response
 
 
+def retry_headers(error: ClassifierError) -> dict[str, str]:
+    """``Retry-After`` when the error says when to come back (a download, a busy remote)."""
+    return {"Retry-After": str(error.retry_after)} if error.retry_after else {}
+
+
 def _add_error_handlers(app: Flask) -> None:
     @app.errorhandler(ClassifierError)
     def classifier_error(error: ClassifierError) -> Any:
-        response = jsonify(error.to_json())
-        if error.retry_after:
-            response.headers["Retry-After"] = str(error.retry_after)
-        return response, error.status
+        return jsonify(error.to_json()), error.status, retry_headers(error)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:

@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
 import urllib3.exceptions
 from urllib3.exceptions import NameResolutionError
 
-from .errors import RemoteError, RemoteNotAllowed, RemoteTimeout
+from .errors import RemoteBusy, RemoteError, RemoteNotAllowed, RemoteRejected, RemoteTimeout, RemoteUnavailable
 from .labels import Prediction
 
 HOP_HEADER = "X-Classifier-Hop"
 MAX_RESPONSE_BYTES = 1 << 20
+
+MAX_RELAYED_MESSAGE_CHARS = 300
+MAX_RETRY_AFTER_SECONDS = 600
 
 # Never connected to, however the address is written. Loopback and private ranges stay
 # allowed: a remote instance on the same host or network is the normal case.
@@ -200,13 +204,15 @@ def forward(
             stream=True,
         ) as response:
             body = _read_capped(response, deadline)
-            status = response.status_code
+            status, retry_after = response.status_code, response.headers.get("Retry-After")
     except (requests.Timeout, urllib3.exceptions.TimeoutError):
         raise RemoteTimeout(f"The remote server at {url} did not answer in time.") from None
     except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
         reason = type(error).__name__
         raise RemoteError(f"The remote server at {url} could not be reached ({reason}).") from None
-    return _parse(url, status, body)
+    if status != 200:
+        raise _refusal(url, status, _json_or_none(body), retry_after)
+    return _parse(url, _json_or_none(body))
 
 
 def _read_capped(response: requests.Response, deadline: float) -> bytes:
@@ -220,39 +226,94 @@ def _read_capped(response: requests.Response, deadline: float) -> bytes:
     return bytes(body)
 
 
-def _parse(url: str, status: int, body: bytes) -> RemoteAnswer:
+def _json_or_none(body: bytes) -> object:
+    """The JSON document, or ``None``; ``NaN`` and ``Infinity`` are not JSON and are refused."""
     try:
-        document = json.loads(body)
+        return json.loads(body, parse_constant=_refuse_constant)
     except ValueError:
-        document = None
-    if status != 200:
-        raise RemoteError(f"The remote server at {url} answered {status}: {_error_message(document)}")
+        return None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _refusal(url: str, status: int, document: object, retry_after: str | None) -> RemoteError:
+    """The error for a remote's non-200 answer, keeping its status where it means the same
+    to our caller: a fault in the request (400, 413, 415) or "come back later" (429, 503)."""
+    message = f"The remote server at {url} answered {status}"
+    relayed = _service_error_message(document)
+    message += f": {relayed}" if relayed else "."
+    if status in (404, 405):
+        message += _predict_hint(url)
+    if status in (400, 413, 415):
+        return RemoteRejected(message, status=status)
+    if status == 429:
+        return RemoteBusy(message, retry_after=_retry_after_seconds(retry_after))
+    if status == 503:
+        return RemoteUnavailable(message, retry_after=_retry_after_seconds(retry_after))
+    return RemoteError(message)
+
+
+def _service_error_message(document: object) -> str | None:
+    """The remote's own message, only if it answered in this service's error shape, shortened.
+
+    Any other body may come from a service that is not an instance of this one (an internal
+    API a URL was pointed at); relaying it would let a request read that service's answers.
+    """
+    if not (isinstance(document, dict) and document.keys() == {"error"}):
+        return None
+    error = document["error"]
+    if not (isinstance(error, dict) and error.keys() == {"code", "message"}
+            and all(isinstance(value, str) for value in error.values())):
+        return None
+    message = error["message"]
+    return message if len(message) <= MAX_RELAYED_MESSAGE_CHARS else message[:MAX_RELAYED_MESSAGE_CHARS] + "…"
+
+
+def _retry_after_seconds(header: str | None) -> int | None:
+    """``Retry-After`` in seconds, capped; an HTTP date or nonsense gives no hint at all."""
+    if header is None or not header.strip().isdigit():
+        return None
+    return min(int(header), MAX_RETRY_AFTER_SECONDS)
+
+
+def _predict_hint(url: str) -> str:
+    """Help for the common slip of giving the remote's home page instead of its API."""
+    parts = urlsplit(url)
+    if parts.path.rstrip("/").endswith("/predict"):
+        return ""
+    suggestion = urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/predict"))
+    return f" Did you mean {suggestion}?"
+
+
+def _parse(url: str, document: object) -> RemoteAnswer:
     try:
         return RemoteAnswer(
             model=_expect(document["model"], str),
             weights=_expect(document["weights"], str),
-            predictions=[
-                _prediction(item) for item in _expect(document["predictions"], list)
-            ],
-            timing_ms={k: float(v) for k, v in _expect(document.get("timing_ms", {}), dict).items()},
+            predictions=[_prediction(item) for item in _expect(document["predictions"], list)],
+            timing_ms={name: _finite(value, 0, math.inf) for name, value
+                       in _expect(document.get("timing_ms", {}), dict).items()},
         )
     except (KeyError, TypeError, ValueError):
-        raise RemoteError(f"The remote server at {url} answered in an unexpected format.") from None
+        message = f"The remote server at {url} answered in an unexpected format."
+        raise RemoteError(message + _predict_hint(url)) from None
 
 
 def _prediction(item: dict) -> Prediction:
-    score = float(_expect(item["score"], (int, float)))
-    return Prediction(_expect(item["label"], str), _expect(item["class_id"], str), score)
+    return Prediction(_expect(item["label"], str), _expect(item["class_id"], str), _finite(item["score"], 0, 1))
+
+
+def _finite(value: object, low: float, high: float) -> float:
+    """A JSON number between ``low`` and ``high``; a string such as ``"inf"`` is not a number."""
+    number = float(_expect(value, (int, float)))
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ValueError(value)
+    return number
 
 
 def _expect(value: object, kind: type | tuple[type, ...]) -> object:
     if not isinstance(value, kind) or isinstance(value, bool):
         raise TypeError(value)
     return value
-
-
-def _error_message(document: object) -> str:
-    try:
-        return str(document["error"]["message"])  # type: ignore[index]
-    except (KeyError, TypeError):
-        return "no error message"
