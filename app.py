@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.serving import WSGIRequestHandler
 
 from classifier import Classifier, ClassifierError, PredictRequest, Settings
-from classifier.errors import ImageTooLarge, InvalidImage, InvalidRequest, UnsupportedImageType
+from classifier.errors import CrossOriginForbidden, ImageTooLarge, InvalidImage, InvalidRequest, UnsupportedImageType
 from classifier.remote import HOP_HEADER
 from classifier.service import DEFAULT_TOP_K, MAX_TOP_K
 
@@ -83,7 +83,7 @@ def _add_routes(app: Flask, classifier: Classifier) -> None:
         if request.method == "GET":
             return render_page(classifier)
         try:
-            result = classifier.predict(parse_predict_request(request))
+            result = classifier.predict(predict_request_from(request))
         except RequestEntityTooLarge:
             too_large = ImageTooLarge(f"The image is larger than {classifier.settings.max_upload_bytes:,} bytes.")
             return render_page(classifier, error=too_large), too_large.status
@@ -94,7 +94,7 @@ def _add_routes(app: Flask, classifier: Classifier) -> None:
     @app.post("/predict")
     def predict() -> Any:
         forwarded = HOP_HEADER in request.headers
-        return jsonify(classifier.predict(parse_predict_request(request), forwarded=forwarded).to_json())
+        return jsonify(classifier.predict(predict_request_from(request), forwarded=forwarded).to_json())
 
     @app.get("/models")
     def models() -> Any:
@@ -135,6 +135,29 @@ def asset_url(filename: str) -> str:
 @functools.lru_cache(maxsize=32)
 def _content_hash(path: Path, mtime_ns: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def predict_request_from(req: Request) -> PredictRequest:
+    """The parsed request, refusing ``server=custom`` from another origin's page.
+
+    CORS lets any page call ``/predict`` (reading the answer needs no credentials), which is
+    fine for ``local`` and ``remote``; but a page choosing the URL would turn the user's own
+    ``python app.py`` into a proxy into the user's network. Programs send no ``Origin``.
+    """
+    parsed = parse_predict_request(req)
+    if parsed.server == "custom" and is_cross_origin(req):
+        raise CrossOriginForbidden("server=custom is only available from this server's own page, "
+                                   "not from a page on another origin.")
+    return parsed
+
+
+def is_cross_origin(req: Request) -> bool:
+    """Whether a browser sent ``req`` from a page on another origin (``Origin: null`` included:
+    ``file://`` pages and sandboxed frames send it). ``Sec-Fetch-Site`` covers a missing ``Origin``."""
+    origin = req.headers.get("Origin")
+    if origin is not None:
+        return origin != f"{req.scheme}://{req.host}"
+    return req.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none")
 
 
 def parse_predict_request(req: Request) -> PredictRequest:

@@ -96,3 +96,10 @@ class RemoteUnavailable(RemoteError):
     """The remote cannot answer yet (503, e.g. its weights are downloading); ``Retry-After`` is passed on."""
 
     status, code = 503, "remote_unavailable"
+
+
+class CrossOriginForbidden(ClassifierError):
+    """A page from another origin tried ``server=custom``: that would let any web page the
+    user visits use this local server as a proxy into the user's network."""
+
+    status, code = 403, "cross_origin_forbidden"

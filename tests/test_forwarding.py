@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -331,3 +332,40 @@ def test_numbers_that_are_not_finite_scores_and_times_are_refused(pair, fake_rem
     form = post_form(pair[0], cat_png, server="custom", remote_url=url)
     assert form.status_code == 502 and "The other server could not classify the image." in form.text
 
+
+# A page from another origin may call /predict (CORS), but must not pick the URL: the user's
+# ``python app.py`` would become that page's proxy into the user's network.
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://127.0.0.2:{port}", "Sec-Fetch-Site": "cross-site"},
+    {"Origin": "http://192.168.1.20:8000"},                 # a page on the LAN
+    {"Origin": "null", "Sec-Fetch-Site": "cross-site"},     # a file:// page, a sandboxed frame
+    {"Origin": "http://localhost:{port}"},                  # same port, another host name
+    {"Origin": "https://127.0.0.1:{port}"},                 # another scheme
+    {"Sec-Fetch-Site": "cross-site"},                       # no Origin at all
+    {"Sec-Fetch-Site": "same-site"},
+])
+def test_another_origin_may_not_choose_the_remote(pair, fake_remote, cat_png, headers):
+    port = urlsplit(pair[0]).port
+    headers = {name: value.format(port=port) for name, value in headers.items()}
+    url = fake_remote(200, (ANSWER % ("0.5", "1")).encode())
+    api = predict(pair[0], cat_png, headers=headers, server="custom", remote_url=url)
+    assert api.status_code == 403 and api.json()["error"]["code"] == "cross_origin_forbidden"
+    form = post_form(pair[0], cat_png, headers=headers, server="custom", remote_url=url)
+    assert form.status_code == 403 and "only available from this server" in form.text
+    assert fake_remote.received == []
+
+
+def test_the_own_page_and_programs_may_choose_the_remote(pair, fake_remote, cat_png):
+    url = fake_remote(200, (ANSWER % ("0.5", "1")).encode())
+    for headers in ({"Origin": pair[0], "Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}, {}):
+        assert predict(pair[0], cat_png, headers=headers, server="custom", remote_url=url).status_code == 200
+        assert post_form(pair[0], cat_png, headers=headers, server="custom", remote_url=url).status_code == 200
+    assert len(fake_remote.received) == 6
+
+
+def test_another_origin_may_still_classify_here_and_on_the_configured_remote(pair, cat_png):
+    for server in ("local", "remote"):
+        response = predict(pair[0], cat_png, headers={"Origin": "http://127.0.0.2:8000"}, server=server)
+        assert response.status_code == 200 and response.json()["server"] == server
+        assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.2:8000"
