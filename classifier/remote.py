@@ -27,9 +27,8 @@ from .labels import Prediction
 
 HOP_HEADER = "X-Classifier-Hop"
 MAX_RESPONSE_BYTES = 1 << 20
-
-MAX_RELAYED_MESSAGE_CHARS = 300
-MAX_RETRY_AFTER_SECONDS = 600
+MAX_RELAYED_MESSAGE_CHARS = 300  # a remote's error message, as much as a person reads in one go
+MAX_RETRY_AFTER_SECONDS = 600  # a remote may not tell our callers to stay away for longer
 
 # Never connected to, however the address is written. Loopback and private ranges stay
 # allowed: a remote instance on the same host or network is the normal case.
@@ -107,8 +106,7 @@ def allowed_address(host: str, port: int) -> str:
 
 def _is_forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Whether ``address``, or an IPv4 address it carries inside (IPv6 transition forms), is forbidden."""
-    return any(candidate in net for candidate in _meant_addresses(address) for net in _FORBIDDEN_NETWORKS
-               if candidate.version == net.version)
+    return any(candidate in net for candidate in _meant_addresses(address) for net in _FORBIDDEN_NETWORKS)
 
 
 def _meant_addresses(

@@ -90,13 +90,15 @@ def test_a_request_the_remote_refuses_keeps_its_status_and_message(pair, cat_png
     assert error["code"] == "remote_rejected" and "Unknown model 'AlexNet'" in error["message"]
 
 
-def test_a_url_without_predict_gets_a_hint(pair, cat_png):
-    """The remote's home page answers a POST with HTML: say which URL was probably meant."""
+def test_a_url_without_predict_gets_a_hint(pair, fake_remote, cat_png):
+    """The remote's home page answers a POST with HTML, another server with 404: say which
+    URL was probably meant."""
     url_a, url_b = pair
-    for given in (url_b, f"{url_b}/"):
+    not_found = fake_remote(404, b"Not Found").removesuffix("/predict")
+    for given, meant in ((url_b, url_b), (f"{url_b}/", url_b), (f"{not_found}/api", f"{not_found}/api")):
         response = predict(url_a, cat_png, server="custom", remote_url=given)
         assert response.status_code == 502
-        assert f"Did you mean {url_b}/predict?" in response.json()["error"]["message"]
+        assert f"Did you mean {meant}/predict?" in response.json()["error"]["message"]
 
 
 def test_custom_remote_url_is_allowed_for_python_app_py(pair, cat_png):
