@@ -11,12 +11,14 @@ import binascii
 import functools
 import hashlib
 import io
+import ipaddress
 import logging
 import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response, current_app, jsonify, render_template, request, url_for
 from flask_cors import CORS
@@ -143,12 +145,23 @@ def predict_request_from(req: Request) -> PredictRequest:
     CORS lets any page call ``/predict`` (reading the answer needs no credentials), which is
     fine for ``local`` and ``remote``; but a page choosing the URL would turn the user's own
     ``python app.py`` into a proxy into the user's network. Programs send no ``Origin``.
+    A page whose host name was rebound to this machine's address looks same-origin, so the
+    host must also be an address or ``localhost``, names no attacker's DNS answers for.
     """
     parsed = parse_predict_request(req)
-    if parsed.server == "custom" and is_cross_origin(req):
+    if parsed.server == "custom" and (is_cross_origin(req) or not _host_is_address_or_localhost(req.host)):
         raise CrossOriginForbidden("server=custom is only available from this server's own page, "
-                                   "not from a page on another origin.")
+                                   "opened at localhost or an IP address, not from another origin.")
     return parsed
+
+
+def _host_is_address_or_localhost(host: str) -> bool:
+    name = urlsplit(f"//{host}").hostname or ""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name == "localhost"
+    return True
 
 
 def is_cross_origin(req: Request) -> bool:

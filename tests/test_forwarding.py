@@ -346,6 +346,8 @@ def test_numbers_that_are_not_finite_scores_and_times_are_refused(pair, fake_rem
     {"Origin": "https://127.0.0.1:{port}"},                 # another scheme
     {"Sec-Fetch-Site": "cross-site"},                       # no Origin at all
     {"Sec-Fetch-Site": "same-site"},
+    # DNS rebinding: the attacker's name now resolves to 127.0.0.1, so the page looks same-origin.
+    {"Host": "attacker.example:{port}", "Origin": "http://attacker.example:{port}", "Sec-Fetch-Site": "same-origin"},
 ])
 def test_another_origin_may_not_choose_the_remote(pair, fake_remote, cat_png, headers):
     port = urlsplit(pair[0]).port
@@ -360,10 +362,13 @@ def test_another_origin_may_not_choose_the_remote(pair, fake_remote, cat_png, he
 
 def test_the_own_page_and_programs_may_choose_the_remote(pair, fake_remote, cat_png):
     url = fake_remote(200, (ANSWER % ("0.5", "1")).encode())
-    for headers in ({"Origin": pair[0], "Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}, {}):
+    port = urlsplit(pair[0]).port
+    for headers in ({"Origin": pair[0], "Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}, {},
+                    {"Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"},
+                    {"Host": f"[::1]:{port}", "Origin": f"http://[::1]:{port}"}):
         assert predict(pair[0], cat_png, headers=headers, server="custom", remote_url=url).status_code == 200
         assert post_form(pair[0], cat_png, headers=headers, server="custom", remote_url=url).status_code == 200
-    assert len(fake_remote.received) == 6
+    assert len(fake_remote.received) == 10
 
 
 def test_another_origin_may_still_classify_here_and_on_the_configured_remote(pair, cat_png):
