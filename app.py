@@ -11,12 +11,14 @@ import binascii
 import functools
 import hashlib
 import io
+import ipaddress
 import logging
 import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response, current_app, jsonify, render_template, request, url_for
 from flask_cors import CORS
@@ -24,7 +26,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, Reque
 from werkzeug.serving import WSGIRequestHandler
 
 from classifier import Classifier, ClassifierError, PredictRequest, Settings
-from classifier.errors import ImageTooLarge, InvalidImage, InvalidRequest, RequestTooLarge, UnsupportedImageType
+from classifier.errors import (CrossOriginForbidden, ImageTooLarge, InvalidImage, InvalidRequest, RequestTooLarge,
+                               UnsupportedImageType)
 from classifier.remote import HOP_HEADER
 from classifier.service import DEFAULT_TOP_K, MAX_TOP_K
 from classifier.sizes import binary_size, size_limit
@@ -91,18 +94,18 @@ def _add_routes(app: Flask, classifier: Classifier) -> None:
         if request.method == "GET":
             return render_page(classifier)
         try:
-            result = classifier.predict(parse_predict_request(request))
+            result = classifier.predict(predict_request_from(request))
         except RequestEntityTooLarge:
             too_large = ImageTooLarge.over(classifier.settings.max_upload_bytes)
             return render_page(classifier, error=too_large), too_large.status
         except ClassifierError as error:
-            return render_page(classifier, error=error, form=request.form), error.status
+            return render_page(classifier, error=error, form=request.form), error.status, retry_headers(error)
         return render_page(classifier, result=result.to_json(), form=request.form)
 
     @app.post("/predict")
     def predict() -> Any:
         forwarded = HOP_HEADER in request.headers
-        return jsonify(classifier.predict(parse_predict_request(request), forwarded=forwarded).to_json())
+        return jsonify(classifier.predict(predict_request_from(request), forwarded=forwarded).to_json())
 
     @app.get("/models")
     def models() -> Any:
@@ -143,6 +146,40 @@ def asset_url(filename: str) -> str:
 @functools.lru_cache(maxsize=32)
 def _content_hash(path: Path, mtime_ns: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def predict_request_from(req: Request) -> PredictRequest:
+    """The parsed request, refusing ``server=custom`` from another origin's page.
+
+    CORS lets any page call ``/predict`` (reading the answer needs no credentials), which is
+    fine for ``local`` and ``remote``; but a page choosing the URL would turn the user's own
+    ``python app.py`` into a proxy into the user's network. Programs send no ``Origin``.
+    A page whose host name was rebound to this machine's address looks same-origin, so the
+    host must also be an address or ``localhost``, names no attacker's DNS answers for.
+    """
+    parsed = parse_predict_request(req)
+    if parsed.server == "custom" and (is_cross_origin(req) or not _host_is_address_or_localhost(req.host)):
+        raise CrossOriginForbidden("server=custom is only available from this server's own page, "
+                                   "opened at localhost or an IP address, not from another origin.")
+    return parsed
+
+
+def _host_is_address_or_localhost(host: str) -> bool:
+    name = urlsplit(f"//{host}").hostname or ""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name == "localhost"
+    return True
+
+
+def is_cross_origin(req: Request) -> bool:
+    """Whether a browser sent ``req`` from a page on another origin (``Origin: null`` included:
+    ``file://`` pages and sandboxed frames send it). ``Sec-Fetch-Site`` covers a missing ``Origin``."""
+    origin = req.headers.get("Origin")
+    if origin is not None:
+        return origin != f"{req.scheme}://{req.host}"
+    return req.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none")
 
 
 def parse_predict_request(req: Request) -> PredictRequest:
@@ -202,13 +239,15 @@ def _add_security_headers(response: Response) -> Response:
     return response
 
 
+def retry_headers(error: ClassifierError) -> dict[str, str]:
+    """``Retry-After`` when the error says when to come back (a download, a busy remote)."""
+    return {"Retry-After": str(error.retry_after)} if error.retry_after else {}
+
+
 def _add_error_handlers(app: Flask, max_image_bytes: int) -> None:
     @app.errorhandler(ClassifierError)
     def classifier_error(error: ClassifierError) -> Any:
-        response = jsonify(error.to_json())
-        if error.retry_after:
-            response.headers["Retry-After"] = str(error.retry_after)
-        return response, error.status
+        return jsonify(error.to_json()), error.status, retry_headers(error)
 
     @app.errorhandler(RequestEntityTooLarge)
     def body_too_large(error: RequestEntityTooLarge) -> Any:

@@ -86,3 +86,33 @@ class RemoteError(ClassifierError):
 
 class RemoteTimeout(RemoteError):
     status, code = 504, "remote_timeout"
+
+
+class RemoteRejected(RemoteError):
+    """The remote refused the request itself (400, 413, 415: the image or an option is at
+    fault), so the caller gets the remote's status: retrying elsewhere would not help."""
+
+    code = "remote_rejected"
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RemoteBusy(RemoteError):
+    """The remote asked us to slow down (429); its ``Retry-After`` is passed on."""
+
+    status, code = 429, "remote_busy"
+
+
+class RemoteUnavailable(RemoteError):
+    """The remote cannot answer yet (503, e.g. its weights are downloading); ``Retry-After`` is passed on."""
+
+    status, code = 503, "remote_unavailable"
+
+
+class CrossOriginForbidden(ClassifierError):
+    """A page from another origin tried ``server=custom``: that would let any web page the
+    user visits use this local server as a proxy into the user's network."""
+
+    status, code = 403, "cross_origin_forbidden"

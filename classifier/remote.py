@@ -10,29 +10,47 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
 import urllib3.exceptions
 from urllib3.exceptions import NameResolutionError
 
-from .errors import RemoteError, RemoteNotAllowed, RemoteTimeout
+from .errors import RemoteBusy, RemoteError, RemoteNotAllowed, RemoteRejected, RemoteTimeout, RemoteUnavailable
 from .labels import Prediction
 
 HOP_HEADER = "X-Classifier-Hop"
 MAX_RESPONSE_BYTES = 1 << 20
+MAX_RELAYED_MESSAGE_CHARS = 300  # a remote's error message, as much as a person reads in one go
+MAX_RETRY_AFTER_SECONDS = 600  # a remote may not tell our callers to stay away for longer
 
-# Link-local covers the cloud metadata service at 169.254.169.254; fd00:ec2::254 is EC2's
-# IPv6 metadata address. Loopback and private ranges stay allowed: a remote instance on
-# the same host or network is the normal case.
-_FORBIDDEN_NETWORKS = tuple(
-    ipaddress.ip_network(net) for net in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
-)
+# Never connected to, however the address is written. Loopback and private ranges stay
+# allowed: a remote instance on the same host or network is the normal case.
+_FORBIDDEN_NETWORKS = tuple(ipaddress.ip_network(net) for net in (
+    "0.0.0.0/8",            # "this host": 0.0.0.0 reaches loopback
+    "::/128",               # the same for IPv6 ([::])
+    "169.254.0.0/16",       # link-local: AWS, GCP, Azure, Oracle, OpenStack... metadata at 169.254.169.254
+    "fe80::/10",            # IPv6 link-local
+    "fd00:ec2::254/128",    # AWS metadata over IPv6
+    "fd20:ce::254/128",     # Google Cloud metadata over IPv6
+    "100.100.100.200/32",   # Alibaba Cloud metadata
+    "168.63.129.16/32",     # Azure WireServer
+    "192.0.0.192/32",       # Oracle Cloud metadata
+))
+# IPv6 prefixes whose last 32 bits are an IPv4 address the packet is really meant for.
+_IPV4_IN_LAST_32_BITS = tuple(ipaddress.ip_network(net) for net in (
+    "::/96",                # IPv4-compatible (::a.b.c.d, deprecated but still parsed)
+    "::ffff:0:0/96",        # IPv4-mapped
+    "::ffff:0:0:0/96",      # IPv4-translated (SIIT)
+    "64:ff9b::/96",         # NAT64, well-known prefix
+))
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # NAT64 local use: prefix /48 to /96
 
 
 @dataclass(frozen=True)
@@ -80,16 +98,42 @@ def allowed_address(host: str, port: int) -> str:
     for address in addresses:
         if _is_forbidden(ipaddress.ip_address(address.split("%", 1)[0])):
             raise RemoteNotAllowed(
-                f"The remote host {host!r} resolves to {address}, a link-local or cloud-metadata address."
+                f"The remote host {host!r} resolves to {address}, an address this server never "
+                "forwards to (unspecified, link-local or a cloud metadata service)."
             )
     return addresses[0]
 
 
 def _is_forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    candidates = [address]
-    if address.version == 6 and address.ipv4_mapped:
-        candidates.append(address.ipv4_mapped)
-    return any(candidate in net for candidate in candidates for net in _FORBIDDEN_NETWORKS)
+    """Whether ``address``, or an IPv4 address it carries inside (IPv6 transition forms), is forbidden."""
+    return any(candidate in net for candidate in _meant_addresses(address) for net in _FORBIDDEN_NETWORKS)
+
+
+def _meant_addresses(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """``address`` and every IPv4 address a tunnel or translator would deliver it to."""
+    if address.version == 4 or address.is_loopback:  # ::1 is not "IPv4-compatible 0.0.0.1"
+        return [address]
+    embedded = []
+    if any(address in net for net in _IPV4_IN_LAST_32_BITS):
+        embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    if address in _NAT64_LOCAL:
+        embedded += [_rfc6052_ipv4(int(address), prefix) for prefix in (48, 56, 64, 96)]
+    if address.sixtofour:
+        embedded.append(address.sixtofour)
+    if address.teredo:
+        embedded.extend(address.teredo)  # (server, client): the client is where packets go
+    return [address, *embedded]
+
+
+def _rfc6052_ipv4(value: int, prefix: int) -> ipaddress.IPv4Address:
+    """The IPv4 address after a NAT64 ``prefix`` (RFC 6052 §2.2: bits 64-71 are skipped)."""
+    bits = f"{value:0128b}"
+    if prefix == 96:
+        return ipaddress.IPv4Address(int(bits[96:], 2))
+    without_u_octet = bits[:64] + bits[72:]
+    return ipaddress.IPv4Address(int(without_u_octet[prefix:prefix + 32], 2))
 
 
 class _GuardedConnection:
@@ -158,13 +202,15 @@ def forward(
             stream=True,
         ) as response:
             body = _read_capped(response, deadline)
-            status = response.status_code
+            status, retry_after = response.status_code, response.headers.get("Retry-After")
     except (requests.Timeout, urllib3.exceptions.TimeoutError):
         raise RemoteTimeout(f"The remote server at {url} did not answer in time.") from None
     except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
         reason = type(error).__name__
         raise RemoteError(f"The remote server at {url} could not be reached ({reason}).") from None
-    return _parse(url, status, body)
+    if status != 200:
+        raise _refusal(url, status, _json_or_none(body), retry_after)
+    return _parse(url, _json_or_none(body))
 
 
 def _read_capped(response: requests.Response, deadline: float) -> bytes:
@@ -178,39 +224,94 @@ def _read_capped(response: requests.Response, deadline: float) -> bytes:
     return bytes(body)
 
 
-def _parse(url: str, status: int, body: bytes) -> RemoteAnswer:
+def _json_or_none(body: bytes) -> object:
+    """The JSON document, or ``None``; ``NaN`` and ``Infinity`` are not JSON and are refused."""
     try:
-        document = json.loads(body)
+        return json.loads(body, parse_constant=_refuse_constant)
     except ValueError:
-        document = None
-    if status != 200:
-        raise RemoteError(f"The remote server at {url} answered {status}: {_error_message(document)}")
+        return None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _refusal(url: str, status: int, document: object, retry_after: str | None) -> RemoteError:
+    """The error for a remote's non-200 answer, keeping its status where it means the same
+    to our caller: a fault in the request (400, 413, 415) or "come back later" (429, 503)."""
+    message = f"The remote server at {url} answered {status}"
+    relayed = _service_error_message(document)
+    message += f": {relayed}" if relayed else "."
+    if status in (404, 405):
+        message += _predict_hint(url)
+    if status in (400, 413, 415):
+        return RemoteRejected(message, status=status)
+    if status == 429:
+        return RemoteBusy(message, retry_after=_retry_after_seconds(retry_after))
+    if status == 503:
+        return RemoteUnavailable(message, retry_after=_retry_after_seconds(retry_after))
+    return RemoteError(message)
+
+
+def _service_error_message(document: object) -> str | None:
+    """The remote's own message, only if it answered in this service's error shape, shortened.
+
+    Any other body may come from a service that is not an instance of this one (an internal
+    API a URL was pointed at); relaying it would let a request read that service's answers.
+    """
+    if not (isinstance(document, dict) and document.keys() == {"error"}):
+        return None
+    error = document["error"]
+    if not (isinstance(error, dict) and error.keys() == {"code", "message"}
+            and all(isinstance(value, str) for value in error.values())):
+        return None
+    message = error["message"]
+    return message if len(message) <= MAX_RELAYED_MESSAGE_CHARS else message[:MAX_RELAYED_MESSAGE_CHARS] + "…"
+
+
+def _retry_after_seconds(header: str | None) -> int | None:
+    """``Retry-After`` in seconds, capped; an HTTP date or nonsense gives no hint at all."""
+    if header is None or not header.strip().isdigit():
+        return None
+    return min(int(header), MAX_RETRY_AFTER_SECONDS)
+
+
+def _predict_hint(url: str) -> str:
+    """Help for the common slip of giving the remote's home page instead of its API."""
+    parts = urlsplit(url)
+    if parts.path.rstrip("/").endswith("/predict"):
+        return ""
+    suggestion = urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/predict"))
+    return f" Did you mean {suggestion}?"
+
+
+def _parse(url: str, document: object) -> RemoteAnswer:
     try:
         return RemoteAnswer(
             model=_expect(document["model"], str),
             weights=_expect(document["weights"], str),
-            predictions=[
-                _prediction(item) for item in _expect(document["predictions"], list)
-            ],
-            timing_ms={k: float(v) for k, v in _expect(document.get("timing_ms", {}), dict).items()},
+            predictions=[_prediction(item) for item in _expect(document["predictions"], list)],
+            timing_ms={name: _finite(value, 0, math.inf) for name, value
+                       in _expect(document.get("timing_ms", {}), dict).items()},
         )
     except (KeyError, TypeError, ValueError):
-        raise RemoteError(f"The remote server at {url} answered in an unexpected format.") from None
+        message = f"The remote server at {url} answered in an unexpected format."
+        raise RemoteError(message + _predict_hint(url)) from None
 
 
 def _prediction(item: dict) -> Prediction:
-    score = float(_expect(item["score"], (int, float)))
-    return Prediction(_expect(item["label"], str), _expect(item["class_id"], str), score)
+    return Prediction(_expect(item["label"], str), _expect(item["class_id"], str), _finite(item["score"], 0, 1))
+
+
+def _finite(value: object, low: float, high: float) -> float:
+    """A JSON number between ``low`` and ``high``; a string such as ``"inf"`` is not a number."""
+    number = float(_expect(value, (int, float)))
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ValueError(value)
+    return number
 
 
 def _expect(value: object, kind: type | tuple[type, ...]) -> object:
     if not isinstance(value, kind) or isinstance(value, bool):
         raise TypeError(value)
     return value
-
-
-def _error_message(document: object) -> str:
-    try:
-        return str(document["error"]["message"])  # type: ignore[index]
-    except (KeyError, TypeError):
-        return "no error message"

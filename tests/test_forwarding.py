@@ -9,27 +9,35 @@ from __future__ import annotations
 import base64
 import http.server
 import io
+import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from classifier.remote import HOP_HEADER
+from classifier.remote import HOP_HEADER, MAX_RELAYED_MESSAGE_CHARS, MAX_RETRY_AFTER_SECONDS
 from conftest import free_port
 
 MODEL = "ResNet50"  # random ResNet50 weights give distinct, non-uniform scores
 
 
 @pytest.fixture(scope="module")
-def pair(serve_app) -> tuple[str, str]:
-    """Two instances configured as each other's remote: a forwarding loop waiting to happen."""
+def pair(serve_app, cat_png) -> tuple[str, str]:
+    """Two instances configured as each other's remote: a forwarding loop waiting to happen.
+
+    Each answers once locally first, so a forward never waits for the remote's model to load
+    (on a busy machine that can take longer than the forwarding read timeout).
+    """
     port_a, port_b = free_port(), free_port()
     env = {"CLASSIFIER_DEFAULT_MODEL": MODEL}
     url_b = serve_app(port=port_b, CLASSIFIER_REMOTE_URL=f"http://127.0.0.1:{port_a}/predict", **env)
     url_a = serve_app(port=port_a, CLASSIFIER_REMOTE_URL=f"{url_b}/predict", **env)
+    for url in (url_a, url_b):
+        scores(predict(url, cat_png))
     return url_a, url_b
 
 
@@ -73,12 +81,24 @@ def test_hop_header_stops_forwarding_loops(pair, cat_png):
     assert scores(answered) == scores(predict(url_b, cat_png))
 
 
-def test_remote_errors_come_back_as_502_with_the_remote_message(pair, cat_png):
+def test_a_request_the_remote_refuses_keeps_its_status_and_message(pair, cat_png):
+    """The caller's request is at fault (an unknown model), not the remote: 400, not 502."""
     url_a, _ = pair
     response = predict(url_a, cat_png, server="remote", model="AlexNet")
-    assert response.status_code == 502
+    assert response.status_code == 400
     error = response.json()["error"]
-    assert error["code"] == "remote_error" and "Unknown model 'AlexNet'" in error["message"]
+    assert error["code"] == "remote_rejected" and "Unknown model 'AlexNet'" in error["message"]
+
+
+def test_a_url_without_predict_gets_a_hint(pair, fake_remote, cat_png):
+    """The remote's home page answers a POST with HTML, another server with 404: say which
+    URL was probably meant."""
+    url_a, url_b = pair
+    not_found = fake_remote(404, b"Not Found").removesuffix("/predict")
+    for given, meant in ((url_b, url_b), (f"{url_b}/", url_b), (f"{not_found}/api", f"{not_found}/api")):
+        response = predict(url_a, cat_png, server="custom", remote_url=given)
+        assert response.status_code == 502
+        assert f"Did you mean {meant}/predict?" in response.json()["error"]["message"]
 
 
 def test_custom_remote_url_is_allowed_for_python_app_py(pair, cat_png):
@@ -107,7 +127,8 @@ def silent_listener() -> Iterator[str]:
 def fake_remote() -> Iterator[callable]:
     """A remote answering fixed status, headers and body, to test what we accept from it.
 
-    With ``pause``, the body goes out one byte at a time, ``pause`` seconds apart.
+    With ``pause``, the body goes out one byte at a time, ``pause`` seconds apart. The paths
+    of the requests that reached any of them are in ``fake_remote.received``.
     """
     servers = []
 
@@ -115,6 +136,7 @@ def fake_remote() -> Iterator[callable]:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                start.received.append(self.path)
                 self.send_response(status)
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
@@ -137,6 +159,7 @@ def fake_remote() -> Iterator[callable]:
         servers.append(server)
         return f"http://127.0.0.1:{server.server_port}/predict"
 
+    start.received = []  # the paths of the requests that reached any of them
     yield start
     for server in servers:
         server.shutdown()
@@ -221,3 +244,135 @@ def test_remote_with_a_huge_answer_is_capped(make_app, fake_remote, cat_png):
 def test_python_app_py_sends_no_version_banner(pair):
     server = requests.get(f"{pair[0]}/healthz", timeout=10).headers.get("Server", "")
     assert "Werkzeug" not in server and "Python" not in server
+
+
+# What a remote says goes back to the caller only in a shape and size we chose, and with a
+# status that means the same to the caller. These run against ``python app.py`` (the
+# instance that allows custom URLs), forwarding to stub remotes on loopback ports.
+
+def post_form(url: str, image: bytes, headers: dict | None = None, **fields: str) -> requests.Response:
+    """The upload page's form as a browser without JavaScript sends it (to ``/``)."""
+    return requests.post(f"{url}/", files={"image": ("cat.png", image)}, data=fields,
+                         headers=headers or {}, timeout=120)
+
+
+ANSWER = ('{"model": "M", "weights": "imagenet", "predictions": [{"label": "tabby", "class_id": "n02123045", '
+          '"score": %s}], "timing_ms": {"inference": %s}}')
+SERVICE_ERROR = json.dumps({"error": {"code": "model_unavailable", "message": "Weights are being downloaded."}})
+
+
+@pytest.mark.parametrize("status, retry_after, expected", [
+    (503, "30", (503, "remote_unavailable", "30")),
+    (503, "86400", (503, "remote_unavailable", str(MAX_RETRY_AFTER_SECONDS))),
+    (503, "Wed, 21 Oct 2037 07:28:00 GMT", (503, "remote_unavailable", None)),
+    (429, "5", (429, "remote_busy", "5")),
+    (400, None, (400, "remote_rejected", None)),
+    (413, None, (413, "remote_rejected", None)),
+    (415, None, (415, "remote_rejected", None)),
+    (500, "30", (502, "remote_error", None)),
+    (504, None, (502, "remote_error", None)),
+    (401, None, (502, "remote_error", None)),
+])
+def test_the_remote_status_is_kept_where_it_means_the_same(pair, fake_remote, cat_png, status, retry_after, expected):
+    url = fake_remote(status, SERVICE_ERROR.encode(), {"Retry-After": retry_after} if retry_after else {})
+    for response in (predict(pair[0], cat_png, server="custom", remote_url=url),
+                     post_form(pair[0], cat_png, server="custom", remote_url=url)):
+        assert response.status_code == expected[0]
+        assert response.headers.get("Retry-After") == expected[2]
+        assert "Weights are being downloaded." in response.text
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert predict(pair[0], cat_png, server="custom", remote_url=url).json()["error"]["code"] == expected[1]
+
+
+@pytest.mark.parametrize("body", [
+    '{"error": {"message": "internal secret"}}',
+    '{"error": {"code": "x", "message": "internal secret", "detail": 1}}',
+    '{"error": {"code": "x", "message": "internal secret"}, "debug": true}',
+    '{"error": {"code": 1, "message": "internal secret"}}',
+    '{"message": "internal secret"}',
+    "internal secret",
+])
+def test_only_this_services_error_shape_is_relayed(pair, fake_remote, cat_png, body):
+    """An internal service a URL was pointed at must not have its answers read back."""
+    url = fake_remote(500, body.encode())
+    response = predict(pair[0], cat_png, server="custom", remote_url=url)
+    assert response.status_code == 502
+    assert response.json()["error"]["message"] == f"The remote server at {url} answered 500."
+
+
+def test_a_relayed_message_is_bounded(pair, fake_remote, cat_png):
+    url = fake_remote(500, json.dumps({"error": {"code": "x", "message": "A" * 10_000}}).encode())
+    message = predict(pair[0], cat_png, server="custom", remote_url=url).json()["error"]["message"]
+    assert "A" * MAX_RELAYED_MESSAGE_CHARS in message and "A" * (MAX_RELAYED_MESSAGE_CHARS + 1) not in message
+
+
+def strict_json(response: requests.Response) -> dict:
+    """Parse as JSON proper: Python's ``json`` would accept ``NaN``, browsers do not."""
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} in the answer")
+
+    return json.loads(response.text, parse_constant=refuse)
+
+
+def test_a_well_formed_remote_answer_is_relayed(pair, fake_remote, cat_png):
+    """The stub's answer below is valid, so the refusals that follow are about the numbers."""
+    url = fake_remote(200, (ANSWER % ("0.5", "1")).encode())
+    document = strict_json(predict(pair[0], cat_png, server="custom", remote_url=url))
+    assert document["predictions"][0]["score"] == 0.5 and document["timing_ms"]["inference"] == 1
+    assert post_form(pair[0], cat_png, server="custom", remote_url=url).status_code == 200
+
+
+@pytest.mark.parametrize("score, timing", [
+    ("NaN", "1"), ("Infinity", "1"), ("-Infinity", "1"), ("1e999", "1"), ('"inf"', "1"), ('"0.5"', "1"),
+    ("1.5", "1"), ("-0.1", "1"), ("true", "1"),
+    ("0.5", "NaN"), ("0.5", "Infinity"), ("0.5", '"inf"'), ("0.5", '"nan"'), ("0.5", "1e999"), ("0.5", "-1"),
+])
+def test_numbers_that_are_not_finite_scores_and_times_are_refused(pair, fake_remote, cat_png, score, timing):
+    url = fake_remote(200, (ANSWER % (score, timing)).encode())
+    api = predict(pair[0], cat_png, server="custom", remote_url=url)
+    assert api.status_code == 502 and strict_json(api)["error"]["code"] == "remote_error"
+    form = post_form(pair[0], cat_png, server="custom", remote_url=url)
+    assert form.status_code == 502 and "The other server could not classify the image." in form.text
+
+
+# A page from another origin may call /predict (CORS), but must not pick the URL: the user's
+# ``python app.py`` would become that page's proxy into the user's network.
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://127.0.0.2:{port}", "Sec-Fetch-Site": "cross-site"},
+    {"Origin": "http://192.168.1.20:8000"},                 # a page on the LAN
+    {"Origin": "null", "Sec-Fetch-Site": "cross-site"},     # a file:// page, a sandboxed frame
+    {"Origin": "http://localhost:{port}"},                  # same port, another host name
+    {"Origin": "https://127.0.0.1:{port}"},                 # another scheme
+    {"Sec-Fetch-Site": "cross-site"},                       # no Origin at all
+    {"Sec-Fetch-Site": "same-site"},
+    # DNS rebinding: the attacker's name now resolves to 127.0.0.1, so the page looks same-origin.
+    {"Host": "attacker.example:{port}", "Origin": "http://attacker.example:{port}", "Sec-Fetch-Site": "same-origin"},
+])
+def test_another_origin_may_not_choose_the_remote(pair, fake_remote, cat_png, headers):
+    port = urlsplit(pair[0]).port
+    headers = {name: value.format(port=port) for name, value in headers.items()}
+    url = fake_remote(200, (ANSWER % ("0.5", "1")).encode())
+    api = predict(pair[0], cat_png, headers=headers, server="custom", remote_url=url)
+    assert api.status_code == 403 and api.json()["error"]["code"] == "cross_origin_forbidden"
+    form = post_form(pair[0], cat_png, headers=headers, server="custom", remote_url=url)
+    assert form.status_code == 403 and "only available from this server" in form.text
+    assert fake_remote.received == []
+
+
+def test_the_own_page_and_programs_may_choose_the_remote(pair, fake_remote, cat_png):
+    url = fake_remote(200, (ANSWER % ("0.5", "1")).encode())
+    port = urlsplit(pair[0]).port
+    for headers in ({"Origin": pair[0], "Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}, {},
+                    {"Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"},
+                    {"Host": f"[::1]:{port}", "Origin": f"http://[::1]:{port}"}):
+        assert predict(pair[0], cat_png, headers=headers, server="custom", remote_url=url).status_code == 200
+        assert post_form(pair[0], cat_png, headers=headers, server="custom", remote_url=url).status_code == 200
+    assert len(fake_remote.received) == 10
+
+
+def test_another_origin_may_still_classify_here_and_on_the_configured_remote(pair, cat_png):
+    for server in ("local", "remote"):
+        response = predict(pair[0], cat_png, headers={"Origin": "http://127.0.0.2:8000"}, server=server)
+        assert response.status_code == 200 and response.json()["server"] == server
+        assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.2:8000"

@@ -424,12 +424,12 @@ def test_every_weights_state_reads_the_same_from_the_server_and_from_javascript(
 
 def test_a_model_without_weights_is_explained_with_the_download_hint(open_page, real, other):
     """``real`` answers 503 for a Keras model; asked through ``other``, the page shows why."""
-    page = open_page(other, allow=(502,))
+    page = open_page(other, allow=(503,))
     page.get_by_role("radio", name="Custom URL").check()
     page.get_by_label("Server URL").fill(f"{real}/predict")
     page.get_by_label("Model").select_option("NASNetMobile")
     page.set_input_files("#image", PHOTOS["chelsea"])
-    expect_error(page, "The other server could not classify the image.",
+    expect_error(page, "The other server is not ready yet.",
                  "answered 503", "NASNetMobile has no weights on this machine")
     expect(page.locator("#error code")).to_have_text("python -m classifier download NASNetMobile")
 
