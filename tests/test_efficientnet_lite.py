@@ -24,11 +24,11 @@ from classifier.efficientnet_lite import (
     convert_weights,
 )
 from classifier.models import REGISTRY
-from classifier.preprocessing import centered_128 as preprocess_input
 from classifier.torch_legacy import load_legacy_state_dict
 from conftest import ROOT
 
 CHECKPOINT = REGISTRY["EfficientNetLite0"].weights.source()
+preprocess_input = REGISTRY["EfficientNetLite0"].preprocess  # what the service feeds it
 
 _SKIMAGE_DATA = os.path.dirname(skimage.data.__file__)
 _MPL_SAMPLE_DATA = os.path.join(matplotlib.get_data_path(), "sample_data")
