@@ -1,54 +1,110 @@
 """The benchmarks end to end at their smallest settings: they produce every figure the
 README's Benchmarks tables come from (bench/serving.py for both runtimes and the baseline,
-through the real uWSGI and NGINX). What the figures are is the benchmarks' business; no
-speed is asserted."""
+through the real uWSGI and NGINX), and the figures agree with each other and with the
+machine. What the figures are is the benchmarks' business; no speed is asserted."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+
+import pytest
 
 from conftest import ROOT
 
 MODEL = "EfficientNetLite0"  # real weights from pip: the ONNX server runs the production path
+SECONDS, REQUESTS, CLIENTS = 1, 10, 4  # each load run's length, one-client requests, clients
+SERVERS = ("onnx", "keras", "baseline")
 
 
-def test_the_serving_benchmark_reports_every_figure(tmp_path):
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+    """One run of bench/serving.py: what it printed, and the record it wrote."""
+    results = tmp_path_factory.mktemp("bench")
     result = subprocess.run(
-        [sys.executable, "bench/serving.py", "--models", MODEL, "--seconds", "1", "--requests", "10",
-         "--results", str(tmp_path)],
+        [sys.executable, "bench/serving.py", "--models", MODEL, "--seconds", str(SECONDS),
+         "--requests", str(REQUESTS), "--clients", str(CLIENTS), "--results", str(results)],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = results.glob("serving-*.json")
+    return result.stdout, json.loads(record.read_text())["results"]
+
+
+def test_the_serving_benchmark_prints_every_table(serving):
+    printed, results = serving
     for table in ("raw forward pass", "/predict through uWSGI + NGINX", "one request, beyond the forward pass",
                   "worker: start"):
-        assert table in result.stdout
-    (record,) = tmp_path.glob("serving-*.json")
-    results = json.loads(record.read_text())["results"]
-    (model,) = results["models"]
-    every_model = results["worker_with_every_model"]
-    assert every_model["runtime"] == "onnx" and not every_model["tensorflow"] and every_model["rss_mb"] > 0
+        assert table in printed
+    assert [model["model"] for model in results["models"]] == [MODEL]
 
+
+def test_raw_figures_are_derived_from_the_batches_measured(serving):
+    (model,) = serving[1]["models"]
     assert model["raw"]["predict"]["b1_ms"] > 0
     for runtime in ("keras", "onnx"):
         raw = model["raw"][runtime]
-        assert set(raw["per_batch_ms"]) == {"1", "2", "4", "8"} and raw["all_cores_best"] > 0
-    for kind in ("onnx", "keras", "baseline"):
-        served = model["serving"][kind]
-        for load in ("one", "many"):
-            assert served[load]["requests"] > 0 and served[load]["errors"] == 0, (kind, load)
-        assert served["first_prediction_s"] > served["healthz_s"] > 0
-        # CPU times tick in 10 ms steps: in a one-second run NGINX and the client may show none.
-        cpu = served["cpu_ms_per_request"]
-        assert len(served["worker_rss_mb"]) == 2 and cpu["workers"] > 0 and min(cpu.values()) >= 0
-    for kind in ("onnx", "keras"):
-        assert model["serving"][kind]["http_floor_ms"] > 0
+        batches = {int(size): ms for size, ms in raw["per_batch_ms"].items()}
+        assert set(batches) == {1, 2, 4, 8} and min(batches.values()) > 0
+        assert raw["b1_ms"] == batches[1]
+        assert raw["best_batch"] == min(batches, key=lambda size: batches[size] / size)
+        assert raw["best_ms_per_image"] == pytest.approx(batches[raw["best_batch"]] / raw["best_batch"])
+        assert raw["all_cores_best"] == max(raw["all_cores"].values()) > 0
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_request_counts_agree_with_throughput_and_latencies(serving, server):
+    """A run lasted requests / throughput seconds. Its clients were busy for at least the sum
+    of its latencies, of which half were at least the median; the one-client run stops
+    after --requests, the many-client one only after --seconds."""
+    served = serving[1]["models"][0]["serving"][server]
+    for load, clients in (("one", 1), ("many", CLIENTS)):
+        run = served[load]
+        assert run["requests"] > 0 and run["errors"] == 0, load
+        assert 0 < run["p50"] <= run["p95"] <= run["p99"], load
+        seconds = run["requests"] / run["throughput"]
+        assert clients * seconds >= run["requests"] / 2 * run["p50"] / 1000, load
+    assert served["one"]["requests"] <= REQUESTS
+    assert served["many"]["requests"] / served["many"]["throughput"] >= SECONDS
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_cpu_figures_fit_the_cores_and_the_request_count(serving, server):
+    """CPU per request is the parts' share of all cores over the many-client run, times the
+    run's length, over its requests; together the parts cannot use more than every core.
+    CPU times tick in 10 ms steps: in a one-second run NGINX and the client may show none,
+    the workers that ran every prediction must show some."""
+    served = serving[1]["models"][0]["serving"][server]
+    share, per_request = served["cpu_share"], served["cpu_ms_per_request"]
+    assert set(share) == set(per_request) == {"workers", "nginx", "client"}
+    assert per_request["workers"] > 0 and min(per_request.values()) >= 0
+    assert sum(share.values()) <= 1.05  # a tick of rounding per process
+    ms_of_all_cores_per_request = 1000 * os.cpu_count() / served["many"]["throughput"]
+    for part in share:
+        assert per_request[part] == pytest.approx(share[part] * ms_of_all_cores_per_request, rel=0.25), part
+
+
+def test_workers_memory_start_and_runtime(serving):
+    """Two workers per server, each holding Python, the app and a model (well over 50 MB);
+    TensorFlow, hundreds of MB, only where Keras runs."""
+    results = serving[1]
+    (model,) = results["models"]
+    for server in SERVERS:
+        served = model["serving"][server]
+        assert len(served["worker_rss_mb"]) == 2 and min(served["worker_rss_mb"]) > 50, server
+        assert served["first_prediction_s"] > served["healthz_s"] > 0, server
+    assert max(model["serving"]["onnx"]["worker_rss_mb"]) < min(model["serving"]["keras"]["worker_rss_mb"])
+    for server in ("onnx", "keras"):
+        assert model["serving"][server]["http_floor_ms"] > 0
     assert set(model["serving"]["onnx"]["one"]["app_timing_ms"]) == {"decode", "inference", "total"}
     assert model["serving"]["onnx"]["weights"] == "file, checked export"
     onnx_worker, keras_worker = model["worker"]["onnx"], model["worker"]["keras"]
     assert onnx_worker["runtime"] == "onnx" and onnx_worker["tensorflow"] is False
     assert keras_worker["runtime"] == "keras" and keras_worker["tensorflow"] is True
+    every_model = results["worker_with_every_model"]
+    assert every_model["runtime"] == "onnx" and not every_model["tensorflow"] and every_model["rss_mb"] > 50
 
 
 def test_the_decode_benchmark_times_every_photo_size_both_ways():

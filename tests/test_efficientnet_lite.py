@@ -4,8 +4,10 @@ The photo tests are the ones that matter: a wrong transpose, padding or
 normalisation still yields a model that runs, just not one that recognises a cat.
 """
 
+import json
 import os
 import pickle
+import subprocess
 import sys
 import zipfile
 
@@ -22,10 +24,11 @@ from classifier.efficientnet_lite import (
     convert_weights,
 )
 from classifier.models import REGISTRY
-from classifier.preprocessing import centered_128 as preprocess_input
 from classifier.torch_legacy import load_legacy_state_dict
+from conftest import ROOT
 
 CHECKPOINT = REGISTRY["EfficientNetLite0"].weights.source()
+preprocess_input = REGISTRY["EfficientNetLite0"].preprocess  # what the service feeds it
 
 _SKIMAGE_DATA = os.path.dirname(skimage.data.__file__)
 _MPL_SAMPLE_DATA = os.path.join(matplotlib.get_data_path(), "sample_data")
@@ -144,8 +147,49 @@ def test_saved_weights_reproduce_the_directly_converted_model(model, state_dict)
     np.testing.assert_allclose(loaded_out.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_port_never_imports_torch(model):
-    assert "torch" not in sys.modules
+# Run in a fresh interpreter in which every attempt to import torch is recorded and
+# refused, whether or not torch is installed: conversion and loading must neither need it
+# nor try it (a ``try: import torch`` fallback counts as trying).
+_CONVERT_WITHOUT_TORCH = """
+import importlib.abc, json, sys
+
+attempts = []
+
+class RefuseTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "torch":
+            attempts.append(name)
+            raise ModuleNotFoundError(f"No module named {name!r} (refused by the test)", name=name)
+
+sys.meta_path.insert(0, RefuseTorch())
+try:
+    import torch
+except ModuleNotFoundError:
+    pass
+else:
+    sys.exit("the blocker let torch through")
+attempts.clear()
+
+from classifier.efficientnet_lite import build_model, convert_weights
+
+convert_weights(sys.argv[1], sys.argv[2])
+fc_kernel = build_model(sys.argv[2]).get_layer("fc").get_weights()[0]
+print(json.dumps({"attempts": attempts, "torch_loaded": "torch" in sys.modules,
+                  "fc_kernel_sum": float(fc_kernel.sum())}))
+"""
+
+
+def test_conversion_and_loading_work_where_torch_cannot_be_imported(tmp_path, state_dict):
+    target = tmp_path / "lite0.weights.h5"
+    result = subprocess.run(
+        [sys.executable, "-c", _CONVERT_WITHOUT_TORCH, CHECKPOINT, str(target)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["attempts"] == [] and not report["torch_loaded"]
+    assert report["fc_kernel_sum"] == pytest.approx(float(state_dict["_fc.weight"].sum()), rel=1e-5)
 
 
 def test_model_identity(model):
