@@ -92,7 +92,7 @@ class RemoteRejected(RemoteError):
     """The remote refused the request itself (400, 413, 415: the image or an option is at
     fault), so the caller gets the remote's status: retrying elsewhere would not help."""
 
-    code = "remote_rejected"
+    status, code = 400, "remote_rejected"  # the class's status; each instance has the remote's
 
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
