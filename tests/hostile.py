@@ -65,3 +65,112 @@ def hostile_requests(cat: bytes) -> dict[str, tuple[dict, set[int]]]:
         "wrong content type": (dict(data=cat, headers={"Content-Type": "text/csv"}), {415}),
         "missing content type": (dict(data=cat, headers={"Content-Type": ""}), {415}),
     }
+
+
+# --- image bombs: small files that are costly to decode (issue 11) -------------------------
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _deflated(row: bytes, rows: int) -> bytes:
+    """``rows`` copies of ``row``, deflated without ever holding them all in memory."""
+    compressor = zlib.compressobj(9)
+    batch = max(1, 1_000_000 // len(row))
+    parts = [compressor.compress(row * min(batch, rows - done)) for done in range(0, rows, batch)]
+    return b"".join(parts) + compressor.flush()
+
+
+# PNG colour type and bit depth, samples per pixel, for each Pillow mode the builder writes.
+_PNG_TYPES = {"L": (0, 8, 1), "I;16": (0, 16, 1), "RGB": (2, 8, 3), "P": (3, 8, 1), "LA": (4, 8, 2),
+              "RGBA": (6, 8, 4)}
+
+
+def blank_png(width: int, height: int, mode: str) -> bytes:
+    """A black ``width`` x ``height`` PNG, written chunk by chunk (Pillow would need the pixels
+    in memory first). Palette images get a transparent entry (tRNS), as the issue's bomb has."""
+    colour_type, depth, samples = _PNG_TYPES[mode]
+    header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    palette = _chunk(b"PLTE", bytes(3 * 256)) + _chunk(b"tRNS", b"\x00") if mode == "P" else b""
+    row = bytes(1 + width * samples * depth // 8)  # filter type 0, then black pixels
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + palette
+            + _chunk(b"IDAT", _deflated(row, height)) + _chunk(b"IEND", b""))
+
+
+def blank_tiff(side: int, bits: int, sample_format: int, rows_per_strip: int = 64) -> bytes:
+    """A black ``side`` x ``side`` greyscale TIFF, deflate-compressed, every strip pointing at the
+    same compressed bytes. ``sample_format`` 1 is unsigned integers, 3 floating point."""
+    strip = _deflated(bytes(side * bits // 8), rows_per_strip)
+    strips = -(-side // rows_per_strip)
+    entries = [(256, 4, 1, side), (257, 4, 1, side), (258, 3, 1, bits), (259, 3, 1, 8), (262, 3, 1, 1),
+               (273, 4, strips, None), (277, 3, 1, 1), (278, 4, 1, rows_per_strip), (279, 4, strips, None),
+               (339, 3, 1, sample_format)]
+    ifd_size = 2 + 12 * len(entries) + 4
+    offsets_at = 8 + ifd_size
+    counts_at = offsets_at + 4 * strips
+    data_at = counts_at + 4 * strips
+    arrays = {273: offsets_at, 279: counts_at}
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        if value is None:
+            ifd += struct.pack("<HHII", tag, kind, count, arrays[tag])
+        else:
+            packed = struct.pack("<H2x" if kind == 3 else "<I", value)
+            ifd += struct.pack("<HHI", tag, kind, count) + packed
+    ifd += struct.pack("<I", 0)
+    return (b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack(f"<{strips}I", *[data_at] * strips)
+            + struct.pack(f"<{strips}I", *[len(strip)] * strips) + strip)
+
+
+def rle_bmp(width: int, rows: int) -> bytes:
+    """An 8-bit RLE-compressed BMP (BI_RLE8) of ``rows`` rows of one pixel and an end-of-line:
+    Pillow's RLE decoder is Python code, and pads each row to ``width`` a byte at a time."""
+    palette = bytes(4 * 256)
+    height = rows
+    pixels = b"\x01\x00\x00\x00" * rows + b"\x00\x01"  # (1 pixel, colour 0), end of line; end of bitmap
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + palette + pixels
+
+
+def _segments(jpeg: bytes) -> list[tuple[int, int, int]]:
+    """(marker, start, end) of each segment after SOI; a scan's end includes its coded data."""
+    found, position = [], 2
+    while position < len(jpeg):
+        marker = jpeg[position + 1]
+        end = position + 2 if marker == 0xD9 else position + 2 + struct.unpack(">H", jpeg[position + 2:position + 4])[0]
+        if marker == 0xDA:  # the coded data runs to the next marker other than RSTn
+            end = jpeg.index(b"\xff", end)
+            while jpeg[end + 1] == 0 or 0xD0 <= jpeg[end + 1] <= 0xD7:
+                end = jpeg.index(b"\xff", end + 2)
+        found.append((marker, position, end))
+        position = end
+    return found
+
+
+def progressive_jpeg_with_scans(side: int, scans: int) -> bytes:
+    """A black progressive JPEG whose last scan (an AC refinement, 12 bytes with its Huffman
+    table) is repeated until the file has ``scans`` scans: libjpeg decodes every one."""
+    jpeg = encode(Image.new("RGB", (side, side)), "JPEG", progressive=True)
+    segments = _segments(jpeg)
+    (table, *_), (scan, *_), (end, *_) = segments[-3:]
+    assert (table, scan, end) == (0xC4, 0xDA, 0xD9)
+    repeated = jpeg[segments[-3][1]:segments[-2][2]]
+    present = sum(marker == 0xDA for marker, _, _ in segments)
+    return jpeg[:segments[-1][1]] + repeated * max(0, scans - present) + jpeg[segments[-1][1]:]
+
+
+def jpeg_with_exif_flood(entries: int = 5000) -> bytes:
+    """A small JPEG whose EXIF block has ``entries`` tags, each declaring more data than the
+    block holds: Pillow warns once per tag while reading it."""
+    ifd = struct.pack("<H", entries) + b"".join(
+        struct.pack("<HHII", 0x9000 + i, 4, 100_000, 0xFFFFFF00) for i in range(entries)) + bytes(4)
+    exif = b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd
+    segment = b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif
+    jpeg = encode(Image.new("RGB", (64, 64), (90, 120, 40)), "JPEG")
+    return jpeg[:2] + segment + jpeg[2:]
+
+
+def blank_webp(width: int, height: int, mode: str = "RGBA") -> bytes:
+    """A lossless black WebP: a 16383 x 2990 one is a few dozen bytes."""
+    return encode(Image.new(mode, (width, height)), "WEBP", lossless=True, method=0)

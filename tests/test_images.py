@@ -10,18 +10,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.errors import InvalidImage, TooManyPixels, UnsupportedImageType
-from classifier.images import center_crop, decode
+from classifier.config import Settings
+from classifier.errors import ImageTooComplex, InvalidImage, TooManyPixels, UnsupportedImageType
+from classifier.images import ImageLimits, center_crop, decode, model_input
 from conftest import encode
 from hostile import png_declaring
 
-MAX_PIXELS = 50_000_000  # the service's default limit
 RED, GREEN, BLUE, BLACK, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0), (255, 255, 255)
 
 
+def limits(**changes: object) -> ImageLimits:
+    """The service's default limits with ``changes``."""
+    return ImageLimits.from_settings(Settings(**changes))
+
+
 def decoded(data: bytes, **options: object) -> np.ndarray:
-    """Decode with the default limit; assert the contract's mode and return the pixels."""
-    image = decode(data, max_pixels=MAX_PIXELS, **options)
+    """Decode with the default limits; assert the contract's mode and return the pixels."""
+    image = decode(data, **options)
     assert image.mode == "RGB"
     return np.asarray(image)
 
@@ -201,7 +206,7 @@ SVG = b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="9" h
 
 def test_empty_bytes_are_invalid():
     with pytest.raises(InvalidImage) as caught:
-        decode(b"", max_pixels=MAX_PIXELS)
+        decode(b"")
     assert caught.type is InvalidImage and caught.value.status == 400
 
 
@@ -216,7 +221,7 @@ def test_empty_bytes_are_invalid():
 )
 def test_non_images_are_unsupported(data):
     with pytest.raises(UnsupportedImageType) as caught:
-        decode(data, max_pixels=MAX_PIXELS)
+        decode(data)
     assert caught.value.status == 415
 
 
@@ -224,7 +229,7 @@ def test_non_images_are_unsupported(data):
 def test_images_outside_the_accepted_formats_are_unsupported(format):
     """Pillow reads these, but the service accepts only its six formats."""
     with pytest.raises(UnsupportedImageType):
-        decode(encode(Image.new("RGB", (16, 16), RED), format), max_pixels=MAX_PIXELS)
+        decode(encode(Image.new("RGB", (16, 16), RED), format))
 
 
 @pytest.mark.parametrize("format", ["JPEG", "PNG"])
@@ -233,7 +238,7 @@ def test_truncated_image_is_invalid(format):
     noise = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     data = encode(Image.fromarray(noise), format)
     with pytest.raises(InvalidImage) as caught:
-        decode(data[: len(data) // 2], max_pixels=MAX_PIXELS)
+        decode(data[: len(data) // 2])
     assert caught.type is InvalidImage and caught.value.status == 400
 
 
@@ -245,19 +250,19 @@ def test_decompression_bomb_is_refused_from_the_header(side):
     data = png_declaring(side, side)
     assert len(data) < 100
     with pytest.raises(TooManyPixels) as caught:
-        decode(data, max_pixels=MAX_PIXELS)
+        decode(data)
     assert caught.value.status == 400
 
 
 def test_image_over_max_pixels_is_refused():
     data = encode(Image.new("RGB", (100, 100)), "PNG")
     with pytest.raises(TooManyPixels):
-        decode(data, max_pixels=5_000)
+        decode(data, limits(max_pixels=5_000))
 
 
 def test_image_at_max_pixels_is_accepted():
     data = encode(Image.new("RGB", (100, 50)), "PNG")
-    assert decode(data, max_pixels=5_000).size == (100, 50)
+    assert decode(data, limits(max_pixels=5_000)).size == (100, 50)
 
 
 # --- JPEG draft decoding -------------------------------------------------------------------
@@ -269,14 +274,14 @@ def large_jpeg() -> bytes:
 
 
 def test_min_side_decodes_jpeg_smaller_but_large_enough(large_jpeg):
-    width, height = decode(large_jpeg, max_pixels=MAX_PIXELS, min_side=256).size
+    width, height = decode(large_jpeg, min_side=256).size
     assert width < 2000 and height < 1500
     assert min(width, height) >= 256
     assert width / height == pytest.approx(2000 / 1500, rel=0.01)
 
 
 def test_without_min_side_jpeg_is_full_size(large_jpeg):
-    assert decode(large_jpeg, max_pixels=MAX_PIXELS).size == (2000, 1500)
+    assert decode(large_jpeg).size == (2000, 1500)
 
 
 # --- center_crop -----------------------------------------------------------------------------

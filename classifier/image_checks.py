@@ -1,0 +1,102 @@
+"""Refusing costly images from their headers and markers, before any pixel is decoded.
+
+A small upload can declare a canvas that takes gigabytes or minutes to decode. Each rule
+here bounds one way of doing that, at the cost of reading a header or counting markers:
+pixels, aspect ratio, decoders written in Python, progressive JPEG scans, and the memory
+the decode will take (README, "How an image is prepared", has the measurements).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from PIL import Image, JpegImagePlugin
+
+from .config import Settings
+from .errors import ImageTooComplex, TooManyPixels
+
+# Bytes per pixel of Pillow's storage for each mode (RGB is stored in 4 bytes, like RGBA).
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+# Full-size buffers a decoder holds besides Pillow's image, in multiples of the image's size:
+# Pillow decodes WebP through libwebp's animation decoder, which keeps a canvas and the previous
+# frame, then copies the frame to bytes and into the image: a 16383x2990 WebP peaks at 748 MB,
+# 3.8 times its 196 MB of pixels (SECURITY.md).
+_DECODER_COPIES = {"WEBP": 3}
+# libjpeg keeps every DCT coefficient (2 bytes a sample) of a multi-scan JPEG until the last scan.
+_COEFFICIENT_BYTES = 2
+_SOS = b"\xff\xda"  # start of scan
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What decoding one upload may cost; each is a ``CLASSIFIER_*`` setting, whose default
+    and measurements are in config.py."""
+
+    max_pixels: int
+    max_aspect_ratio: float
+    max_jpeg_scans: int
+    max_decode_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageLimits:
+        return cls(**{field.name: getattr(settings, field.name) for field in fields(cls)})
+
+
+def check_header(image: Image.Image, data: bytes, limits: ImageLimits) -> None:
+    """Refuse what is too large or too slow to decode, from the opened but undecoded ``image``."""
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise TooManyPixels(too_many_pixels_message(image.size, limits.max_pixels))
+    if max(width, height) > limits.max_aspect_ratio * min(width, height):
+        raise ImageTooComplex(f"The image is {width}x{height} pixels; the longer side may be at most "
+                              f"{limits.max_aspect_ratio:g} times the shorter.")
+    python_decoders = {tile.codec_name for tile in image.tile} & set(Image.DECODERS)
+    if python_decoders:  # about 100 times slower per pixel than Pillow's C decoders
+        raise ImageTooComplex(f"{image.format} images compressed this way ({', '.join(sorted(python_decoders))}) "
+                              "are not accepted; save it uncompressed or as PNG or JPEG.")
+    scans = jpeg_scans(image, data)
+    if scans > limits.max_jpeg_scans:
+        raise ImageTooComplex(f"The JPEG has {scans:,} scans; at most {limits.max_jpeg_scans} are accepted "
+                              "(a progressive JPEG usually has about 10).")
+
+
+def check_memory(image: Image.Image, full_size: tuple[int, int], data: bytes, limits: ImageLimits) -> None:
+    """Refuse an image whose decode would take more than ``limits.max_decode_bytes``.
+
+    ``image`` is ready to load (a JPEG already told to decode at a reduced scale), and
+    ``full_size`` is its size before that reduction.
+    """
+    needed = decode_bytes(image, full_size, data)
+    if needed > limits.max_decode_bytes:
+        raise TooManyPixels(f"Decoding this {full_size[0]}x{full_size[1]} {image.mode} {image.format} image "
+                            f"would take {needed / 2**20:,.0f} MiB; at most "
+                            f"{limits.max_decode_bytes / 2**20:,.0f} MiB are allowed.")
+
+
+def decode_bytes(image: Image.Image, full_size: tuple[int, int], data: bytes) -> int:
+    """The memory Pillow and its decoder will hold for ``image``: its pixels in Pillow's storage,
+    the decoder's own full-size copies, and a multi-scan JPEG's coefficients."""
+    width, height = image.size
+    pixels = width * height * _BYTES_PER_PIXEL.get(image.mode, 4)
+    total = pixels * (1 + _DECODER_COPIES.get(image.format, 0))
+    if jpeg_scans(image, data) > 1:
+        total += _COEFFICIENT_BYTES * _jpeg_samples(image, full_size)
+    return total
+
+
+def jpeg_scans(image: Image.Image, data: bytes) -> int:
+    """How many scans a JPEG has, at most: every scan starts with the bytes FF DA, which the
+    coded data never contains (an FF there is followed by 00); other segments rarely do."""
+    return data.count(_SOS) if isinstance(image, JpegImagePlugin.JpegImageFile) else 0
+
+
+def too_many_pixels_message(size: tuple[int, int], max_pixels: int) -> str:
+    return f"The image is {size[0]}x{size[1]} pixels; at most {max_pixels:,} pixels are accepted."
+
+
+def _jpeg_samples(image: JpegImagePlugin.JpegImageFile, full_size: tuple[int, int]) -> int:
+    """Samples over all components at full size; subsampled components (4:2:0 chroma) have fewer."""
+    width, height = full_size
+    sampling = [(horizontal, vertical) for _id, horizontal, vertical, _table in image.layer]
+    most_h, most_v = max(h for h, _ in sampling), max(v for _, v in sampling)
+    return sum(math.ceil(width * h / most_h) * math.ceil(height * v / most_v) for h, v in sampling)
