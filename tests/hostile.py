@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Callable
 
 from PIL import Image
 
@@ -174,3 +175,24 @@ def jpeg_with_exif_flood(entries: int = 5000) -> bytes:
 def blank_webp(width: int, height: int, mode: str = "RGBA") -> bytes:
     """A lossless black WebP: a 16383 x 2990 one is a few dozen bytes."""
     return encode(Image.new(mode, (width, height)), "WEBP", lossless=True, method=0)
+
+
+# Each image bomb: name -> (builder, the status it must get, its error code; None: a prediction).
+# tests/test_image_bombs.py sends them to uWSGI, bench/image_bombs.py measures their cost.
+IMAGE_BOMBS: dict[str, tuple[Callable[[], bytes], int, str | None]] = {
+    "progressive JPEG, 100 000 scans": (lambda: progressive_jpeg_with_scans(2048, 100_000), 400,
+                                        "image_too_complex"),
+    "progressive JPEG 7000x7000, 32 scans": (lambda: progressive_jpeg_with_scans(7000, 32), 200, None),
+    "RLE BMP, 4 KB": (lambda: rle_bmp(20_000, 1000), 400, "image_too_complex"),
+    "palette PNG 1x49,999,999 with tRNS": (lambda: blank_png(1, 49_999_999, "P"), 400, "image_too_complex"),
+    "RGBA PNG 1x49,999,999": (lambda: blank_png(1, 49_999_999, "RGBA"), 400, "image_too_complex"),
+    "LA PNG 1x49,999,999": (lambda: blank_png(1, 49_999_999, "LA"), 400, "image_too_complex"),
+    "RGBA PNG 7000x7000": (lambda: blank_png(7000, 7000, "RGBA"), 200, None),
+    "palette PNG 7000x7000 with tRNS": (lambda: blank_png(7000, 7000, "P"), 200, None),
+    "16-bit PNG 7000x7000": (lambda: blank_png(7000, 7000, "I;16"), 200, None),
+    "WebP 16383x2990": (lambda: blank_webp(16383, 2990), 400, "too_many_pixels"),
+    "WebP 8000x2000": (lambda: blank_webp(8000, 2000), 200, None),
+    "16-bit TIFF 7000x7000": (lambda: blank_tiff(7000, 16, 1), 200, None),
+    "float TIFF 7000x7000": (lambda: blank_tiff(7000, 32, 3), 200, None),
+    "EXIF block of 5000 broken entries": (jpeg_with_exif_flood, 200, None),
+}

@@ -14,6 +14,7 @@ from classifier.config import Settings
 from classifier.errors import ImageTooComplex, InvalidImage, TooManyPixels, UnsupportedImageType
 from classifier.images import ImageLimits, center_crop, decode, model_input
 from conftest import encode
+import hostile
 from hostile import png_declaring
 
 RED, GREEN, BLUE, BLACK, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0), (255, 255, 255)
@@ -263,6 +264,120 @@ def test_image_over_max_pixels_is_refused():
 def test_image_at_max_pixels_is_accepted():
     data = encode(Image.new("RGB", (100, 50)), "PNG")
     assert decode(data, limits(max_pixels=5_000)).size == (100, 50)
+
+
+# --- costly images: refused from headers and markers (issue 11) ------------------------------
+
+
+def test_jpeg_with_more_scans_than_the_limit_is_refused():
+    data = hostile.progressive_jpeg_with_scans(64, 33)
+    with pytest.raises(ImageTooComplex) as caught:
+        decode(data)
+    assert caught.value.status == 400 and "33 scans" in caught.value.message
+    assert decode(data, limits(max_jpeg_scans=33)).size == (64, 64)
+
+
+def test_ordinary_progressive_jpeg_is_accepted():
+    data = encode(two_colours((64, 64), LEFT, RIGHT), "JPEG", progressive=True, quality=95)
+    assert 1 < data.count(b"\xff\xda") <= 10
+    assert_colour(decoded(data)[32, 4], LEFT, tolerance=6)
+
+
+@pytest.mark.parametrize("size", [(201, 10), (10, 201)], ids=["wide", "tall"])
+def test_aspect_ratio_over_the_limit_is_refused(size):
+    with pytest.raises(ImageTooComplex):
+        decode(encode(Image.new("L", size), "PNG"))
+    assert decode(encode(Image.new("L", (200, 10)), "PNG")).size == (200, 10)  # 20:1 is allowed
+
+
+def test_rle_bmp_is_refused_before_its_python_decoder_runs():
+    with pytest.raises(ImageTooComplex) as caught:
+        decode(hostile.rle_bmp(200, 10))
+    assert "bmp_rle" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("data", "pixels", "bytes_per_pixel"),
+    [
+        (lambda: hostile.blank_png(1000, 1000, "P"), 10**6, 1),
+        (lambda: hostile.blank_tiff(1000, 16, 1), 10**6, 2),
+        (lambda: hostile.blank_tiff(1000, 32, 3), 10**6, 4),
+        (lambda: hostile.blank_png(1000, 1000, "RGBA"), 10**6, 4),
+        (lambda: hostile.blank_webp(1000, 1000), 10**6, 16),  # libwebp's copies
+    ],
+    ids=["palette", "16-bit", "float", "RGBA", "WebP"],
+)
+def test_decode_over_the_memory_limit_is_refused(data, pixels, bytes_per_pixel):
+    data = data()
+    needed = pixels * bytes_per_pixel
+    with pytest.raises(TooManyPixels):
+        decode(data, limits(max_decode_bytes=needed - 1))
+    assert decode(data, limits(max_decode_bytes=needed)).size == (1000, 1000)
+
+
+def test_multi_scan_jpeg_counts_its_coefficients():
+    """libjpeg keeps 2 bytes a sample until the last scan: 4:2:0 has 1.5 samples a pixel."""
+    data = encode(Image.new("RGB", (1024, 1024)), "JPEG", progressive=True)
+    output = 256 * 256 * 4  # decoded at 1/4 scale for min_side 256
+    needed = output + 2 * 1024 * 1024 * 3 // 2
+    with pytest.raises(TooManyPixels):
+        decode(data, limits(max_decode_bytes=needed - 1), min_side=256)
+    assert decode(data, limits(max_decode_bytes=needed), min_side=256).size == (256, 256)
+
+
+def test_exif_flood_gives_one_log_line(caplog):
+    """5 000 EXIF tags declaring more data than the block holds: Pillow warns once per tag."""
+    with caplog.at_level("WARNING"):
+        decoded(hostile.jpeg_with_exif_flood())
+    assert len(caplog.records) == 1
+    assert "5000 warning(s)" in caplog.records[0].getMessage()
+
+
+# --- reducing before converting -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["P", "LA", "I;16"])
+def test_reduced_conversion_keeps_colours_and_framing(mode):
+    """Large images of other modes are converted a strip at a time, each reduced at once;
+    the result must be the same colours in the same places as converting the whole image."""
+    if mode == "P":
+        image = Image.new("P", (1200, 2600))
+        image.putpalette([*LEFT, *RIGHT, *GREEN])
+        image.paste(1, (600, 0, 1200, 2600))
+        image.paste(2, (0, 2000, 1200, 2600))
+        data, left, right = encode(image, "PNG", transparency=2), LEFT, RIGHT
+    elif mode == "LA":
+        image = two_colours((1200, 2600), (50, 255), (200, 255), "LA")
+        image.paste((0, 0), (0, 2000, 1200, 2600))
+        data, left, right = encode(image, "PNG"), (50,) * 3, (200,) * 3
+    else:
+        pixels = np.full((2600, 1200), 12850, dtype=np.uint16)  # 50 in 8 bits
+        pixels[:, 600:] = 51400  # 200
+        pixels[2000:] = 65535
+        data, left, right = encode(Image.fromarray(pixels), "PNG"), (50,) * 3, (200,) * 3
+    pixels = decoded(data, min_side=256)
+    assert pixels.shape == (2600 // 4, 1200 // 4, 3)  # reduced by 4: shorter side 300 >= 256
+    assert_colour(pixels[100, 10], left)
+    assert_colour(pixels[100, 290], right)
+    assert_colour(pixels[600, 10], WHITE)  # transparent, or white, at the bottom
+
+
+def test_orientation_is_applied_after_reducing():
+    upright = np.kron(quadrants(), np.ones((8, 8, 1), dtype=np.uint8))  # 512 x 256
+    stored = Image.fromarray(np.ascontiguousarray(STORED_AS[6](upright)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    pixels = decoded(encode(stored, "PNG", exif=exif), min_side=64)
+    assert pixels.shape == (64, 128, 3)  # upright, reduced by 4
+    for row, column in [(16, 32), (16, 96), (48, 32), (48, 96)]:
+        assert_colour(pixels[row, column], tuple(upright[row * 4, column * 4]))
+
+
+def test_model_input_is_the_centre_crop_of_the_decoded_image():
+    data = encode(Image.fromarray(np.random.default_rng(3).integers(0, 256, (300, 451, 3), dtype=np.uint8)),
+                  "PNG")
+    expected = center_crop(decode(data), 224)
+    np.testing.assert_array_equal(model_input(data, 224, limits()), expected)
 
 
 # --- JPEG draft decoding -------------------------------------------------------------------
