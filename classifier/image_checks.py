@@ -22,6 +22,11 @@ _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "
 # frame, then copies the frame to bytes and into the image: a 16383x2990 WebP peaks at 748 MB,
 # 3.8 times its 196 MB of pixels (SECURITY.md).
 _DECODER_COPIES = {"WEBP": 3}
+# libtiff decodes a whole strip or tile into a buffer of its own: a 7000x7000 float TIFF in one
+# strip peaks at 375 MiB, in strips of 64 rows at 211 MiB. YCbCr (JPEG-compressed) TIFFs are
+# read through libtiff's RGBA interface, 4 bytes a pixel.
+_TIFF_ROWS_PER_STRIP, _TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH = 278, 322, 323
+_TIFF_BITS_PER_SAMPLE, _TIFF_PHOTOMETRIC, _TIFF_YCBCR = 258, 262, 6
 # libjpeg keeps every DCT coefficient (2 bytes a sample) of a multi-scan JPEG until the last scan.
 _COEFFICIENT_BYTES = 2
 _SOS = b"\xff\xda"  # start of scan
@@ -75,12 +80,14 @@ def check_memory(image: Image.Image, full_size: tuple[int, int], data: bytes, li
 
 def decode_bytes(image: Image.Image, full_size: tuple[int, int], data: bytes) -> int:
     """The memory Pillow and its decoder will hold for ``image``: its pixels in Pillow's storage,
-    the decoder's own full-size copies, and a multi-scan JPEG's coefficients."""
+    the decoder's own full-size copies, a multi-scan JPEG's coefficients, libtiff's strip."""
     width, height = image.size
     pixels = width * height * _BYTES_PER_PIXEL.get(image.mode, 4)
     total = pixels * (1 + _DECODER_COPIES.get(image.format, 0))
     if jpeg_scans(image, data) > 1:
         total += _COEFFICIENT_BYTES * _jpeg_samples(image, full_size)
+    if any(tile.codec_name == "libtiff" for tile in image.tile):
+        total += _libtiff_buffer(image)
     return total
 
 
@@ -92,6 +99,17 @@ def jpeg_scans(image: Image.Image, data: bytes) -> int:
 
 def too_many_pixels_message(size: tuple[int, int], max_pixels: int) -> str:
     return f"The image is {size[0]}x{size[1]} pixels; at most {max_pixels:,} pixels are accepted."
+
+
+def _libtiff_buffer(image: Image.Image) -> int:
+    """Bytes of the strip or tile libtiff decodes into before Pillow copies it out."""
+    tags = image.tag_v2
+    width, height = image.size
+    block = (tags.get(_TIFF_TILE_WIDTH, width) * tags.get(_TIFF_TILE_LENGTH, 0)
+             or width * min(height, tags.get(_TIFF_ROWS_PER_STRIP, height)))
+    if tags.get(_TIFF_PHOTOMETRIC) == _TIFF_YCBCR:
+        return block * 4
+    return block * sum(tags.get(_TIFF_BITS_PER_SAMPLE, (8,))) // 8
 
 
 def _jpeg_samples(image: JpegImagePlugin.JpegImageFile, full_size: tuple[int, int]) -> int:

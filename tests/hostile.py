@@ -98,26 +98,26 @@ def blank_png(width: int, height: int, mode: str) -> bytes:
             + _chunk(b"IDAT", _deflated(row, height)) + _chunk(b"IEND", b""))
 
 
-def blank_tiff(side: int, bits: int, sample_format: int, rows_per_strip: int = 64) -> bytes:
+def blank_tiff(side: int, bits: int, sample_format: int, rows_per_strip: int = 64,
+               unknown_tags: int = 0) -> bytes:
     """A black ``side`` x ``side`` greyscale TIFF, deflate-compressed, every strip pointing at the
-    same compressed bytes. ``sample_format`` 1 is unsigned integers, 3 floating point."""
+    same compressed bytes. ``sample_format`` 1 is unsigned integers, 3 floating point;
+    ``unknown_tags`` private tags (libtiff warns about each) are added to the directory."""
     strip = _deflated(bytes(side * bits // 8), rows_per_strip)
     strips = -(-side // rows_per_strip)
     entries = [(256, 4, 1, side), (257, 4, 1, side), (258, 3, 1, bits), (259, 3, 1, 8), (262, 3, 1, 1),
                (273, 4, strips, None), (277, 3, 1, 1), (278, 4, 1, rows_per_strip), (279, 4, strips, None),
-               (339, 3, 1, sample_format)]
+               (339, 3, 1, sample_format)] + [(40000 + i, 3, 1, 0) for i in range(unknown_tags)]
     ifd_size = 2 + 12 * len(entries) + 4
     offsets_at = 8 + ifd_size
     counts_at = offsets_at + 4 * strips
     data_at = counts_at + 4 * strips
-    arrays = {273: offsets_at, 279: counts_at}
+    arrays = {273: (offsets_at, data_at), 279: (counts_at, len(strip))}
     ifd = struct.pack("<H", len(entries))
     for tag, kind, count, value in entries:
-        if value is None:
-            ifd += struct.pack("<HHII", tag, kind, count, arrays[tag])
-        else:
-            packed = struct.pack("<H2x" if kind == 3 else "<I", value)
-            ifd += struct.pack("<HHI", tag, kind, count) + packed
+        if value is None:  # one value is stored in the entry itself, more at an offset
+            value = arrays[tag][count == 1]
+        ifd += struct.pack("<HHI", tag, kind, count) + struct.pack("<H2x" if kind == 3 else "<I", value)
     ifd += struct.pack("<I", 0)
     return (b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack(f"<{strips}I", *[data_at] * strips)
             + struct.pack(f"<{strips}I", *[len(strip)] * strips) + strip)
@@ -194,5 +194,8 @@ IMAGE_BOMBS: dict[str, tuple[Callable[[], bytes], int, str | None]] = {
     "WebP 8000x2000": (lambda: blank_webp(8000, 2000), 200, None),
     "16-bit TIFF 7000x7000": (lambda: blank_tiff(7000, 16, 1), 200, None),
     "float TIFF 7000x7000": (lambda: blank_tiff(7000, 32, 3), 200, None),
+    "float TIFF 7000x7000 in one strip": (lambda: blank_tiff(7000, 32, 3, rows_per_strip=7000), 400,
+                                          "too_many_pixels"),
+    "16-bit TIFF 7000x7000 in one strip": (lambda: blank_tiff(7000, 16, 1, rows_per_strip=7000), 200, None),
     "EXIF block of 5000 broken entries": (jpeg_with_exif_flood, 200, None),
 }

@@ -297,19 +297,19 @@ def test_rle_bmp_is_refused_before_its_python_decoder_runs():
 
 
 @pytest.mark.parametrize(
-    ("data", "pixels", "bytes_per_pixel"),
+    ("data", "needed"),
     [
-        (lambda: hostile.blank_png(1000, 1000, "P"), 10**6, 1),
-        (lambda: hostile.blank_tiff(1000, 16, 1), 10**6, 2),
-        (lambda: hostile.blank_tiff(1000, 32, 3), 10**6, 4),
-        (lambda: hostile.blank_png(1000, 1000, "RGBA"), 10**6, 4),
-        (lambda: hostile.blank_webp(1000, 1000), 10**6, 16),  # libwebp's copies
+        (lambda: hostile.blank_png(1000, 1000, "P"), 10**6),
+        (lambda: hostile.blank_png(1000, 1000, "RGBA"), 4 * 10**6),
+        (lambda: hostile.blank_webp(1000, 1000), 16 * 10**6),  # and libwebp's three copies
+        (lambda: hostile.blank_tiff(1000, 16, 1), 2 * 10**6 + 2 * 64_000),  # and libtiff's strip of 64 rows
+        (lambda: hostile.blank_tiff(1000, 32, 3), 4 * 10**6 + 4 * 64_000),
+        (lambda: hostile.blank_tiff(1000, 32, 3, rows_per_strip=1000), 8 * 10**6),
     ],
-    ids=["palette", "16-bit", "float", "RGBA", "WebP"],
+    ids=["palette", "RGBA", "WebP", "16-bit TIFF", "float TIFF", "float TIFF in one strip"],
 )
-def test_decode_over_the_memory_limit_is_refused(data, pixels, bytes_per_pixel):
+def test_decode_over_the_memory_limit_is_refused(data, needed):
     data = data()
-    needed = pixels * bytes_per_pixel
     with pytest.raises(TooManyPixels):
         decode(data, limits(max_decode_bytes=needed - 1))
     assert decode(data, limits(max_decode_bytes=needed)).size == (1000, 1000)
