@@ -39,6 +39,7 @@ class Settings:
     max_pixels: int = 50_000_000
     max_aspect_ratio: float = 20.0
     max_jpeg_scans: int = 32
+    max_segments: int = 10_000
     max_decode_bytes: int = 256 * 2**20
     remote_url: str | None = None
     allow_custom_remote: bool = False
@@ -64,6 +65,7 @@ class Settings:
             "max_pixels": env.number("CLASSIFIER_MAX_PIXELS", int),
             "max_aspect_ratio": env.number("CLASSIFIER_MAX_ASPECT_RATIO", float),
             "max_jpeg_scans": env.number("CLASSIFIER_MAX_JPEG_SCANS", int),
+            "max_segments": env.number("CLASSIFIER_MAX_SEGMENTS", int),
             "max_decode_bytes": env.number("CLASSIFIER_MAX_DECODE_BYTES", int),
             "remote_url": env.text("CLASSIFIER_REMOTE_URL"),
             "allow_custom_remote": env.flag("CLASSIFIER_ALLOW_CUSTOM_REMOTE"),

@@ -9,6 +9,7 @@ the decode will take (README, "How an image is prepared", has the measurements).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
 from PIL import Image, JpegImagePlugin
 
@@ -30,6 +31,10 @@ _TIFF_BITS_PER_SAMPLE, _TIFF_PHOTOMETRIC, _TIFF_YCBCR = 258, 262, 6
 # libjpeg keeps every DCT coefficient (2 bytes a sample) of a multi-scan JPEG until the last scan.
 _COEFFICIENT_BYTES = 2
 _SOS = b"\xff\xda"  # start of scan
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_START = b"\xff\xd8"
+_FILL = re.compile(rb"\xff+")  # a marker's FF, and any fill bytes before it
+_STANDALONE = {0x01, *range(0xD0, 0xD9)}  # JPEG markers without a length: TEM, RSTn, SOI
 
 
 @dataclass(frozen=True)
@@ -40,11 +45,27 @@ class ImageLimits:
     max_pixels: int
     max_aspect_ratio: float
     max_jpeg_scans: int
+    max_segments: int
     max_decode_bytes: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageLimits:
         return cls(**{field.name: getattr(settings, field.name) for field in fields(cls)})
+
+
+def check_structure(data: bytes, limits: ImageLimits) -> None:
+    """Refuse a JPEG or PNG made of more pieces than ``limits.max_segments``, before Pillow
+    opens it: Pillow reads a JPEG's segments up to the first scan, and a PNG's chunks, in
+    Python (10 MiB of empty JPEG segments took 3.8 s and 338 MB, of FF fill bytes 3.7 s, of
+    empty PNG chunks 2.3 s). Counting stops one past the limit, so it costs little itself."""
+    if data.startswith(_PNG_SIGNATURE):
+        pieces, what = _png_chunks(data, limits.max_segments), "chunks"
+    elif data.startswith(_JPEG_START):
+        pieces, what = _jpeg_header_pieces(data, limits.max_segments), "segments and fill bytes before its first scan"
+    else:
+        return
+    if pieces > limits.max_segments:
+        raise ImageTooComplex(f"The image has more than {limits.max_segments:,} {what}.")
 
 
 def check_header(image: Image.Image, data: bytes, limits: ImageLimits) -> None:
@@ -99,6 +120,35 @@ def jpeg_scans(image: Image.Image, data: bytes) -> int:
 
 def too_many_pixels_message(size: tuple[int, int], max_pixels: int) -> str:
     return f"The image is {size[0]}x{size[1]} pixels; at most {max_pixels:,} pixels are accepted."
+
+
+def _png_chunks(data: bytes, most: int) -> int:
+    """Chunks in a PNG up to IEND, counted no further than one past ``most``."""
+    count, position = 0, len(_PNG_SIGNATURE)
+    while count <= most and position + 8 <= len(data):
+        count += 1
+        if data[position + 4:position + 8] == b"IEND":
+            break
+        position += 12 + int.from_bytes(data[position:position + 4], "big")
+    return count
+
+
+def _jpeg_header_pieces(data: bytes, most: int) -> int:
+    """Segments and fill bytes up to a JPEG's first scan, counted no further than one past
+    ``most``. Pillow steps over other stray bytes quickly, so they are skipped, not counted."""
+    count, position = 0, len(_JPEG_START)
+    while count <= most:
+        position = data.find(b"\xff", position)
+        if position < 0 or position + 1 >= len(data):
+            break
+        fill = _FILL.match(data, position).end() - position - 1
+        count += fill + 1
+        position += fill
+        marker = data[position + 1] if position + 1 < len(data) else 0xDA
+        if marker == 0xDA:
+            break
+        position += 2 if marker in _STANDALONE else 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    return count
 
 
 def _libtiff_buffer(image: Image.Image) -> int:

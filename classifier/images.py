@@ -75,9 +75,10 @@ def decode(data: bytes, limits: ImageLimits | None = None, *, min_side: int | No
     """
     if not data:
         raise InvalidImage("The image is empty.")
+    limits = limits or ImageLimits.from_settings(Settings())
+    image_checks.check_structure(data, limits)
     with _warnings_logged():
         image = _open(data)
-        limits = limits or ImageLimits.from_settings(Settings())
         image_checks.check_header(image, data, limits)
         full_size = image.size
         if min_side and isinstance(image, JpegImagePlugin.JpegImageFile):

@@ -172,6 +172,19 @@ def jpeg_with_exif_flood(entries: int = 5000) -> bytes:
     return jpeg[:2] + segment + jpeg[2:]
 
 
+def jpeg_with_empty_segments(count: int) -> bytes:
+    """A small JPEG with ``count`` empty APP5 segments (4 bytes each) before its tables."""
+    jpeg = encode(Image.new("RGB", (64, 64)), "JPEG")
+    return jpeg[:2] + b"\xff\xe5\x00\x02" * count + jpeg[2:]
+
+
+def png_with_empty_chunks(count: int) -> bytes:
+    """A small PNG with ``count`` empty private chunks (12 bytes each) before its pixel data."""
+    png = blank_png(64, 64, "L")
+    pixels_at = png.index(b"IDAT") - 4
+    return png[:pixels_at] + _chunk(b"prVt", b"") * count + png[pixels_at:]
+
+
 def blank_webp(width: int, height: int, mode: str = "RGBA") -> bytes:
     """A lossless black WebP: a 16383 x 2990 one is a few dozen bytes."""
     return encode(Image.new(mode, (width, height)), "WEBP", lossless=True, method=0)
@@ -198,4 +211,6 @@ IMAGE_BOMBS: dict[str, tuple[Callable[[], bytes], int, str | None]] = {
                                           "too_many_pixels"),
     "16-bit TIFF 7000x7000 in one strip": (lambda: blank_tiff(7000, 16, 1, rows_per_strip=7000), 200, None),
     "EXIF block of 5000 broken entries": (jpeg_with_exif_flood, 200, None),
+    "JPEG of 2.5 million empty segments": (lambda: jpeg_with_empty_segments(2_500_000), 400, "image_too_complex"),
+    "PNG of 800 000 empty chunks": (lambda: png_with_empty_chunks(800_000), 400, "image_too_complex"),
 }

@@ -5,7 +5,9 @@ went in and which must come out.
 """
 
 import io
+from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 from PIL import Image
@@ -288,6 +290,29 @@ def test_aspect_ratio_over_the_limit_is_refused(size):
     with pytest.raises(ImageTooComplex):
         decode(encode(Image.new("L", size), "PNG"))
     assert decode(encode(Image.new("L", (200, 10)), "PNG")).size == (200, 10)  # 20:1 is allowed
+
+
+@pytest.mark.parametrize("build", [hostile.jpeg_with_empty_segments, hostile.png_with_empty_chunks],
+                         ids=["JPEG segments", "PNG chunks"])
+def test_files_of_more_pieces_than_the_limit_are_refused_before_opening(build):
+    """Pillow parses these in Python; the count stops one past the limit."""
+    with pytest.raises(ImageTooComplex):
+        decode(build(101), limits(max_segments=100))
+    assert decode(build(80), limits(max_segments=100)).size == (64, 64)
+
+
+def test_jpeg_fill_bytes_count_as_pieces():
+    """Pillow reads FF fill bytes before a marker one at a time."""
+    jpeg = encode(Image.new("RGB", (64, 64)), "JPEG")
+    tables = jpeg.index(b"\xff\xdb")
+    with pytest.raises(ImageTooComplex):
+        decode(jpeg[:tables] + b"\xff" * 200 + jpeg[tables:], limits(max_segments=100))
+
+
+def test_real_photos_are_well_within_the_piece_limit(cat_png):
+    grace_hopper = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    for data in (cat_png, grace_hopper.read_bytes()):
+        decode(data, limits(max_segments=50))
 
 
 def test_rle_bmp_is_refused_before_its_python_decoder_runs():
