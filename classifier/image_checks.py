@@ -2,8 +2,9 @@
 
 A small upload can declare a canvas that takes gigabytes or minutes to decode. Each rule
 here bounds one way of doing that, at the cost of reading a header or counting markers:
-pixels, aspect ratio, decoders written in Python, progressive JPEG scans, and the memory
-the decode will take (README, "How an image is prepared", has the measurements).
+segments and chunks Pillow parses in Python, pixels, aspect ratio, decoders written in
+Python, progressive JPEG scans, and the memory the decode will take (README, "How an image
+is prepared", has the measurements).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, fields
+
 from PIL import Image, JpegImagePlugin
 
 from .config import Settings
@@ -39,8 +41,8 @@ _STANDALONE = {0x01, *range(0xD0, 0xD9)}  # JPEG markers without a length: TEM, 
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """What decoding one upload may cost; each is a ``CLASSIFIER_*`` setting, whose default
-    and measurements are in config.py."""
+    """What decoding one upload may cost; each is a ``CLASSIFIER_*`` setting (defaults in
+    config.py, measurements in README, "How an image is prepared")."""
 
     max_pixels: int
     max_aspect_ratio: float
