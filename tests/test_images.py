@@ -10,6 +10,8 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from classifier.config import Settings
@@ -299,6 +301,17 @@ def test_files_of_more_pieces_than_the_limit_are_refused_before_opening(build):
     with pytest.raises(ImageTooComplex):
         decode(build(101), limits(max_segments=100))
     assert decode(build(80), limits(max_segments=100)).size == (64, 64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(signature=st.sampled_from([b"\xff\xd8", b"\x89PNG\r\n\x1a\n"]), rest=st.binary(max_size=200),
+       most=st.integers(1, 5))
+def test_counting_pieces_of_any_bytes_gives_an_image_error_at_worst(signature, rest, most):
+    """The counters walk untrusted lengths and markers: whatever the bytes, an answer, never a crash."""
+    try:
+        decode(signature + rest, limits(max_segments=most))
+    except (InvalidImage, UnsupportedImageType):
+        pass
 
 
 def test_jpeg_fill_bytes_count_as_pieces():
