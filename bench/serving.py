@@ -74,7 +74,7 @@ runtimes = []
 for name, weights, exports in json.loads(sys.argv[1]):  # one model, or several in turn
     spec = REGISTRY[name]
     loaded = POOL.get(spec, Path(weights), Serving(runtime, Path(exports), threads))
-    loaded.scores(images.center_crop(images.decode(photo, max_pixels=10**8), spec.input_size)[None])
+    loaded.scores(images.model_input(photo, spec.input_size)[None])
     runtimes.append(loaded.runtime.name)
 print(json.dumps({"rss_mb": psutil.Process().memory_info().rss / 2**20, "runtime": "/".join(sorted(set(runtimes))),
                   "tensorflow": "tensorflow" in sys.modules}), flush=True)

@@ -35,7 +35,12 @@ class Settings:
     weights_mirror: str | None = None
     keras_home: Path = dataclasses.field(default_factory=lambda: _keras_home(os.environ))
     max_upload_bytes: int = 10 * 1024 * 1024
+    # Image limits (image_checks.py; README, "How an image is prepared", has the measurements).
     max_pixels: int = 50_000_000
+    max_aspect_ratio: float = 20.0
+    max_jpeg_scans: int = 32
+    max_segments: int = 10_000
+    max_decode_bytes: int = 256 * 2**20
     remote_url: str | None = None
     allow_custom_remote: bool = False
     remote_connect_timeout: float = 3.0
@@ -58,6 +63,10 @@ class Settings:
             "keras_home": _keras_home(environ),
             "max_upload_bytes": env.number("CLASSIFIER_MAX_UPLOAD_BYTES", int),
             "max_pixels": env.number("CLASSIFIER_MAX_PIXELS", int),
+            "max_aspect_ratio": env.number("CLASSIFIER_MAX_ASPECT_RATIO", float),
+            "max_jpeg_scans": env.number("CLASSIFIER_MAX_JPEG_SCANS", int),
+            "max_segments": env.number("CLASSIFIER_MAX_SEGMENTS", int),
+            "max_decode_bytes": env.number("CLASSIFIER_MAX_DECODE_BYTES", int),
             "remote_url": env.text("CLASSIFIER_REMOTE_URL"),
             "allow_custom_remote": env.flag("CLASSIFIER_ALLOW_CUSTOM_REMOTE"),
             "remote_connect_timeout": env.number("CLASSIFIER_REMOTE_CONNECT_TIMEOUT", float),

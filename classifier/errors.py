@@ -47,6 +47,12 @@ class TooManyPixels(InvalidImage):
     code = "too_many_pixels"
 
 
+class ImageTooComplex(InvalidImage):
+    """Guards CPU and memory: a valid image whose shape or encoding is too costly to decode."""
+
+    code = "image_too_complex"
+
+
 class UnsupportedImageType(ClassifierError):
     status, code = 415, "unsupported_image_type"
 

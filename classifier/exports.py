@@ -144,9 +144,7 @@ def verify(spec: ModelSpec, keras: KerasRuntime, onnx_path: Path, threads: int |
 def photo_batch(spec: ModelSpec) -> tuple[tuple[str, ...], np.ndarray]:
     """The bundled photos, framed as the service frames uploads and preprocessed for ``spec``."""
     paths = sorted(PHOTOS.glob("*.jpg"))
-    side = images.decode_side_for(spec.input_size)
-    crops = [images.center_crop(images.decode(path.read_bytes(), max_pixels=10**8, min_side=side), spec.input_size)
-             for path in paths]
+    crops = [images.model_input(path.read_bytes(), spec.input_size) for path in paths]
     return tuple(path.name for path in paths), spec.preprocess(np.stack(crops))
 
 

@@ -1,17 +1,30 @@
 """Bytes in, a model-sized RGB array out: decoding, normalising and cropping images.
 
-Everything happens in memory. Limits are checked on the header before any pixel is decoded,
-so a small file that declares a huge canvas (a decompression bomb) costs nothing.
+Everything happens in memory, and every step has a cost bounded before it runs:
+image_checks refuses what is too large or slow from the header, a JPEG is decoded at the
+smallest scale the model needs, and the conversions to 8-bit RGB run on strips of rows that
+are reduced at once, so no full-size copy is made per mode change. README, "How an image is
+prepared", has the rules and the measured worst cases.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import threading
+import warnings
+from collections.abc import Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
+from . import image_checks
+from .config import Settings
 from .errors import InvalidImage, TooManyPixels, UnsupportedImageType
+from .image_checks import ImageLimits
+
+__all__ = ["FORMATS", "ImageLimits", "center_crop", "decode", "decode_side_for", "model_input"]
 
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
@@ -20,27 +33,61 @@ FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 # models see the same framing they were evaluated with.
 CROP_FRACTION = 0.875
 
+# Pixels converted at a time: a strip of rows this large is converted to RGB and reduced
+# before the next one, so a mode change never copies the whole image (4 MB per strip).
+STRIP_PIXELS = 1_000_000
+
+# EXIF orientation (tag 0x0112) to the transpose that makes the stored pixels upright.
+ORIENTATION = 0x0112
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+# Greyscale modes wider than 8 bits: 32-bit integers, 16-bit integers (three byte orders), floats.
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)
+# catch_warnings swaps process-wide state; decoding threads take turns (uWSGI runs one per worker).
+_WARNINGS_LOCK = threading.Lock()
+logger = logging.getLogger(__name__)
 
 
-def decode(data: bytes, *, max_pixels: int, min_side: int | None = None) -> Image.Image:
-    """Decode ``data`` to an upright 8-bit RGB image.
+def model_input(data: bytes, size: int, limits: ImageLimits | None = None) -> np.ndarray:
+    """The image in ``data`` as a model's ``size`` x ``size`` uint8 RGB input (H, W, 3).
 
-    ``min_side`` lets JPEG decoding skip work: the decoder scales by 1/2, 1/4 or 1/8 while
-    both sides stay at least that large, which is all the later resize needs.
+    Needs no model, only its input size: an upload is decoded, or refused with an
+    ``InvalidImage`` or ``UnsupportedImageType``, before any model is loaded. ``limits``
+    default to the settings' defaults (config.py).
+    """
+    return center_crop(decode(data, limits, min_side=decode_side_for(size)), size)
+
+
+def decode(data: bytes, limits: ImageLimits | None = None, *, min_side: int | None = None) -> Image.Image:
+    """Decode ``data`` to an upright 8-bit RGB image, reduced while its shorter side stays at
+    least ``min_side`` (all the later resize needs); the whole image when ``min_side`` is None.
+
+    Decoder warnings (a corrupt EXIF block gives one per tag) become one log line.
     """
     if not data:
         raise InvalidImage("The image is empty.")
-    image = _open(data, max_pixels)
-    if min_side and image.format == "JPEG":
-        image.draft("RGB", (min_side, min_side))
-    try:
-        image.load()
-    except Image.DecompressionBombError:
-        raise TooManyPixels(_too_many_pixels_message(image.size, max_pixels)) from None
-    except _DECODE_ERRORS:
-        raise InvalidImage(f"The {image.format} image is truncated or corrupt.") from None
-    return _to_rgb(_upright(image))
+    limits = limits or ImageLimits.from_settings(Settings())
+    image_checks.check_structure(data, limits)
+    with _warnings_logged():
+        image = _open(data)
+        image_checks.check_header(image, data, limits)
+        full_size = image.size
+        if min_side and isinstance(image, JpegImagePlugin.JpegImageFile):
+            image.draft("RGB", (min_side, min_side))  # libjpeg scales by 1/2, 1/4 or 1/8
+        image_checks.check_memory(image, full_size, data, limits)
+        _load(image)
+        orientation = _orientation(image)
+        reduced = _reduced_rgb(image, _reduction(image.size, min_side))
+    return reduced.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else reduced
 
 
 def center_crop(image: Image.Image, size: int) -> np.ndarray:
@@ -62,7 +109,16 @@ def decode_side_for(size: int) -> int:
     return round(size / CROP_FRACTION)
 
 
-def _open(data: bytes, max_pixels: int) -> Image.Image:
+@contextlib.contextmanager
+def _warnings_logged() -> Iterator[None]:
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    if caught:
+        logger.warning("Decoding an upload gave %d warning(s); the first: %s", len(caught), caught[0].message)
+
+
+def _open(data: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
@@ -70,33 +126,67 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             "The data is not an image in a supported format "
             f"({', '.join(FORMATS)})."
         ) from None
-    except Image.DecompressionBombError:
-        raise TooManyPixels(f"The image declares more than {max_pixels:,} pixels.") from None
+    except Image.DecompressionBombError:  # Pillow's own limit, above ours by default
+        raise TooManyPixels("The image declares too many pixels.") from None
     except _DECODE_ERRORS:
         raise InvalidImage("The image header is corrupt.") from None
-    width, height = image.size
-    if width * height > max_pixels:
-        raise TooManyPixels(_too_many_pixels_message(image.size, max_pixels))
-    if width == 0 or height == 0:
+    if 0 in image.size:
         raise InvalidImage("The image has no pixels.")
     return image
 
 
-def _too_many_pixels_message(size: tuple[int, int], max_pixels: int) -> str:
-    return f"The image is {size[0]}x{size[1]} pixels; at most {max_pixels:,} pixels are accepted."
-
-
-def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; a broken EXIF block leaves the pixels as stored."""
+def _load(image: Image.Image) -> None:
     try:
-        return ImageOps.exif_transpose(image)
+        image.load()
+    except Image.DecompressionBombError:
+        raise TooManyPixels("The image declares too many pixels.") from None
+    except _DECODE_ERRORS:
+        raise InvalidImage(f"The {image.format} image is truncated or corrupt.") from None
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation; a broken EXIF block leaves the pixels as stored."""
+    try:
+        return int(image.getexif().get(ORIENTATION, 1))
     except _DECODE_ERRORS + (KeyError, ZeroDivisionError):
-        return image
+        return 1
+
+
+def _reduction(size: tuple[int, int], min_side: int | None) -> int:
+    """The largest whole factor that keeps the shorter side at least ``min_side``."""
+    return max(1, min(size) // min_side) if min_side else 1
+
+
+def _reduced_rgb(image: Image.Image, factor: int) -> Image.Image:
+    """``image`` as 8-bit RGB, each ``factor`` x ``factor`` box averaged to one pixel.
+
+    Other modes are converted a strip of rows at a time, each strip reduced before the
+    next is converted: the only full-size image is the decoded one.
+    """
+    if image.mode == "RGB" and "transparency" not in image.info:
+        return image.reduce(factor) if factor > 1 else image
+    width, height = image.size
+    rows = factor * max(1, STRIP_PIXELS // (width * factor))
+    reduced = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        reduced.paste(_rgb_strip(image.crop((0, top, width, min(top + rows, height))), factor), (0, top // factor))
+    return reduced
+
+
+def _rgb_strip(strip: Image.Image, factor: int) -> Image.Image:
+    """One strip as reduced 8-bit RGB. 16-bit, 32-bit and float samples are averaged before
+    they are scaled to 8 bits: the same values, with factor² fewer pixels to convert (a 7000x7000
+    float TIFF: 0.05 s instead of 0.5 s). Palette indices and alpha are converted first."""
+    if factor == 1:
+        return _to_rgb(strip)
+    if strip.mode in _WIDE_MODES:
+        return _to_rgb((strip if strip.mode in ("I", "F") else strip.convert("I")).reduce(factor))
+    return _to_rgb(strip).reduce(factor)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any mode to 8-bit RGB: alpha over white, 16-bit and float scaled, CMYK and palette converted."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if image.mode in _WIDE_MODES:
         image = _to_8bit(image)
     if image.mode in ("1", "L", "P", "RGB") and "transparency" in image.info:
         image = image.convert("RGBA")  # palette index or PNG tRNS colour key to alpha

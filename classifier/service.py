@@ -149,8 +149,7 @@ class Classifier:
         loaded = self.load_model(model or self.default_model)
         started = time.perf_counter()
         size = loaded.spec.input_size
-        picture = images.decode(image, max_pixels=self.settings.max_pixels, min_side=images.decode_side_for(size))
-        pixels = images.center_crop(picture, size)[None]
+        pixels = images.model_input(image, size, images.ImageLimits.from_settings(self.settings))[None]
         decoded = time.perf_counter()
         scores = loaded.scores(pixels)[0]
         timing = {"decode": _ms_since(started, decoded), "inference": _ms_since(decoded)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Callable
 
 from PIL import Image
 
@@ -65,3 +66,151 @@ def hostile_requests(cat: bytes) -> dict[str, tuple[dict, set[int]]]:
         "wrong content type": (dict(data=cat, headers={"Content-Type": "text/csv"}), {415}),
         "missing content type": (dict(data=cat, headers={"Content-Type": ""}), {415}),
     }
+
+
+# --- image bombs: small files that are costly to decode (issue 11) -------------------------
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _deflated(row: bytes, rows: int) -> bytes:
+    """``rows`` copies of ``row``, deflated without ever holding them all in memory."""
+    compressor = zlib.compressobj(9)
+    batch = max(1, 1_000_000 // len(row))
+    parts = [compressor.compress(row * min(batch, rows - done)) for done in range(0, rows, batch)]
+    return b"".join(parts) + compressor.flush()
+
+
+# PNG colour type and bit depth, samples per pixel, for each Pillow mode the builder writes.
+_PNG_TYPES = {"L": (0, 8, 1), "I;16": (0, 16, 1), "RGB": (2, 8, 3), "P": (3, 8, 1), "LA": (4, 8, 2),
+              "RGBA": (6, 8, 4)}
+
+
+def blank_png(width: int, height: int, mode: str) -> bytes:
+    """A black ``width`` x ``height`` PNG, written chunk by chunk (Pillow would need the pixels
+    in memory first). Palette images get a transparent entry (tRNS), as the issue's bomb has."""
+    colour_type, depth, samples = _PNG_TYPES[mode]
+    header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    palette = _chunk(b"PLTE", bytes(3 * 256)) + _chunk(b"tRNS", b"\x00") if mode == "P" else b""
+    row = bytes(1 + width * samples * depth // 8)  # filter type 0, then black pixels
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + palette
+            + _chunk(b"IDAT", _deflated(row, height)) + _chunk(b"IEND", b""))
+
+
+def blank_tiff(side: int, bits: int, sample_format: int, rows_per_strip: int = 64,
+               unknown_tags: int = 0) -> bytes:
+    """A black ``side`` x ``side`` greyscale TIFF, deflate-compressed, every strip pointing at the
+    same compressed bytes. ``sample_format`` 1 is unsigned integers, 3 floating point;
+    ``unknown_tags`` private tags (libtiff warns about each) are added to the directory."""
+    strip = _deflated(bytes(side * bits // 8), rows_per_strip)
+    strips = -(-side // rows_per_strip)
+    entries = [(256, 4, 1, side), (257, 4, 1, side), (258, 3, 1, bits), (259, 3, 1, 8), (262, 3, 1, 1),
+               (273, 4, strips, None), (277, 3, 1, 1), (278, 4, 1, rows_per_strip), (279, 4, strips, None),
+               (339, 3, 1, sample_format)] + [(40000 + i, 3, 1, 0) for i in range(unknown_tags)]
+    ifd_size = 2 + 12 * len(entries) + 4
+    offsets_at = 8 + ifd_size
+    counts_at = offsets_at + 4 * strips
+    data_at = counts_at + 4 * strips
+    arrays = {273: (offsets_at, data_at), 279: (counts_at, len(strip))}
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        if value is None:  # one value is stored in the entry itself, more at an offset
+            value = arrays[tag][count == 1]
+        ifd += struct.pack("<HHI", tag, kind, count) + struct.pack("<H2x" if kind == 3 else "<I", value)
+    ifd += struct.pack("<I", 0)
+    return (b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack(f"<{strips}I", *[data_at] * strips)
+            + struct.pack(f"<{strips}I", *[len(strip)] * strips) + strip)
+
+
+def rle_bmp(width: int, rows: int) -> bytes:
+    """An 8-bit RLE-compressed BMP (BI_RLE8) of ``rows`` rows of one pixel and an end-of-line:
+    Pillow's RLE decoder is Python code, and pads each row to ``width`` a byte at a time."""
+    palette = bytes(4 * 256)
+    height = rows
+    pixels = b"\x01\x00\x00\x00" * rows + b"\x00\x01"  # (1 pixel, colour 0), end of line; end of bitmap
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 2835, 2835, 256, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + info + palette + pixels
+
+
+def _segments(jpeg: bytes) -> list[tuple[int, int, int]]:
+    """(marker, start, end) of each segment after SOI; a scan's end includes its coded data."""
+    found, position = [], 2
+    while position < len(jpeg):
+        marker = jpeg[position + 1]
+        end = position + 2 if marker == 0xD9 else position + 2 + struct.unpack(">H", jpeg[position + 2:position + 4])[0]
+        if marker == 0xDA:  # the coded data runs to the next marker other than RSTn
+            end = jpeg.index(b"\xff", end)
+            while jpeg[end + 1] == 0 or 0xD0 <= jpeg[end + 1] <= 0xD7:
+                end = jpeg.index(b"\xff", end + 2)
+        found.append((marker, position, end))
+        position = end
+    return found
+
+
+def progressive_jpeg_with_scans(side: int, scans: int) -> bytes:
+    """A black progressive JPEG whose last scan (an AC refinement, 12 bytes with its Huffman
+    table) is repeated until the file has ``scans`` scans: libjpeg decodes every one."""
+    jpeg = encode(Image.new("RGB", (side, side)), "JPEG", progressive=True)
+    segments = _segments(jpeg)
+    (table, *_), (scan, *_), (end, *_) = segments[-3:]
+    assert (table, scan, end) == (0xC4, 0xDA, 0xD9)
+    repeated = jpeg[segments[-3][1]:segments[-2][2]]
+    present = sum(marker == 0xDA for marker, _, _ in segments)
+    return jpeg[:segments[-1][1]] + repeated * max(0, scans - present) + jpeg[segments[-1][1]:]
+
+
+def jpeg_with_exif_flood(entries: int = 5000) -> bytes:
+    """A small JPEG whose EXIF block has ``entries`` tags, each declaring more data than the
+    block holds: Pillow warns once per tag while reading it."""
+    ifd = struct.pack("<H", entries) + b"".join(
+        struct.pack("<HHII", 0x9000 + i, 4, 100_000, 0xFFFFFF00) for i in range(entries)) + bytes(4)
+    exif = b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd
+    segment = b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif
+    jpeg = encode(Image.new("RGB", (64, 64), (90, 120, 40)), "JPEG")
+    return jpeg[:2] + segment + jpeg[2:]
+
+
+def jpeg_with_empty_segments(count: int) -> bytes:
+    """A small JPEG with ``count`` empty APP5 segments (4 bytes each) before its tables."""
+    jpeg = encode(Image.new("RGB", (64, 64)), "JPEG")
+    return jpeg[:2] + b"\xff\xe5\x00\x02" * count + jpeg[2:]
+
+
+def png_with_empty_chunks(count: int) -> bytes:
+    """A small PNG with ``count`` empty private chunks (12 bytes each) before its pixel data."""
+    png = blank_png(64, 64, "L")
+    pixels_at = png.index(b"IDAT") - 4
+    return png[:pixels_at] + _chunk(b"prVt", b"") * count + png[pixels_at:]
+
+
+def blank_webp(width: int, height: int, mode: str = "RGBA") -> bytes:
+    """A lossless black WebP: a 16383 x 2990 one is a few dozen bytes."""
+    return encode(Image.new(mode, (width, height)), "WEBP", lossless=True, method=0)
+
+
+# Each image bomb: name -> (builder, the status it must get, its error code; None: a prediction).
+# tests/test_image_bombs.py sends them to uWSGI, bench/image_bombs.py measures their cost.
+IMAGE_BOMBS: dict[str, tuple[Callable[[], bytes], int, str | None]] = {
+    "progressive JPEG, 100 000 scans": (lambda: progressive_jpeg_with_scans(2048, 100_000), 400,
+                                        "image_too_complex"),
+    "progressive JPEG 7000x7000, 32 scans": (lambda: progressive_jpeg_with_scans(7000, 32), 200, None),
+    "RLE BMP, 4 KB": (lambda: rle_bmp(20_000, 1000), 400, "image_too_complex"),
+    "palette PNG 1x49,999,999 with tRNS": (lambda: blank_png(1, 49_999_999, "P"), 400, "image_too_complex"),
+    "RGBA PNG 1x49,999,999": (lambda: blank_png(1, 49_999_999, "RGBA"), 400, "image_too_complex"),
+    "LA PNG 1x49,999,999": (lambda: blank_png(1, 49_999_999, "LA"), 400, "image_too_complex"),
+    "RGBA PNG 7000x7000": (lambda: blank_png(7000, 7000, "RGBA"), 200, None),
+    "palette PNG 7000x7000 with tRNS": (lambda: blank_png(7000, 7000, "P"), 200, None),
+    "16-bit PNG 7000x7000": (lambda: blank_png(7000, 7000, "I;16"), 200, None),
+    "WebP 16383x2990": (lambda: blank_webp(16383, 2990), 400, "too_many_pixels"),
+    "WebP 8000x2000": (lambda: blank_webp(8000, 2000), 200, None),
+    "16-bit TIFF 7000x7000": (lambda: blank_tiff(7000, 16, 1), 200, None),
+    "float TIFF 7000x7000": (lambda: blank_tiff(7000, 32, 3), 200, None),
+    "float TIFF 7000x7000 in one strip": (lambda: blank_tiff(7000, 32, 3, rows_per_strip=7000), 400,
+                                          "too_many_pixels"),
+    "16-bit TIFF 7000x7000 in one strip": (lambda: blank_tiff(7000, 16, 1, rows_per_strip=7000), 200, None),
+    "EXIF block of 5000 broken entries": (jpeg_with_exif_flood, 200, None),
+    "JPEG of 2.5 million empty segments": (lambda: jpeg_with_empty_segments(2_500_000), 400, "image_too_complex"),
+    "PNG of 800 000 empty chunks": (lambda: png_with_empty_chunks(800_000), 400, "image_too_complex"),
+}

@@ -99,7 +99,7 @@ def test_file_in_the_keras_cache_is_found_and_used(tmp_path, mobilenet_h5, cat_p
     reference = REGISTRY["MobileNetV2"].build()
     reference.load_weights(str(settings.keras_cache_dir / MOBILENET.file_name))
     from classifier import images
-    crop = images.center_crop(images.decode(cat_png, max_pixels=10**8), 224)[None]
+    crop = images.model_input(cat_png, 224)[None]
     expected = np.asarray(reference(REGISTRY["MobileNetV2"].preprocess(crop)))[0]
     got = {p.class_id: p.score for p in result.predictions}
     from classifier.labels import class_index

@@ -1,0 +1,160 @@
+"""Hostile images sent to a running uWSGI with uwsgi.ini (issue 11): every one is answered,
+rightly or with a 4xx JSON error, within 2 s of the worker's CPU and 300 MB of peak memory
+above its idle size; decoder warnings give one log line at most; and a request that does get
+stuck decoding is ended by harakiri within its limit, through NGINX, the worker respawned.
+
+Every file is generated here (tests/hostile.py). CPU time and the peak resident size
+(VmHWM, reset before each request through /proc/PID/clear_refs) are read from the worker's
+own process; one worker, so it is the one that served the request. The peak is compared
+with the worker's size once idle, before the first hostile file, so memory one request keeps
+counts against the next.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+import hostile
+from bench import stack
+from conftest import CAT_LABELS, free_port
+
+CPU_SECONDS = 2.0
+PEAK_GROWTH = 300 * 2**20
+HARAKIRI = 3  # seconds, for the test of the worker-time limit
+MODEL = "EfficientNetLite0"  # real weights, shipped in a pip package
+
+
+
+@dataclass
+class Worker:
+    process: psutil.Process
+
+    def cpu_seconds(self) -> float:
+        times = self.process.cpu_times()
+        return times.user + times.system
+
+    def reset_peak(self) -> None:
+        """Start VmHWM again from the current size."""
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+
+    def peak(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) * 1024
+
+
+def start(folder: Path, *extra: str, **env: str) -> tuple[stack.Server, str, str]:
+    """One uWSGI worker answering HTTP, its default model loaded (by the warm-up thread);
+    returns it, its HTTP URL and its uwsgi-protocol address."""
+    port, http = free_port(), free_port()
+    settings = {"CLASSIFIER_DEFAULT_MODEL": MODEL, "CLASSIFIER_UWSGI_HTTP": f"127.0.0.1:{http}", **env}
+    server = stack.start_uwsgi(folder, "uwsgi", f"127.0.0.1:{port}", settings, processes=1, threads=1,
+                               extra=list(extra))
+    url = f"http://127.0.0.1:{http}"
+    try:
+        wait_until_loaded(url, server)
+    except BaseException:
+        server.stop()
+        raise
+    return server, url, f"127.0.0.1:{port}"
+
+
+def wait_until_loaded(url: str, server: stack.Server) -> None:
+    """Until the worker has loaded the default model (its warm-up thread does, at start)."""
+    stack.wait_for(f"{url}/healthz", server)
+    deadline = time.monotonic() + 300
+    while not any(m["name"] == MODEL and m["status"] == "loaded"
+                  for m in requests.get(f"{url}/models", timeout=10).json()["models"]):
+        assert time.monotonic() < deadline, f"{MODEL} not loaded; see {server.log}"
+        time.sleep(0.2)
+
+
+def reaped_cpu_seconds(server: stack.Server) -> float:
+    """CPU time of the master's workers that have exited and been reaped."""
+    times = psutil.Process(server.process.pid).cpu_times()
+    return times.children_user + times.children_system
+
+
+def padded(jpeg: bytes, size: int) -> bytes:
+    """``jpeg`` with comment segments after its start marker, until it is ``size`` bytes long."""
+    comments, room = [], size - len(jpeg)
+    while room > 4:
+        body = min(room - 4, 65533)
+        comments.append(b"\xff\xfe" + (body + 2).to_bytes(2, "big") + b"c" * body)
+        room -= body + 4
+    return jpeg[:2] + b"".join(comments) + jpeg[2:]
+
+
+def post(url: str, data: bytes, name: str = "image") -> requests.Response:
+    return requests.post(f"{url}/predict", files={"image": (name, data)}, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[stack.Server, str]]:
+    app, url, _ = start(tmp_path_factory.mktemp("bombs"))
+    yield app, url
+    app.stop()
+
+
+def test_each_hostile_image_is_answered_within_its_cpu_and_memory_bounds(server, cat_png):
+    app, url = server
+    (worker,) = [Worker(p) for p in app.workers()]
+    assert post(url, cat_png).status_code == 200
+    idle = worker.process.memory_info().rss
+    failures = []
+    for name, (build, status, code) in hostile.IMAGE_BOMBS.items():
+        data = build()
+        assert len(data) < 10 * 2**20, name
+        log_lines = len(app.log.read_bytes().splitlines())
+        worker.reset_peak()
+        cpu = worker.cpu_seconds()
+        response = post(url, data)
+        used, grown = worker.cpu_seconds() - cpu, worker.peak() - idle
+        new_lines = len(app.log.read_bytes().splitlines()) - log_lines
+        print(f"{name:40} {len(data):>9,} B  {response.status_code}  {used:5.2f} s CPU  "
+              f"{grown / 2**20:6.0f} MiB peak growth  {new_lines} log line(s)")
+        body = response.json()
+        if (response.status_code, body.get("error", {}).get("code")) != (status, code):
+            failures.append(f"{name}: {response.status_code} {body}")
+        if used > CPU_SECONDS or grown > PEAK_GROWTH or new_lines > 1:
+            failures.append(f"{name}: {used:.2f} s CPU, {grown / 2**20:.0f} MiB, {new_lines} log lines")
+    assert not failures, "\n".join(failures)
+    answer = post(url, cat_png)
+    assert answer.status_code == 200 and answer.json()["predictions"][0]["label"] in CAT_LABELS
+    assert [p.pid for p in app.workers()] == [worker.process.pid]  # never killed nor respawned
+
+
+def test_harakiri_ends_a_request_stuck_decoding_and_the_next_is_served(tmp_path, cat_png):
+    """uWSGI 2.0's post-buffering adds harakiri's whole limit to the deadline at each read of
+    the body, so a slow decode after a large upload was never killed (uwsgi.ini explains). Here
+    the scan limit is raised so that a many-scan JPEG, padded to 9 MiB, decodes for about 20 s,
+    and harakiri is 3 s: with post-buffering the deadline moved by 3 s at each of the body's
+    reads, and the worker decoded for 30 s before it was killed. The killed worker's CPU time is
+    read from its master, which reaped it."""
+    app, url, address = start(tmp_path, "--harakiri", str(HARAKIRI), CLASSIFIER_MAX_JPEG_SCANS="1000000")
+    nginx = stack.start_nginx(tmp_path / "nginx", {"127.0.0.1:8001": address}, rate_limit=False)
+    try:
+        before = [p.pid for p in app.workers()]
+        stuck = padded(hostile.progressive_jpeg_with_scans(2048, 8_000), 9 * 2**20)  # ~20 s of CPU
+        reaped = reaped_cpu_seconds(app) + Worker(app.workers()[0]).cpu_seconds()
+        answer = post(nginx.url, stuck)
+        wait_until_loaded(url, app)  # a new worker: the old one was reaped; harakiri does not time warm-up
+        stuck_cpu = reaped_cpu_seconds(app) - reaped  # what the killed worker spent on the request
+        after = post(nginx.url, cat_png)
+        respawned = [p.pid for p in app.workers()]
+    finally:
+        nginx.stop()
+        app.stop()
+    print(f"stuck request answered {answer.status_code} after {stuck_cpu:.1f} s of the worker's CPU")
+    assert answer.status_code == 502  # from NGINX: the worker went away mid-request
+    # CPU time never exceeds the time the worker ran; +3 s for the master's once-a-second check.
+    assert stuck_cpu <= HARAKIRI + 3
+    assert "HARAKIRI" in app.log.read_text(errors="replace")
+    assert respawned and respawned != before
+    assert after.status_code == 200 and after.json()["predictions"][0]["label"] in CAT_LABELS
