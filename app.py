@@ -1,4 +1,5 @@
-"""The Flask app: routes, request parsing and errors as JSON. Nothing about models lives here.
+"""The Flask app: ``create_app``, the routes as one blueprint, request parsing and errors as JSON.
+Nothing about models lives here.
 
 Run ``python3 app.py`` for a local server, or serve ``app:create_app()`` with uWSGI.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Request, Response, current_app, jsonify, render_template, request, url_for
+from flask import Blueprint, Flask, Request, Response, current_app, jsonify, render_template, request, url_for
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.serving import WSGIRequestHandler
@@ -47,6 +48,10 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 
+# The page and the API. The views take the classifier from the app they serve (``current_classifier()``),
+# so one module-level blueprint serves every app ``create_app`` builds, each with its settings.
+classify = Blueprint("classify", __name__)
+
 
 class InMemoryRequest(Request):
     """Keeps uploaded files in memory: Werkzeug spools large ones to disk, and image bytes
@@ -69,7 +74,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["classifier"] = classifier
     origins = settings.cors_origins.split(",") if settings.cors_origins != "*" else "*"
     CORS(app, resources={r"/predict": {"origins": origins}, r"/models": {"origins": origins}})
-    _add_routes(app, classifier)
+    app.register_blueprint(classify)
+    # The image limit as the page states it ("up to 10 MiB"), worded as the API's 413 words it.
+    app.add_template_global(binary_size(settings.max_upload_bytes), "upload_limit")
     _add_error_handlers(app, settings.max_upload_bytes)
     app.after_request(_add_security_headers)
     if settings.warmup:
@@ -83,37 +90,42 @@ def max_body_bytes(max_image_bytes: int) -> int:
     return max_image_bytes * 4 // 3 + 64 * 1024
 
 
-def _add_routes(app: Flask, classifier: Classifier) -> None:
-    app.add_template_global(asset_url)
-    # The image limit as the page states it ("up to 10 MiB"), worded as the API's 413 words it.
-    app.add_template_global(binary_size(classifier.settings.max_upload_bytes), "upload_limit")
+def current_classifier() -> Classifier:
+    """The classifier of the app handling this request, which ``create_app`` built and stored."""
+    return current_app.extensions["classifier"]
 
-    @app.route("/", methods=["GET", "POST"])
-    def index() -> Any:
-        """The upload page. Its form posts here when JavaScript is off; the answer is rendered."""
-        if request.method == "GET":
-            return render_page(classifier)
-        try:
-            result = classifier.predict(predict_request_from(request))
-        except RequestEntityTooLarge:
-            too_large = ImageTooLarge.over(classifier.settings.max_upload_bytes)
-            return render_page(classifier, error=too_large), too_large.status
-        except ClassifierError as error:
-            return render_page(classifier, error=error, form=request.form), error.status, retry_headers(error)
-        return render_page(classifier, result=result.to_json(), form=request.form)
 
-    @app.post("/predict")
-    def predict() -> Any:
-        forwarded = HOP_HEADER in request.headers
-        return jsonify(classifier.predict(predict_request_from(request), forwarded=forwarded).to_json())
+@classify.route("/", methods=["GET", "POST"])
+def index() -> Any:
+    """The upload page. Its form posts here when JavaScript is off; the answer is rendered."""
+    classifier = current_classifier()
+    if request.method == "GET":
+        return render_page(classifier)
+    try:
+        result = classifier.predict(predict_request_from(request))
+    except RequestEntityTooLarge:
+        too_large = ImageTooLarge.over(classifier.settings.max_upload_bytes)
+        return render_page(classifier, error=too_large), too_large.status
+    except ClassifierError as error:
+        return render_page(classifier, error=error, form=request.form), error.status, retry_headers(error)
+    return render_page(classifier, result=result.to_json(), form=request.form)
 
-    @app.get("/models")
-    def models() -> Any:
-        return jsonify({"default": classifier.default_model, "models": classifier.models()})
 
-    @app.get("/healthz")
-    def healthz() -> Any:
-        return jsonify({"status": "ok"})
+@classify.post("/predict")
+def predict() -> Any:
+    forwarded = HOP_HEADER in request.headers
+    return jsonify(current_classifier().predict(predict_request_from(request), forwarded=forwarded).to_json())
+
+
+@classify.get("/models")
+def models() -> Any:
+    classifier = current_classifier()
+    return jsonify({"default": classifier.default_model, "models": classifier.models()})
+
+
+@classify.get("/healthz")
+def healthz() -> Any:
+    return jsonify({"status": "ok"})
 
 
 def render_page(
@@ -137,6 +149,7 @@ def render_page(
     )
 
 
+@classify.app_template_global()
 def asset_url(filename: str) -> str:
     """A static file's URL with a hash of its content, so browsers may cache it for a year."""
     path = Path(current_app.static_folder or "static", filename)

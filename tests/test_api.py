@@ -193,6 +193,17 @@ def test_models_lists_every_model_with_status(client):
         assert model["weights"] == "random"
 
 
+def test_each_app_answers_with_its_own_classifier(make_app):
+    """The routes are one blueprint shared by every app ``create_app`` builds; each app must still
+    answer from the classifier its own settings built, not from another app's."""
+    resnet = make_app(default_model="ResNet50", max_upload_bytes=100_000).test_client()
+    mobilenet = make_app(default_model="MobileNetV2").test_client()
+    for client, default, max_bytes in [(resnet, "ResNet50", 100_000), (mobilenet, "MobileNetV2", 10 * 1024 * 1024),
+                                       (resnet, "ResNet50", 100_000)]:
+        assert client.get("/models").json["default"] == default
+        assert f'data-max-bytes="{max_bytes}"' in client.get("/").get_data(as_text=True)
+
+
 def test_healthz(client):
     assert client.get("/healthz").json == {"status": "ok"}
 
