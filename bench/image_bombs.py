@@ -1,6 +1,6 @@
 """What each hostile image of tests/hostile.py costs to prepare for a 224x224 model.
 
-    python bench/image_bombs.py
+    python3 bench/image_bombs.py
 
 Each file is built, then handed to ``images.model_input`` with the default limits in a
 Python process of its own, so one file's memory cannot hide another's. Prints the CPU time,
