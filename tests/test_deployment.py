@@ -451,6 +451,17 @@ def test_chunked_uploads_are_classified(site, cat_png):
     assert top_labels(_assert_cat(raw)) == top_labels(_assert_cat(multipart))
 
 
+def test_chunked_uploads_without_nginx(serve_app, cat_png):
+    """python app.py: Werkzeug's server reads chunked bodies itself, within the app's cap."""
+    local = serve_app()
+    image = requests.post(local + "/predict", data=_chunks(cat_png), headers={"Content-Type": "image/png"},
+                          timeout=90)
+    assert image.status_code == 200 and image.json()["predictions"], image.text
+    too_large = requests.post(local + "/predict", data=_chunks(cat_png + bytes(15 * 2**20)),
+                              headers={"Content-Type": "image/png"}, timeout=90)
+    assert too_large.status_code == 413
+
+
 def _hold_upload(port: int, source: str, size: int) -> socket.socket:
     """A /predict upload from ``source`` of all but the last byte of ``size``: NGINX holds
     it in memory, waiting for the rest, unless it refused it when the headers came."""
