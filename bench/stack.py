@@ -2,9 +2,9 @@
 
 Also used by tests/test_deployment.py and remote/measure_memory.py. NGINX runs the
 project's own files, unchanged apart from loopback ports and paths; benchmarks also remove
-the per-client rate limit on /predict (``rate_limit=False``): a benchmark measures what the
+the per-client limits on predictions (``rate_limit=False``): a benchmark measures what the
 server computes, and its one client address would otherwise be held to 10 predictions a
-second. Every process started here is stopped by its own process id.
+second and 8 at once. Every process started here is stopped by its own process id.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ NGINX_DIR = ROOT / "remote" / "nginx"
 _BESIDE_PYTHON = Path(sys.executable).with_name("uwsgi")
 UWSGI = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.is_file() else shutil.which("uwsgi")
 NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}{os.pathsep}/usr/sbin")
-RATE_LIMIT = "limit_req zone=classifier_predict burst=20 nodelay;"
+# The per-client limits a benchmark removes: it measures the server, from one client address.
+PER_CLIENT_LIMITS = ("limit_req zone=classifier_predict burst=20 nodelay;",
+                     "limit_conn classifier_uploads_per_address 8;")
 
 
 def free_port() -> int:
@@ -150,14 +152,16 @@ def start_nginx(folder: Path, upstreams: dict[str, str], site: str = "classifier
     port = free_port()
     locations = {"/srv/classifier/": f"{ROOT}/"}
     if not rate_limit:
-        locations[RATE_LIMIT] = "# the benchmark measures the server: no per-client rate limit"
+        locations |= dict.fromkeys(PER_CLIENT_LIMITS, "# the benchmark measures the server: no per-client limit")
     (folder / "classifier-locations.conf").write_text(
         _render((NGINX_DIR / "classifier-locations.conf").read_text(), locations))
+    shutil.copy(NGINX_DIR / "classifier-http.conf", folder)
     ipv6 = f"listen [::1]:{port};" if _has_ipv6_loopback() else "# no IPv6 loopback here"
     (folder / "site.conf").write_text(_render((NGINX_DIR / site).read_text(), {
         "listen 80 default_server;": f"listen 127.0.0.1:{port};",
         "listen [::]:80 default_server;": ipv6,
         "/etc/nginx/snippets/classifier-locations.conf": str(folder / "classifier-locations.conf"),
+        "/etc/nginx/snippets/classifier-http.conf": str(folder / "classifier-http.conf"),
         "/var/log/nginx/": f"{folder}/",
         **upstreams,
     }))

@@ -173,8 +173,9 @@ if [[ $NGINX == yes ]]; then
     log "NGINX"
     site=classifier.conf
     [[ -z $APP_HOSTS ]] || site=classifier-cluster.conf
-    render "$APP_DIR/remote/nginx/classifier-locations.conf" \
-        | install_text /etc/nginx/snippets/classifier-locations.conf 644
+    for snippet in classifier-http.conf classifier-locations.conf; do
+        render "$APP_DIR/remote/nginx/$snippet" | install_text "/etc/nginx/snippets/$snippet" 644
+    done
     render "$APP_DIR/remote/nginx/$site" | install_text /etc/nginx/sites-available/classifier 644
     ln -sfn ../sites-available/classifier /etc/nginx/sites-enabled/classifier
     rm -f /etc/nginx/sites-enabled/default  # ours is the default server now

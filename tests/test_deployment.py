@@ -13,11 +13,14 @@ Every process a test starts is stopped by the test, by its own process id.
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import re
 import signal
 import socket
+import struct
 import subprocess
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +31,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+import urllib3
 
 from bench import stack
 from bench.stack import NGINX, UWSGI, Nginx, environment, start_nginx, uwsgi_command
@@ -53,9 +57,18 @@ def uwsgi_ini_value(name: str) -> str:
     return match.group(1).strip()
 
 
-def predict_location() -> str:
-    text = (NGINX_DIR / "classifier-locations.conf").read_text()
-    return re.search(r"location ~ \^/\(predict\)\?\$ \{(.*?)\n\}", text, re.S).group(1)
+def locations_file() -> str:
+    return (NGINX_DIR / "classifier-locations.conf").read_text()
+
+
+def nginx_location(name: str) -> str:
+    """The directives inside ``location <name> {...}`` of classifier-locations.conf."""
+    return re.search(rf"^location {re.escape(name)} \{{(.*?)\n\}}", locations_file(), re.S | re.M).group(1)
+
+
+def nginx_directives(text: str) -> dict[str, str]:
+    """``name value;`` lines at the top level of ``text`` (the server level, or a location's)."""
+    return dict(re.findall(r"^\s*(\w+) ([^;{]+);", re.sub(r"^location .*?^\}", "", text, flags=re.S | re.M), re.M))
 
 
 def nginx_seconds(value: str) -> int:
@@ -173,6 +186,23 @@ def post_cat(url: str, image: bytes, timeout: float = 90) -> Outcome:
     return Outcome(response.status_code, body)
 
 
+class _SourceAddressAdapter(requests.adapters.HTTPAdapter):
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        super().init_poolmanager(*args, **kwargs, source_address=(self.address, 0))
+
+
+def client_at(address: str) -> requests.Session:
+    """A client connecting from ``address`` (any 127.x.y.z is loopback), so that NGINX's
+    per-address limits count it apart from the other tests' 127.0.0.1."""
+    session = requests.Session()
+    session.mount("http://", _SourceAddressAdapter(address))
+    return session
+
+
 def paced_run(url: str, image: bytes, *, limit: int, seconds: float,
               before_each: Callable[[int], None] = lambda i: None,
               stop_when: Callable[[int], bool] = lambda i: False) -> list[Outcome]:
@@ -213,11 +243,11 @@ def top_labels(body: dict) -> list[str]:
 
 def test_uwsgi_and_nginx_numbers_agree():
     harakiri = int(uwsgi_ini_value("harakiri"))
-    predict = dict(re.findall(r"^\s+(uwsgi_\w+_timeout|client_max_body_size|client_body_buffer_size) (\S+);",
-                              predict_location(), re.M))
+    server = nginx_directives(locations_file())
+    predict = nginx_directives(nginx_location("= /predict"))
     # NGINX waits a little longer than uWSGI lets a request run, and a graceful reload
     # waits for the longest request.
-    assert harakiri < nginx_seconds(predict["uwsgi_read_timeout"]) <= harakiri + 10
+    assert harakiri < nginx_seconds(server["uwsgi_read_timeout"]) <= harakiri + 10
     assert int(uwsgi_ini_value("worker-reload-mercy")) >= harakiri
     # Bodies: the app's own cap sits below NGINX's and uWSGI's, which are equal, so the app
     # answers an upload over the limit itself; accepted bodies stay in memory throughout.
@@ -227,6 +257,18 @@ def test_uwsgi_and_nginx_numbers_agree():
     limit = nginx_bytes(predict["client_max_body_size"])
     assert app_cap < limit == int(uwsgi_ini_value("limit-post"))
     assert nginx_bytes(predict["client_body_buffer_size"]) >= limit
+    assert nginx_bytes(server["client_body_buffer_size"]) >= nginx_bytes(server["client_max_body_size"])
+    # Everything NGINX passes on fits uWSGI's buffers: the uwsgi protocol's largest packet,
+    # and as many variables as fit in it (each at least 10 bytes), 2 per max-vars.
+    assert int(uwsgi_ini_value("buffer-size")) == 65535
+    assert 2 * int(uwsgi_ini_value("max-vars")) >= 65535 // 10
+    # The page's form takes the same uploads as /predict, under the same limits.
+    page = nginx_directives(nginx_location("= /"))
+    shared = ("client_max_body_size", "client_body_buffer_size", "limit_conn_status", "limit_req_status")
+    assert {name: page[name] for name in shared} == {name: predict[name] for name in shared}
+    upload_limits = re.compile(r"^\s*((?:limit_conn|limit_req zone=classifier_predict) .*;)$", re.M)
+    predict_limits = upload_limits.findall(nginx_location("= /predict"))
+    assert len(predict_limits) == 3 and upload_limits.findall(nginx_location("= /")) == predict_limits
     assert uwsgi_ini_value("lazy-apps") == "true"
 
 
@@ -303,18 +345,23 @@ def test_page_form_without_javascript_through_nginx(site, cat_png):
     assert re.search(r"Tabby|Tiger cat|Egyptian cat", response.text)
 
 
-@pytest.mark.parametrize("name", ["app.js", "style.css"])
-def test_static_files_come_from_nginx(site, name):
-    response = requests.get(f"{site.url}/static/{name}", timeout=10)
+@pytest.mark.parametrize("name", ["app.js", "style.css", "favicon.svg"])
+def test_static_files_come_from_nginx_cached_for_a_year(site, name):
+    """The page links each static file with a hash of its content (?v=...): NGINX caches it
+    for a year, as the app does (python app.py); without the hash, an hour."""
+    page = requests.get(site.url + "/", timeout=30).text
+    link = re.search(rf'"(/static/{re.escape(name)}\?v=[0-9a-f]+)"', page).group(1)
+    response = requests.get(site.url + link, timeout=10)
     assert response.status_code == 200
     assert response.content == (ROOT / "static" / name).read_bytes()
-    # NGINX's caching headers; the app would have said "no-cache" and sent no Expires.
-    assert response.headers["Cache-Control"] == "max-age=3600"
+    assert response.headers["Cache-Control"] == "max-age=31536000"
     assert "Expires" in response.headers
     assert re.fullmatch(r'(W/)?"[0-9a-f]+-[0-9a-f]+"', response.headers["ETag"])
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    direct = requests.get(f"{site.uwsgi.http}/static/{name}", timeout=10)
-    assert direct.headers.get("Cache-Control") != response.headers["Cache-Control"]
+    direct = requests.get(site.uwsgi.http + link, timeout=10)
+    assert "max-age=31536000" in direct.headers["Cache-Control"]  # the app's own, without NGINX
+    unhashed = requests.get(f"{site.url}/static/{name}", timeout=10)
+    assert unhashed.headers["Cache-Control"] == "max-age=3600"
 
 
 def _assert_cat(response: requests.Response) -> dict:
@@ -360,6 +407,163 @@ def test_upload_over_the_limit_gets_the_apps_json_413(site):
     assert response.headers["Content-Type"] == "application/json"
     assert response.json()["error"]["code"] == "request_entity_too_large"
     assert "X-Content-Type-Options" in response.headers
+
+
+def test_oversized_request_line_and_headers_get_json_414_and_431(site):
+    """NGINX refuses what it will not pass on, in JSON; what it passes on fits uWSGI's
+    buffers, so uWSGI never drops a request unanswered (NGINX would count that against the
+    host: the cluster test below)."""
+    too_long = requests.get(site.url + "/models?q=" + "a" * 9000, timeout=30)
+    too_large = requests.get(site.url + "/models", headers={"X-Big": "a" * 9000}, timeout=30)
+    for response, status, code in ((too_long, 414, "uri_too_long"),
+                                   (too_large, 431, "request_header_fields_too_large")):
+        assert response.status_code == status
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] == code
+        assert response.headers["X-Frame-Options"] == "DENY"
+    # Within NGINX's limits but over uWSGI's old ones: a 7,000-character query with three
+    # 7.9 KB headers (a 37 KB packet; buffer-size was 32 KB), and 200 small headers (uWSGI
+    # took 128 variables).
+    for response in (requests.get(site.url + "/models?q=" + "a" * 7000, timeout=30,
+                                  headers={f"X-Big-{i}": "a" * 7900 for i in range(3)}),
+                     requests.get(site.url + "/models", headers={f"X-{i}": "1" for i in range(200)}, timeout=30)):
+        assert response.status_code == 200, response.text
+        assert response.json()["default"] == "EfficientNetLite0"
+    log = site.uwsgi.log.read_text(errors="replace")
+    assert "invalid request block size" not in log and "max vec size" not in log
+
+
+def _chunks(data: bytes) -> Iterator[bytes]:
+    """A generator body: requests sends it with Transfer-Encoding: chunked, as streaming
+    clients do."""
+    for start in range(0, len(data), 16384):
+        yield data[start:start + 16384]
+
+
+def test_chunked_uploads_are_classified(site, cat_png):
+    raw = requests.post(site.url + "/predict?top_k=3", data=_chunks(cat_png), headers={"Content-Type": "image/png"},
+                        timeout=90)
+    body, content_type = urllib3.encode_multipart_formdata({"image": ("chelsea.png", cat_png, "image/png"),
+                                                           "top_k": "3"})
+    multipart = requests.post(site.url + "/predict", data=_chunks(body), headers={"Content-Type": content_type},
+                              timeout=90)
+    assert raw.request.headers["Transfer-Encoding"] == "chunked"
+    assert top_labels(_assert_cat(raw)) == top_labels(_assert_cat(multipart))
+
+
+def test_chunked_uploads_without_nginx(serve_app, cat_png):
+    """python app.py: Werkzeug's server reads chunked bodies itself, within the app's cap."""
+    local = serve_app()
+    image = requests.post(local + "/predict", data=_chunks(cat_png), headers={"Content-Type": "image/png"},
+                          timeout=90)
+    assert image.status_code == 200 and image.json()["predictions"], image.text
+    too_large = requests.post(local + "/predict", data=_chunks(cat_png + bytes(15 * 2**20)),
+                              headers={"Content-Type": "image/png"}, timeout=90)
+    assert too_large.status_code == 413
+
+
+def _hold_upload(port: int, source: str, size: int) -> socket.socket:
+    """A /predict upload from ``source`` of all but the last byte of ``size``: NGINX holds
+    it in memory, waiting for the rest, unless it refused it when the headers came."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60, source_address=(source, 0))
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\n"
+                 b"Content-Length: %d\r\n\r\n" % size)
+    sock.sendall(bytes(size - 1))
+    return sock
+
+
+def _first_answer(sock: socket.socket) -> bytes:
+    """The status line NGINX answered an upload with, once the client gives up on it: a
+    refusal was sent when the headers came; an upload NGINX held has no answer (b"")."""
+    sock.shutdown(socket.SHUT_WR)
+    answer = b""
+    try:
+        while b"\r\n" not in answer and (chunk := sock.recv(4096)):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    sock.close()
+    return answer.split(b"\r\n", 1)[0]
+
+
+def _unread_bytes(sock: socket.socket, server_port: int) -> int:
+    """Bytes sent on ``sock`` that the server has not read yet: still in the client's send
+    queue, or in the server side's receive queue (/proc/net/tcp)."""
+    unsent = struct.unpack("I", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4)))[0]
+
+    def hex_address(host: str, port: int) -> str:
+        return f"{int.from_bytes(socket.inet_aton(host), 'little'):08X}:{port:04X}"
+
+    server, client = hex_address("127.0.0.1", server_port), hex_address(*sock.getsockname())
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == server and fields[2] == client:
+            return unsent + int(fields[4].split(":")[1], 16)
+    return unsent
+
+
+def _nginx_rss_once_read(worker: psutil.Process, socks: list[socket.socket], port: int) -> int:
+    """NGINX's worker's RSS once it has read everything sent on ``socks``; bounded wait."""
+    deadline = time.monotonic() + 60
+    while any(_unread_bytes(sock, port) for sock in socks) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return worker.memory_info().rss
+
+
+def test_held_uploads_are_bounded_per_address_and_in_all(site):
+    """Each upload NGINX reads holds up to 16 MiB of its memory, in memory on purpose (no
+    picture on disk): 8 at once per address and 32 in all, the rest refused with 429 as
+    soon as their headers arrive. 150 held uploads from one address took NGINX to 2.2 GB."""
+    size = 16 * 1024 ** 2  # client_max_body_size for /predict
+    worker = psutil.Process(site.nginx.process.pid).children()[0]
+    start = worker.memory_info().rss
+    port = int(site.url.rsplit(":", 1)[1])
+    uploads: dict[str, list[socket.socket]] = {}
+    try:
+        uploads["127.0.0.3"] = [_hold_upload(port, "127.0.0.3", size) for _ in range(9)]
+        one_address = _nginx_rss_once_read(worker, uploads["127.0.0.3"], port)
+        for source in ("127.0.0.4", "127.0.0.5", "127.0.0.6"):
+            uploads[source] = [_hold_upload(port, source, size) for _ in range(8)]
+        uploads["127.0.0.7"] = [_hold_upload(port, "127.0.0.7", size)]  # within its address's limit
+        in_all = _nginx_rss_once_read(worker, [sock for socks in uploads.values() for sock in socks], port)
+    finally:
+        answers = {source: [_first_answer(sock) for sock in socks] for source, socks in uploads.items()}
+    print(f"\nNGINX worker RSS: {start / 2**20:.0f} MiB at the start, {one_address / 2**20:.0f} MiB "
+          f"holding 8 uploads from one address, {in_all / 2**20:.0f} MiB holding 32 in all")
+    refused = b"HTTP/1.1 429 Too Many Requests"
+    assert answers == {"127.0.0.3": [b""] * 8 + [refused], "127.0.0.4": [b""] * 8, "127.0.0.5": [b""] * 8,
+                       "127.0.0.6": [b""] * 8, "127.0.0.7": [refused]}, answers
+    assert one_address <= start + 8 * size + 16 * 2**20
+    assert in_all <= start + 32 * size + 32 * 2**20
+
+
+def test_app_down_people_get_a_page_programs_get_json(tmp_path):
+    """NGINX with no app behind it (nothing listens on the upstream's port)."""
+    nginx = start_nginx(tmp_path / "nginx", {"127.0.0.1:8001": f"127.0.0.1:{free_port()}"})
+    try:
+        page = requests.get(nginx.url + "/", timeout=30)
+        api = [requests.post(nginx.url + "/predict", json={}, timeout=30),
+               requests.get(nginx.url + "/models", timeout=30)]
+        style = requests.get(nginx.url + "/static/style.css", timeout=30)
+        hidden = requests.get(nginx.url + "/unavailable.html", timeout=30)
+        with client_at("127.0.0.8") as client:  # page loads past the limit: the page again, with 429
+            for _ in range(300):
+                busy = client.get(nginx.url + "/", timeout=30)
+                if busy.status_code != 502:
+                    break
+    finally:
+        nginx.stop()
+    for response in (page, busy):
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert "Temporarily unavailable" in response.text
+        assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert page.status_code == 502
+    assert '<link rel="stylesheet" href="/static/style.css">' in page.text and style.status_code == 200
+    assert (busy.status_code, busy.headers["Retry-After"]) == (429, "1")
+    for response in api:
+        assert response.status_code == 502
+        assert response.json()["error"]["code"] == "bad_gateway"
+    assert hidden.status_code == 404
 
 
 def _slow_upload(address: tuple[str, int], body: bytes, seconds: float) -> bytes:
@@ -452,23 +656,34 @@ def test_local_instance_forwards_to_the_nginx_endpoint(site, serve_app, cat_png)
     assert top_labels(body) == top_labels(direct)[:3]
 
 
-def test_rate_limit_answers_429_in_json(site):
-    barrier = threading.Barrier(60)
+def test_page_views_are_not_predictions_and_429_says_when_to_retry(site):
+    """40 quick page loads all succeed (they used to share the prediction limit: 18 x 429),
+    while predictions keep theirs: a burst of 20, then 10 a second, then 429 in JSON with
+    Retry-After; and predictions do not use up page views either."""
+    with client_at("127.0.0.2") as client:
+        pages = [client.get(site.url + "/", timeout=30).status_code for _ in range(40)]
+    assert pages == [200] * 40
 
-    def one() -> requests.Response:
-        barrier.wait(timeout=30)
-        # Invalid on purpose: the requests NGINX lets through cost the app nothing.
-        return requests.post(site.url + "/predict", json={}, timeout=30)
+    def predictions(_: int) -> list[requests.Response]:
+        with client_at("127.0.0.2") as client:
+            # Invalid on purpose: the requests NGINX lets through cost the app nothing.
+            return [client.post(site.url + "/predict", json={}, timeout=30) for _ in range(16)]
 
-    with ThreadPoolExecutor(max_workers=60) as pool:
-        responses = list(pool.map(lambda _: one(), range(60)))
+    started = time.monotonic()
+    # 4 at once, well within the 8-at-once limit: only the rate limit answers 429 here.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        responses = [r for batch in pool.map(predictions, range(4)) for r in batch]
+    refilled = 10 * (time.monotonic() - started) + 1
     statuses = [r.status_code for r in responses]
     assert set(statuses) == {400, 429}, statuses
-    assert 20 <= statuses.count(400) <= 30  # the burst of 20, and what the rate refilled
+    assert 20 <= statuses.count(400) <= 20 + refilled  # the burst, and what the rate refilled
     limited = next(r for r in responses if r.status_code == 429)
     assert limited.headers["Content-Type"] == "application/json"
     assert limited.json()["error"]["code"] == "rate_limited"
-    time.sleep(3)  # let the bucket drain for the tests that follow
+    assert limited.headers["Retry-After"] == "1"
+    assert not any("Retry-After" in r.headers for r in responses if r.status_code == 400)
+    with client_at("127.0.0.2") as client:
+        assert client.get(site.url + "/", timeout=30).status_code == 200
 
 
 def _reload_run(site: Site, cat_png: bytes, trigger: Callable[[], None]) -> tuple[list[Outcome], set[int], set[int]]:
@@ -523,13 +738,14 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """classifier-cluster.conf over two single-worker uWSGI instances (random weights)."""
+    """classifier-cluster.conf over two single-worker uWSGI instances with the bundled
+    pretrained EfficientNetLite0 and no other weights (offline)."""
     folder = tmp_path_factory.mktemp("cluster")
     apps: list[Uwsgi] = []
     nginx = None
     try:
         for name in ("app1", "app2"):
-            apps.append(start_uwsgi(folder, name, CLASSIFIER_UWSGI_PROCESSES="1", CLASSIFIER_RANDOM_WEIGHTS="1", CLASSIFIER_DEFAULT_MODEL="MobileNetV2",
+            apps.append(start_uwsgi(folder, name, CLASSIFIER_UWSGI_PROCESSES="1", CLASSIFIER_OFFLINE="1",
                                     KERAS_HOME=str(folder / "keras")))
         nginx = start_nginx(folder / "nginx", site="classifier-cluster.conf", upstreams={
             "app1.classifier.internal:8001": apps[0].address,
@@ -544,10 +760,39 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             app.stop()
 
 
-def access_log_entries(nginx: Nginx, since: int = 0) -> list[dict[str, str]]:
+def access_log_entries(nginx: Nginx, since: int = 0, request: str = "POST /predict") -> list[dict[str, str]]:
     text = nginx.access_log.read_bytes()[since:].decode(errors="replace")
     return [dict(re.findall(r"(\w+)=([^\s,]+(?:, [^\s,]+)*)", line)) | {"line": line}
-            for line in text.splitlines() if '"POST /predict' in line]
+            for line in text.splitlines() if f'"{request}' in line]
+
+
+def test_client_requests_never_count_against_a_host(cluster, cat_png):
+    """What a client sends must never make NGINX count a host as failed: two such requests
+    used to take every host out for 10 s ("no live upstreams"), for everyone. The finding's
+    GET (within NGINX's limits, over uWSGI's old buffer), hundreds of headers (over uWSGI's
+    old variable count), and a model no host has weights for (the app's 503, which NGINX
+    used to retry on the next host and count)."""
+    url = cluster.nginx.url
+    log_size = cluster.nginx.access_log.stat().st_size
+    for _ in range(3):
+        long_get = requests.get(url + "/models?q=" + "a" * 7000, timeout=30,
+                                headers={f"X-Big-{i}": "a" * 7900 for i in range(3)})
+        many_headers = requests.get(url + "/healthz", headers={f"X-{i}": "1" for i in range(200)}, timeout=30)
+        no_weights = requests.post(url + "/predict", files={"image": ("cat.png", cat_png, "image/png")},
+                                   data={"model": "ResNet50"}, timeout=60)
+        assert (long_get.status_code, many_headers.status_code, no_weights.status_code) == (200, 200, 503)
+        assert no_weights.json()["error"]["code"] == "model_unavailable"
+    # Both hosts still take predictions, at once.
+    outcomes = [post_cat(url, cat_png) for _ in range(6)]
+    assert failures(outcomes) == [], failures(outcomes)[:3]
+    # NGINX logs a request just after answering it: wait (bounded) for all 15 lines.
+    deadline = time.monotonic() + 10
+    while len(entries := access_log_entries(cluster.nginx, log_size, request="")) < 15 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert {e["upstream"] for e in entries[-6:]} == {app.address for app in cluster.apps}
+    # Each request went to one host, once: none was retried.
+    assert len(entries) == 15 and not any(", " in e["upstream"] for e in entries), entries
+    assert "no live upstreams" not in (cluster.nginx.folder / "error.log").read_text()
 
 
 def test_scale_out_survives_a_host_dying_and_takes_it_back(cluster, cat_png):
@@ -567,7 +812,7 @@ def test_scale_out_survives_a_host_dying_and_takes_it_back(cluster, cat_png):
     assert first.process.poll() is not None and not first.workers()
     assert len(outcomes) == 240
     assert failures(outcomes) == [], failures(outcomes)[:3]
-    assert {o.body["model"] for o in outcomes} == {"MobileNetV2"}
+    assert {o.body["model"] for o in outcomes} == {"EfficientNetLite0"}
     entries = access_log_entries(cluster.nginx)
     assert len(entries) >= 240
     served_by = [e["upstream"] for e in entries]
