@@ -341,7 +341,7 @@
   function reclassify() {
     // A new model, server or count makes the answer on show stale: ask again, or say what is missing.
     if (!input.files[0]) return;
-    const missing = form.querySelector(":invalid:not(#image)");
+    const missing = Array.from(form.elements).find((field) => field.willValidate && !field.validity.valid);
     if (!missing) {
       classify();
       return;
