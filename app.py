@@ -31,7 +31,7 @@ from classifier.errors import (CrossOriginForbidden, ImageTooLarge, InvalidImage
                                UnsupportedImageType)
 from classifier.remote import HOP_HEADER
 from classifier.service import DEFAULT_TOP_K, MAX_TOP_K
-from classifier.sizes import binary_size, size_limit
+from classifier.sizes import size_limit
 
 log = logging.getLogger("classifier.app")
 
@@ -76,7 +76,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     CORS(app, resources={r"/predict": {"origins": origins}, r"/models": {"origins": origins}})
     app.register_blueprint(classify)
     # The image limit as the page states it ("up to 10 MiB"), worded as the API's 413 words it.
-    app.add_template_global(binary_size(settings.max_upload_bytes), "upload_limit")
+    app.add_template_global(size_limit(settings.max_upload_bytes), "upload_limit")
     _add_error_handlers(app, settings.max_upload_bytes)
     app.after_request(_add_security_headers)
     if settings.warmup:

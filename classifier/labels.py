@@ -25,7 +25,10 @@ class Prediction:
     score: float
 
     def to_json(self) -> dict[str, str | float]:
-        return {"label": self.label, "class_id": self.class_id, "score": self.score}
+        """``display_label`` goes with it so no client (the page's script, its template)
+        has to re-derive the display form."""
+        return {"label": self.label, "display_label": self.display_label, "class_id": self.class_id,
+                "score": self.score}
 
     @property
     def display_label(self) -> str:

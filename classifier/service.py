@@ -227,11 +227,24 @@ class Classifier:
             "weights": "random" if self.settings.random_weights else "imagenet",
             "status": state,
             "ready": state in ("loaded", "cached"),
+            "status_text": status_text(state, status.get("progress")),
             "default": spec.name == default,
         }
         if not description["ready"]:
             description["hint"] = spec.weights.how_to_get(spec.name)
         return {**description, **{k: v for k, v in status.items() if k != "state"}}
+
+
+def status_text(state: str, progress: object = None) -> str:
+    """The one human wording of a model's state, shown verbatim by the page and its script.
+
+    Provisional (branch f-page): b-models' state machine replaces it.
+    """
+    if state in ("loaded", "cached"):
+        return "ready"
+    if state == "downloading" and isinstance(progress, dict) and progress.get("total"):
+        return f"downloading weights {round(100 * progress['done'] / progress['total'])}%"
+    return {"downloading": "downloading weights", "download needed": "download needed"}.get(state, "unavailable")
 
 
 def _ms_since(start: float, end: float | None = None) -> float:

@@ -12,8 +12,12 @@
   const preview = $("preview");
   const modelSelect = $("model");
   const modelAbout = $("model-about");
+  const modelState = $("model-state");
   const modelNotes = $("model-notes");
   const urlInput = $("remote_url"); // absent when the server allows no custom URL
+  const urlCheck = $("remote-url-check");
+  const topK = $("top_k");
+  const topKNote = $("top_k-note");
   const clearButton = $("clear");
   const output = $("output");
   const status = $("status");
@@ -24,39 +28,27 @@
   const maxBytes = Number(form.dataset.maxBytes) || Infinity;
   const baseTitle = document.title.split(" · ").pop();
   const URL_KEY = "classifier.remote_url";
+  const SERVER_KEY = "classifier.server";
 
   let models = []; // the last GET /models answer
   let controller = null; // aborts the request in flight when a new one starts
   let previewUrl = null;
   let pollTimer = null;
 
-  // ---- Wording shared with the template's macros ----
-
-  function labelText(label) {
-    const words = label.replaceAll("_", " ");
-    return words.charAt(0).toUpperCase() + words.slice(1);
-  }
+  // ---- Wording shared with the template's macros (the words themselves come from the server) ----
 
   function percent(score) {
     return score > 0 && score < 0.001 ? "<0.1%" : `${(score * 100).toFixed(1)}%`;
   }
 
-  function statusText(model) {
-    switch (model.status) {
-      case "loaded":
-      case "cached":
-        return "ready";
-      case "downloading": {
-        const progress = model.progress || {};
-        return progress.total
-          ? `weights downloading ${Math.round((100 * progress.done) / progress.total)}%`
-          : "weights downloading";
-      }
-      case "download needed":
-        return "weights fetched on first use";
-      default:
-        return "unavailable here";
-    }
+  function optionText(model) {
+    const short = model.about.split(", ").slice(0, 2).join(", "); // speed and size
+    return `${model.name} · ${short}${model.ready ? "" : ` (${model.status_text})`}`;
+  }
+
+  function modelNote(model) {
+    const why = `${model.status_text}${model.error ? ` (${model.error})` : ""}.${model.hint ? ` ${model.hint}` : ""}`;
+    return codeParts(why);
   }
 
   // ---- Models and servers ----
@@ -66,25 +58,11 @@
     return checked ? checked.value : "local";
   }
 
-  function runnable(model) {
-    // Another server decides for itself whether it has the weights.
-    return serverChoice() !== "local" || model.status !== "unavailable";
-  }
-
   function renderModels() {
+    // The person's choice stays chosen whatever its state: its state and hint say why it may not run.
     const chosen = modelSelect.value;
-    modelSelect.replaceChildren(
-      ...models.map((m) => {
-        const short = m.about.split(", ").slice(0, 2).join(", "); // speed and size
-        const text = `${m.name} · ${short}${m.ready ? "" : ` (${statusText(m)})`}`;
-        const option = new Option(text, m.name);
-        option.disabled = !runnable(m);
-        return option;
-      })
-    );
-    const usable = models.filter(runnable).map((m) => m.name);
-    const fallback = models.find((m) => m.default && usable.includes(m.name));
-    modelSelect.value = usable.includes(chosen) ? chosen : fallback ? fallback.name : usable[0] || chosen;
+    modelSelect.replaceChildren(...models.map((m) => new Option(optionText(m), m.name)));
+    modelSelect.value = chosen;
 
     const notReady = models.filter((m) => !m.ready);
     modelNotes.hidden = notReady.length === 0;
@@ -95,8 +73,7 @@
         const item = document.createElement("li");
         const name = document.createElement("strong");
         name.textContent = m.name;
-        const why = `: ${statusText(m)}${m.error ? ` (${m.error})` : ""}. ${m.hint || ""}`;
-        item.append(name, ...codeParts(why));
+        item.append(name, ": ", ...modelNote(m));
         return item;
       })
     );
@@ -106,10 +83,12 @@
   function describeModel() {
     const model = models.find((m) => m.name === modelSelect.value);
     if (!model) return;
-    modelAbout.textContent =
-      serverChoice() === "local"
-        ? `${model.about} · ${model.weights} weights`
-        : "The other server runs this model with its own weights.";
+    const local = serverChoice() === "local";
+    modelAbout.textContent = local
+      ? `${model.about} · ${model.weights} weights`
+      : "The other server runs this model with its own weights.";
+    modelState.hidden = !local || model.ready;
+    modelState.replaceChildren(`${model.name}: `, ...modelNote(model));
   }
 
   async function refreshModels() {
@@ -127,25 +106,68 @@
     if (models.some((m) => m.status === "downloading")) pollTimer = setTimeout(refreshModels, 2000);
   }
 
-  function onServerChange() {
+  function showServer() {
     if (urlInput) urlInput.required = serverChoice() === "custom";
-    if (models.length) renderModels();
+    describeModel();
   }
 
-  function rememberUrl() {
+  function onServerChange() {
+    remember(SERVER_KEY, serverChoice());
+    showServer();
+    reclassify();
+  }
+
+  function remember(key, value) {
     try {
-      localStorage.setItem(URL_KEY, urlInput.value.trim());
+      localStorage.setItem(key, value);
     } catch {
       // storage disabled: nothing to remember with
     }
   }
 
-  function recalledUrl() {
+  function recalled(key) {
     try {
-      return localStorage.getItem(URL_KEY) || "";
+      return localStorage.getItem(key) || "";
     } catch {
       return "";
     }
+  }
+
+  function recallServer() {
+    const radio = form.querySelector(`input[name="server"][value="${CSS.escape(recalled(SERVER_KEY))}"]`);
+    if (radio) radio.checked = true;
+    if (urlInput && !urlInput.value) urlInput.value = recalled(URL_KEY);
+  }
+
+  function checkUrl() {
+    // A URL to another instance's page instead of its API: say which address would work.
+    let suggestion = "";
+    try {
+      const url = new URL(urlInput.value.trim());
+      if (!url.pathname.endsWith("/predict")) {
+        url.pathname = `${url.pathname.replace(/\/+$/, "")}/predict`;
+        url.search = "";
+        url.hash = "";
+        suggestion = url.href;
+      }
+    } catch {
+      // not a URL (yet): the browser's own check of type="url" says so
+    }
+    const code = document.createElement("code");
+    code.textContent = suggestion;
+    urlCheck.replaceChildren("Did you mean ", code, "?");
+    urlCheck.hidden = !suggestion;
+  }
+
+  function clampTopK() {
+    // An out-of-range number would make the browser refuse every submit, new photos included.
+    const min = Number(topK.min);
+    const max = Number(topK.max);
+    const typed = topK.valueAsNumber;
+    const value = Number.isFinite(typed) ? Math.min(max, Math.max(min, Math.round(typed))) : Number(topK.defaultValue);
+    topKNote.hidden = String(value) === topK.value;
+    topKNote.textContent = `Shows ${min} to ${max} predictions, so ${value}.`;
+    topK.value = value;
   }
 
   // ---- Choosing an image: file chooser, drag and drop, paste ----
@@ -166,7 +188,11 @@
   function imageChosen() {
     const file = input.files[0];
     showPreview(file);
-    if (file) form.requestSubmit();
+    dropAnswer(); // it was about the previous image
+    empty.hidden = Boolean(file);
+    if (!file) return;
+    clampTopK();
+    form.requestSubmit(); // the browser points at a field that still needs filling in
   }
 
   function useFile(file) {
@@ -188,10 +214,6 @@
       code.textContent = part;
       return code;
     });
-  }
-
-  function size(bytes) {
-    return bytes >= 1e6 ? `${(bytes / 1e6).toFixed(1)} MB` : `${Math.ceil(bytes / 1e3)} kB`;
   }
 
   function clearOutput() {
@@ -230,12 +252,12 @@
     const block = $("result-template").content.firstElementChild.cloneNode(true);
     const rowTemplate = $("prediction-template").content.firstElementChild;
     const top = answer.predictions[0];
-    block.querySelector(".top-label").textContent = top ? labelText(top.label) : "";
+    block.querySelector(".top-label").textContent = top ? top.display_label : "";
     block.querySelector(".top-score").textContent = top ? percent(top.score) : "";
     const list = block.querySelector(".predictions");
     for (const p of answer.predictions) {
       const row = rowTemplate.cloneNode(true);
-      row.querySelector(".prediction-label").textContent = labelText(p.label);
+      row.querySelector(".prediction-label").textContent = p.display_label;
       row.querySelector(".prediction-score").textContent = percent(p.score);
       row.querySelector(".prediction-bar").value = p.score;
       list.append(row);
@@ -258,8 +280,8 @@
       time.append(" ", detail);
     }
     result.replaceChildren(block);
-    if (top) document.title = `${labelText(top.label)} · ${baseTitle}`;
-    if (file) preview.alt = `${file.name}: ${top ? labelText(top.label) : "no prediction"}`;
+    if (top) document.title = `${top.display_label} · ${baseTitle}`;
+    if (file) preview.alt = `${file.name}: ${top ? top.display_label : "no prediction"}`;
   }
 
   const CODE_FOR_STATUS = { 413: "request_entity_too_large", 415: "unsupported_image_type", 504: "remote_timeout" };
@@ -272,10 +294,11 @@
     clearOutput();
     if (file.size > maxBytes) {
       setBusy(false);
-      showError("image_too_large", `${file.name} is ${size(file.size)}; this server accepts images up to ${size(maxBytes)}.`);
+      const bytes = file.size.toLocaleString("en-US");
+      showError("image_too_large", `${file.name} is ${bytes} bytes; this server accepts images up to ${form.dataset.maxUpload}.`);
       return;
     }
-    if (serverChoice() === "custom") rememberUrl();
+    if (serverChoice() === "custom") remember(URL_KEY, urlInput.value.trim());
     const mine = new AbortController();
     controller = mine;
     setBusy(true);
@@ -308,13 +331,30 @@
     }
   }
 
-  function clearAll() {
+  function dropAnswer() {
     if (controller) controller.abort();
     controller = null;
     setBusy(false);
+    clearOutput();
+  }
+
+  function reclassify() {
+    // A new model, server or count makes the answer on show stale: ask again, or say what is missing.
+    if (!input.files[0]) return;
+    const missing = Array.from(form.elements).find((field) => field.willValidate && !field.validity.valid);
+    if (!missing) {
+      classify();
+      return;
+    }
+    dropAnswer();
+    const name = missing.labels.length ? missing.labels[0].textContent : missing.name;
+    showError("invalid_request", `${name}: ${missing.validationMessage}`);
+  }
+
+  function clearAll() {
+    dropAnswer();
     input.value = "";
     showPreview(null);
-    clearOutput();
     empty.hidden = false;
     input.focus();
   }
@@ -363,11 +403,29 @@
     classify();
   });
   form.querySelectorAll('input[name="server"]').forEach((radio) => radio.addEventListener("change", onServerChange));
-  modelSelect.addEventListener("change", describeModel);
+  modelSelect.addEventListener("change", () => {
+    describeModel();
+    reclassify();
+  });
+  topK.addEventListener("change", () => {
+    clampTopK();
+    reclassify();
+  });
+  if (urlInput) {
+    urlInput.addEventListener("change", () => {
+      checkUrl();
+      remember(URL_KEY, urlInput.value.trim());
+      if (serverChoice() === "custom") reclassify();
+    });
+    urlInput.addEventListener("input", () => {
+      urlCheck.hidden = true; // judged again when the typing is done
+    });
+  }
   clearButton.hidden = false;
   clearButton.addEventListener("click", clearAll);
 
-  if (urlInput && !urlInput.value) urlInput.value = recalledUrl();
-  onServerChange();
+  recallServer();
+  if (urlInput && urlInput.value) checkUrl();
+  showServer();
   refreshModels();
 })();

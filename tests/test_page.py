@@ -5,6 +5,8 @@ against two instances of ``python3 app.py`` on loopback ports.
 Keras models cannot run there; it forwards to ``other`` as its configured remote, allows no
 custom URLs and takes images up to 1 MB. ``other`` runs random weights, has no remote and
 allows custom URLs (as ``python3 app.py`` does by default), with short remote timeouts.
+``plain`` is ``python3 app.py`` as a person first runs it (the README's screenshots), and
+``mirrored`` fetches Keras weights from a loopback mirror the test holds mid-download.
 
 Every page records console errors, uncaught exceptions and dialogs (an ``alert()``); a test
 fails on any of them except the "Failed to load resource" line Chromium logs for the error
@@ -15,8 +17,11 @@ from __future__ import annotations
 
 import base64
 import html.parser
+import http.server
 import re
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -26,6 +31,7 @@ import requests
 
 from conftest import PHOTOS, ROOT, free_port
 
+from classifier.models import REGISTRY
 from playwright import sync_api
 from playwright.sync_api import expect
 
@@ -64,6 +70,88 @@ def other(serve_app) -> str:
         CLASSIFIER_REMOTE_CONNECT_TIMEOUT="2",
         CLASSIFIER_REMOTE_READ_TIMEOUT="2",
     )
+
+
+@pytest.fixture(scope="module")
+def plain(serve_app, tmp_path_factory) -> str:
+    """``python app.py`` with nothing configured (but an empty Keras cache of its own)."""
+    return serve_app(CLASSIFIER_RANDOM_WEIGHTS="0", CLASSIFIER_DEFAULT_MODEL="",
+                     KERAS_HOME=str(tmp_path_factory.mktemp("plain_keras_home")))
+
+
+class HeldMirror:
+    """A loopback stand-in for Keras' weights host (the real one is out of reach here).
+
+    MobileNetV2's file (Keras publishes no hash for it) is sent as one megabyte of four, then
+    held until ``release()``, so the server's "downloading" state lasts as long as a test
+    needs it; every other file is missing (404), so its download fails.
+    """
+
+    HELD = REGISTRY["MobileNetV2"].weights.path
+    SENT_FIRST = 1 << 20  # the downloader reports progress once per megabyte
+    SIZE = 4 * SENT_FIRST
+
+    def __init__(self) -> None:
+        released = self.released = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if not self.path.endswith(HeldMirror.HELD):
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(HeldMirror.SIZE))
+                self.end_headers()
+                self.wfile.write(bytes(HeldMirror.SENT_FIRST))
+                self.wfile.flush()
+                released.wait(timeout=300)
+                try:
+                    self.wfile.write(bytes(HeldMirror.SIZE - HeldMirror.SENT_FIRST))
+                except ConnectionError:
+                    pass  # the server under test stopped first, its download unfinished
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="held mirror").start()
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def held_mirror() -> Iterator[HeldMirror]:
+    mirror = HeldMirror()
+    yield mirror
+    mirror.close()
+
+
+@pytest.fixture(scope="module")
+def mirrored(serve_app, held_mirror, tmp_path_factory) -> str:
+    return serve_app(
+        CLASSIFIER_RANDOM_WEIGHTS="0",
+        CLASSIFIER_DEFAULT_MODEL="",
+        CLASSIFIER_WEIGHTS_MIRROR=held_mirror.url,
+        KERAS_HOME=str(tmp_path_factory.mktemp("mirrored_keras_home")),
+    )
+
+
+def wait_for_models(url: str, condition: Callable[[dict[str, dict]], bool], timeout: float = 120) -> dict:
+    """GET /models until ``condition`` holds for {name: model}; bounded by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        models = {m["name"]: m for m in requests.get(f"{url}/models", timeout=30).json()["models"]}
+        if condition(models):
+            return models
+        assert time.monotonic() < deadline, f"GET /models never met the condition: {models}"
+        time.sleep(0.2)  # between polls only; the loop ends on the condition
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +236,18 @@ def expect_error(page: sync_api.Page, title: str, *message_parts: str) -> None:
         expect(page.locator("#error .error-message")).to_contain_text(part)
     expect(page.locator("#result .prediction")).to_have_count(0)
     expect(page.locator("#status")).to_be_empty()
+
+
+@pytest.fixture
+def not_an_image(tmp_path) -> Path:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture\n")
+    return notes
+
+
+def expect_not_an_image_explained(page: sync_api.Page, not_an_image: Path) -> None:
+    page.set_input_files("#image", not_an_image)
+    expect_error(page, "That file is not an image this server can read.")
 
 
 def data_transfer(page: sync_api.Page, path: Path, mime: str = "image/png") -> sync_api.JSHandle:
@@ -249,15 +349,20 @@ def test_page_and_assets_are_small_cached_and_load_nothing_from_elsewhere(real):
 # ---- Choosing an image, seeing the bars ----
 
 
-def test_file_chooser_shows_bars_for_a_real_photo_on_desktop_and_phone(open_page, real):
+def test_file_chooser_shows_bars_for_a_real_photo_on_desktop_and_phone(open_page, plain):
+    """As ``python app.py`` shows it: these are the README's screenshots."""
     SCREENSHOTS.mkdir(exist_ok=True)
     for name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
-        page = open_page(real, viewport=viewport)
+        page = open_page(plain, viewport=viewport)
         expect(page.locator("#empty")).to_be_visible()
+        expect(page.locator(".segment")).to_have_text(["This server", "Custom URL"])
         with page.expect_file_chooser() as chooser:
             page.locator("#dropzone").click()
-        chooser.value.set_files(PHOTOS["chelsea"])
+        with page.expect_response(f"{plain}/predict") as response:
+            chooser.value.set_files(PHOTOS["chelsea"])
         rows = expect_bars(page, 3)
+        # The server words the labels; the page shows them as they are.
+        assert [label for label, _, _ in rows] == [p["display_label"] for p in response.value.json()["predictions"]]
         expect(page.locator("#preview")).to_be_visible()
         assert page.locator("#preview").evaluate("img => img.complete && img.naturalWidth") == 451
         expect(page.locator(".meta-server")).to_have_text("this server")
@@ -271,7 +376,7 @@ def test_file_chooser_shows_bars_for_a_real_photo_on_desktop_and_phone(open_page
         page.mouse.move(0, 0)
         page.evaluate("document.activeElement.blur()")
         page.wait_for_timeout(300)  # transitions and the phone's scroll to the answer
-        page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+        page.screenshot(path=SCREENSHOTS / f"README-{name}.png", full_page=True)
 
 
 def test_drag_and_drop(open_page, real):
@@ -314,7 +419,8 @@ def test_pasting_text_into_a_field_is_left_alone(open_page, other):
     expect(page.locator("#status")).to_be_empty()
 
 
-def test_switching_model_and_top_k(open_page, other):
+def test_a_new_model_count_or_server_classifies_the_image_again(open_page, other):
+    """No answer stays beside a choice it was not made with, and no Classify press is needed."""
     page = open_page(other)
     page.set_input_files("#image", PHOTOS["chelsea"])
     first = expect_bars(page, 3)
@@ -323,14 +429,46 @@ def test_switching_model_and_top_k(open_page, other):
 
     page.get_by_label("Model").select_option("MobileNetV2")
     expect(page.locator("#model-about")).to_have_text("fast, 14 MB, 71% top-1 · random weights")
-    page.get_by_label("Predictions to show").fill("5")
-    page.get_by_role("button", name="Classify").click()
     expect(page.locator(".meta-model")).to_have_text("MobileNetV2")
-    assert expect_bars(page, 5)[:3] != first  # another model's answer, not the old bars
+    assert expect_bars(page, 3) != first  # another model's answer, not the old bars
 
-    page.get_by_label("Predictions to show").fill("1")
-    page.get_by_role("button", name="Classify").click()
-    expect(page.locator("#result .prediction")).to_have_count(1)
+    page.get_by_label("Predictions to show").fill("5")
+    page.get_by_label("Predictions to show").press("Tab")
+    expect_bars(page, 5)
+
+    # Another server, whose address is still missing: the old answer goes, and the page says why.
+    page.get_by_role("radio", name="Custom URL").check()
+    expect_error(page, "Something in the form needs fixing.", "Server URL")
+    page.get_by_label("Server URL").fill(f"{other}/predict")
+    page.get_by_label("Server URL").press("Tab")
+    expect(page.locator(".meta-server")).to_have_text(f"{other}/predict")
+    expect_bars(page, 5)
+    expect(page.locator("#error")).to_be_empty()
+
+    page.get_by_role("radio", name="This server").check()
+    expect(page.locator(".meta-server")).to_have_text("this server")
+    expect_bars(page, 5)
+
+
+def test_a_count_out_of_range_is_clamped_and_a_new_photo_still_classifies(open_page, other, not_an_image):
+    page = open_page(other, allow=(415,))
+    expect_not_an_image_explained(page, not_an_image)
+    count = page.get_by_label("Predictions to show")
+    count.fill("50")  # beyond the server's 20; no Tab, so the field still holds 50
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    expect_bars(page, 20)
+    expect(page.locator("#error")).to_be_empty()  # the old error went with the old file
+    expect(count).to_have_value("20")
+    expect(page.locator("#top_k-note")).to_have_text("Shows 1 to 20 predictions, so 20.")
+
+    count.fill("0")
+    count.press("Tab")
+    expect(count).to_have_value("1")
+    expect_bars(page, 1)
+    count.fill("4")
+    count.press("Tab")
+    expect_bars(page, 4)
+    expect(page.locator("#top_k-note")).to_be_hidden()
 
 
 def test_clear_removes_the_image_and_the_answer(open_page, other):
@@ -349,77 +487,92 @@ def test_clear_removes_the_image_and_the_answer(open_page, other):
 # ---- Models the server cannot run ----
 
 
-def test_models_that_cannot_run_are_shown_disabled_with_the_reason(open_page, real):
+def option_texts(page: sync_api.Page) -> list[str]:
+    return [squeeze(text) for text in page.locator("#model option").all_text_contents()]
+
+
+def expected_options(models: list[dict]) -> list[str]:
+    """What the selector says for each model: its name, speed and size, and, when it is not
+    ready, the server's own ``status_text``."""
+    return [f"{m['name']} · {', '.join(m['about'].split(', ')[:2])}" + ("" if m["ready"] else f" ({m['status_text']})")
+            for m in models]
+
+
+def test_models_that_cannot_run_here_say_why_and_stay_chosen(open_page, real):
     reported = requests.get(f"{real}/models", timeout=30).json()["models"]
+    assert {m["status"] for m in reported if m["name"] in KERAS_MODELS} == {"unavailable"}
     for javascript in (True, False):
         page = open_page(real, javascript=javascript)
-        options = page.locator("#model option").evaluate_all(
-            "options => options.map(o => [o.value, o.disabled, o.selected, o.textContent])")
-        assert [name for name, *_ in options] == [m["name"] for m in reported]
-        for (name, disabled, selected, text), model in zip(options, reported):
-            assert disabled == (model["status"] == "unavailable"), (text, model)
-            assert text.startswith(f"{name} · {model['about'].split(',')[0]}"), text
-            if name in KERAS_MODELS:
-                assert disabled and text.endswith("(unavailable here)"), text
-            assert selected == (name == "EfficientNetLite0") == model["default"], (text, model)
-        not_ready = sum(not m["ready"] for m in reported)
+        assert option_texts(page) == expected_options(reported)
+        expect(page.locator("#model option:disabled")).to_have_count(0)
+        expect(page.get_by_label("Model")).to_have_value("EfficientNetLite0")
+        expect(page.locator("#model-state")).to_be_hidden()
+        not_ready = [m for m in reported if not m["ready"]]
         notes = page.locator("#model-notes")
         notes.locator("summary").click()
-        expect(notes.locator("summary")).to_have_text(f"{not_ready} of 4 models are not ready here")
-        for name in KERAS_MODELS:
-            item = notes.locator("li", has_text=name)
-            expect(item).to_contain_text("unavailable here")
-            expect(item.locator("code")).to_have_text(f"python -m classifier download {name}")
+        expect(notes.locator("summary")).to_have_text(f"{len(not_ready)} of 4 models are not ready here")
+        for model in not_ready:
+            item = notes.locator("li", has_text=model["name"])
+            expect(item).to_contain_text(f"{model['name']}: {model['status_text']}.")
+            expect(item.locator("code")).to_have_text(f"python -m classifier download {model['name']}")
+
+    # Chosen anyway, a model stays chosen: its state and hint show, and Classify says why it cannot run.
+    page = open_page(real, allow=(503,))
+    page.get_by_label("Model").select_option("NASNetMobile")
+    state = page.locator("#model-state")
+    expect(state).to_be_visible()
+    expect(state).to_contain_text(f"NASNetMobile: {reported[2]['status_text']}.")
+    expect(state.locator("code")).to_have_text("python -m classifier download NASNetMobile")
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    expect_error(page, "That model is not ready yet.", "NASNetMobile has no weights on this machine")
+    expect(page.get_by_label("Model")).to_have_value("NASNetMobile")
+    page.get_by_label("Model").select_option("EfficientNetLite0")  # and a change of mind classifies
+    expect_bars(page, 3)
+    expect(state).to_be_hidden()
 
 
-# One model in each state GET /models reports, as a server fetching weights would show them.
-STATES = {
-    "MobileNetV2": {"status": "downloading", "ready": False, "progress": {"done": 45, "total": 100}},
-    "ResNet50": {"status": "download needed", "ready": False},
-    "NASNetMobile": {"status": "unavailable", "ready": False, "error": "the download host could not be reached"},
-    "EfficientNetLite0": {"status": "loaded", "ready": True},
-}
+def test_every_weights_state_reads_the_same_from_the_server_and_from_javascript(
+        open_page, mirrored, held_mirror):
+    """A real server in every state: a download held at 1 MB of 4 by the loopback mirror, one
+    the mirror failed (404), one not yet asked for, and a loaded model. The template and the
+    script must show the same ``status_text``, and the script's poll must see the download end
+    without the chosen model changing."""
+    files = {"image": PHOTOS["chelsea"].read_bytes()}
+    for name, status in (("MobileNetV2", 503), ("NASNetMobile", 503), ("EfficientNetLite0", 200)):
+        answer = requests.post(f"{mirrored}/predict", data={"model": name}, files=files, timeout=120)
+        assert answer.status_code == status, answer.text
+    models = wait_for_models(mirrored, lambda ms: ms["MobileNetV2"].get("progress", {}).get("done", 0) > 0
+                             and "error" in ms["NASNetMobile"])
+    assert models["MobileNetV2"]["progress"] == {"done": HeldMirror.SENT_FIRST, "total": HeldMirror.SIZE}
+    assert [m["status"] for m in models.values()] == ["downloading", "download needed", "unavailable", "loaded"]
+    assert models["MobileNetV2"]["status_text"].endswith("25%")
+    reported = list(models.values())
 
-
-def test_every_weights_state_reads_the_same_from_the_server_and_from_javascript(open_page, other, make_app):
-    """The template renders the list; the script rebuilds it from GET /models and polls while
-    weights download. Both must say the same thing, and the poll must see the download end."""
-    reported = requests.get(f"{other}/models", timeout=30).json()["models"]
-    hints = {"hint": "Get them with `python -m classifier download X`."}
-    states = [{**m, **STATES[m["name"]], **({} if STATES[m["name"]]["ready"] else hints)} for m in reported]
-    app = make_app()
-    app.extensions["classifier"].models = lambda: states
     rendered = _Options()
-    rendered.feed(app.test_client().get("/").get_data(as_text=True))
-    assert [squeeze(text) for *_, text in rendered.options] == [
-        "MobileNetV2 · fast, 14 MB (weights downloading 45%)",
-        "ResNet50 · slow, 98 MB (weights fetched on first use)",
-        "NASNetMobile · medium, 23 MB (unavailable here)",
-        "EfficientNetLite0 · fast, 19 MB",
-    ]
-    assert [disabled for _, disabled, _ in rendered.options] == [False, False, True, False]
-    assert squeeze(rendered.notes[2]) == ("NASNetMobile: unavailable here (the download host could not be "
-                                          "reached). Get them with python -m classifier download X.")
+    rendered.feed(requests.get(mirrored, timeout=30).text)
+    assert [squeeze(text) for *_, text in rendered.options] == expected_options(reported)
+    failed = models["NASNetMobile"]
+    assert squeeze(rendered.notes[2]) == squeeze(
+        f"NASNetMobile: {failed['status_text']} ({failed['error']}). {failed['hint'].replace('`', '')}")
 
-    calls = []
-
-    def models(route: sync_api.Route) -> None:
-        calls.append(route.request.url)
-        done = [{**m, "status": "cached", "ready": True} if m["name"] == "MobileNetV2" else m for m in states]
-        route.fulfill(json={"default": "EfficientNetLite0", "models": states if len(calls) < 2 else done})
-
-    page = open_page(other)
-    page.route("**/models", models)
+    page = open_page(mirrored)
+    page.add_init_script("""window.modelRenders = 0;
+        new MutationObserver((changes) => { window.modelRenders += changes.filter(
+            (c) => c.target.id === "model" && c.removedNodes.length).length; })
+        .observe(document, { childList: true, subtree: true });""")
     page.reload()
-    script_options = page.locator("#model option").evaluate_all(
-        "options => options.map(o => [o.value, o.disabled, o.textContent])")
-    assert [[v, d, squeeze(t)] for v, d, t in script_options] == [
-        [v, d, squeeze(t)] for v, d, t in rendered.options]
+    page.wait_for_function("window.modelRenders > 0")  # the script rebuilt the list from GET /models
+    assert option_texts(page) == [squeeze(text) for *_, text in rendered.options]
     notes = page.locator("#model-notes li").all_text_contents()
     assert [squeeze(n) for n in notes] == [squeeze(n) for n in rendered.notes]
+
+    page.get_by_label("Model").select_option("MobileNetV2")
+    expect(page.locator("#model-state")).to_contain_text(f"MobileNetV2: {models['MobileNetV2']['status_text']}.")
+    held_mirror.release()
     expect(page.locator("#model option[value=MobileNetV2]")).to_have_text("MobileNetV2 · fast, 14 MB")
     expect(page.locator("#model-notes summary")).to_have_text("2 of 4 models are not ready here")
-    assert len(calls) == 2
+    expect(page.get_by_label("Model")).to_have_value("MobileNetV2")
+    expect(page.locator("#model-state")).to_be_hidden()
 
 
 def test_a_model_without_weights_is_explained_with_the_download_hint(open_page, real, other):
@@ -438,7 +591,7 @@ def test_a_model_without_weights_is_explained_with_the_download_hint(open_page, 
 
 
 def test_remote_mode_runs_on_the_configured_remote(open_page, real, other):
-    page = open_page(real)
+    page = open_page(real, allow=(503,))
     expect(page.get_by_role("radio", name="Custom URL")).to_have_count(0)  # not allowed on real
     expect(page.locator("#remote_url")).to_have_count(0)
     expect(page.locator(".remote-note")).to_be_hidden()
@@ -452,9 +605,11 @@ def test_remote_mode_runs_on_the_configured_remote(open_page, real, other):
     expect(page.locator(".meta-server")).to_have_text(f"the remote server {other}/predict")
     expect(page.locator(".meta-model")).to_have_text("MobileNetV2")
     expect(page.locator(".meta-weights")).to_have_text("random")
-    # Back to this server: the model it cannot run is no longer selected.
+    # Back to this server, which cannot run that model: it stays chosen, and the page says why.
     page.get_by_role("radio", name="This server").check()
-    expect(page.get_by_label("Model")).to_have_value("EfficientNetLite0")
+    expect_error(page, "That model is not ready yet.", "MobileNetV2 has no weights on this machine")
+    expect(page.get_by_label("Model")).to_have_value("MobileNetV2")
+    expect(page.locator("#model-state")).to_contain_text("MobileNetV2: ")
 
 
 def test_custom_url_is_used_and_remembered(open_page, real, other):
@@ -472,8 +627,26 @@ def test_custom_url_is_used_and_remembered(open_page, real, other):
     assert CAT_LABELS & {label for label, _, _ in rows}, rows
     expect(page.locator(".meta-weights")).to_have_text("imagenet")
 
-    again = open_page(other, context=page.context)
+    again = open_page(other, context=page.context)  # the same browser, later
+    expect(again.get_by_role("radio", name="Custom URL")).to_be_checked()
     expect(again.get_by_label("Server URL")).to_have_value(f"{real}/predict")
+    again.get_by_role("radio", name="This server").check()
+    expect(open_page(other, context=page.context).get_by_role("radio", name="This server")).to_be_checked()
+
+
+def test_a_custom_url_without_predict_gets_a_hint(open_page, other):
+    page = open_page(other)
+    page.get_by_role("radio", name="Custom URL").check()
+    field = page.get_by_label("Server URL")
+    check = page.locator("#remote-url-check")
+    for typed, meant in ((other, f"{other}/predict"), (f"{other}/api/", f"{other}/api/predict")):
+        field.fill(typed)
+        field.press("Tab")
+        expect(check).to_have_text(f"Did you mean {meant}?")
+        expect(check.locator("code")).to_have_text(meant)
+    field.fill(f"{other}/predict")
+    field.press("Tab")
+    expect(check).to_be_hidden()
 
 
 def test_custom_url_refused_inline(open_page, other):
@@ -495,12 +668,9 @@ def test_custom_url_must_be_given(open_page, other):
 # ---- Errors, inline and in plain words ----
 
 
-def test_a_file_that_is_not_an_image_is_explained(open_page, other, tmp_path):
-    notes = tmp_path / "notes.txt"
-    notes.write_text("not a picture\n")
+def test_a_file_that_is_not_an_image_is_explained(open_page, other, not_an_image):
     page = open_page(other, allow=(415,))
-    page.set_input_files("#image", notes)
-    expect_error(page, "That file is not an image this server can read.")
+    expect_not_an_image_explained(page, not_an_image)
     expect(page.locator("#preview")).to_be_hidden()
 
 
@@ -511,7 +681,8 @@ def test_an_image_over_the_limit_is_refused_before_it_is_sent(open_page, real, t
     sent: list[str] = []
     page.on("request", lambda request: sent.append(request.url) if request.method == "POST" else None)
     page.set_input_files("#image", big)
-    expect_error(page, "That image is too large.", "big.png is 1.2 MB", "up to 1.0 MB")
+    limit = page.locator("#classify-form").get_attribute("data-max-upload")  # the server's wording
+    expect_error(page, "That image is too large.", f"big.png is {big.stat().st_size:,} bytes", f"up to {limit}.")
     assert sent == []
 
 
@@ -565,7 +736,7 @@ def test_the_page_works_under_a_strict_content_security_policy(open_page, other)
 # ---- Without JavaScript ----
 
 
-def test_without_javascript_the_form_posts_and_the_server_renders_the_answer(open_page, real, tmp_path):
+def test_without_javascript_the_form_posts_and_the_server_renders_the_answer(open_page, real, tmp_path, not_an_image):
     page = open_page(real, javascript=False, allow=(413, 415))
     expect(page.get_by_role("button", name="Clear")).to_be_hidden()
     page.set_input_files("#image", PHOTOS["chelsea"])
@@ -581,9 +752,7 @@ def test_without_javascript_the_form_posts_and_the_server_renders_the_answer(ope
     expect(page.get_by_label("Predictions to show")).to_have_value("4")
     assert page.title() == f"{rows[0][0]} · Image classifier"
 
-    notes = tmp_path / "notes.txt"
-    notes.write_text("not a picture\n")
-    page.set_input_files("#image", notes)
+    page.set_input_files("#image", not_an_image)
     with page.expect_navigation() as navigation:
         page.get_by_role("button", name="Classify").click()
     assert navigation.value.status == 415
@@ -596,7 +765,8 @@ def test_without_javascript_the_form_posts_and_the_server_renders_the_answer(ope
         with page.expect_navigation() as navigation:
             page.get_by_role("button", name="Classify").click()
         assert navigation.value.status == 413
-        expect_error(page, "That image is too large.", "larger than 976.6 KiB (1,000,000 bytes)")
+        limit = page.locator("#classify-form").get_attribute("data-max-upload")
+        expect_error(page, "That image is too large.", limit)  # worded as the script words it
 
 
 # ---- Keyboard and screen readers ----
