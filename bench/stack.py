@@ -216,17 +216,24 @@ def _read(path: Path) -> str:
 
 def wait_for(url: str, server: Server, timeout: float = 300) -> float:
     """Seconds from the server's launch until ``url`` answers 200."""
+    wait_until_ok(url, server.process, timeout, log=server.log)
+    return time.monotonic() - server.started
+
+
+def wait_until_ok(url: str, process: subprocess.Popen, timeout: float, log: Path | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail at once if ``process`` exits first."""
+    see = f"; see {log}" if log else ""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"uWSGI exited; see {server.log}")
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}{see}")
         try:
             if requests.get(url, timeout=2).status_code == 200:
-                return time.monotonic() - server.started
+                return
         except requests.RequestException:
             pass
         time.sleep(0.02)
-    raise TimeoutError(f"{url} did not answer within {timeout}s; see {server.log}")
+    raise TimeoutError(f"{url} did not answer within {timeout}s{see}")
 
 
 def _render(text: str, substitutions: dict[str, str]) -> str:

@@ -9,18 +9,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import matplotlib
 import pytest
-import requests
 import skimage.data
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bench.stack import free_port, stop  # noqa: F401  (tests import them from here)
+from bench.stack import free_port, stop, wait_until_ok  # noqa: F401  (tests import free_port and stop from here)
 from hostile import encode  # noqa: F401  (tests import it from here)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,16 +56,8 @@ def cat_png() -> bytes:
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if requests.get(url + "/healthz", timeout=1).ok:
-                return
-        except requests.RequestException:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} did not become healthy within {timeout}s")
+    """Until the app at base ``url`` answers ``/healthz``."""
+    wait_until_ok(url + "/healthz", process, timeout)
 
 
 @pytest.fixture(scope="session")
