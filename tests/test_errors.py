@@ -78,4 +78,4 @@ def test_sizes_are_binary_units_with_the_exact_count(count, short, stated):
 def test_the_page_gets_the_limit_in_the_same_words(make_app):
     app = make_app(max_upload_bytes=1_000_000)
     with app.test_request_context():
-        assert render_template_string("up to {{ upload_limit }}") == "up to 976.6 KiB"
+        assert render_template_string("up to {{ upload_limit }}") == "up to 976.6 KiB (1,000,000 bytes)"
