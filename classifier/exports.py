@@ -14,16 +14,17 @@ model) and the Keras and ONNX Runtime versions. New weights or an upgrade give a
 so a stale export is never used, even for a file replaced in place with the same size and
 time stamp; the same weights copied elsewhere keep theirs. A failed check is recorded
 too, so each worker does not repeat it; delete the record (or the ``.onnx`` file, to export
-again) to retry. Photos: two real ones ship in ``data/photos`` (CC0, see its README).
+again) to retry. A file that fails its check without a record (cut short, damaged) is made
+again once before a failure is recorded. Photos: two real ones ship in ``data/photos`` (CC0, see its README).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
-import os
 import statistics
 import time
 import warnings
@@ -36,8 +37,10 @@ import numpy as np
 from filelock import FileLock
 
 from . import images
+from .files import atomic_write, write_text
 from .models import ModelSpec
 from .runtimes import KerasRuntime, OnnxRuntime
+from .weights import FileKey, file_key
 
 log = logging.getLogger(__name__)
 
@@ -95,21 +98,27 @@ class Export:
         """Export ``keras`` unless the file exists, check the file, and store the record.
 
         Call with ``lock()`` held. An existing file without a matching record is checked as
-        it is (it may be a good export whose process stopped before writing the record).
+        it is (it may be a good export whose process stopped before writing the record); if
+        it fails (cut short, damaged), it is made again once before a failure is recorded.
         """
-        if not self.onnx_path.is_file():
-            try:
-                _export(keras.model, self.spec.input_size, self.onnx_path)
-            except Exception as error:  # noqa: BLE001 - tf2onnx fails in many ways; any means "no export"
-                log.exception("%s: ONNX export failed", self.spec.name)
-                return self._store(Record(self.spec.name, None, False, f"the export failed: {error}"))
-        return self._store(verify(self.spec, keras, self.onnx_path, threads))
+        if self.onnx_path.is_file():
+            record = verify(self.spec, keras, self.onnx_path, threads)
+            if record.verified:
+                return self.store(record)
+            log.warning("%s: the export %s failed its check (%s); making it again",
+                        self.spec.name, self.onnx_path.name, record.reason)
+            self.onnx_path.unlink()
+        try:
+            _export(keras.model, self.spec.input_size, self.onnx_path)
+        except Exception as error:  # noqa: BLE001 - tf2onnx fails in many ways; any means "no export"
+            log.exception("%s: ONNX export failed", self.spec.name)
+            return self.store(Record(self.spec.name, None, False, f"the export failed: {error}"))
+        return self.store(verify(self.spec, keras, self.onnx_path, threads))
 
-    def _store(self, record: Record) -> Record:
+    def store(self, record: Record) -> Record:
+        """Keep ``record`` (stamped with the versions that made it) as this export's verdict."""
         record = dataclasses.replace(record, made=_versions())
-        partial = self.record_path.with_name(f".{self.record_path.name}.{os.getpid()}.part")
-        partial.write_text(json.dumps(dataclasses.asdict(record), indent=1))
-        os.replace(partial, self.record_path)
+        write_text(self.record_path, json.dumps(dataclasses.asdict(record), indent=1))
         return record
 
 
@@ -172,19 +181,14 @@ def _export(model: object, input_size: int, target: Path) -> None:
     import tensorflow as tf
 
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # it logs every conversion step
-    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
     signature = [tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="pixels")]
-    try:
-        with warnings.catch_warnings():  # Keras' tf2onnx patch trips NumPy 2's np.object notice
-            warnings.simplefilter("ignore", FutureWarning)
-            model.export(str(partial), format="onnx", input_signature=signature, verbose=False)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_write(target) as partial, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Keras' tf2onnx patch trips NumPy 2's np.object notice
+        model.export(str(partial), format="onnx", input_signature=signature, verbose=False)
 
 
 def _key(spec: ModelSpec, weights: Path | None) -> str:
-    source = "random" if weights is None else {"sha256": _sha256(weights)}
+    source = "random" if weights is None else {"sha256": _weights_sha256(file_key(weights))}
     parts = {"model": spec.name, "weights": source, "format": FORMAT,
              "keras": _version("keras"), "onnxruntime": _version("onnxruntime")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -201,6 +205,12 @@ def _version(distribution: str) -> str:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return "none"
+
+
+@functools.lru_cache(maxsize=32)
+def _weights_sha256(key: FileKey | None) -> str | None:
+    """Hashed once per file version and process: a worker keys its exports on every load."""
+    return key and _sha256(Path(key[0]))
 
 
 def _sha256(path: Path) -> str | None:
