@@ -20,7 +20,7 @@ import requests
 from filelock import FileLock
 
 from .config import Settings
-from .files import atomic_write
+from .files import atomic_write, write_text
 from .weights import KerasWeights, Note, WeightsRejected, rejected_path
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class _ProgressFile:
 
     def __call__(self, done: int, total: int | None) -> None:
         if done == 0 or done == total or time.monotonic() - self._written_at >= 0.5:
-            self._path.write_text(json.dumps({"done": done, "total": total}))
+            write_text(self._path, json.dumps({"done": done, "total": total}))
             self._written_at = time.monotonic()
         if self._forward:
             self._forward(done, total)
