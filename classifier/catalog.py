@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import download, status
 from .config import Settings
@@ -78,14 +79,14 @@ class Catalog:
                 return self.pool.get(spec, found and self._found(spec, found), self.serving)
             except LoadFailed as failure:
                 if failure.rejected and found is not None:
-                    move_aside(found, failure.reason, self.settings)
+                    log.warning("%s: %s", spec.name, move_aside(found, failure.reason, self.settings))
         state = self.state(spec)
         if self._should_download(spec, state):
             self.downloads.start(spec.weights, self.settings)
             state = self.state(spec)
         raise state.error_for(spec.name)
 
-    def _found(self, spec: ModelSpec, found) -> Found:
+    def _found(self, spec: ModelSpec, found: Path) -> Found:
         return Found(found, spec.weights, self.settings)
 
     def _loaded_or_ready(self, spec: ModelSpec, found: Found | None) -> ModelState:
@@ -100,9 +101,7 @@ class Catalog:
         weights = spec.weights
         if not isinstance(weights, KerasWeights):
             return status.unavailable(f"the {weights.package} package is not installed", weights.how_to_get())
-        progress = download.progress(weights, self.settings)
-        if progress is None and self.downloads is not None and self.downloads.running(weights):
-            progress = {"done": 0, "total": None}  # still connecting, after the first request's wait
+        progress = download.progress(weights, self.settings)  # exists once the host has answered
         if progress is not None:
             return status.downloading(progress, RETRY_AFTER_SECONDS)
         copy = (f"{weights.how_to_copy()}, or run `python -m classifier download {spec.name}` "
@@ -111,8 +110,10 @@ class Catalog:
         if self.settings.offline and (note is None or note.kind != "rejected"):
             return status.unavailable(f"{weights.file_name} is not here and downloads are off "
                                       "(CLASSIFIER_OFFLINE=1)", copy)
-        if note is not None:
+        if note is not None:  # what went wrong last stays the state while a retry connects
             return self._after(note, copy)
+        if self.downloads is not None and self.downloads.running(weights):
+            return status.downloading({"done": 0, "total": None}, RETRY_AFTER_SECONDS)  # first try, connecting
         if self.downloads is None:
             return status.download_needed(f"run `python -m classifier download {spec.name}`, or {copy}")
         return status.download_needed(f"the first request for {spec.name} starts the download; "

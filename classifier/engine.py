@@ -24,8 +24,6 @@ import functools
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -33,10 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from filelock import FileLock
 
 from .config import Settings
-from .exports import Export, Record
+from .exports import CHILD_ATTEMPTS, Export, Record
 from .models import ModelSpec
 from .runtimes import KerasRuntime, OnnxRuntime, Runtime, use_tensorflow_threads
 from .weights import FileKey, Found, WeightsRejected
@@ -131,12 +128,16 @@ def _runtime_from_export(spec: ModelSpec, found: Found | None, serving: Serving)
     """ONNX Runtime if the export is checked (and, for ``auto``, faster); else Keras.
 
     TensorFlow is imported here only when Keras must serve the model; a missing export is
-    made by a child process when the weights come from settings this process can hand on.
+    made by a child process when the weights come from settings this process can hand on
+    (else, for random weights and benchmarks, here).
     """
     export = Export(spec, found and found.path, serving.exports_dir)
     record, keras = export.record(), None
     if record is None and found is not None and found.settings is not None:
-        record = _export_in_child(spec, export, found.settings)
+        record = export.made_in_child(found.settings)
+        if record is None:
+            log.warning("%s: running on Keras: no export after %d attempts (see above)", spec.name, CHILD_ATTEMPTS)
+            return keras_runtime(spec, found.loadable(), serving.threads)
     if record is None:
         record, keras = make_export(spec, found, serving)
     if record.verified and (serving.runtime == "onnx" or record.faster_than_keras()):
@@ -150,50 +151,6 @@ def _runtime_from_export(spec: ModelSpec, found: Found | None, serving: Serving)
         log.warning("%s: running on Keras, not its ONNX export %s: %s (delete %s to check it again)",
                     spec.name, export.onnx_path.name, record.reason, export.record_path.name)
     return keras or keras_runtime(spec, found and found.loadable(), serving.threads)
-
-
-EXPORT_ATTEMPTS = 2  # child processes tried before this process exports with Keras itself
-
-
-def _export_in_child(spec: ModelSpec, export: Export, settings: Settings) -> Record | None:
-    """Run ``python -m classifier export MODEL`` (one worker at a time) and read its record.
-
-    The child imports TensorFlow, converts and exports, and exits, returning its memory;
-    ``None`` if it failed twice (its output is in the log).
-    """
-    with FileLock(str(export.record_path) + ".child.lock"):
-        for attempt in range(1, EXPORT_ATTEMPTS + 1):
-            record = export.record()
-            if record is not None:
-                return record
-            _run_export_child(spec, settings, attempt)
-        return export.record()
-
-
-def _run_export_child(spec: ModelSpec, settings: Settings, attempt: int) -> None:
-    command = [sys.executable, "-m", "classifier", "export", spec.name]
-    log.info("%s: making its ONNX export in a child process (attempt %d)", spec.name, attempt)
-    try:
-        done = subprocess.run(command, env=_child_environment(settings), capture_output=True, text=True,
-                              timeout=settings.export_timeout, cwd=Path(__file__).parent.parent)
-    except subprocess.TimeoutExpired:
-        log.warning("%s: the export child ran over %s s and was stopped", spec.name, settings.export_timeout)
-        return
-    level = logging.INFO if done.returncode == 0 else logging.WARNING
-    log.log(level, "%s: export child exited with %d: %s", spec.name, done.returncode,
-            (done.stdout + done.stderr).strip()[-2000:])
-
-
-def _child_environment(settings: Settings) -> dict[str, str]:
-    """This process's settings as the child reads them (they may differ from the environment)."""
-    env = {**os.environ, "KERAS_HOME": str(settings.keras_home), "CLASSIFIER_OFFLINE": "1",
-           "CLASSIFIER_RANDOM_WEIGHTS": "0"}
-    env.pop("CLASSIFIER_WEIGHTS_DIR", None)
-    if settings.weights_dir:
-        env["CLASSIFIER_WEIGHTS_DIR"] = str(settings.weights_dir)
-    if settings.runtime_threads:
-        env["CLASSIFIER_RUNTIME_THREADS"] = str(settings.runtime_threads)
-    return env
 
 
 class LoadFailed(Exception):

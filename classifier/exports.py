@@ -15,7 +15,8 @@ so a stale export is never used, even for a file replaced in place with the same
 time stamp; the same weights copied elsewhere keep theirs. A failed check is recorded
 too, so each worker does not repeat it; delete the record (or the ``.onnx`` file, to export
 again) to retry. A file that fails its check without a record (cut short, damaged) is made
-again once before a failure is recorded. Photos: two real ones ship in ``data/photos`` (CC0, see its README).
+again once before a failure is recorded. A serving worker has the export made by a child process
+(``python -m classifier export MODEL``), so that TensorFlow never enters the worker. Photos: two real ones ship in ``data/photos`` (CC0, see its README).
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,6 +41,7 @@ import numpy as np
 from filelock import FileLock
 
 from . import images
+from .config import Settings
 from .files import atomic_write, write_text
 from .models import ModelSpec
 from .runtimes import KerasRuntime, OnnxRuntime
@@ -44,6 +49,7 @@ from .weights import FileKey, file_key
 
 log = logging.getLogger(__name__)
 
+CHILD_ATTEMPTS = 2  # child processes tried before a worker serves Keras itself
 TOLERANCE = 1e-4  # largest difference in any class probability between Keras and the export
 TOP = 5
 FORMAT = 1  # bumped when what goes into an export changes in a way the key cannot see
@@ -115,11 +121,51 @@ class Export:
             return self.store(Record(self.spec.name, None, False, f"the export failed: {error}"))
         return self.store(verify(self.spec, keras, self.onnx_path, threads))
 
+    def made_in_child(self, settings: Settings) -> Record | None:
+        """Run ``python -m classifier export MODEL`` (one process at a time) and read its record.
+
+        The child imports TensorFlow, converts and exports, and exits, returning its memory;
+        ``None`` if it failed ``CHILD_ATTEMPTS`` times (its output is in the log).
+        """
+        with FileLock(str(self.record_path) + ".child.lock"):
+            for attempt in range(1, CHILD_ATTEMPTS + 1):
+                record = self.record()
+                if record is not None:
+                    return record
+                _run_export_child(self.spec, settings, attempt)
+            return self.record()
+
     def store(self, record: Record) -> Record:
         """Keep ``record`` (stamped with the versions that made it) as this export's verdict."""
         record = dataclasses.replace(record, made=_versions())
         write_text(self.record_path, json.dumps(dataclasses.asdict(record), indent=1))
         return record
+
+
+def _run_export_child(spec: ModelSpec, settings: Settings, attempt: int) -> None:
+    command = [sys.executable, "-m", "classifier", "export", spec.name]
+    log.info("%s: making its ONNX export in a child process (attempt %d)", spec.name, attempt)
+    try:
+        done = subprocess.run(command, env=_child_environment(settings), capture_output=True, text=True,
+                              timeout=settings.export_timeout, cwd=Path(__file__).parent.parent)
+    except subprocess.TimeoutExpired:
+        log.warning("%s: the export child ran over %s s and was stopped", spec.name, settings.export_timeout)
+        return
+    level = logging.INFO if done.returncode == 0 else logging.WARNING
+    log.log(level, "%s: export child exited with %d: %s", spec.name, done.returncode,
+            (done.stdout + done.stderr).strip()[-2000:])
+
+
+def _child_environment(settings: Settings) -> dict[str, str]:
+    """This process's settings as the child reads them (they may differ from the environment)."""
+    env = {**os.environ, "KERAS_HOME": str(settings.keras_home), "CLASSIFIER_OFFLINE": "1",
+           "CLASSIFIER_RANDOM_WEIGHTS": "0"}
+    env.pop("CLASSIFIER_WEIGHTS_DIR", None)
+    if settings.weights_dir:
+        env["CLASSIFIER_WEIGHTS_DIR"] = str(settings.weights_dir)
+    if settings.runtime_threads:
+        env["CLASSIFIER_RUNTIME_THREADS"] = str(settings.runtime_threads)
+    return env
 
 
 def verify(spec: ModelSpec, keras: KerasRuntime, onnx_path: Path, threads: int | None = None) -> Record:

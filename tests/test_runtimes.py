@@ -106,6 +106,19 @@ print(json.dumps({"answer": answer, "tensorflow": "tensorflow" in sys.modules, "
     assert not outcome["tensorflow"] and not outcome["keras"]
 
 
+def test_a_worker_whose_export_child_fails_twice_runs_keras(tmp_path, caplog):
+    """The child is given no time at all (``CLASSIFIER_EXPORT_TIMEOUT``): after two attempts
+    the worker serves the model on Keras rather than failing it."""
+    settings = Settings(keras_home=tmp_path, runtime="onnx", export_timeout=0.01)
+    classifier = Classifier(settings, pool=ModelPool(), downloads=None)
+    with caplog.at_level(logging.INFO, logger="classifier"):
+        assert classifier.load_model(MODEL).runtime.name == "keras"
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("making its ONNX export in a child process" in m for m in messages) == 2
+    assert sum("export child ran over 0.01 s" in m for m in messages) == 2
+    assert f"{MODEL}: running on Keras: no export after 2 attempts (see above)" in messages
+
+
 def tampered(model_file: Path, target: Path) -> None:
     """A copy of the export with its largest weight tensor scaled: it loads and runs, wrongly."""
     model = onnx.load(str(model_file))

@@ -4,7 +4,6 @@ are not what they claim, and one wording of every model's state wherever it is s
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
