@@ -5,7 +5,8 @@ goes into the n-th layer with weights in the model, and every array must have th
 layer expects. ``data/weights_layouts.json`` lists those shapes per model (written once from
 Keras by ``python -m classifier.layouts``), so a serving process can tell a real weights file
 from a captive portal's page, a cut-short transfer or a file for another model by reading
-the file's HDF5 metadata: a few milliseconds, no arrays read, no TensorFlow imported.
+the file's HDF5 metadata: no arrays read, no TensorFlow imported (about 60 ms for ResNet50's
+300 arrays, once per file version and process).
 """
 
 from __future__ import annotations
