@@ -23,6 +23,7 @@ import atexit
 import functools
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -203,7 +204,7 @@ class ModelPool:
         try:
             return load(spec, found, serving)
         except Exception as error:  # noqa: BLE001 - any failure to build or load means "unavailable"
-            failure = LoadFailed(_reason(error, found), rejected=isinstance(error, WeightsRejected))
+            failure = LoadFailed(_reason(error), rejected=isinstance(error, WeightsRejected))
             if not failure.rejected:
                 log.exception("%s failed to load", spec.name)
             log.warning("%s is unavailable: %s", spec.name, failure.reason)
@@ -224,12 +225,13 @@ def _key(spec: ModelSpec, weights: Found | Path | None, serving: Serving) -> Key
     return spec.name, found and found.key(), serving
 
 
-def _reason(error: Exception, found: Found | None) -> str:
+def _reason(error: Exception) -> str:
     """The error in one line, naming files but not the server's folders."""
     text = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-    if found is not None:
-        text = text.replace(str(found.path.parent) + os.sep, "")
-    return text
+    return _FOLDERS.sub(r"\1", text)
+
+
+_FOLDERS = re.compile(r"(?:/[\w.@+-]+)+/([\w.@+-]+)")  # an absolute path: keep its last part
 
 
 # Models are expensive; every app and CLI call in a process shares this pool.
