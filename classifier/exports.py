@@ -143,7 +143,7 @@ class Export:
 
 
 def _run_export_child(spec: ModelSpec, settings: Settings, attempt: int) -> None:
-    command = [sys.executable, "-m", "classifier", "export", spec.name]
+    command = [_python(), "-m", "classifier", "export", spec.name]
     log.info("%s: making its ONNX export in a child process (attempt %d)", spec.name, attempt)
     try:
         done = subprocess.run(command, env=_child_environment(settings), capture_output=True, text=True,
@@ -154,6 +154,16 @@ def _run_export_child(spec: ModelSpec, settings: Settings, attempt: int) -> None
     level = logging.INFO if done.returncode == 0 else logging.WARNING
     log.log(level, "%s: export child exited with %d: %s", spec.name, done.returncode,
             (done.stdout + done.stderr).strip()[-2000:])
+
+
+def _python() -> str:
+    """This interpreter. Under uWSGI ``sys.executable`` is the uwsgi binary; the interpreter
+    is then the one in ``sys.prefix`` (the virtualenv uWSGI was given, or the system's)."""
+    if Path(sys.executable).name.startswith("python"):
+        return sys.executable
+    names = (f"python{sys.version_info.major}.{sys.version_info.minor}", f"python{sys.version_info.major}")
+    found = (Path(sys.prefix) / "bin" / name for name in names)
+    return str(next((path for path in found if path.is_file()), sys.executable))
 
 
 def _child_environment(settings: Settings) -> dict[str, str]:

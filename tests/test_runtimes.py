@@ -23,6 +23,7 @@ import pytest
 import requests
 from onnx import numpy_helper
 
+from bench import stack
 from classifier import Classifier, Settings
 from classifier.engine import ModelPool, Serving, keras_runtime
 from classifier.exports import TOLERANCE, Export, verify
@@ -104,6 +105,24 @@ print(json.dumps({"answer": answer, "tensorflow": "tensorflow" in sys.modules, "
     assert outcome["answer"]["model"] == MODEL and outcome["answer"]["weights"] == "imagenet"
     assert outcome["answer"]["predictions"][0]["label"] in CAT_LABELS
     assert not outcome["tensorflow"] and not outcome["keras"]
+
+
+def test_a_uwsgi_worker_that_needs_an_export_never_loads_tensorflow(tmp_path):
+    """The same under uWSGI, where ``sys.executable`` is the uwsgi binary, not Python."""
+    http = f"127.0.0.1:{free_port()}"
+    env = {"KERAS_HOME": str(tmp_path / "keras"), "CLASSIFIER_RUNTIME": "onnx", "CLASSIFIER_DEFAULT_MODEL": MODEL,
+           "CLASSIFIER_RANDOM_WEIGHTS": "0", "CLASSIFIER_WARMUP": "0", "CLASSIFIER_OFFLINE": "1",
+           "CLASSIFIER_UWSGI_HTTP": http}
+    server = stack.start_uwsgi(tmp_path, "app", f"127.0.0.1:{free_port()}", env, processes=1, threads=1)
+    try:
+        wait_until_healthy(f"http://{http}", server.process)
+        answer = requests.post(f"http://{http}/predict", files={"image": PHOTOS["chelsea"].read_bytes()}, timeout=600)
+        maps = [Path(f"/proc/{worker.pid}/maps").read_text() for worker in server.workers()]
+    finally:
+        stop(server.process)
+    assert answer.status_code == 200, server.log.read_text(errors="replace")[-3000:]
+    assert answer.json()["predictions"][0]["label"] in CAT_LABELS
+    assert maps and all("onnxruntime" in m and "tensorflow" not in m for m in maps)
 
 
 def test_a_worker_whose_export_child_fails_twice_runs_keras(tmp_path, caplog):
