@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from .config import Settings
 from .files import atomic_write, write_text
@@ -149,8 +149,24 @@ class _ProgressFile:
 
 
 def progress(weights: KerasWeights, settings: Settings) -> dict[str, int | None] | None:
-    """``{"done", "total"}`` while some process is downloading ``weights``, else ``None``."""
-    return _ProgressFile.read(settings.keras_cache_dir / weights.file_name)
+    """``{"done", "total"}`` while some process is downloading ``weights``, else ``None``.
+
+    A progress file whose download lock nobody holds was left by a process that stopped
+    mid-download (killed, restarted): that download is not running, whatever the file says.
+    """
+    final = settings.keras_cache_dir / weights.file_name
+    shared = _ProgressFile.read(final)
+    return shared if shared is not None and _locked(final) else None
+
+
+def _locked(final: Path) -> bool:
+    lock = FileLock(str(final) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
 
 
 def may_retry(note: Note | None) -> bool:

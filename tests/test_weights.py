@@ -298,6 +298,13 @@ def test_background_download_answers_503_at_once_then_serves(make_app, mirror, m
     assert done.status_code == 200 and done.json["weights"] == "imagenet"
 
 
+def test_a_download_left_unfinished_by_a_stopped_process_is_not_shown_as_running(make_app, tmp_path):
+    """A worker killed mid-download leaves its progress file; no lock is held any more."""
+    home_with(tmp_path, {f".{MOBILENET.file_name}.progress": b'{"done": 10, "total": 100}'})
+    client = make_app(random_weights=False).test_client()
+    assert by_name(client.get("/models").json["models"])["MobileNetV2"]["status"] == "download needed"
+
+
 def test_undecodable_upload_is_refused_before_any_model_is_touched(tmp_path):
     """An image that cannot be decoded is the image's fault, whatever state the model is in."""
     classifier = Classifier(settings_for(tmp_path, offline=True), pool=ModelPool(), downloads=None)
