@@ -29,8 +29,9 @@ from werkzeug.serving import WSGIRequestHandler
 from classifier import Classifier, ClassifierError, PredictRequest, Settings
 from classifier.errors import (CrossOriginForbidden, ImageTooLarge, InvalidImage, InvalidRequest, RequestTooLarge,
                                UnsupportedImageType)
+from classifier.logs import configure_logging
+from classifier.options import DEFAULT_TOP_K, MAX_TOP_K
 from classifier.remote import HOP_HEADER
-from classifier.service import DEFAULT_TOP_K, MAX_TOP_K
 from classifier.sizes import size_limit
 
 log = logging.getLogger("classifier.app")
@@ -63,6 +64,7 @@ class InMemoryRequest(Request):
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from ``CLASSIFIER_*`` settings; ``test_config`` overrides any of them."""
+    configure_logging()  # uWSGI calls only this: its workers must log model loads and failures too
     settings = Settings.from_env(**(test_config or {}))
     classifier = Classifier(settings)
     app = Flask(__name__)
@@ -296,10 +298,13 @@ def _http_error_message(error: HTTPException) -> str:
 
 def _warm_up(classifier: Classifier) -> None:
     """Load the default model before the first request needs it."""
+    model = classifier.default_model
     try:
-        classifier.load_model(classifier.default_model)
+        classifier.load_model(model)
     except ClassifierError as error:
-        log.warning("default model not warmed up: %s", error.message)
+        log.warning("default model %s not warmed up: %s", model, error.message)
+    else:
+        log.info("default model %s loaded", model)
 
 
 def main() -> None:
@@ -308,7 +313,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     # Local use: a person may point the page at any remote they run (production turns this off).
     os.environ.setdefault("CLASSIFIER_ALLOW_CUSTOM_REMOTE", "1")
     create_app().run(host=args.host, port=args.port, debug=args.debug, use_reloader=False, threaded=True,

@@ -22,10 +22,11 @@ from PIL import Image
 from classifier import labels
 from classifier.config import Settings
 from classifier.models import REGISTRY
+from classifier.weights import loadable
 
 SPEC = REGISTRY[os.environ.get("BASELINE_MODEL", "MobileNetV2")]
 model = SPEC.build()
-if not SPEC.weights.downloadable and (weights := SPEC.weights.find(Settings.from_env())):
+if not SPEC.weights.downloadable and (weights := loadable(SPEC.weights, Settings.from_env())):
     model.load_weights(str(weights))
 
 app = Flask(__name__)

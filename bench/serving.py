@@ -56,6 +56,7 @@ from classifier.engine import keras_runtime  # noqa: E402
 from classifier.exports import Export  # noqa: E402
 from classifier.models import REGISTRY, ModelSpec  # noqa: E402
 from classifier.runtimes import OnnxRuntime, use_tensorflow_threads  # noqa: E402
+from classifier.weights import loadable  # noqa: E402
 
 IMAGE = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
 SPLITS = [(2, 1, 1), (1, 2, 1), (1, 2, 4)]  # all-core throughput: processes x threads, batch
@@ -98,7 +99,7 @@ def prepare(spec: ModelSpec, keras_home: Path, threads: int | None) -> tuple[Mod
     """Weights where the app looks for them, and the export made and checked as the app does."""
     models_dir = keras_home / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
-    real = None if spec.weights.downloadable else spec.weights.find(Settings.from_env())
+    real = None if spec.weights.downloadable else loadable(spec.weights, Settings.from_env())
     if real:
         weights = models_dir / real.name
         shutil.copy(real, weights)

@@ -15,9 +15,12 @@ import requests
 from tqdm import tqdm
 
 from . import Classifier, ClassifierError, Settings
+from .download import Unreachable, describe, download
+from .engine import Serving, make_export
+from .logs import configure_logging
 from .models import REGISTRY, ModelSpec, get_spec
-from .weights import describe, download
-from .service import DEFAULT_TOP_K, MAX_TOP_K
+from .options import DEFAULT_TOP_K, MAX_TOP_K
+from .weights import Found, WeightsRejected
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("models", nargs="*", metavar="MODEL",
                         help="default: every model whose weights are here")
     args = parser.parse_args(argv)
+    configure_logging(logging.WARNING if args.command == "predict" else logging.INFO, "%(message)s")
     if args.command == "predict":
         return _predict(args)
     if args.command == "export":
@@ -65,8 +69,8 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(names: list[str]) -> int:
     """Make and check exports ahead of time, so that no worker spends a request on it.
 
-    Each model is loaded as a server set to ``CLASSIFIER_RUNTIME=onnx`` loads it, which makes
-    and checks the export; the engine logs what the check found.
+    A serving worker that finds no checked export runs this same command in a child
+    process, so that TensorFlow is imported there and not in the worker.
     """
     settings = Settings.from_env(runtime="onnx")
     if settings.random_weights:
@@ -78,24 +82,29 @@ def _export(names: list[str]) -> int:
     except ClassifierError as error:
         print(error.message, file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    classifier = Classifier(settings, downloads=None)
     failures = 0
-    for spec in specs or [spec for spec in REGISTRY.values() if spec.weights.present(settings)]:
-        name = spec.name
-        try:
-            runtime = classifier.load_model(name).runtime.name
-        except ClassifierError as error:
-            print(f"{name}: {error.message}", file=sys.stderr)
-            failures += 1
-            continue
-        if runtime != "onnx":
-            print(f"{name}: no usable export; the server runs this model on Keras (reason above).",
-                  file=sys.stderr)
+    for spec in specs or [spec for spec in REGISTRY.values() if spec.weights.find(settings)]:
+        reason = _export_one(spec, settings)
+        if reason:
+            print(f"{spec.name}: {reason}", file=sys.stderr)
             failures += 1
         else:
-            print(f"{name}: checked export in {settings.exports_dir}")
+            print(f"{spec.name}: checked export in {settings.exports_dir}")
     return 1 if failures else 0
+
+
+def _export_one(spec: ModelSpec, settings: Settings) -> str | None:
+    """Why ``spec`` has no usable export, or ``None`` once it has one."""
+    path = spec.weights.find(settings)
+    if path is None:
+        return Classifier(settings, downloads=None).catalog.state(spec).error_for(spec.name).message
+    try:
+        record, _ = make_export(spec, Found(path, spec.weights, settings), Serving.from_settings(settings))
+    except WeightsRejected as error:
+        return str(error)
+    if not record.verified:
+        return f"no usable export ({record.reason}); the server runs this model on Keras."
+    return None
 
 
 def _download(names: list[str]) -> int:
@@ -125,10 +134,8 @@ def _download_one(spec: ModelSpec, settings: Settings) -> bool:
 
         try:
             path = download(weights, settings, progress)
-        except (OSError, requests.RequestException) as error:
+        except (OSError, requests.RequestException, Unreachable, WeightsRejected) as error:
             reason = f"cannot download {weights.url(settings)}: {describe(error)}"
-        except ClassifierError as error:
-            reason = error.message
         else:
             reason = None
     if reason:

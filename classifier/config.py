@@ -49,6 +49,7 @@ class Settings:
     warmup: bool = True
     runtime: str = "auto"
     runtime_threads: int | None = None
+    export_timeout: float = 900.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
@@ -75,6 +76,7 @@ class Settings:
             "warmup": env.flag("CLASSIFIER_WARMUP"),
             "runtime": env.choice("CLASSIFIER_RUNTIME", RUNTIMES),
             "runtime_threads": env.number("CLASSIFIER_RUNTIME_THREADS", int),
+            "export_timeout": env.number("CLASSIFIER_EXPORT_TIMEOUT", float),
         }
         values = {name: value for name, value in values.items() if value is not None}
         return cls(**{**values, **overrides})

@@ -13,13 +13,13 @@ width scaled. Keras layer names mirror the checkpoint's names
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
+from pathlib import Path
 
 import keras
 import numpy as np
 
+from .files import atomic_write
 from .torch_legacy import load_legacy_state_dict
 
 INPUT_SIZE = 224
@@ -157,22 +157,11 @@ def _assign_state_dict(model: keras.Model, state_dict: dict[str, np.ndarray]) ->
 
 
 def convert_weights(pth_path: str, out_path: str) -> None:
-    """Convert the PyTorch checkpoint at ``pth_path`` into a Keras ``.weights.h5`` file.
-
-    The file is written next to ``out_path`` first and renamed into place, so a
-    concurrent reader never sees a half-written weights file.
-    """
+    """Convert the PyTorch checkpoint at ``pth_path`` into a Keras ``.weights.h5`` file,
+    written atomically so a concurrent reader never sees a half-written weights file."""
     if not out_path.endswith(".weights.h5"):
         raise ValueError(f"Keras weights files must end in .weights.h5, got {out_path!r}")
     model = build_model()
     _assign_state_dict(model, load_legacy_state_dict(pth_path))
-    directory = os.path.dirname(os.path.abspath(out_path))
-    fd, tmp_path = tempfile.mkstemp(dir=directory, suffix=".tmp.weights.h5")
-    os.close(fd)
-    try:
-        model.save_weights(tmp_path)
-        os.chmod(tmp_path, 0o644)  # mkstemp's 0600 would hide it from other service users
-        os.replace(tmp_path, out_path)
-    except BaseException:
-        os.unlink(tmp_path)
-        raise
+    with atomic_write(Path(out_path)) as partial:
+        model.save_weights(str(partial))

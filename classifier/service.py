@@ -1,81 +1,26 @@
-"""One prediction, start to finish: options → image → model → ranked labels, or a forward.
+"""One prediction, start to finish: image → model → ranked labels, or a forward.
 
 This is the library's front door; the Flask app and the CLI both call ``Classifier``.
+Which models can run and loading them is ``catalog.py``; parsing options is ``options.py``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from . import images, labels, remote
+import numpy as np
+
+from . import images, labels, remote, status
+from .catalog import Catalog
 from .config import Settings
-from .engine import POOL, LoadedModel, ModelPool, Serving
-from .errors import ImageTooLarge, InvalidRequest, ModelUnavailable, RemoteNotAllowed
-from .models import REGISTRY, ModelSpec, get_spec
-from .weights import BackgroundDownloads
+from .download import BackgroundDownloads
+from .engine import POOL, LoadedModel, ModelPool
+from .errors import ImageTooLarge, InvalidRequest, RemoteNotAllowed
+from .models import get_spec
+from .options import DEFAULT_TOP_K, MAX_TOP_K, PredictRequest
 
-DEFAULT_TOP_K = 3
-MAX_TOP_K = 20
-SERVERS = ("local", "remote", "custom")
-RETRY_AFTER_SECONDS = 30
-
-
-@dataclass(frozen=True)
-class PredictRequest:
-    """A parsed request, whichever of the three HTTP forms (or the CLI) it came from."""
-
-    image: bytes
-    filename: str = "image"
-    model: str | None = None
-    top_k: int = DEFAULT_TOP_K
-    server: str = "local"
-    remote_url: str | None = None
-
-    @classmethod
-    def from_options(cls, image: bytes, options: Mapping[str, object], filename: str = "image") -> PredictRequest:
-        """Validate loosely typed options (form fields, JSON values, query parameters)."""
-        return cls(
-            image=image,
-            filename=filename or "image",
-            model=_text(options, "model"),
-            top_k=_top_k(options.get("top_k")),
-            server=_server(options.get("server")),
-            remote_url=_text(options, "remote_url"),
-        )
-
-
-def _text(options: Mapping[str, object], name: str) -> str | None:
-    value = options.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{name} must be a string.")
-    return value.strip()
-
-
-def _top_k(value: object) -> int:
-    if value is None or value == "":
-        return DEFAULT_TOP_K
-    try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError
-        top_k = int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        top_k = 0
-    if not 1 <= top_k <= MAX_TOP_K:
-        raise InvalidRequest(f"top_k must be a whole number from 1 to {MAX_TOP_K}.")
-    return top_k
-
-
-def _server(value: object) -> str:
-    if value is None or value == "":
-        return "local"
-    if value not in SERVERS:
-        raise InvalidRequest(f"server must be one of: {', '.join(SERVERS)}.")
-    return str(value)
+__all__ = ["DEFAULT_TOP_K", "MAX_TOP_K", "Classification", "Classifier", "PredictRequest"]
 
 
 @dataclass
@@ -116,14 +61,15 @@ class Classifier:
     def __post_init__(self) -> None:
         if self.settings.default_model:
             get_spec(self.settings.default_model)  # an unknown name stops start-up here
+        self.catalog = Catalog(self.settings, self.pool, self.downloads)
 
     def predict(self, request: PredictRequest, forwarded: bool = False) -> Classification:
         """Answer ``request``; a ``forwarded`` request is always answered here (no loops)."""
         if forwarded or request.server == "local":
             return self.classify(request.image, request.model, request.top_k)
+        started = time.perf_counter()
         self._check_size(request.image)
         url = self._remote_url(request)
-        started = time.perf_counter()
         fields = {"top_k": str(request.top_k), **({"model": request.model} if request.model else {})}
         timeouts = remote.Timeouts(self.settings.remote_connect_timeout, self.settings.remote_read_timeout)
         answer = remote.forward(url, request.image, request.filename, fields, timeouts)
@@ -144,17 +90,30 @@ class Classifier:
         return request.remote_url
 
     def classify(self, image: bytes, model: str | None = None, top_k: int = DEFAULT_TOP_K) -> Classification:
-        """Classify ``image`` with ``model`` (default: ``default_model``) in this process."""
-        self._check_size(image)
-        loaded = self.load_model(model or self.default_model)
+        """Classify ``image`` with ``model`` (default: the default model) in this process.
+
+        The image is decoded before the model is touched: an undecodable upload is refused
+        without waiting for a model to load. ``timing_ms.total`` is the whole wait, with
+        ``load`` on its own when this request had to load the model.
+        """
         started = time.perf_counter()
-        size = loaded.spec.input_size
-        pixels = images.model_input(image, size, images.ImageLimits.from_settings(self.settings))[None]
+        self._check_size(image)
+        spec = get_spec(model or self.default_model)
+        pixels = self._pixels(image, spec.input_size)
         decoded = time.perf_counter()
+        was_loaded = self.catalog.state(spec).state == status.LOADED
+        loaded = self.load_model(spec.name)
+        ready = time.perf_counter()
         scores = loaded.scores(pixels)[0]
-        timing = {"decode": _ms_since(started, decoded), "inference": _ms_since(decoded)}
+        timing = {"decode": _ms_since(started, decoded), "inference": _ms_since(ready)}
+        if not was_loaded:
+            timing["load"] = _ms_since(decoded, ready)
         timing["total"] = _ms_since(started)
         return Classification(loaded.spec.name, loaded.weights, labels.top_k(scores, top_k), timing)
+
+    def _pixels(self, image: bytes, size: int) -> np.ndarray:
+        """A batch of one uint8 crop of ``size``×``size``."""
+        return images.model_input(image, size, images.ImageLimits.from_settings(self.settings))[None]
 
     def _check_size(self, image: bytes) -> None:
         if len(image) > self.settings.max_upload_bytes:
@@ -162,89 +121,16 @@ class Classifier:
 
     @property
     def default_model(self) -> str:
-        """The configured default, else the first registered model whose weights are here."""
-        if self.settings.default_model:
-            return self.settings.default_model
-        ready = (spec.name for spec in REGISTRY.values() if self._weights_status(spec)["state"] == "cached")
-        return next(ready, next(iter(REGISTRY)))
+        """The configured default, else the first registered model that is usable here."""
+        return self.catalog.default()
 
     def load_model(self, name: str) -> LoadedModel:
-        """The loaded model, or ``ModelUnavailable`` saying how to get its weights."""
-        spec = get_spec(name)
-        return self.pool.get(spec, self._weights_path(spec), Serving.from_settings(self.settings))
-
-    def _weights_path(self, spec: ModelSpec) -> Path | None:
-        if self.settings.random_weights:
-            return None
-        path = spec.weights.find(self.settings)
-        if path is not None:
-            return spec.weights.verified(path)
-        if self._may_download(spec):
-            self.downloads.start(spec.weights, self.settings)
-        raise self._unavailable(spec, self._weights_status(spec))
-
-    def _may_download(self, spec: ModelSpec) -> bool:
-        return spec.weights.downloadable and self.downloads is not None and not self.settings.offline
-
-    def _weights_status(self, spec: ModelSpec) -> dict[str, object]:
-        """``{"state": "cached" | "download needed" | "downloading" | "unavailable", ...}``."""
-        if self.settings.random_weights or spec.weights.present(self.settings):
-            return {"state": "cached"}
-        if not self._may_download(spec):
-            offline = spec.weights.downloadable and self.settings.offline
-            return {"state": "unavailable" if offline or not spec.weights.downloadable else "download needed"}
-        status = self.downloads.status(spec.weights, self.settings)
-        if status["state"] == "failed":
-            return {"state": "unavailable", "error": status["error"]}
-        return status
-
-    def _unavailable(self, spec: ModelSpec, status: dict[str, object]) -> ModelUnavailable:
-        how = spec.weights.how_to_get(spec.name)
-        if status["state"] == "downloading":
-            return ModelUnavailable(f"{spec.name}'s weights are being downloaded; try again shortly "
-                                    "(progress at GET /models).", retry_after=RETRY_AFTER_SECONDS)
-        if "error" in status:
-            return ModelUnavailable(f"{spec.name}'s weights could not be downloaded ({status['error']}). {how}",
-                                    retry_after=RETRY_AFTER_SECONDS)
-        offline = " and downloads are off (CLASSIFIER_OFFLINE)" if self.settings.offline else ""
-        return ModelUnavailable(f"{spec.name} has no weights on this machine{offline}. {how}")
+        """The loaded model, or ``ModelUnavailable`` saying why and what to do."""
+        return self.catalog.load(name)
 
     def models(self) -> list[dict[str, object]]:
-        """What ``GET /models`` reports for each registered model."""
-        default = self.default_model
-        return [self._describe(spec, default) for spec in REGISTRY.values()]
-
-    def _describe(self, spec: ModelSpec, default: str) -> dict[str, object]:
-        status = self._weights_status(spec)
-        state = status["state"]
-        serving = Serving.from_settings(self.settings)
-        if state == "cached" and self.pool.is_loaded(spec, self._weights_path(spec), serving):
-            state = "loaded"
-        description: dict[str, object] = {
-            "name": spec.name,
-            "input_size": [spec.input_size, spec.input_size],
-            "about": spec.about,
-            "weights": "random" if self.settings.random_weights else "imagenet",
-            "status": state,
-            "ready": state in ("loaded", "cached"),
-            "status_text": status_text(state, status.get("progress")),
-            "default": spec.name == default,
-        }
-        if not description["ready"]:
-            description["hint"] = spec.weights.how_to_get(spec.name)
-        return {**description, **{k: v for k, v in status.items() if k != "state"}}
-
-
-def status_text(state: str, progress: object = None) -> str:
-    """The one human wording of a model's state, shown verbatim by the page and its script.
-
-    Provisional (branch f-page): b-models' state machine replaces it.
-    """
-    if state in ("loaded", "cached"):
-        return "ready"
-    if state == "downloading" and isinstance(progress, dict) and progress.get("total"):
-        return f"downloading weights {round(100 * progress['done'] / progress['total'])}%"
-    return {"downloading": "downloading weights", "download needed": "download needed"}.get(state, "unavailable")
+        """What ``GET /models`` reports for each registered model (cheap, no side effects)."""
+        return self.catalog.describe()
 
 
 def _ms_since(start: float, end: float | None = None) -> float:

@@ -47,7 +47,7 @@
   }
 
   function modelNote(model) {
-    const why = `${model.status_text}${model.error ? ` (${model.error})` : ""}.${model.hint ? ` ${model.hint}` : ""}`;
+    const why = `${model.status_text}.${model.hint ? ` ${model.hint}` : ""}`; // status_text carries the reason
     return codeParts(why);
   }
 

@@ -583,7 +583,7 @@ def test_a_model_without_weights_is_explained_with_the_download_hint(open_page, 
     page.get_by_label("Model").select_option("NASNetMobile")
     page.set_input_files("#image", PHOTOS["chelsea"])
     expect_error(page, "The other server is not ready yet.",
-                 "answered 503", "NASNetMobile has no weights on this machine")
+                 "answered 503", "NASNetMobile: unavailable: nasnet_mobile.h5 is not here")
     expect(page.locator("#error code")).to_have_text("python -m classifier download NASNetMobile")
 
 

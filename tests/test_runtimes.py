@@ -3,6 +3,7 @@
 The pretrained EfficientNetLite0 that ships via pip is the model under test: real weights on
 real photos are what show that an export computes the same function, and its export is the
 quickest to make (a few seconds). Nothing here is mocked: a bad export is a real file on disk.
+No test depends on which runtime a timing favoured: those that need ONNX Runtime ask for it.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import h5py
 import numpy as np
 import onnx
 import pytest
+import requests
 from onnx import numpy_helper
 
+from bench import stack
 from classifier import Classifier, Settings
-from classifier.engine import ModelPool, Serving
-from classifier.exports import TOLERANCE, Export
+from classifier.engine import ModelPool, Serving, keras_runtime
+from classifier.exports import TOLERANCE, Export, verify
 from classifier.models import REGISTRY
-from conftest import CAT_LABELS, PHOTOS, ROOT
+from classifier.weights import loadable
+from conftest import CAT_LABELS, PHOTOS, ROOT, free_port, stop, wait_until_healthy
 
 MODEL = "EfficientNetLite0"
 SPEC = REGISTRY[MODEL]
@@ -39,7 +43,7 @@ def keras_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def weights(keras_home) -> Path:
     """The checkpoint converted to a Keras weights file, as the service does on first use."""
-    return SPEC.weights.find(Settings(keras_home=keras_home))
+    return loadable(SPEC.weights, Settings(keras_home=keras_home))
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +53,11 @@ def onnx_classifier(keras_home, weights) -> Classifier:
 
 
 @pytest.fixture(scope="module")
-def export(onnx_classifier, weights, keras_home) -> Export:
+def export(onnx_classifier, keras_home) -> Export:
+    """The export the service made: keyed by the checkpoint it ships as."""
     onnx_classifier.load_model(MODEL)
-    return Export(SPEC, weights, Settings(keras_home=keras_home).exports_dir)
+    settings = Settings(keras_home=keras_home)
+    return Export(SPEC, SPEC.weights.find(settings), settings.exports_dir)
 
 
 def test_the_export_is_checked_on_real_photos_and_recorded(onnx_classifier, export):
@@ -90,7 +96,7 @@ for _ in range(600):
 answer = client.post("/predict", data=open(sys.argv[1], "rb").read(), content_type="image/png").json
 print(json.dumps({"answer": answer, "tensorflow": "tensorflow" in sys.modules, "keras": "keras" in sys.modules}))
 """
-    env = {**os.environ, "KERAS_HOME": str(keras_home), "CLASSIFIER_RUNTIME": "auto",
+    env = {**os.environ, "KERAS_HOME": str(keras_home), "CLASSIFIER_RUNTIME": "onnx",
            "CLASSIFIER_DEFAULT_MODEL": MODEL, "CLASSIFIER_RANDOM_WEIGHTS": "0"}
     result = subprocess.run([sys.executable, "-c", script, str(PHOTOS["chelsea"])], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
@@ -99,6 +105,37 @@ print(json.dumps({"answer": answer, "tensorflow": "tensorflow" in sys.modules, "
     assert outcome["answer"]["model"] == MODEL and outcome["answer"]["weights"] == "imagenet"
     assert outcome["answer"]["predictions"][0]["label"] in CAT_LABELS
     assert not outcome["tensorflow"] and not outcome["keras"]
+
+
+def test_a_uwsgi_worker_that_needs_an_export_never_loads_tensorflow(tmp_path):
+    """The same under uWSGI, where ``sys.executable`` is the uwsgi binary, not Python."""
+    http = f"127.0.0.1:{free_port()}"
+    env = {"KERAS_HOME": str(tmp_path / "keras"), "CLASSIFIER_RUNTIME": "onnx", "CLASSIFIER_DEFAULT_MODEL": MODEL,
+           "CLASSIFIER_RANDOM_WEIGHTS": "0", "CLASSIFIER_WARMUP": "0", "CLASSIFIER_OFFLINE": "1",
+           "CLASSIFIER_UWSGI_HTTP": http}
+    server = stack.start_uwsgi(tmp_path, "app", f"127.0.0.1:{free_port()}", env, processes=1, threads=1)
+    try:
+        wait_until_healthy(f"http://{http}", server.process)
+        answer = requests.post(f"http://{http}/predict", files={"image": PHOTOS["chelsea"].read_bytes()}, timeout=600)
+        maps = [Path(f"/proc/{worker.pid}/maps").read_text() for worker in server.workers()]
+    finally:
+        stop(server.process)
+    assert answer.status_code == 200, server.log.read_text(errors="replace")[-3000:]
+    assert answer.json()["predictions"][0]["label"] in CAT_LABELS
+    assert maps and all("onnxruntime" in m and "tensorflow" not in m for m in maps)
+
+
+def test_a_worker_whose_export_child_fails_twice_runs_keras(tmp_path, caplog):
+    """The child is given no time at all (``CLASSIFIER_EXPORT_TIMEOUT``): after two attempts
+    the worker serves the model on Keras rather than failing it."""
+    settings = Settings(keras_home=tmp_path, runtime="onnx", export_timeout=0.01)
+    classifier = Classifier(settings, pool=ModelPool(), downloads=None)
+    with caplog.at_level(logging.INFO, logger="classifier"):
+        assert classifier.load_model(MODEL).runtime.name == "keras"
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("making its ONNX export in a child process" in m for m in messages) == 2
+    assert sum("export child ran over 0.01 s" in m for m in messages) == 2
+    assert f"{MODEL}: running on Keras: no export after 2 attempts (see above)" in messages
 
 
 def tampered(model_file: Path, target: Path) -> None:
@@ -110,28 +147,75 @@ def tampered(model_file: Path, target: Path) -> None:
     onnx.save(model, str(target))
 
 
-@pytest.mark.parametrize("damage", ["tampered", "garbage"])
-def test_an_export_that_differs_or_fails_falls_back_to_keras(export, weights, tmp_path, caplog, damage):
+def test_a_worker_that_needs_an_export_has_a_child_make_it_and_never_loads_tensorflow(tmp_path):
+    """Issue 11.9: a worker that made the export itself kept TensorFlow (1.7 GB RSS against
+    ~140 MB). A running ``python app.py`` with nothing converted or exported yet answers,
+    and TensorFlow's libraries are never mapped into it."""
+    port = free_port()
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "CLASSIFIER_RUNTIME": "onnx",
+           "CLASSIFIER_DEFAULT_MODEL": MODEL, "CLASSIFIER_RANDOM_WEIGHTS": "0", "CLASSIFIER_WARMUP": "0",
+           "CLASSIFIER_OFFLINE": "1"}
+    log = tmp_path / "server.log"
+    process = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
+                               env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", process)
+        answer = requests.post(f"http://127.0.0.1:{port}/predict", files={"image": PHOTOS["chelsea"].read_bytes()},
+                               timeout=600)
+        maps = Path(f"/proc/{process.pid}/maps").read_text()
+    finally:
+        stop(process)
+    assert answer.status_code == 200 and answer.json()["predictions"][0]["label"] in CAT_LABELS
+    assert "onnxruntime" in maps and "tensorflow" not in maps
+    assert answer.json()["timing_ms"]["load"] > 0
+    output = log.read_text()
+    assert "making its ONNX export in a child process (attempt 1)" in output
+    assert "running on ONNX Runtime" in output
+    settings = Settings(keras_home=tmp_path / "keras")
+    assert Export(SPEC, SPEC.weights.find(settings), settings.exports_dir).record().verified
+
+
+def tampered(model_file: Path, target: Path) -> None:
+    """A copy of the export with its largest weight tensor scaled: it loads and runs, wrongly."""
+    model = onnx.load(str(model_file))
+    largest = max(model.graph.initializer, key=lambda tensor: np.prod(tensor.dims))
+    largest.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(largest) * 1.5, largest.name))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(target))
+
+
+@pytest.mark.parametrize("damage", ["tampered", "cut short"])
+def test_a_damaged_export_without_a_verdict_is_made_again_once(export, weights, tmp_path, caplog, damage):
+    """A file cut short or changed since its check is exported again, not recorded as failed."""
     serving = Serving("onnx", tmp_path / "exports")
     bad = Export(SPEC, weights, serving.exports_dir)
     if damage == "tampered":
         tampered(export.onnx_path, bad.onnx_path)
     else:
         bad.onnx_path.parent.mkdir(parents=True)
-        bad.onnx_path.write_bytes(b"not an ONNX model")
+        bad.onnx_path.write_bytes(export.onnx_path.read_bytes()[:100_000])
+    with caplog.at_level(logging.INFO, logger="classifier"):
+        loaded = ModelPool().get(SPEC, weights, serving)
+    assert loaded.runtime.name == "onnx"
+    warning = next(r.getMessage() for r in caplog.records
+                   if r.levelno == logging.WARNING and r.name.startswith("classifier"))
+    assert f"the export {bad.onnx_path.name} failed its check" in warning and "making it again" in warning
+    assert ("differs from Keras" if damage == "tampered" else "cannot run the export") in warning
+    assert bad.record() is not None and bad.record().verified
+
+
+def test_an_export_found_to_differ_runs_on_keras_and_is_not_checked_again(export, weights, tmp_path, caplog):
+    serving = Serving("onnx", tmp_path / "exports")
+    bad = Export(SPEC, weights, serving.exports_dir)
+    tampered(export.onnx_path, bad.onnx_path)
+    bad.store(verify(SPEC, keras_runtime(SPEC, weights), bad.onnx_path))
     with caplog.at_level(logging.INFO, logger="classifier.engine"):
         loaded = ModelPool().get(SPEC, weights, serving)
     assert loaded.runtime.name == "keras"
-    warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    assert "running on Keras" in warning and str(bad.onnx_path) in warning
-    assert ("differs from Keras" if damage == "tampered" else "cannot run the export") in warning
-    record = bad.record()
-    assert record is not None and not record.verified
-    # A later process reads the verdict instead of checking the same file again.
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="classifier.engine"):
-        assert ModelPool().get(SPEC, weights, serving).runtime.name == "keras"
-    assert not any("checked" in r.getMessage() for r in caplog.records)
+    warning = next(r.getMessage() for r in caplog.records
+                   if r.levelno == logging.WARNING and r.name.startswith("classifier"))
+    assert "running on Keras" in warning and bad.onnx_path.name in warning and "differs from Keras" in warning
+    assert not any("checked" in r.getMessage() for r in caplog.records)  # the verdict is read, not redone
 
 
 def test_exports_are_keyed_by_the_weights_content(weights, tmp_path):

