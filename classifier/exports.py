@@ -16,7 +16,7 @@ time stamp; the same weights copied elsewhere keep theirs. A failed check is rec
 too, so each worker does not repeat it; delete the record (or the ``.onnx`` file, to export
 again) to retry. A file that fails its check without a record (cut short, damaged) is made
 again once before a failure is recorded. A serving worker has the export made by a child process
-(``python -m classifier export MODEL``), so that TensorFlow never enters the worker. Photos: two real ones ship in ``data/photos`` (CC0, see its README).
+(``python3 -m classifier export MODEL``), so that TensorFlow never enters the worker. Photos: two real ones ship in ``data/photos`` (CC0, see its README).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class Export:
         return self.store(verify(self.spec, keras, self.onnx_path, threads))
 
     def made_in_child(self, settings: Settings) -> Record | None:
-        """Run ``python -m classifier export MODEL`` (one process at a time) and read its record.
+        """Run ``python3 -m classifier export MODEL`` (one process at a time) and read its record.
 
         The child imports TensorFlow, converts and exports, and exits, returning its memory;
         ``None`` if it failed ``CHILD_ATTEMPTS`` times (its output is in the log).

@@ -3,7 +3,7 @@
 Keras loads a legacy ``.h5`` weights file by order: the n-th layer with weights in the file
 goes into the n-th layer with weights in the model, and every array must have the shape the
 layer expects. ``data/weights_layouts.json`` lists those shapes per model (written once from
-Keras by ``python -m classifier.layouts``), so a serving process can tell a real weights file
+Keras by ``python3 -m classifier.layouts``), so a serving process can tell a real weights file
 from a captive portal's page, a cut-short transfer or a file for another model by reading
 the file's HDF5 metadata: no arrays read, no TensorFlow imported (about 60 ms for ResNet50's
 300 arrays, once per file version and process).

@@ -514,7 +514,7 @@ def test_models_that_cannot_run_here_say_why_and_stay_chosen(open_page, real):
         for model in not_ready:
             item = notes.locator("li", has_text=model["name"])
             expect(item).to_contain_text(f"{model['name']}: {model['status_text']}.")
-            expect(item.locator("code")).to_have_text(f"python -m classifier download {model['name']}")
+            expect(item.locator("code")).to_have_text(f"classifier download {model['name']}")
 
     # Chosen anyway, a model stays chosen: its state and hint show, and Classify says why it cannot run.
     page = open_page(real, allow=(503,))
@@ -522,7 +522,7 @@ def test_models_that_cannot_run_here_say_why_and_stay_chosen(open_page, real):
     state = page.locator("#model-state")
     expect(state).to_be_visible()
     expect(state).to_contain_text(f"NASNetMobile: {reported[2]['status_text']}.")
-    expect(state.locator("code")).to_have_text("python -m classifier download NASNetMobile")
+    expect(state.locator("code")).to_have_text("classifier download NASNetMobile")
     page.set_input_files("#image", PHOTOS["chelsea"])
     expect_error(page, "That model is not ready yet.", "NASNetMobile has no weights on this machine")
     expect(page.get_by_label("Model")).to_have_value("NASNetMobile")
@@ -584,7 +584,7 @@ def test_a_model_without_weights_is_explained_with_the_download_hint(open_page, 
     page.set_input_files("#image", PHOTOS["chelsea"])
     expect_error(page, "The other server is not ready yet.",
                  "answered 503", "NASNetMobile: unavailable: nasnet_mobile.h5 is not here")
-    expect(page.locator("#error code")).to_have_text("python -m classifier download NASNetMobile")
+    expect(page.locator("#error code")).to_have_text("classifier download NASNetMobile")
 
 
 # ---- Where the prediction runs ----

@@ -247,7 +247,7 @@ def test_offline_missing_weights_is_503_naming_the_model_and_others_keep_working
                                      "(CLASSIFIER_OFFLINE=1)")
     assert response.json["error"]["message"] == (
         f"NASNetMobile: {nasnet['status_text']}. Copy {NASNET.file_name} into CLASSIFIER_WEIGHTS_DIR, or run "
-        "`python -m classifier download NASNetMobile` on a machine with internet and copy it from there.")
+        "`classifier download NASNetMobile` on a machine with internet and copy it from there.")
     assert not (tmp_path / "keras" / "models" / (NASNET.file_name + ".lock")).exists()
     # The bundled model still answers, and it is the default.
     assert client.get("/models").json["default"] == "EfficientNetLite0"
@@ -393,5 +393,5 @@ def test_unknown_model_in_download_command(tmp_path):
 
 def test_classify_without_background_downloads_explains(tmp_path, cat_png):
     classifier = Classifier(settings_for(tmp_path), downloads=None)
-    with pytest.raises(ModelUnavailable, match="run `python -m classifier download ResNet50`"):
+    with pytest.raises(ModelUnavailable, match="run `classifier download ResNet50`"):
         classifier.classify(cat_png, "ResNet50")
