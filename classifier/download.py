@@ -118,17 +118,17 @@ def describe(error: Exception) -> str:
 
 class _ProgressFile:
     """Shares a download's progress with the other processes through a small JSON file;
-    it exists from the moment the host answers until the download ends."""
+    it exists from the moment the host answers until the download ends.
+
+    Written at every chunk (one per megabyte, a few dozen bytes each time): throttling by
+    time left the shown figure stale for as long as the host then went quiet."""
 
     def __init__(self, final: Path, forward: Progress | None) -> None:
         self._path = self.path_for(final)
         self._forward = forward
-        self._written_at = 0.0
 
     def __call__(self, done: int, total: int | None) -> None:
-        if done == 0 or done == total or time.monotonic() - self._written_at >= 0.5:
-            write_text(self._path, json.dumps({"done": done, "total": total}))
-            self._written_at = time.monotonic()
+        write_text(self._path, json.dumps({"done": done, "total": total}))
         if self._forward:
             self._forward(done, total)
 

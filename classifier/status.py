@@ -9,7 +9,7 @@ One state machine::
 ``unavailable`` covers: downloads off or impossible, a failed download, a file that failed
 its check, a model that failed to load, a package that is not installed. Each state has one
 ``text`` (shown verbatim everywhere) and, when the model is not ready, one ``hint`` saying
-what to do. Nothing here touches files; ``service.py`` decides the state.
+what to do. Nothing here touches files; ``catalog.py`` decides the state.
 """
 
 from __future__ import annotations

@@ -51,6 +51,21 @@ def client(make_app: Callable[..., Flask]) -> FlaskClient:
 
 
 @pytest.fixture(scope="session")
+def mobilenet_h5(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A MobileNetV2 weights file in the legacy .h5 layout Keras publishes (random values)."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from classifier.models import REGISTRY
+
+    spec = REGISTRY["MobileNetV2"]
+    path = tmp_path_factory.mktemp("h5") / spec.weights.file_name
+    with h5py.File(path, "w") as file:
+        legacy_h5_format.save_weights_to_hdf5_group(file, spec.build())
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="session")
 def cat_png() -> bytes:
     return PHOTOS["chelsea"].read_bytes()
 

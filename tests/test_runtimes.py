@@ -175,15 +175,6 @@ def test_a_worker_that_needs_an_export_has_a_child_make_it_and_never_loads_tenso
     assert Export(SPEC, SPEC.weights.find(settings), settings.exports_dir).record().verified
 
 
-def tampered(model_file: Path, target: Path) -> None:
-    """A copy of the export with its largest weight tensor scaled: it loads and runs, wrongly."""
-    model = onnx.load(str(model_file))
-    largest = max(model.graph.initializer, key=lambda tensor: np.prod(tensor.dims))
-    largest.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(largest) * 1.5, largest.name))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(target))
-
-
 @pytest.mark.parametrize("damage", ["tampered", "cut short"])
 def test_a_damaged_export_without_a_verdict_is_made_again_once(export, weights, tmp_path, caplog, damage):
     """A file cut short or changed since its check is exported again, not recorded as failed."""

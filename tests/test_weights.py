@@ -14,11 +14,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import requests
-from keras.src.legacy.saving import legacy_h5_format
 
 from bench import stack
 from classifier import Classifier, Settings
@@ -33,16 +31,6 @@ RESNET = REGISTRY["ResNet50"].weights
 NASNET = REGISTRY["NASNetMobile"].weights
 LITE = REGISTRY["EfficientNetLite0"].weights
 PORTAL_PAGE = b"<html><body>Sign in to the hotel Wi-Fi to continue</body></html>"
-
-
-@pytest.fixture(scope="module")
-def mobilenet_h5(tmp_path_factory) -> bytes:
-    """A MobileNetV2 weights file in the legacy .h5 layout Keras publishes (random values)."""
-    model = REGISTRY["MobileNetV2"].build()
-    path = tmp_path_factory.mktemp("h5") / MOBILENET.file_name
-    with h5py.File(path, "w") as file:
-        legacy_h5_format.save_weights_to_hdf5_group(file, model)
-    return path.read_bytes()
 
 
 class Mirror:
