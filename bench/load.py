@@ -28,7 +28,7 @@ class Run:
     seconds: float
     errors: int
     timing_ms: dict[str, float] = field(default_factory=dict)
-    """Medians of the app's own ``timing_ms`` (decode, inference), where it reports them."""
+    """Medians of the app's own ``timing_ms`` parts that every answer reports (decode, inference, total)."""
 
     @property
     def throughput(self) -> float:
@@ -78,8 +78,9 @@ def sequential(url: str, image: bytes, model: str, count: int, seconds: float, e
         else:
             errors += 1
     client.close()
-    parts = {part for timing in timings for part in timing}
-    medians = {part: statistics.median(t[part] for t in timings if part in t) for part in parts}
+    # Parts every answer reports: a cold worker's one-off "load" is not a per-request cost.
+    parts = set.intersection(*(set(timing) for timing in timings)) if timings else set()
+    medians = {part: statistics.median(t[part] for t in timings) for part in parts}
     return Run(latencies, time.perf_counter() - started, errors, medians)
 
 
