@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 
 from bench.stack import free_port, stop, wait_until_ok  # noqa: F401  (tests import free_port and stop from here)
 from hostile import encode  # noqa: F401  (tests import it from here)
+from servers import StubServer, silent_listener
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = {
@@ -68,6 +69,27 @@ def mobilenet_h5(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 @pytest.fixture(scope="session")
 def cat_png() -> bytes:
     return PHOTOS["chelsea"].read_bytes()
+
+
+@pytest.fixture
+def stub_server() -> Iterator[Callable[[type], StubServer]]:
+    """Starts a ``StubServer`` for a handler class; all are closed when the test ends."""
+    servers: list[StubServer] = []
+
+    def start(handler: type) -> StubServer:
+        servers.append(StubServer(handler))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A ``/predict`` URL on a port that takes connections and never answers."""
+    with silent_listener() as url:
+        yield url + "predict"
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:

@@ -9,7 +9,6 @@ allowed address, every later one the metadata service.
 
 from __future__ import annotations
 
-import http.server
 import json
 import socket
 import struct
@@ -22,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app import create_app  # noqa: E402
 from classifier import remote  # noqa: E402
 from classifier.errors import ClassifierError  # noqa: E402
+from servers import QuietHandler, StubServer  # noqa: E402  (next to this script, so on sys.path)
 
 REBINDING_NAME = "rebind.test"
 connections: list[str] = []
@@ -79,19 +79,14 @@ def _dns_answer(query: bytes) -> bytes:
 def redirecting_remote() -> str:
     """An allowed remote (on 127.0.0.1) that redirects to the metadata service."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             self.send_response(302)
             self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_port}/predict"
+    return StubServer(Handler).url + "predict"  # serves until the probe exits
 
 
 def forward_directly(url: str, image: bytes) -> str:

@@ -7,13 +7,10 @@ that matches the remote's own and not the forwarding instance's proves who answe
 from __future__ import annotations
 
 import base64
-import http.server
 import io
 import json
-import socket
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
@@ -21,6 +18,7 @@ import requests
 
 from classifier.remote import HOP_HEADER, MAX_RELAYED_MESSAGE_CHARS, MAX_RETRY_AFTER_SECONDS
 from conftest import free_port
+from servers import QuietHandler
 
 MODEL = "ResNet50"  # random ResNet50 weights give distinct, non-uniform scores
 
@@ -112,28 +110,15 @@ def test_custom_remote_url_is_allowed_for_python_app_py(pair, cat_png):
 # listeners that misbehave on purpose (a remote we do not control).
 
 @pytest.fixture
-def silent_listener() -> Iterator[str]:
-    """Accepts connections and never answers: a remote that hangs."""
-    server = socket.create_server(("127.0.0.1", 0))
-    connections: list[socket.socket] = []
-    threading.Thread(target=lambda: connections.append(server.accept()[0]), daemon=True).start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}/predict"
-    for connection in connections:
-        connection.close()
-    server.close()
-
-
-@pytest.fixture
-def fake_remote() -> Iterator[callable]:
+def fake_remote(stub_server) -> Callable[..., str]:
     """A remote answering fixed status, headers and body, to test what we accept from it.
 
     With ``pause``, the body goes out one byte at a time, ``pause`` seconds apart. The paths
     of the requests that reached any of them are in ``fake_remote.received``.
     """
-    servers = []
 
     def start(status: int, body: bytes, headers: dict[str, str] | None = None, pause: float = 0) -> str:
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 start.received.append(self.path)
@@ -151,19 +136,10 @@ def fake_remote() -> Iterator[callable]:
                 except OSError:
                     pass  # we hung up on it: the point of the test
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_port}/predict"
+        return stub_server(Handler).url + "predict"
 
     start.received = []  # the paths of the requests that reached any of them
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return start
 
 
 def forward_with(make_app, remote_url: str, cat_png: bytes, **settings: object):
@@ -177,8 +153,8 @@ def test_remote_down_is_502(make_app, cat_png):
     assert "could not be reached" in response.json["error"]["message"]
 
 
-def test_remote_timeout_is_504(make_app, silent_listener, cat_png):
-    response = forward_with(make_app, silent_listener, cat_png, remote_read_timeout=1.0)
+def test_remote_timeout_is_504(make_app, silent_url, cat_png):
+    response = forward_with(make_app, silent_url, cat_png, remote_read_timeout=1.0)
     assert response.status_code == 504 and response.json["error"]["code"] == "remote_timeout"
 
 

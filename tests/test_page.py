@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import base64
 import html.parser
-import http.server
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +28,7 @@ import pytest
 import requests
 
 from conftest import PHOTOS, ROOT, free_port
+from servers import QuietHandler, StubServer
 
 from classifier.models import REGISTRY
 from playwright import sync_api
@@ -79,7 +78,7 @@ def plain(serve_app, tmp_path_factory) -> str:
                      KERAS_HOME=str(tmp_path_factory.mktemp("plain_keras_home")))
 
 
-class HeldMirror:
+class HeldMirror(StubServer):
     """A loopback stand-in for Keras' weights host (the real one is out of reach here).
 
     MobileNetV2's file (Keras publishes no hash for it; random values in Keras' layout, which
@@ -97,7 +96,7 @@ class HeldMirror:
         self.size = len(body)
         self.sent_first = len(body) // 4 // self.MEGABYTE * self.MEGABYTE
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 if not self.path.endswith(HeldMirror.HELD):
                     self.send_error(404)
@@ -121,21 +120,15 @@ class HeldMirror:
                 except ConnectionError:
                     pass  # the server under test stopped first, its download unfinished
 
-            def log_message(self, *args: object) -> None:
-                pass
-
         mirror = self
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True, name="held mirror").start()
+        super().__init__(Handler)
 
     def release(self) -> None:
         self.released.set()
 
     def close(self) -> None:
         self.release()
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()
 
 
 @pytest.fixture(scope="module")
@@ -164,15 +157,6 @@ def wait_for_models(url: str, condition: Callable[[dict[str, dict]], bool], time
             return models
         assert time.monotonic() < deadline, f"GET /models never met the condition: {models}"
         time.sleep(0.2)  # between polls only; the loop ends on the condition
-
-
-@pytest.fixture(scope="module")
-def silent_server() -> Iterator[str]:
-    """Accepts connections (the kernel's backlog does) and never answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/predict"
 
 
 @pytest.fixture(scope="module")
@@ -706,12 +690,12 @@ def test_an_unreachable_remote_is_explained(open_page, other):
     expect_error(page, "The other server could not classify the image.", "could not be reached")
 
 
-def test_spinner_clears_the_previous_answer_then_a_timeout_is_explained(open_page, other, silent_server):
+def test_spinner_clears_the_previous_answer_then_a_timeout_is_explained(open_page, other, silent_url):
     page = open_page(other, allow=(504,))
     page.set_input_files("#image", PHOTOS["chelsea"])
     expect_bars(page, 3)
     page.get_by_role("radio", name="Custom URL").check()
-    page.get_by_label("Server URL").fill(silent_server)
+    page.get_by_label("Server URL").fill(silent_url)
     page.get_by_role("button", name="Classify").click()
     expect(page.locator("#status")).to_have_text("Asking the other server…")
     expect(page.locator("#status")).to_have_class(re.compile(r"\bbusy\b"))

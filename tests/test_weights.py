@@ -8,8 +8,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
-import http.server
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from classifier.errors import ModelUnavailable, UnsupportedImageType
 from classifier.layouts import expected_layouts, layout_of
 from classifier.models import REGISTRY
 from conftest import ROOT, free_port, wait_until_healthy
+from servers import QuietHandler, StubServer
 
 MOBILENET = REGISTRY["MobileNetV2"].weights
 RESNET = REGISTRY["ResNet50"].weights
@@ -33,7 +32,7 @@ LITE = REGISTRY["EfficientNetLite0"].weights
 PORTAL_PAGE = b"<html><body>Sign in to the hotel Wi-Fi to continue</body></html>"
 
 
-class Mirror:
+class Mirror(StubServer):
     """A local HTTP server standing in for Keras' weights host: serves files, counts requests."""
 
     def __init__(self, files: dict[str, bytes], delay: float = 0.0, cut_at: int | None = None) -> None:
@@ -41,7 +40,7 @@ class Mirror:
         self.files, self.delay, self.cut_at, self.requests = files, delay, cut_at, []
         mirror = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 mirror.requests.append(self.path)
                 body = mirror.files.get(self.path.lstrip("/"))
@@ -56,16 +55,7 @@ class Mirror:
                     self.wfile.write(sent[start:start + (1 << 20)])
                     time.sleep(mirror.delay)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture
