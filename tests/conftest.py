@@ -92,6 +92,17 @@ def silent_url() -> Iterator[str]:
         yield url + "predict"
 
 
+def classifier_command(*args: str) -> list[str]:
+    """The command line of ``python -m classifier`` with ``args``, run by this interpreter."""
+    return [sys.executable, "-m", "classifier", *args]
+
+
+def run_classifier(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    """Run ``python -m classifier`` from the project root with ``env`` over ours; text output."""
+    return subprocess.run(classifier_command(*args), cwd=ROOT, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
     """Until the app at base ``url`` answers ``/healthz``."""
     wait_until_ok(url + "/healthz", process, timeout)

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 from classifier import Settings
 from classifier.exports import Export
 from classifier.models import REGISTRY
-from conftest import PHOTOS, ROOT
+from conftest import PHOTOS, run_classifier
 
 
 def run(*args: str, tmp_path, random_weights: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CLASSIFIER_RANDOM_WEIGHTS": "1" if random_weights else "0", "KERAS_HOME": str(tmp_path),
-           "CLASSIFIER_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "classifier", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_classifier(*args, CLASSIFIER_RANDOM_WEIGHTS="1" if random_weights else "0", KERAS_HOME=str(tmp_path),
+                          CLASSIFIER_OFFLINE="1")
 
 
 def test_predict_prints_ranked_labels(tmp_path):

@@ -7,16 +7,13 @@ are what prove the pipeline. The direct call, the CLI and the HTTP API must agre
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from classifier import Classifier, Settings
-from conftest import CAT_LABELS, PHOTOS, ROOT, encode
+from conftest import CAT_LABELS, PHOTOS, encode, run_classifier
 
 MODEL = "EfficientNetLite0"
 # photo: (how many of the top predictions to look in, labels of which one must be there)
@@ -56,12 +53,8 @@ def test_direct_call_gets_the_right_labels(direct, photo):
 
 
 def test_cli_agrees(direct, keras_home):
-    env = {**os.environ, "KERAS_HOME": str(keras_home)}
-    result = subprocess.run(
-        [sys.executable, "-m", "classifier", "predict", *map(str, PHOTOS.values()),
-         "--model", MODEL, "--top-k", "5", "--json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
+    result = run_classifier("predict", *map(str, PHOTOS.values()), "--model", MODEL, "--top-k", "5", "--json",
+                            KERAS_HOME=str(keras_home))
     assert result.returncode == 0, result.stderr
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     for name, answer in zip(PHOTOS, answers):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from classifier.engine import ModelPool
 from classifier.errors import ModelUnavailable, UnsupportedImageType
 from classifier.layouts import expected_layouts, layout_of
 from classifier.models import REGISTRY
-from conftest import ROOT, free_port, wait_until_healthy
+from conftest import ROOT, classifier_command, free_port, run_classifier, wait_until_healthy
 from servers import QuietHandler, StubServer
 
 MOBILENET = REGISTRY["MobileNetV2"].weights
@@ -324,18 +323,13 @@ def test_uwsgi_workers_log_model_loads_and_failures_with_reasons(tmp_path, mobil
     assert "failed: could not reach the download host" in log
 
 
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "classifier", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
 def cli_env(tmp_path: Path, mirror_url: str) -> dict[str, str]:
-    return {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "CLASSIFIER_WEIGHTS_MIRROR": mirror_url}
+    return {"KERAS_HOME": str(tmp_path / "keras"), "CLASSIFIER_WEIGHTS_MIRROR": mirror_url}
 
 
 def test_download_command_fetches_and_verifies(mirror, mobilenet_h5, tmp_path):
     server = mirror({MOBILENET.path: mobilenet_h5, RESNET.path: PORTAL_PAGE})
-    result = run_cli("download", "MobileNetV2", "ResNet50", env=cli_env(tmp_path, server.url))
+    result = run_classifier("download", "MobileNetV2", "ResNet50", **cli_env(tmp_path, server.url))
     assert result.returncode == 1
     assert (tmp_path / "keras" / "models" / MOBILENET.file_name).read_bytes() == mobilenet_h5
     assert "MobileNetV2: saved" in result.stdout
@@ -347,7 +341,7 @@ def test_download_command_fetches_and_verifies(mirror, mobilenet_h5, tmp_path):
 
 
 def test_download_command_when_the_host_is_unreachable(tmp_path):
-    result = run_cli("download", "NASNetMobile", env=cli_env(tmp_path, f"http://127.0.0.1:{free_port()}/"))
+    result = run_classifier("download", "NASNetMobile", **cli_env(tmp_path, f"http://127.0.0.1:{free_port()}/"))
     assert result.returncode == 1
     assert "NASNetMobile: cannot download" in result.stderr and "could not reach the download host" in result.stderr
 
@@ -355,8 +349,9 @@ def test_download_command_when_the_host_is_unreachable(tmp_path):
 def test_concurrent_processes_download_a_file_once(mirror, mobilenet_h5, tmp_path):
     server = mirror({MOBILENET.path: mobilenet_h5}, delay=0.1)
     env = cli_env(tmp_path, server.url)
-    command = [sys.executable, "-m", "classifier", "download", "MobileNetV2"]
-    processes = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command = classifier_command("download", "MobileNetV2")
+    processes = [subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                  for _ in range(3)]
     for process in processes:
         assert process.wait(timeout=120) == 0
@@ -365,7 +360,7 @@ def test_concurrent_processes_download_a_file_once(mirror, mobilenet_h5, tmp_pat
 
 
 def test_unknown_model_in_download_command(tmp_path):
-    result = run_cli("download", "AlexNet", env=cli_env(tmp_path, "http://127.0.0.1:9/"))
+    result = run_classifier("download", "AlexNet", **cli_env(tmp_path, "http://127.0.0.1:9/"))
     assert result.returncode == 2 and "Unknown model 'AlexNet'" in result.stderr
 
 
