@@ -71,6 +71,12 @@ def cat_png() -> bytes:
     return PHOTOS["chelsea"].read_bytes()
 
 
+@pytest.fixture(scope="module")
+def keras_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One Keras cache per test module, so its downloads and conversions happen once."""
+    return tmp_path_factory.mktemp("keras_home")
+
+
 @pytest.fixture
 def stub_server() -> Iterator[Callable[[type], StubServer]]:
     """Starts a ``StubServer`` for a handler class; all are closed when the test ends."""

@@ -69,11 +69,6 @@ RUN_HERE = [command for command in COMMANDS if not command.startswith(tuple(NOT_
 
 
 @pytest.fixture(scope="module")
-def keras_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("keras_home")
-
-
-@pytest.fixture(scope="module")
 def environment(keras_home: Path) -> dict[str, str]:
     """A fresh install's: no CLASSIFIER_* settings, nothing cached, no internet; the project's
     scripts first on PATH."""

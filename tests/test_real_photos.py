@@ -7,7 +7,6 @@ are what prove the pipeline. The direct call, the CLI and the HTTP API must agre
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -22,12 +21,6 @@ EXPECTED = {
     "coffee": (3, {"espresso", "cup", "coffee_mug"}),
     "grace_hopper": (5, {"military_uniform"}),
 }
-
-
-@pytest.fixture(scope="module")
-def keras_home(tmp_path_factory) -> Path:
-    """One Keras cache for the module, so the checkpoint is converted once."""
-    return tmp_path_factory.mktemp("keras_home")
 
 
 @pytest.fixture(scope="module")

@@ -36,11 +36,6 @@ SPEC = REGISTRY[MODEL]
 
 
 @pytest.fixture(scope="module")
-def keras_home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("keras_home")
-
-
-@pytest.fixture(scope="module")
 def weights(keras_home) -> Path:
     """The checkpoint converted to a Keras weights file, as the service does on first use."""
     return loadable(SPEC.weights, Settings(keras_home=keras_home))
