@@ -77,7 +77,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     origins = settings.cors_origins.split(",") if settings.cors_origins != "*" else "*"
     CORS(app, resources={r"/predict": {"origins": origins}, r"/models": {"origins": origins}})
     app.register_blueprint(classify)
-    # The image limit as the page states it ("up to 10 MiB"), worded as the API's 413 words it.
+    # The image limit as the page states it, worded as the API's 413 words it: "10 MiB (10,485,760 bytes)".
     app.add_template_global(size_limit(settings.max_upload_bytes), "upload_limit")
     _add_error_handlers(app, settings.max_upload_bytes)
     app.after_request(_add_security_headers)
@@ -168,7 +168,7 @@ def predict_request_from(req: Request) -> PredictRequest:
 
     CORS lets any page call ``/predict`` (reading the answer needs no credentials), which is
     fine for ``local`` and ``remote``; but a page choosing the URL would turn the user's own
-    ``python app.py`` into a proxy into the user's network. Programs send no ``Origin``.
+    ``python3 app.py`` into a proxy into the user's network. Programs send no ``Origin``.
     A page whose host name was rebound to this machine's address looks same-origin, so the
     host must also be an address or ``localhost``, names no attacker's DNS answers for.
     """
