@@ -273,10 +273,14 @@
     const timing = answer.timing_ms || {};
     const time = block.querySelector(".meta-time");
     time.textContent = `${Math.round(timing.total)} ms`;
-    if (timing.inference !== undefined) {
+    // A cold request's total includes loading the model (timing.load): say so, or 10 s looks like the norm.
+    const parts = [];
+    if (timing.load !== undefined) parts.push(`loading the model ${Math.round(timing.load)} ms`);
+    if (timing.inference !== undefined) parts.push(`inference ${Math.round(timing.inference)} ms`);
+    if (parts.length) {
       const detail = document.createElement("span");
       detail.className = "muted";
-      detail.textContent = `(inference ${Math.round(timing.inference)} ms)`;
+      detail.textContent = `(${parts.join(", ")})`;
       time.append(" ", detail);
     }
     result.replaceChildren(block);

@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 from conftest import KERAS_MODELS, encode
+from classifier import Classification
+from classifier.labels import Prediction
 from hostile import png_declaring
 
 
@@ -330,3 +332,20 @@ def test_page_has_no_inline_script_or_style(client, cat_png, form):
         assert asset.status_code == 200, url
         expected_type = "text/javascript" if url.split("?")[0].endswith(".js") else "text/css"
         assert asset.mimetype == expected_type, url
+
+
+@pytest.mark.parametrize("timing, shown", [
+    ({"decode": 1.2, "load": 2000.4, "inference": 12.3, "total": 2013.9},
+     "2014 ms (loading the model 2000 ms, inference 12 ms)"),
+    ({"decode": 1.2, "inference": 12.3, "total": 13.5}, "14 ms (inference 12 ms)"),
+])
+def test_the_rendered_answer_says_when_its_time_includes_loading_the_model(make_app, timing, shown):
+    """A cold request's total includes loading the model; the page says so, as its script does."""
+    from app import current_classifier, render_page
+
+    answer = Classification("MobileNetV2", "random", [Prediction("tabby", "n02123045", 0.5)], timing)
+    form = {"image": (io.BytesIO(b"a photo"), "cat.jpg")}  # the no-JavaScript form's post
+    with make_app().test_request_context("/", method="POST", data=form):
+        html = render_page(current_classifier(), result=answer.to_json())
+    time_cell = html.split('class="meta-time">', 1)[1].split("</dd>", 1)[0]
+    assert " ".join(time_cell.replace('<span class="muted">', "").replace("</span>", "").split()) == shown

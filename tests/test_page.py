@@ -366,7 +366,9 @@ def test_file_chooser_shows_bars_for_a_real_photo_on_desktop_and_phone(open_page
         expect(page.locator(".meta-model")).to_have_text("EfficientNetLite0")
         expect(page.locator(".meta-weights")).to_have_text("imagenet")
         expect(page.locator(".top-label")).to_have_text(rows[0][0])
-        expect(page.locator(".meta-time")).to_contain_text(re.compile(r"\d+ ms"))
+        time_text = page.locator(".meta-time").inner_text()
+        assert re.fullmatch(r"\d+ ms \((loading the model \d+ ms, )?inference \d+ ms\)", time_text), time_text
+        assert ("loading the model" in time_text) == ("load" in response.value.json()["timing_ms"])
         assert page.title() == f"{rows[0][0]} · Image classifier"
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "no sideways scroll"
         page.mouse.move(0, 0)
@@ -747,6 +749,8 @@ def test_without_javascript_the_form_posts_and_the_server_renders_the_answer(ope
     expect(page.locator(".meta-image")).to_have_text("chelsea.png")  # the page cannot show the image
     expect(page.get_by_label("Predictions to show")).to_have_value("4")
     assert page.title() == f"{rows[0][0]} · Image classifier"
+    time_text = page.locator(".meta-time").inner_text()
+    assert re.fullmatch(r"\d+ ms \((loading the model \d+ ms, )?inference \d+ ms\)", time_text), time_text
 
     page.set_input_files("#image", not_an_image)
     with page.expect_navigation() as navigation:
