@@ -554,12 +554,16 @@ def test_every_weights_state_reads_the_same_from_the_server_and_from_javascript(
         f"NASNetMobile: {failed['status_text']}. {failed['hint'].replace('`', '')}")
 
     page = open_page(mirrored)
-    page.add_init_script("""window.modelRenders = 0;
-        new MutationObserver((changes) => { window.modelRenders += changes.filter(
-            (c) => c.target.id === "model" && c.removedNodes.length).length; })
-        .observe(document, { childList: true, subtree: true });""")
+    # Counted into an attribute that expect() can wait on: wait_for_function polls with eval,
+    # which the page's CSP refuses whenever the condition is not already true.
+    page.add_init_script("""let modelRenders = 0;
+        new MutationObserver((changes) => {
+            modelRenders += changes.filter((c) => c.target.id === "model" && c.removedNodes.length).length;
+            if (modelRenders) document.documentElement.dataset.modelRenders = String(modelRenders);
+        }).observe(document, { childList: true, subtree: true });""")
     page.reload()
-    page.wait_for_function("window.modelRenders > 0")  # the script rebuilt the list from GET /models
+    # The script rebuilt the list from GET /models.
+    expect(page.locator("html")).to_have_attribute("data-model-renders", re.compile(r"^[1-9]"))
     assert option_texts(page) == [squeeze(text) for *_, text in rendered.options]
     notes = page.locator("#model-notes li").all_text_contents()
     assert [squeeze(n) for n in notes] == [squeeze(n) for n in rendered.notes]
