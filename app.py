@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Request, Response, current_app, jsonify, render_template, request, url_for
+from flask import Blueprint, Flask, Request, Response, current_app, g, jsonify, render_template, request, url_for
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.serving import WSGIRequestHandler
 
-from classifier import Classifier, ClassifierError, PredictRequest, Settings
+from classifier import Classification, Classifier, ClassifierError, PredictRequest, Settings, request_ids
+from classifier.access import AccessRecord
 from classifier.errors import (CrossOriginForbidden, ImageTooLarge, InvalidImage, InvalidRequest, RequestTooLarge,
                                UnsupportedImageType)
 from classifier.logs import configure_logging
@@ -64,10 +65,12 @@ class InMemoryRequest(Request):
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from ``CLASSIFIER_*`` settings; ``test_config`` overrides any of them."""
-    configure_logging()  # uWSGI calls only this: its workers must log model loads and failures too
     settings = Settings.from_env(**(test_config or {}))
+    # uWSGI calls only this: its workers must log model loads and failures too.
+    configure_logging(log_format=settings.log_format)
     classifier = Classifier(settings)
     app = Flask(__name__)
+    install_request_ids(app)  # first: every other hook and handler sees the request's id
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes(settings.max_upload_bytes)
     app.config["MAX_FORM_PARTS"] = 32
@@ -75,7 +78,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["classifier"] = classifier
     origins = settings.cors_origins.split(",") if settings.cors_origins != "*" else "*"
-    CORS(app, resources={r"/predict": {"origins": origins}, r"/models": {"origins": origins}})
+    CORS(app, resources={r"/predict": {"origins": origins}, r"/models": {"origins": origins}},
+         expose_headers=[request_ids.HEADER])
     app.register_blueprint(classify)
     # The image limit as the page states it, worded as the API's 413 words it: "10 MiB (10,485,760 bytes)".
     app.add_template_global(size_limit(settings.max_upload_bytes), "upload_limit")
@@ -104,7 +108,7 @@ def index() -> Any:
     if request.method == "GET":
         return render_page(classifier)
     try:
-        result = classifier.predict(predict_request_from(request))
+        result = classify_request(request)
     except RequestEntityTooLarge:
         too_large = ImageTooLarge.over(classifier.settings.max_upload_bytes)
         return render_page(classifier, error=too_large), too_large.status
@@ -115,8 +119,7 @@ def index() -> Any:
 
 @classify.post("/predict")
 def predict() -> Any:
-    forwarded = HOP_HEADER in request.headers
-    return jsonify(current_classifier().predict(predict_request_from(request), forwarded=forwarded).to_json())
+    return jsonify(classify_request(request).to_json())
 
 
 @classify.get("/models")
@@ -161,6 +164,17 @@ def asset_url(filename: str) -> str:
 @functools.lru_cache(maxsize=32)
 def _content_hash(path: Path, mtime_ns: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def classify_request(req: Request) -> Classification:
+    """The answer to a prediction request (the page's form or the API), noted for the access
+    line; a request forwarded by another instance is answered here (no loops)."""
+    classifier, record = current_classifier(), g.access
+    parsed = predict_request_from(req)
+    record.note_request(parsed, classifier.settings.remote_url)
+    answer = classifier.predict(parsed, forwarded=HOP_HEADER in req.headers)
+    record.note_answer(answer)
+    return answer
 
 
 def predict_request_from(req: Request) -> PredictRequest:
@@ -259,10 +273,40 @@ def retry_headers(error: ClassifierError) -> dict[str, str]:
     return {"Retry-After": str(error.retry_after)} if error.retry_after else {}
 
 
+def install_request_ids(app: Flask) -> None:
+    """Give every request an id (``request_ids``): bound while it is handled, so every log
+    line about it carries the id; sent back as ``X-Request-ID`` and in JSON errors; passed on
+    to a remote. The request's one access line is written once its answer is ready."""
+
+    @app.before_request
+    def start() -> None:
+        g.request_id = request_ids.request_id_for(request.headers.get(request_ids.HEADER))
+        g.request_id_token = request_ids.bind(g.request_id)
+        g.access = AccessRecord(request.method, request.path, request.content_length or 0)
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        response.headers[request_ids.HEADER] = g.request_id
+        g.access.log(response.status_code)
+        return response
+
+    @app.teardown_request
+    def forget(error: BaseException | None) -> None:
+        if token := g.pop("request_id_token", None):  # none in a bare test_request_context
+            request_ids.unbind(token)
+
+
+def json_error(document: dict[str, dict[str, str]], status: int, headers: Mapping[str, str] | None = None) -> Any:
+    """An error answer ``{"error": {"code", "message", "request_id"}}``; the code goes in the access line."""
+    g.access.error = document["error"]["code"]
+    document["error"]["request_id"] = g.request_id
+    return jsonify(document), status, dict(headers or {})
+
+
 def _add_error_handlers(app: Flask, max_image_bytes: int) -> None:
     @app.errorhandler(ClassifierError)
     def classifier_error(error: ClassifierError) -> Any:
-        return jsonify(error.to_json()), error.status, retry_headers(error)
+        return json_error(error.to_json(), error.status, retry_headers(error))
 
     @app.errorhandler(RequestEntityTooLarge)
     def body_too_large(error: RequestEntityTooLarge) -> Any:
@@ -273,16 +317,15 @@ def _add_error_handlers(app: Flask, max_image_bytes: int) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
         code = (error.name or "error").lower().replace(" ", "_")
-        response = jsonify({"error": {"code": code, "message": _http_error_message(error)}})
-        if isinstance(error, MethodNotAllowed) and error.valid_methods:
-            response.headers["Allow"] = ", ".join(error.valid_methods)
-        return response, error.code
+        allow = isinstance(error, MethodNotAllowed) and error.valid_methods
+        headers = {"Allow": ", ".join(error.valid_methods)} if allow else {}
+        return json_error({"error": {"code": code, "message": _http_error_message(error)}}, error.code, headers)
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception) -> Any:
         log.exception("unexpected error on %s %s", request.method, request.path)
         message = "The server failed unexpectedly; the error has been logged."
-        return jsonify({"error": {"code": "internal_error", "message": message}}), 500
+        return json_error({"error": {"code": "internal_error", "message": message}}, 500)
 
 
 def _http_error_message(error: HTTPException) -> str:
@@ -313,7 +356,6 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args()
-    configure_logging()
     # Local use: a person may point the page at any remote they run (production turns this off).
     os.environ.setdefault("CLASSIFIER_ALLOW_CUSTOM_REMOTE", "1")
     create_app().run(host=args.host, port=args.port, debug=args.debug, use_reloader=False, threaded=True,
@@ -321,10 +363,14 @@ def main() -> None:
 
 
 class _QuietRequestHandler(WSGIRequestHandler):
-    """The development server without its ``Server: Werkzeug/x Python/y`` version banner."""
+    """The development server without its ``Server: Werkzeug/x Python/y`` version banner, and
+    without its own request lines: the app's access line (``classifier.access``) says more."""
 
     server_version = "classifier"
     sys_version = ""
+
+    def log_request(self, *args: object) -> None:
+        pass
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ _FALSE = {"0", "false", "no", "off", ""}
 # How models run: "onnx" is ONNX Runtime on an export of the Keras model, checked against it;
 # "keras" is the Keras model as a compiled tf.function; "auto" picks per model (engine.py).
 RUNTIMES = ("auto", "onnx", "keras")
+# Log lines as text for a person, or one JSON object each for a log shipper (logs.py).
+LOG_FORMATS = ("plain", "json")
 
 
 def _keras_home(environ: Mapping[str, str]) -> Path:
@@ -50,6 +52,7 @@ class Settings:
     runtime: str = "auto"
     runtime_threads: int | None = None
     export_timeout: float = 900.0
+    log_format: str = "plain"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
@@ -77,6 +80,7 @@ class Settings:
             "runtime": env.choice("CLASSIFIER_RUNTIME", RUNTIMES),
             "runtime_threads": env.number("CLASSIFIER_RUNTIME_THREADS", int),
             "export_timeout": env.number("CLASSIFIER_EXPORT_TIMEOUT", float),
+            "log_format": env.choice("CLASSIFIER_LOG_FORMAT", LOG_FORMATS),
         }
         values = {name: value for name, value in values.items() if value is not None}
         return cls(**{**values, **overrides})

@@ -3,7 +3,8 @@
 The remote answers the same ``/predict`` API; we send the image as multipart, refuse
 redirects, cap what we read, and accept the answer only if it has the promised shape.
 Requests carry ``HOP_HEADER``; an instance that receives it always answers itself,
-so two instances pointed at each other cannot loop.
+so two instances pointed at each other cannot loop. They also carry the id of the request
+being forwarded (``X-Request-ID``), so the remote logs the prediction under the same id.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from urllib3.exceptions import NameResolutionError
 
 from .errors import RemoteBusy, RemoteError, RemoteNotAllowed, RemoteRejected, RemoteTimeout, RemoteUnavailable
 from .labels import Prediction
+from .request_ids import HEADER as REQUEST_ID_HEADER
+from .request_ids import current_request_id
 
 HOP_HEADER = "X-Classifier-Hop"
 MAX_RESPONSE_BYTES = 1 << 20
 MAX_RELAYED_MESSAGE_CHARS = 300  # a remote's error message, as much as a person reads in one go
 MAX_RETRY_AFTER_SECONDS = 600  # a remote may not tell our callers to stay away for longer
+# The keys of this service's error object; a remote too old to send request_id has the first two.
+_ERROR_KEYS = {"code", "message", "request_id"}
 
 # Never connected to, however the address is written. Loopback and private ranges stay
 # allowed: a remote instance on the same host or network is the normal case.
@@ -189,14 +194,17 @@ def forward(
 
     The whole answer must arrive within the connect and read timeouts together: a remote
     that trickles bytes forever is cut off, and at most ``MAX_RESPONSE_BYTES`` are read.
+    The request being handled, if any, lends the forward its id.
     """
     deadline = time.monotonic() + timeouts.connect + timeouts.read
+    request_id = current_request_id()
     try:
         with _session() as session, session.post(
             url,
             files={"image": (filename, image)},
             data=dict(fields),
-            headers={HOP_HEADER: "1", "Accept": "application/json"},
+            headers={HOP_HEADER: "1", "Accept": "application/json",
+                     **({REQUEST_ID_HEADER: request_id} if request_id else {})},
             timeout=(timeouts.connect, timeouts.read),
             allow_redirects=False,
             stream=True,
@@ -262,7 +270,7 @@ def _service_error_message(document: object) -> str | None:
     if not (isinstance(document, dict) and document.keys() == {"error"}):
         return None
     error = document["error"]
-    if not (isinstance(error, dict) and error.keys() == {"code", "message"}
+    if not (isinstance(error, dict) and {"code", "message"} <= error.keys() <= _ERROR_KEYS
             and all(isinstance(value, str) for value in error.values())):
         return None
     message = error["message"]

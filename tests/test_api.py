@@ -83,7 +83,8 @@ def test_default_top_k_and_default_model(client, cat_png):
 
 def error_of(response) -> tuple[int, str]:
     assert response.is_json, response.data[:200]
-    assert set(response.json) == {"error"} and set(response.json["error"]) == {"code", "message"}
+    assert set(response.json) == {"error"} and set(response.json["error"]) == {"code", "message", "request_id"}
+    assert response.json["error"]["request_id"] == response.headers["X-Request-ID"]
     assert "Traceback" not in response.json["error"]["message"]
     return response.status_code, response.json["error"]["code"]
 

@@ -18,8 +18,11 @@ def url(serve_app) -> str:
 
 
 def error_of(response: requests.Response) -> dict[str, str]:
+    """The error's code and message; its request_id must be the answer's X-Request-ID."""
     assert response.headers["Content-Type"] == "application/json", response.text[:200]
-    return response.json()["error"]
+    error = response.json()["error"]
+    assert error.pop("request_id") == response.headers["X-Request-ID"]
+    return error
 
 
 def test_an_unknown_path_is_a_json_404_that_says_what_is_there(url):

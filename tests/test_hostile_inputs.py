@@ -23,7 +23,8 @@ def assert_json_error(response: requests.Response, acceptable: set[int], name: s
     assert response.headers["Content-Type"].startswith("application/json"), name
     if response.status_code >= 400:
         error = response.json()["error"]
-        assert set(error) == {"code", "message"} and error["message"], name
+        assert set(error) == {"code", "message", "request_id"} and error["message"], name
+        assert error["request_id"] == response.headers["X-Request-ID"], name
 
 
 @pytest.fixture(scope="module")
@@ -90,4 +91,4 @@ def test_random_requests_never_give_an_undocumented_5xx(client, request):
     assert response.status_code < 500 or response.status_code in DOCUMENTED_5XX
     assert response.is_json
     if response.status_code >= 400:
-        assert set(response.json["error"]) == {"code", "message"}
+        assert set(response.json["error"]) == {"code", "message", "request_id"}

@@ -1,0 +1,98 @@
+"""The access log: one line per request, from what the request was and how it was answered.
+
+It replaces uWSGI's and the development server's own request lines, and says more: the
+model and server that answered, the images, and where the time went. It never holds what a
+client sent beyond the method, the path (without its query string) and the body's size: no
+image bytes, no data: URL, no option text except a registered model's name, and a remote's
+URL only as scheme, host, port and path (no credentials, no query).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from .models import REGISTRY
+
+if TYPE_CHECKING:
+    from .options import PredictRequest
+    from .service import Classification
+
+log = logging.getLogger("classifier.access")
+
+# The times a prediction reports (its ``timing_ms``) that the line carries, as ``<name>_ms``.
+TIMINGS = ("load", "decode", "inference")
+
+
+@dataclass
+class AccessRecord:
+    """What one request's access line will say; the app notes facts as it learns them."""
+
+    method: str
+    path: str
+    bytes_in: int
+    started: float = field(default_factory=time.perf_counter)
+    model: str | None = None
+    server: str | None = None
+    remote: str | None = None
+    images: int = 0
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def note_request(self, request: PredictRequest, configured_remote: str | None) -> None:
+        """A parsed prediction request: its image, and the model and server it asks for."""
+        self.images = 1
+        self.model = request.model if request.model in REGISTRY else None  # never a client's text
+        self.server = request.server
+        url = request.remote_url if request.server == "custom" else configured_remote
+        self.remote = safe_url(url) if request.server != "local" and url else None
+
+    def note_answer(self, answer: Classification) -> None:
+        self.model, self.server, self.timing_ms = answer.model, answer.server, answer.timing_ms
+        self.remote = safe_url(answer.server_url) if answer.server_url else None
+
+    def fields(self, status: int) -> dict[str, object]:
+        """The line's fields, in a fixed order; ``None`` where this request had nothing to say."""
+        timings = {f"{name}_ms": self.timing_ms.get(name) for name in TIMINGS}
+        return {
+            "method": self.method, "path": self.path, "status": status, "error": self.error,
+            "model": self.model, "server": self.server, "remote": self.remote, "images": self.images,
+            **timings, "total_ms": round((time.perf_counter() - self.started) * 1000, 2),
+            "bytes_in": self.bytes_in,
+        }
+
+    def log(self, status: int) -> None:
+        """Write the line: in JSON its fields are the object's keys, in plain text its message."""
+        fields = self.fields(status)
+        log.info("%s", plain_text(fields), extra={"fields": fields})
+
+
+def plain_text(fields: dict[str, object]) -> str:
+    """``POST /predict 200 model=... total_ms=...``: method, path and status, then the
+    fields that have a value; text is escaped, so a path cannot start a new log line."""
+    method, path, status, *rest = fields.items()
+    words = [_escaped(method[1]), _escaped(path[1]), str(status[1])]
+    words += [f"{name}={_escaped(value)}" for name, value in rest if value is not None]
+    return " ".join(words)
+
+
+def _escaped(value: object) -> str:
+    """Printable ASCII: control characters, quotes, backslashes and non-ASCII as JSON escapes."""
+    return json.dumps(value)[1:-1] if isinstance(value, str) else str(value)
+
+
+def safe_url(url: str) -> str:
+    """``url`` fit for a log: scheme, host, port and path, without credentials, query or fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        netloc = f"{host}:{parts.port}" if parts.port else host
+    except ValueError:  # a port that is not a number: leave it out
+        netloc = host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
