@@ -116,12 +116,13 @@ def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 120
 
 @pytest.fixture(scope="session")
 def serve_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., str]]:
-    """Start ``python3 app.py`` on a loopback port with extra env; returns its base URL."""
+    """Start ``python3 app.py`` on a loopback port with extra env; returns its base URL. Its
+    output goes to ``log`` if given (a test reading its log lines), else to a file of its own."""
     processes: list[subprocess.Popen] = []
 
-    def serve(port: int | None = None, **env: str) -> str:
+    def serve(port: int | None = None, log: Path | None = None, **env: str) -> str:
         port = port or free_port()
-        log = tmp_path_factory.mktemp("server") / "server.log"
+        log = log or tmp_path_factory.mktemp("server") / "server.log"
         environment = {**os.environ, "CLASSIFIER_RANDOM_WEIGHTS": "1",
                        "CLASSIFIER_DEFAULT_MODEL": "MobileNetV2", **env}
         process = subprocess.Popen(
