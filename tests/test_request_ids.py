@@ -328,3 +328,11 @@ def test_nginx_errors_carry_the_id_in_the_body_and_the_header(site):
         assert response.status_code == status
         assert response.json()["error"]["request_id"] == response.headers["X-Request-ID"]
     assert missing.headers["X-Request-ID"] == "mine"
+
+
+# --- the documentation --------------------------------------------------------------------------
+
+def test_the_readme_names_every_field_of_the_access_line():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Logs and request ids", 1)[1].split("\n## ", 1)[0]
+    assert [name for name in ACCESS_FIELDS if f"`{name}`" not in section] == []
