@@ -14,9 +14,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 from .models import REGISTRY
+from .remote import public_url
 
 if TYPE_CHECKING:
     from .options import PredictRequest
@@ -49,11 +49,11 @@ class AccessRecord:
         self.model = request.model if request.model in REGISTRY else None  # never a client's text
         self.server = request.server
         url = request.remote_url if request.server == "custom" else configured_remote
-        self.remote = safe_url(url) if request.server != "local" and url else None
+        self.remote = public_url(url) if request.server != "local" and url else None
 
     def note_answer(self, answer: Classification) -> None:
         self.model, self.server, self.timing_ms = answer.model, answer.server, answer.timing_ms
-        self.remote = safe_url(answer.server_url) if answer.server_url else None
+        self.remote = answer.server_url  # already without credentials or query
 
     def fields(self, status: int) -> dict[str, object]:
         """The line's fields, in a fixed order; ``None`` where this request had nothing to say."""
@@ -83,16 +83,3 @@ def plain_text(fields: dict[str, object]) -> str:
 def _escaped(value: object) -> str:
     """Printable ASCII: control characters, quotes, backslashes and non-ASCII as JSON escapes."""
     return json.dumps(value)[1:-1] if isinstance(value, str) else str(value)
-
-
-def safe_url(url: str) -> str:
-    """``url`` fit for a log: scheme, host, port and path, without credentials, query or fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        netloc = f"{host}:{parts.port}" if parts.port else host
-    except ValueError:  # a port that is not a number: leave it out
-        netloc = host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

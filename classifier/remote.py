@@ -72,6 +72,21 @@ class RemoteAnswer:
     timing_ms: dict[str, float]
 
 
+def public_url(url: str) -> str:
+    """``url`` as this service shows it, in messages, answers and logs: scheme, host, port
+    and path, without credentials, query or fragment (an operator's CLASSIFIER_REMOTE_URL
+    may carry a password or a key that no client and no log should see)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        netloc = f"{host}:{parts.port}" if parts.port else host
+    except ValueError:  # a port that is not a number: leave it out
+        netloc = host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def check_url(url: str) -> None:
     """Refuse URLs that could make this server a proxy into its own network.
 
@@ -197,7 +212,7 @@ def forward(
     The request being handled, if any, lends the forward its id.
     """
     deadline = time.monotonic() + timeouts.connect + timeouts.read
-    request_id = current_request_id()
+    request_id, shown = current_request_id(), public_url(url)
     try:
         with _session() as session, session.post(
             url,
@@ -212,13 +227,13 @@ def forward(
             body = _read_capped(response, deadline)
             status, retry_after = response.status_code, response.headers.get("Retry-After")
     except (requests.Timeout, urllib3.exceptions.TimeoutError):
-        raise RemoteTimeout(f"The remote server at {url} did not answer in time.") from None
+        raise RemoteTimeout(f"The remote server at {shown} did not answer in time.") from None
     except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
         reason = type(error).__name__
-        raise RemoteError(f"The remote server at {url} could not be reached ({reason}).") from None
+        raise RemoteError(f"The remote server at {shown} could not be reached ({reason}).") from None
     if status != 200:
-        raise _refusal(url, status, _json_or_none(body), retry_after)
-    return _parse(url, _json_or_none(body))
+        raise _refusal(shown, status, _json_or_none(body), retry_after)
+    return _parse(shown, _json_or_none(body))
 
 
 def _read_capped(response: requests.Response, deadline: float) -> bytes:

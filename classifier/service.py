@@ -75,7 +75,7 @@ class Classifier:
         answer = remote.forward(url, request.image, request.filename, fields, timeouts)
         timing = {**answer.timing_ms, "total": _ms_since(started)}
         return Classification(answer.model, answer.weights, answer.predictions[: request.top_k],
-                              timing, server=request.server, server_url=url)
+                              timing, server=request.server, server_url=remote.public_url(url))
 
     def _remote_url(self, request: PredictRequest) -> str:
         if request.server == "remote":

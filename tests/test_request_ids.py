@@ -23,7 +23,7 @@ import requests
 
 from bench import stack
 from classifier import request_ids
-from classifier.access import safe_url
+from classifier.remote import public_url
 from classifier.logs import JsonFormatter, PlainFormatter
 from conftest import ROOT, free_port
 from hostile import jpeg_with_corrupt_exif
@@ -89,8 +89,8 @@ def test_nginx_applies_the_same_rule():
     ("http://[::1]:5000/predict?key=1", "http://[::1]:5000/predict"),
     ("http://host/predict", "http://host/predict"),
 ])
-def test_a_remote_url_is_logged_without_credentials_or_query(url, logged):
-    assert safe_url(url) == logged
+def test_a_remote_url_is_shown_without_credentials_or_query(url, logged):
+    assert public_url(url) == logged
 
 
 # --- in-process ---------------------------------------------------------------------------------
@@ -158,12 +158,15 @@ def test_an_image_and_its_data_url_are_never_logged(make_app, caplog, cat_png):
     assert "data:" not in text and data_url[22:80] not in text and "\x89PNG" not in text
 
 
-def test_a_remote_url_is_logged_without_its_credentials(make_app, caplog, cat_png, silent_url):
+def test_a_remote_url_is_logged_and_answered_without_its_credentials(make_app, caplog, cat_png, silent_url):
+    """An operator's CLASSIFIER_REMOTE_URL may carry a password or a key: neither the log
+    nor a client's error message shows them."""
     caplog.set_level(logging.INFO)
     url = silent_url.replace("http://", "http://operator:s3cret@") + "?token=t0ken"
     app = make_app(remote_url=url, remote_connect_timeout=1, remote_read_timeout=1)
     response = app.test_client().post("/predict", data=multipart(cat_png, server="remote"))
     assert response.status_code == 504
+    assert response.json["error"]["message"] == f"The remote server at {silent_url} did not answer in time."
     line, = access_records(caplog)
     assert (line.fields["remote"], line.fields["error"]) == (silent_url, "remote_timeout")
     assert not any(secret in formatted(caplog.records) for secret in ("s3cret", "operator", "t0ken"))
