@@ -280,13 +280,13 @@ def install_request_ids(app: Flask) -> None:
 
     @app.before_request
     def start() -> None:
-        g.request_id = request_ids.request_id_for(request.headers.get(request_ids.HEADER))
-        g.request_id_token = request_ids.bind(g.request_id)
+        request_id = request_ids.request_id_for(request.headers.get(request_ids.HEADER))
+        g.request_id_token = request_ids.bind(request_id)
         g.access = AccessRecord(request.method, request.path, request.content_length or 0)
 
     @app.after_request
     def finish(response: Response) -> Response:
-        response.headers[request_ids.HEADER] = g.request_id
+        response.headers[request_ids.HEADER] = request_ids.current_request_id()
         g.access.log(response.status_code)
         return response
 
@@ -299,7 +299,7 @@ def install_request_ids(app: Flask) -> None:
 def json_error(document: dict[str, dict[str, str]], status: int, headers: Mapping[str, str] | None = None) -> Any:
     """An error answer ``{"error": {"code", "message", "request_id"}}``; the code goes in the access line."""
     g.access.error = document["error"]["code"]
-    document["error"]["request_id"] = g.request_id
+    document["error"]["request_id"] = request_ids.current_request_id()
     return jsonify(document), status, dict(headers or {})
 
 
