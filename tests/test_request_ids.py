@@ -148,6 +148,19 @@ def test_a_hostile_id_is_replaced_and_never_logged(make_app, caplog, name):
     assert not any(marker in text for marker in MARKERS)
 
 
+def test_a_path_cannot_start_a_new_plain_log_line(make_app, caplog):
+    caplog.set_level(logging.INFO)
+    make_app().test_client().get("/a%0D%0A2026-01-01 INFO forged%1B%22")
+    line = PlainFormatter().format(access_records(caplog)[0])
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert 'GET /a\\r\\n2026-01-01 INFO forged\\u001b\\" 404' in line
+
+
+def test_browsers_on_other_origins_may_read_the_id(make_app):
+    response = make_app().test_client().get("/models", headers={"Origin": "https://elsewhere.example"})
+    assert "X-Request-ID" in response.headers["Access-Control-Expose-Headers"]
+
+
 def test_an_image_and_its_data_url_are_never_logged(make_app, caplog, cat_png):
     caplog.set_level(logging.INFO)
     data_url = "data:image/png;base64," + base64.b64encode(cat_png).decode()
