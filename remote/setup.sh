@@ -138,6 +138,8 @@ if [[ $APP == yes ]]; then
 # CLASSIFIER_UWSGI_PROCESSES=2
 # CLASSIFIER_DEFAULT_MODEL=EfficientNetLite0
 # CLASSIFIER_MAX_UPLOAD_BYTES=10485760
+# Log lines: one JSON object each (uwsgi.ini's default, for a log shipper), or plain text.
+# CLASSIFIER_LOG_FORMAT=json
 EOF
     fi
     env_before=$(md5sum < "$ENV_FILE")
