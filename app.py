@@ -37,6 +37,8 @@ from classifier.sizes import size_limit
 log = logging.getLogger("classifier.app")
 
 OPTION_NAMES = ("model", "top_k", "server", "remote_url")
+# The API's description, written by hand and held to the code by tests/test_openapi.py.
+OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.json")
 
 # Sent with every answer. The page runs only its own script and style from /static/ (no
 # inline code), shows the chosen picture from a blob: URL, and may not be framed.
@@ -128,6 +130,17 @@ def models() -> Any:
 @classify.get("/healthz")
 def healthz() -> Any:
     return jsonify({"status": "ok"})
+
+
+@classify.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3.1 description of these routes, as checked in."""
+    return current_app.response_class(_openapi_text(), mimetype="application/json")
+
+
+@functools.cache
+def _openapi_text() -> str:
+    return OPENAPI_DOCUMENT.read_text(encoding="utf-8")
 
 
 def render_page(
@@ -289,7 +302,7 @@ def _http_error_message(error: HTTPException) -> str:
     """Werkzeug's wording for what a client most often gets wrong, made to say what is here."""
     if isinstance(error, NotFound):
         return (f"There is nothing at {request.path}. The API is POST /predict, GET /models and "
-                "GET /healthz; the page is /.")
+                "GET /healthz, described at GET /openapi.json; the page is /.")
     if isinstance(error, MethodNotAllowed):
         allowed = [method for method in error.valid_methods or () if method not in ("HEAD", "OPTIONS")]
         return f"{request.path} does not take {request.method}; it takes {' or '.join(allowed)}."
