@@ -27,8 +27,9 @@ from openapi_core import OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
 from openapi_spec_validator import validate
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, response_headers_conformance,
-                                               response_schema_conformance, status_code_conformance)
+from schemathesis.specs.openapi.checks import (allow_header_conformance, content_type_conformance,
+                                               response_headers_conformance, response_schema_conformance,
+                                               status_code_conformance, unsupported_method)
 from werkzeug.test import EnvironBuilder, TestResponse
 from werkzeug.wrappers import Request
 
@@ -338,14 +339,15 @@ def fuzzed_schema(running_instance, served) -> Iterator[schemathesis.BaseSchema]
 
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
+          response_headers_conformance, unsupported_method, allow_header_conformance]
 fuzzed = schemathesis.pytest.from_fixture("fuzzed_schema")
 
 
 @fuzzed.parametrize()
 @settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 def test_a_running_instance_keeps_to_its_description(case):
-    """No 5xx, and no status, content type, header or body the description does not declare.
+    """No 5xx, and no status, content type, header or body the description does not declare; a
+    method an operation does not take is 405 with Allow, which lists the methods it declares.
 
     Schemathesis' other default checks are left out on purpose: "schema-valid request
     rejected" would fail on any random bytes sent as an image (no schema can say "a decodable
