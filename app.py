@@ -13,10 +13,12 @@ import functools
 import hashlib
 import io
 import ipaddress
+import json
 import logging
 import os
 import threading
 from collections.abc import Mapping
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -334,10 +336,26 @@ def main() -> None:
 
 
 class _QuietRequestHandler(WSGIRequestHandler):
-    """The development server without its ``Server: Werkzeug/x Python/y`` version banner."""
+    """The development server without its ``Server: Werkzeug/x Python/y`` version banner, and
+    with its own refusals (before Flask sees the request) in the API's JSON error shape."""
 
     server_version = "classifier"
     sys_version = ""
+    error_content_type = "application/json"
+    # http.server's limits (65,536 bytes per line, 100 headers), coded as NGINX codes its own.
+    _REFUSALS = {
+        414: ("uri_too_long", "The request line is longer than this server accepts (64 KiB)."),
+        431: ("request_header_fields_too_large",
+              "A request header is longer than this server accepts (64 KiB), or there are over 100."),
+    }
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """``{"error": {"code", "message"}}`` instead of http.server's HTML page, which the
+        API's description does not allow."""
+        phrase = HTTPStatus(code).phrase
+        error_code, text = self._REFUSALS.get(code, (phrase.lower().replace(" ", "_"), f"{phrase}."))
+        self.error_message_format = json.dumps({"error": {"code": error_code, "message": text}}).replace("%", "%%")
+        super().send_error(code, message, explain)
 
 
 if __name__ == "__main__":
