@@ -20,7 +20,7 @@ import threading
 from collections.abc import Mapping
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Request, Response, current_app, jsonify, render_template, request, url_for
@@ -343,7 +343,7 @@ class _QuietRequestHandler(WSGIRequestHandler):
     sys_version = ""
     error_content_type = "application/json"
     # http.server's limits (65,536 bytes per line, 100 headers), coded as NGINX codes its own.
-    _REFUSALS = {
+    _REFUSALS: ClassVar[dict[int, tuple[str, str]]] = {
         414: ("uri_too_long", "The request line is longer than this server accepts (64 KiB)."),
         431: ("request_header_fields_too_large",
               "A request header is longer than this server accepts (64 KiB), or there are over 100."),
