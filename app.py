@@ -13,12 +13,14 @@ import functools
 import hashlib
 import io
 import ipaddress
+import json
 import logging
 import os
 import threading
 from collections.abc import Mapping
+from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Request, Response, current_app, g, jsonify, render_template, request, url_for
@@ -38,6 +40,8 @@ from classifier.sizes import size_limit
 log = logging.getLogger("classifier.app")
 
 OPTION_NAMES = ("model", "top_k", "server", "remote_url")
+# The API's description, written by hand and held to the code by tests/test_openapi.py.
+OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.json")
 
 # Sent with every answer. The page runs only its own script and style from /static/ (no
 # inline code), shows the chosen picture from a blob: URL, and may not be framed.
@@ -131,6 +135,17 @@ def models() -> Any:
 @classify.get("/healthz")
 def healthz() -> Any:
     return jsonify({"status": "ok"})
+
+
+@classify.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3.1 description of these routes, as checked in."""
+    return current_app.response_class(_openapi_text(), mimetype="application/json")
+
+
+@functools.cache
+def _openapi_text() -> str:
+    return OPENAPI_DOCUMENT.read_text(encoding="utf-8")
 
 
 def render_page(
@@ -332,7 +347,7 @@ def _http_error_message(error: HTTPException) -> str:
     """Werkzeug's wording for what a client most often gets wrong, made to say what is here."""
     if isinstance(error, NotFound):
         return (f"There is nothing at {request.path}. The API is POST /predict, GET /models and "
-                "GET /healthz; the page is /.")
+                "GET /healthz, described at GET /openapi.json; the page is /.")
     if isinstance(error, MethodNotAllowed):
         allowed = [method for method in error.valid_methods or () if method not in ("HEAD", "OPTIONS")]
         return f"{request.path} does not take {request.method}; it takes {' or '.join(allowed)}."
@@ -364,10 +379,34 @@ def main() -> None:
 
 class _QuietRequestHandler(WSGIRequestHandler):
     """The development server without its ``Server: Werkzeug/x Python/y`` version banner, and
-    without its own request lines: the app's access line (``classifier.access``) says more."""
+    without its own request lines (the app's access line, ``classifier.access``, says more), and
+    with its own refusals (before Flask sees the request) in the API's JSON error shape."""
 
     server_version = "classifier"
     sys_version = ""
+    error_content_type = "application/json"
+    # http.server's limits (65,536 bytes per line, 100 headers), coded as NGINX codes its own.
+    _REFUSALS: ClassVar[dict[int, tuple[str, str]]] = {
+        414: ("uri_too_long", "The request line is longer than this server accepts (64 KiB)."),
+        431: ("request_header_fields_too_large",
+              "A request header is longer than this server accepts (64 KiB), or there are over 100."),
+    }
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """``{"error": {"code", "message"}}`` instead of http.server's HTML page, which the
+        API's description does not allow."""
+        phrase = HTTPStatus(code).phrase
+        error_code, text = self._REFUSALS.get(code, (phrase.lower().replace(" ", "_"), f"{phrase}."))
+        self._refusal_id = request_ids.new_request_id()
+        error = {"code": error_code, "message": text, "request_id": self._refusal_id}
+        self.error_message_format = json.dumps({"error": error}).replace("%", "%%")
+        super().send_error(code, message, explain)
+
+    def end_headers(self) -> None:
+        """A refusal's id goes in its headers too, as every answer's does."""
+        if refusal_id := self.__dict__.pop("_refusal_id", None):
+            self.send_header(request_ids.HEADER, refusal_id)
+        super().end_headers()
 
     def log_request(self, *args: object) -> None:
         pass

@@ -30,8 +30,8 @@ def test_an_unknown_path_is_a_json_404_that_says_what_is_there(url):
     assert response.status_code == 404
     assert error_of(response) == {
         "code": "not_found",
-        "message": "There is nothing at /predictions. The API is POST /predict, GET /models and GET /healthz; "
-                   "the page is /.",
+        "message": "There is nothing at /predictions. The API is POST /predict, GET /models and GET /healthz, "
+                   "described at GET /openapi.json; the page is /.",
     }
 
 
