@@ -50,6 +50,9 @@ class Settings:
     runtime: str = "auto"
     runtime_threads: int | None = None
     export_timeout: float = 900.0
+    # Who may read GET /metrics from the app itself: loopback. Behind NGINX, its own list
+    # (classifier-locations.conf) decides first; both must admit a Prometheus server elsewhere.
+    metrics_allow: str = "127.0.0.0/8,::1"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
@@ -77,6 +80,7 @@ class Settings:
             "runtime": env.choice("CLASSIFIER_RUNTIME", RUNTIMES),
             "runtime_threads": env.number("CLASSIFIER_RUNTIME_THREADS", int),
             "export_timeout": env.number("CLASSIFIER_EXPORT_TIMEOUT", float),
+            "metrics_allow": env.text("CLASSIFIER_METRICS_ALLOW"),
         }
         values = {name: value for name, value in values.items() if value is not None}
         return cls(**{**values, **overrides})
