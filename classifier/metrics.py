@@ -43,6 +43,25 @@ FOLDER_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
 
 
+def _forget_dead_workers(folder: Path) -> None:
+    """Drop the gauge files of processes that are gone (a worker killed and respawned): a
+    gauge describes the workers serving now. Counters and histograms keep theirs."""
+    for path in folder.glob("gauge_live*.db"):
+        match = _LIVE_GAUGE_FILE.fullmatch(path.name)
+        if match and not _alive(int(match.group(1))):
+            multiprocess.mark_process_dead(int(match.group(1)), str(folder))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _master_identity() -> str:
     """The parent process (the uWSGI master) as process id and start time: a master started
     again is another one, even with the same id (a container's pid 1)."""
@@ -59,8 +78,9 @@ def _prepare_folder(folder: Path) -> None:
 
     Runs before this process creates any metric (each opens its file at once): the first
     worker of a new master empties the folder, its siblings (under the lock) and respawned
-    workers find the master's mark and keep the totals. Gauge files left by a dead process
-    that had this process id are dropped, or this process would inherit its values.
+    workers find the master's mark and keep the totals. The gauge files of dead workers are
+    dropped first, so a respawned worker never counts beside the one it replaces; so are any
+    left by a dead process that had this process id, whose values this one would inherit.
     """
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder / ".lock")):
@@ -70,7 +90,8 @@ def _prepare_folder(folder: Path) -> None:
             for stale in folder.glob("*.db"):
                 stale.unlink(missing_ok=True)
             write_text(mark, owner)
-    multiprocess.mark_process_dead(os.getpid(), str(folder))
+        _forget_dead_workers(folder)
+        multiprocess.mark_process_dead(os.getpid(), str(folder))
 
 
 # The multiprocess mode has no *_created series; one process leaves them out as well, so both read alike.
@@ -176,25 +197,6 @@ def exposition() -> tuple[bytes, str]:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, str(MULTIPROCESS_FOLDER))
     return generate_latest(registry), CONTENT_TYPE_LATEST
-
-
-def _forget_dead_workers(folder: Path) -> None:
-    """Drop the gauge files of processes that are gone (a worker killed and respawned): a
-    gauge describes the workers serving now. Counters and histograms keep theirs."""
-    for path in folder.glob("gauge_live*.db"):
-        match = _LIVE_GAUGE_FILE.fullmatch(path.name)
-        if match and not _alive(int(match.group(1))):
-            multiprocess.mark_process_dead(int(match.group(1)), str(folder))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
