@@ -138,6 +138,8 @@ if [[ $APP == yes ]]; then
 # CLASSIFIER_UWSGI_PROCESSES=2
 # CLASSIFIER_DEFAULT_MODEL=EfficientNetLite0
 # CLASSIFIER_MAX_UPLOAD_BYTES=10485760
+# Who may read /metrics, besides NGINX's list (remote/README.md, Monitoring):
+# CLASSIFIER_METRICS_ALLOW=127.0.0.0/8,::1
 EOF
     fi
     env_before=$(md5sum < "$ENV_FILE")

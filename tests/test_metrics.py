@@ -15,7 +15,6 @@ import io
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,17 +30,15 @@ from prometheus_client import REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.prometheus import PROMETHEUS, PROMETHEUS_DIR, PROMTOOL, Prometheus, start_prometheus
 from bench.stack import Nginx, start_nginx
 from classifier import Classifier, Settings, download, metrics
 from classifier.engine import ModelPool
 from classifier.models import REGISTRY as MODELS
-from conftest import ROOT, free_port, stop, wait_until_ok
+from conftest import ROOT, free_port
 from servers import QuietHandler
 from test_deployment import Uwsgi, client_at, start_uwsgi
 
-PROMETHEUS_DIR = ROOT / "remote" / "prometheus"
-PROMETHEUS = shutil.which("prometheus")
-PROMTOOL = shutil.which("promtool")
 if not (PROMETHEUS and PROMTOOL):
     pytest.fail("prometheus and promtool not installed: apt-get install prometheus", pytrace=False)
 
@@ -257,71 +254,6 @@ def test_each_alert_fires_when_it_should():
 # --- the real stack: uWSGI (2 workers) behind NGINX, scraped by Prometheus ----------------------
 
 @dataclass
-class Prometheus:
-    process: subprocess.Popen
-    url: str
-
-    def query(self, expr: str, at: float | None = None) -> dict[tuple, float]:
-        """An instant query: each series' labels (sorted pairs) → value."""
-        params = {"query": expr, **({"time": at} if at else {})}
-        data = requests.get(self.url + "/api/v1/query", params=params, timeout=10).json()
-        assert data["status"] == "success", data
-        return {tuple(sorted(r["metric"].items())): float(r["value"][1]) for r in data["data"]["result"]}
-
-    def value(self, expr: str) -> float | None:
-        """The value of a query that gives one series, or None while it gives none."""
-        result = self.query(expr)
-        assert len(result) <= 1, result
-        return next(iter(result.values()), None)
-
-    def series_over_time(self, expr: str, start: float, end: float) -> list[float]:
-        params = {"query": expr, "start": start, "end": end, "step": 1}
-        data = requests.get(self.url + "/api/v1/query_range", params=params, timeout=10).json()
-        assert data["status"] == "success", data
-        return [float(v) for result in data["data"]["result"] for _, v in result["values"]]
-
-    def wait_for(self, expr: str, expected: float, timeout: float = 60) -> None:
-        """Until ``expr`` equals ``expected`` (a few scrapes); fails with what it was."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.value(expr)
-            if value == expected:
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"{expr} is {value}, expected {expected}")
-            time.sleep(0.25)
-
-
-def prometheus_config(folder: Path, target: str) -> Path:
-    """remote/prometheus/prometheus.yml with our NGINX as its target and 1 s intervals."""
-    text = (PROMETHEUS_DIR / "prometheus.yml").read_text()
-    for old, new in (("scrape_interval: 15s", "scrape_interval: 1s"), ("evaluation_interval: 15s",
-                     "evaluation_interval: 1s"), ('["127.0.0.1:80"]', f'["{target}"]'),
-                     ("- classifier-alerts.yml", f"- {PROMETHEUS_DIR / 'classifier-alerts.yml'}")):
-        assert old in text, old
-        text = text.replace(old, new)
-    path = folder / "prometheus.yml"
-    path.write_text(text)
-    return path
-
-
-def start_prometheus(folder: Path, target: str) -> Prometheus:
-    port = free_port()
-    log = folder / "prometheus.log"
-    process = subprocess.Popen([PROMETHEUS, f"--config.file={prometheus_config(folder, target)}",
-                                f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-                                "--log.level=warn"],
-                               stdout=log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    instance = Prometheus(process, f"http://127.0.0.1:{port}")
-    try:
-        wait_until_ok(instance.url + "/-/ready", process, 60, log=log)
-    except BaseException:
-        stop(process)
-        raise
-    return instance
-
-
-@dataclass
 class Stack:
     uwsgi: Uwsgi
     nginx: Nginx
@@ -345,8 +277,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         nginx = start_nginx(base / "nginx", {"127.0.0.1:8001": app.address}, rate_limit=False)
         processes.append(nginx.stop)
         started = time.time()
-        prometheus = start_prometheus(base, nginx.url.removeprefix("http://"))
-        processes.append(lambda: stop(prometheus.process))
+        prometheus = start_prometheus(base / "prometheus", nginx.url.removeprefix("http://"))
+        processes.append(prometheus.stop)
         yield Stack(app, nginx, prometheus, folder, started)
     finally:
         for stop_process in reversed(processes):
@@ -446,9 +378,11 @@ def test_prometheus_totals_match_what_was_sent_across_workers_and_a_killed_worke
     end = time.time()
     assert prometheus.value("sum(resets(classifier_predictions_total[10m])) + "
                             "sum(resets(classifier_requests_total[10m]))") == 0
-    history = prometheus.series_over_time(predictions, stack.started, end)
-    assert history == sorted(history) and max(history) <= 80  # the last step may precede the last scrape
-    assert max(prometheus.series_over_time("sum(classifier_models_loaded)", stack.started, end)) == 2
+    [history] = prometheus.query_range(predictions, stack.started, end).values()
+    values = [value for _, value in history]
+    assert values == sorted(values) and max(values) <= 80  # the last step may precede the last scrape
+    [loaded] = prometheus.query_range("sum(classifier_models_loaded)", stack.started, end).values()
+    assert max(value for _, value in loaded) == 2
 
 
 def test_metrics_through_nginx_only_for_the_allow_list(stack):
