@@ -73,20 +73,31 @@ def _master_identity() -> str:
     return f"{parent} {started}"
 
 
+def _under_uwsgi() -> bool:
+    """Whether this process is a uWSGI worker (uWSGI's embedded ``uwsgi`` module exists)."""
+    try:
+        import uwsgi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _prepare_folder(folder: Path) -> None:
-    """Create ``folder``; empty it of an earlier run's files if this worker's master is new.
+    """Create ``folder``; in a uWSGI worker whose master is new, empty it of an earlier run's files.
 
     Runs before this process creates any metric (each opens its file at once): the first
     worker of a new master empties the folder, its siblings (under the lock) and respawned
-    workers find the master's mark and keep the totals. The gauge files of dead workers are
-    dropped first, so a respawned worker never counts beside the one it replaces; so are any
-    left by a dead process that had this process id, whose values this one would inherit.
+    workers find the master's mark and keep the totals. Only a uWSGI worker may empty it: a
+    process a worker starts (the ONNX export child) has the worker as its parent, not the
+    master. The gauge files of dead workers are dropped, so a respawned worker never counts
+    beside the one it replaces; so are any left by a dead process that had this process id,
+    whose values this one would inherit.
     """
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder / ".lock")):
         mark = folder / "master"
         owner = _master_identity()
-        if not mark.is_file() or mark.read_text() != owner:
+        if _under_uwsgi() and (not mark.is_file() or mark.read_text() != owner):
             for stale in folder.glob("*.db"):
                 stale.unlink(missing_ok=True)
             write_text(mark, owner)

@@ -197,7 +197,9 @@ def test_forwarded_predictions_are_timed_and_counted_by_server(make_app, stub_se
 # --- several processes sharing a folder: prometheus_client's multiprocess mode -----------------
 
 WORKER = """
-import sys
+import sys, types
+if sys.argv[3] == "uwsgi":  # uWSGI's embedded module, as a worker has it (out of our control: faked)
+    sys.modules["uwsgi"] = types.ModuleType("uwsgi")
 from classifier import metrics
 metrics.PREDICTIONS.labels("MobileNetV2", "local", "ok").inc(int(sys.argv[1]))
 metrics.MODELS_LOADED.labels("MobileNetV2", "keras").inc()
@@ -206,9 +208,10 @@ if sys.argv[2] == "scrape":
 """
 
 
-def run_worker(folder: Path, predictions: int, then: str = "exit") -> str:
-    """A process recording ``predictions``, with this test as its parent (its "master")."""
-    result = subprocess.run([sys.executable, "-c", WORKER, str(predictions), then], cwd=ROOT, check=True,
+def run_worker(folder: Path, predictions: int, then: str = "exit", kind: str = "uwsgi") -> str:
+    """A process recording ``predictions``, with this test as its parent (its "master"); a
+    uWSGI worker, or (``kind="child"``) a process such as the export child."""
+    result = subprocess.run([sys.executable, "-c", WORKER, str(predictions), then, kind], cwd=ROOT, check=True,
                             env={**os.environ, metrics.FOLDER_VARIABLE: str(folder)},
                             capture_output=True, text=True, timeout=120)
     return result.stdout
@@ -227,9 +230,18 @@ def test_dead_processes_keep_their_counts_but_not_their_gauges(tmp_path):
     assert scraped["classifier_predictions"] == 7  # the first process's 5 count after it exited
     assert scraped["classifier_models_loaded"] == 1  # only the live process has a model loaded
     assert scraped["classifier_build_info"] == 1  # one version running
-    # A new master (another mark) starts from nothing: the folder is emptied.
+    # A process that is not a uWSGI worker never empties the folder, whoever its parent.
     (folder / "master").write_text("1 another master")
+    assert totals(run_worker(folder, 1, then="scrape", kind="child"))["classifier_predictions"] == 8
+    # A worker of a new master (another mark) starts from nothing: the folder is emptied.
     assert totals(run_worker(folder, 3, then="scrape"))["classifier_predictions"] == 3
+
+
+def test_the_export_child_does_not_write_the_workers_metrics(monkeypatch, tmp_path):
+    from classifier.exports import _child_environment
+
+    monkeypatch.setenv(metrics.FOLDER_VARIABLE, str(tmp_path))
+    assert metrics.FOLDER_VARIABLE not in _child_environment(Settings(keras_home=tmp_path))
 
 
 # --- Prometheus' own tools on the example files -------------------------------------------------
