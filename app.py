@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Request, Response, current_app, g, jsonify, render_template, request, url_for
 from flask_cors import CORS
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
+from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.serving import WSGIRequestHandler
 
 from classifier import Classifier, ClassifierError, PredictRequest, Settings, metrics
@@ -136,8 +136,7 @@ def healthz() -> Any:
 def metrics_page() -> Any:
     """Prometheus' text format, summed over the workers; only for the addresses allowed."""
     if not metrics.client_allowed(request.remote_addr, current_app.extensions["metrics_allow"]):
-        message = "GET /metrics is served only to the addresses in CLASSIFIER_METRICS_ALLOW."
-        return jsonify({"error": {"code": "forbidden", "message": message}}), 403
+        raise Forbidden("GET /metrics is served only to the addresses in CLASSIFIER_METRICS_ALLOW.")
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)
 
