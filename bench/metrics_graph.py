@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -72,7 +73,7 @@ def traffic(url: str, seconds: float, kill: Callable[[], None]) -> float:
 
 
 def outcome_rate(outcome: str) -> str:
-    return f'sum(rate(classifier_predictions_total{{outcome="{outcome}"}}[5s])) or vector(0)'
+    return f'sum(rate(classifier_predictions_total{{outcome="{outcome}"}}[10s])) or vector(0)'
 
 
 def quantile(q: float, histogram: str, selector: str = "") -> str:
@@ -136,26 +137,38 @@ def draw(prometheus: Prometheus, start: float, end: float, killed: float, out: P
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
 
 
-def measure_scrapes(url: str, server, folder: Path, count: int = 200) -> None:
-    """What /metrics costs: its size and series, time at the client, workers' CPU per scrape;
-    and the multiprocess folder (files per worker, bytes on disk)."""
-    text = requests.get(url + "/metrics", timeout=10).text
-    series = [line for line in text.splitlines() if line and not line.startswith("#")]
-    rss_before = server.worker_rss_mb()
+def scrape_cost(url: str, server, count: int = 200) -> str:
+    """``count`` scrapes: the median time at the client and the workers' CPU per scrape."""
     cpu_before, times = server.cpu_seconds(), []
     for _ in range(count):
         started = time.perf_counter()
         requests.get(url + "/metrics", timeout=10).raise_for_status()
         times.append(time.perf_counter() - started)
     cpu = (server.cpu_seconds() - cpu_before) / count
+    return f"median {statistics.median(times) * 1000:.1f} ms at the client, {cpu * 1000:.1f} ms of worker CPU each"
+
+
+def measure_scrapes(url: str, server, folder: Path, dead_workers: int = 100) -> None:
+    """What /metrics costs: its size and series, time and workers' CPU per scrape, memory;
+    the multiprocess folder (files per worker, bytes on disk); and the same scrape once
+    ``dead_workers`` more workers have died (their files copied under process ids that
+    cannot exist), as after that many crashes or reloads without a restart."""
+    text = requests.get(url + "/metrics", timeout=10).text
+    series = [line for line in text.splitlines() if line and not line.startswith("#")]
+    rss_before = server.worker_rss_mb()
+    cost = scrape_cost(url, server)
     files = sorted(p for p in folder.iterdir() if p.suffix == ".db")
-    on_disk = sum(p.stat().st_blocks * 512 for p in files)
-    apparent = sum(p.stat().st_size for p in files)
-    print(f"/metrics: {len(text):,} bytes, {len(series)} series; {count} scrapes: median "
-          f"{statistics.median(times) * 1000:.1f} ms at the client, {cpu * 1000:.1f} ms of worker CPU each; "
+    print(f"/metrics: {len(text):,} bytes, {len(series)} series; 200 scrapes: {cost}; "
           f"worker RSS {rss_before} -> {server.worker_rss_mb()} MB")
     print(f"multiprocess folder: {len(files)} files ({', '.join(p.name for p in files)}), "
-          f"{on_disk / 1024:.0f} KiB on disk ({apparent / 2**20:.0f} MiB apparent, sparse)")
+          f"{sum(p.stat().st_blocks * 512 for p in files) / 1024:.0f} KiB on disk "
+          f"({sum(p.stat().st_size for p in files) / 1024:.0f} KiB apparent, sparse)")
+    impossible = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    for kind in ("counter", "histogram"):
+        largest = max(folder.glob(f"{kind}_*.db"), key=lambda p: p.stat().st_size)
+        for i in range(dead_workers):
+            shutil.copy(largest, folder / f"{kind}_{impossible + i}.db")
+    print(f"with {dead_workers} dead workers' files more: {scrape_cost(url, server)}")
 
 
 def main() -> None:

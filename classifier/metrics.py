@@ -12,8 +12,9 @@ every worker's values in memory-mapped files in that folder, and whichever worke
 sums them all: counters and histograms of workers that died still count, so no total goes
 backwards when a worker is killed and respawned, and none doubles (a new worker has a new
 process id, so files of its own). Gauges count live workers only: the files of a worker
-that is gone are dropped at the next scrape (``_forget_dead_workers``), as the library's
-``mark_process_dead`` would be called from a process manager's hook, which uWSGI has not.
+that is gone are dropped at the next scrape or worker start (``_drop_gauges``), as the
+library's ``mark_process_dead`` would be called from a process manager's hook, which uWSGI
+has not.
 The folder is emptied when a new uWSGI master starts (``_prepare_folder``), not when a
 worker is respawned or the workers are reloaded. Without the variable (``python3 app.py``,
 one process) the metrics live in the process, and the folder is not needed.
@@ -25,7 +26,7 @@ import ipaddress
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -43,23 +44,24 @@ FOLDER_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
 
 
-def _forget_dead_workers(folder: Path) -> None:
-    """Drop the gauge files of processes that are gone (a worker killed and respawned): a
-    gauge describes the workers serving now. Counters and histograms keep theirs."""
+def _drop_gauges(folder: Path, gone: Callable[[int], bool]) -> None:
+    """Remove the live-gauge files of the processes ``gone`` names: what the library's
+    ``mark_process_dead`` removes, but safe when two processes sweep at once. A gauge
+    describes the workers serving now; counters and histograms keep every worker's files."""
     for path in folder.glob("gauge_live*.db"):
         match = _LIVE_GAUGE_FILE.fullmatch(path.name)
-        if match and not _alive(int(match.group(1))):
-            multiprocess.mark_process_dead(int(match.group(1)), str(folder))
+        if match and gone(int(match.group(1))):
+            path.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def _dead(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
-    except PermissionError:
         return True
-    return True
+    except PermissionError:
+        pass  # another user's process, alive
+    return False
 
 
 def _master_identity() -> str:
@@ -101,8 +103,8 @@ def _prepare_folder(folder: Path) -> None:
             for stale in folder.glob("*.db"):
                 stale.unlink(missing_ok=True)
             write_text(mark, owner)
-        _forget_dead_workers(folder)
-        multiprocess.mark_process_dead(os.getpid(), str(folder))
+        # Any file with this process id is a dead process's: this one has no metric yet.
+        _drop_gauges(folder, lambda pid: pid == os.getpid() or _dead(pid))
 
 
 # The multiprocess mode has no *_created series; one process leaves them out as well, so both read alike.
@@ -204,7 +206,7 @@ def exposition() -> tuple[bytes, str]:
     """The metrics in Prometheus' text format, summed over every worker; and its content type."""
     if MULTIPROCESS_FOLDER is None:
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-    _forget_dead_workers(MULTIPROCESS_FOLDER)
+    _drop_gauges(MULTIPROCESS_FOLDER, _dead)  # a worker killed since the last scrape
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, str(MULTIPROCESS_FOLDER))
     return generate_latest(registry), CONTENT_TYPE_LATEST
