@@ -283,7 +283,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder = base / "metrics"
     run_worker(folder, 1000)
     app = start_uwsgi(base, "uwsgi", CLASSIFIER_RANDOM_WEIGHTS="1", CLASSIFIER_DEFAULT_MODEL="MobileNetV2",
-                      CLASSIFIER_OFFLINE="1", KERAS_HOME=str(base / "keras"), PROMETHEUS_MULTIPROC_DIR=str(folder))
+                      CLASSIFIER_OFFLINE="1", KERAS_HOME=str(base / "keras"), PROMETHEUS_MULTIPROC_DIR=str(folder),
+                      CLASSIFIER_UWSGI_FIFO=str(base / "uwsgi.fifo"))
     processes: list[Callable[[], None]] = [app.stop]
     try:
         nginx = start_nginx(base / "nginx", {"127.0.0.1:8001": app.address}, rate_limit=False)
@@ -340,7 +341,15 @@ def bucket_bounds(value: float) -> tuple[float, float]:
     return max((b for b in bounds if b < value), default=0.0), min(b for b in bounds if b >= value)
 
 
-def test_prometheus_totals_match_what_was_sent_across_workers_and_a_killed_worker(stack, cat_png):
+def wait_for_workers(uwsgi: Uwsgi, done: Callable[[set[int]], bool], timeout: float = 180) -> None:
+    """Until uWSGI runs 2 workers and ``done`` holds for their process ids (respawn, reload)."""
+    deadline = time.monotonic() + timeout
+    while not (len(now := uwsgi.workers()) == 2 and done(now)):
+        assert time.monotonic() < deadline, f"uWSGI's workers are {now}"
+        time.sleep(0.1)
+
+
+def test_prometheus_totals_match_what_was_sent_across_workers_a_killed_worker_and_a_reload(stack, cat_png):
     prometheus, uwsgi = stack.prometheus, stack.uwsgi
     prometheus.wait_for("sum(classifier_models_loaded)", 2, timeout=120)  # both workers warmed up
     predictions = 'sum(classifier_predictions_total{server="local"})'
@@ -374,10 +383,7 @@ def test_prometheus_totals_match_what_was_sent_across_workers_and_a_killed_worke
     # A worker killed mid-life: uWSGI respawns it; its counts stay, nothing doubles.
     victim = max(served, key=served.get)
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while len(uwsgi.workers() - workers) < 1 or len(uwsgi.workers()) != 2:
-        assert time.monotonic() < deadline, "uWSGI did not respawn the killed worker"
-        time.sleep(0.1)
+    wait_for_workers(uwsgi, lambda now: victim not in now and len(now - workers) == 1)
     prometheus.wait_for("sum(classifier_models_loaded)", 2, timeout=120)  # the new one warmed up, the dead one gone
     second = send(stack.nginx.url, cat_png, ok=20, not_images=4, unknown_models=0)
     assert second.statuses.count(200) == 20
@@ -385,14 +391,24 @@ def test_prometheus_totals_match_what_was_sent_across_workers_and_a_killed_worke
     prometheus.wait_for('sum(classifier_predictions_total{outcome="ok"})', 60)
     prometheus.wait_for('sum(classifier_requests_total{endpoint="/predict"})', 80)
 
+    # A chain reload (systemctl reload) replaces both workers: the totals carry on.
+    before_reload = uwsgi.workers()
+    with open(uwsgi.settings["CLASSIFIER_UWSGI_FIFO"], "w") as fifo:
+        fifo.write("c")
+    wait_for_workers(uwsgi, lambda now: not now & before_reload)
+    prometheus.wait_for("sum(classifier_models_loaded)", 2, timeout=120)
+    assert send(stack.nginx.url, cat_png, ok=8, not_images=0, unknown_models=0).statuses == [200] * 8
+    prometheus.wait_for(predictions, 88)
+
     # Over the whole run: no counter ever went backwards, and no more than 2 workers ever
-    # counted as having the model loaded.
+    # counted as having the model loaded (the reload's old worker is gone before its
+    # replacement loads).
     end = time.time()
     assert prometheus.value("sum(resets(classifier_predictions_total[10m])) + "
                             "sum(resets(classifier_requests_total[10m]))") == 0
     [history] = prometheus.query_range(predictions, stack.started, end).values()
     values = [value for _, value in history]
-    assert values == sorted(values) and max(values) <= 80  # the last step may precede the last scrape
+    assert values == sorted(values) and max(values) <= 88  # the last step may precede the last scrape
     [loaded] = prometheus.query_range("sum(classifier_models_loaded)", stack.started, end).values()
     assert max(value for _, value in loaded) == 2
 
