@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from http import HTTPStatus
 from pathlib import Path
@@ -25,10 +26,10 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Request, Response, current_app, g, jsonify, render_template, request, url_for
 from flask_cors import CORS
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
+from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.serving import WSGIRequestHandler
 
-from classifier import Classification, Classifier, ClassifierError, PredictRequest, Settings, request_ids
+from classifier import Classification, Classifier, ClassifierError, PredictRequest, Settings, metrics, request_ids
 from classifier.access import AccessRecord
 from classifier.errors import (CrossOriginForbidden, ImageTooLarge, InvalidImage, InvalidRequest, RequestTooLarge,
                                UnsupportedImageType)
@@ -89,6 +90,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.add_template_global(size_limit(settings.max_upload_bytes), "upload_limit")
     _add_error_handlers(app, settings.max_upload_bytes)
     app.after_request(_add_security_headers)
+    install_metrics(app, settings.metrics_allow)
     if settings.warmup:
         threading.Thread(target=_warm_up, args=(classifier,), daemon=True, name="warm-up").start()
     return app
@@ -146,6 +148,32 @@ def openapi() -> Response:
 @functools.cache
 def _openapi_text() -> str:
     return OPENAPI_DOCUMENT.read_text(encoding="utf-8")
+
+
+@classify.get("/metrics")
+def metrics_page() -> Any:
+    """Prometheus' text format, summed over the workers; only for the addresses allowed."""
+    if not metrics.client_allowed(request.remote_addr, current_app.extensions["metrics_allow"]):
+        raise Forbidden("GET /metrics is served only to the addresses in CLASSIFIER_METRICS_ALLOW.")
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+def install_metrics(app: Flask, allow: str) -> None:
+    """Count and time every request by its route's rule (a path nothing matches is
+    ``unmatched``: a client cannot create series), and keep who may read ``/metrics``."""
+    app.extensions["metrics_allow"] = metrics.parse_networks(allow)
+
+    @app.before_request
+    def start_clock() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def observe(response: Response) -> Response:
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        started = g.get("metrics_started", time.perf_counter())  # unset if an earlier hook answered
+        metrics.observe_request(endpoint, response.status_code, time.perf_counter() - started)
+        return response
 
 
 def render_page(

@@ -112,6 +112,7 @@ def start_baseline(folder: Path, name: str, address: str, env: dict[str, str], p
 def _launch(folder: Path, name: str, command: list[str], env: dict[str, str]) -> Server:
     log = folder / f"{name}.uwsgi.log"
     started = time.monotonic()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(folder / f"{name}.metrics"), **env}  # not uwsgi.ini's, in /tmp
     process = subprocess.Popen(command, cwd=folder, env=environment(env), stdout=log.open("wb"),
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     return Server(process, started, log)

@@ -53,6 +53,9 @@ class Settings:
     runtime_threads: int | None = None
     export_timeout: float = 900.0
     log_format: str = "plain"
+    # Who may read GET /metrics from the app itself: loopback. Behind NGINX, its own list
+    # (classifier-locations.conf) decides first; both must admit a Prometheus server elsewhere.
+    metrics_allow: str = "127.0.0.0/8,::1"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> Settings:
@@ -81,6 +84,7 @@ class Settings:
             "runtime_threads": env.number("CLASSIFIER_RUNTIME_THREADS", int),
             "export_timeout": env.number("CLASSIFIER_EXPORT_TIMEOUT", float),
             "log_format": env.choice("CLASSIFIER_LOG_FORMAT", LOG_FORMATS),
+            "metrics_allow": env.text("CLASSIFIER_METRICS_ALLOW"),
         }
         values = {name: value for name, value in values.items() if value is not None}
         return cls(**{**values, **overrides})

@@ -19,6 +19,7 @@ from pathlib import Path
 import requests
 from filelock import FileLock, Timeout
 
+from . import metrics
 from .config import Settings
 from .files import atomic_write, write_text
 from .weights import KerasWeights, Note, WeightsRejected, rejected_path
@@ -55,7 +56,7 @@ def download(weights: KerasWeights, settings: Settings, progress: Progress | Non
         shared = _ProgressFile(final, progress)
         try:
             with atomic_write(final) as partial:
-                _fetch(weights.url(settings), partial, shared)
+                _fetch(weights.url(settings), partial, shared, metrics.DOWNLOAD_BYTES.labels(weights.model))
                 _check(weights, partial, final)
         except Exception as error:
             _note_failure(weights, settings, error)
@@ -79,10 +80,11 @@ def _note_failure(weights: KerasWeights, settings: Settings, error: Exception) -
     kind = "unreachable" if isinstance(error, Unreachable) else "failed"
     reason = describe(error)
     Note(kind, reason, time.time()).write(settings, weights.file_name)
+    metrics.DOWNLOAD_FAILURES.labels(weights.model, kind).inc()
     log.warning("download of %s from %s failed: %s", weights.file_name, weights.url(settings), reason)
 
 
-def _fetch(url: str, target: Path, progress: _ProgressFile) -> None:
+def _fetch(url: str, target: Path, progress: _ProgressFile, received: metrics.Counter) -> None:
     try:
         response = requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
     except requests.ConnectionError as error:
@@ -96,6 +98,7 @@ def _fetch(url: str, target: Path, progress: _ProgressFile) -> None:
             for chunk in response.iter_content(_CHUNK):
                 stream.write(chunk)
                 done += len(chunk)
+                received.inc(len(chunk))
                 progress(done, total)
     if total is not None and done != total:
         raise WeightsRejected(f"the transfer was cut short: {done:,} of {total:,} bytes")

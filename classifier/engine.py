@@ -27,12 +27,14 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import metrics
 from .config import Settings
 from .exports import CHILD_ATTEMPTS, Export, Record
 from .models import ModelSpec
@@ -201,8 +203,9 @@ class ModelPool:
         log.info("loading %s with %s weights (runtime %s)", spec.name, found.path.name if found else "random",
                  serving.runtime)
         key = _key(spec, found, serving)
+        started = time.perf_counter()
         try:
-            return load(spec, found, serving)
+            loaded = load(spec, found, serving)
         except Exception as error:  # noqa: BLE001 - any failure to build or load means "unavailable"
             failure = LoadFailed(_reason(error), rejected=isinstance(error, WeightsRejected))
             if not failure.rejected:
@@ -210,6 +213,8 @@ class ModelPool:
             log.warning("%s is unavailable: %s", spec.name, failure.reason)
             self._failures[key] = self._failures[_key(spec, found, serving)] = failure
             raise failure from error
+        metrics.model_loaded(spec.name, loaded.runtime.name, time.perf_counter() - started)
+        return loaded
 
     def is_loaded(self, spec: ModelSpec, weights: Found | Path | None, serving: Serving = Serving()) -> bool:
         return _key(spec, weights, serving) in self._models

@@ -171,6 +171,7 @@ def _child_environment(settings: Settings) -> dict[str, str]:
     env = {**os.environ, "KERAS_HOME": str(settings.keras_home), "CLASSIFIER_OFFLINE": "1",
            "CLASSIFIER_RANDOM_WEIGHTS": "0"}
     env.pop("CLASSIFIER_WEIGHTS_DIR", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the workers' metrics are not the child's to write
     if settings.weights_dir:
         env["CLASSIFIER_WEIGHTS_DIR"] = str(settings.weights_dir)
     if settings.runtime_threads:

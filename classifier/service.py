@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import images, labels, remote, status
+from . import images, labels, metrics, remote, status
 from .catalog import Catalog
 from .config import Settings
 from .download import BackgroundDownloads
@@ -65,14 +65,23 @@ class Classifier:
 
     def predict(self, request: PredictRequest, forwarded: bool = False) -> Classification:
         """Answer ``request``; a ``forwarded`` request is always answered here (no loops)."""
-        if forwarded or request.server == "local":
-            return self.classify(request.image, request.model, request.top_k)
+        server = "local" if forwarded else request.server
+        with metrics.counting_prediction(server, request.model) as counted:
+            if server == "local":
+                result = self.classify(request.image, request.model, request.top_k)
+            else:
+                result = self._forward(request)
+            counted.model = result.model
+        return result
+
+    def _forward(self, request: PredictRequest) -> Classification:
         started = time.perf_counter()
         self._check_size(request.image)
         url = self._remote_url(request)
         fields = {"top_k": str(request.top_k), **({"model": request.model} if request.model else {})}
         timeouts = remote.Timeouts(self.settings.remote_connect_timeout, self.settings.remote_read_timeout)
-        answer = remote.forward(url, request.image, request.filename, fields, timeouts)
+        with metrics.FORWARD_SECONDS.labels(request.server).time():
+            answer = remote.forward(url, request.image, request.filename, fields, timeouts)
         timing = {**answer.timing_ms, "total": _ms_since(started)}
         return Classification(answer.model, answer.weights, answer.predictions[: request.top_k],
                               timing, server=request.server, server_url=remote.public_url(url))
@@ -106,6 +115,9 @@ class Classifier:
         ready = time.perf_counter()
         scores = loaded.scores(pixels)[0]
         timing = {"decode": _ms_since(started, decoded), "inference": _ms_since(ready)}
+        metrics.DECODE_SECONDS.observe(decoded - started)
+        metrics.INFERENCE_SECONDS.labels(spec.name, loaded.runtime.name).observe(timing["inference"] / 1000)
+        metrics.IMAGES.labels(spec.name).inc(len(pixels))
         if not was_loaded:
             timing["load"] = _ms_since(decoded, ready)
         timing["total"] = _ms_since(started)

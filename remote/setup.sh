@@ -140,6 +140,8 @@ if [[ $APP == yes ]]; then
 # CLASSIFIER_MAX_UPLOAD_BYTES=10485760
 # Log lines: one JSON object each (uwsgi.ini's default, for a log shipper), or plain text.
 # CLASSIFIER_LOG_FORMAT=json
+# Who may read /metrics, besides NGINX's list (remote/README.md, Monitoring):
+# CLASSIFIER_METRICS_ALLOW=127.0.0.0/8,::1
 EOF
     fi
     env_before=$(md5sum < "$ENV_FILE")

@@ -146,7 +146,8 @@ def start_uwsgi(folder: Path, name: str, port: int | None = None, http_port: int
                 **settings: str) -> Uwsgi:
     port, http_port = port or free_port(), http_port or free_port()
     env = environment({"CLASSIFIER_UWSGI_SOCKET": f"127.0.0.1:{port}",
-                       "CLASSIFIER_UWSGI_HTTP": f"127.0.0.1:{http_port}", **settings})
+                       "CLASSIFIER_UWSGI_HTTP": f"127.0.0.1:{http_port}",
+                       "PROMETHEUS_MULTIPROC_DIR": str(folder / f"{name}.metrics"), **settings})
     log = folder / f"{name}.log"
     process = subprocess.Popen(uwsgi_command("--ini", str(ROOT / "uwsgi.ini")), cwd=folder, env=env,
                                stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -1,0 +1,94 @@
+"""Debian's Prometheus for tests and benchmarks: started on a loopback port with
+remote/prometheus/prometheus.yml (its target and intervals substituted), queried over its
+HTTP API. Used by tests/test_metrics.py and bench/metrics_graph.py; stopped by its own
+process id.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from bench.stack import ROOT, free_port, stop, wait_until_ok
+
+PROMETHEUS_DIR = ROOT / "remote" / "prometheus"
+PROMETHEUS = shutil.which("prometheus")
+PROMTOOL = shutil.which("promtool")
+
+
+@dataclass
+class Prometheus:
+    process: subprocess.Popen
+    url: str
+
+    def query(self, expr: str) -> dict[tuple, float]:
+        """An instant query: each series' labels (sorted pairs) → value."""
+        data = self._get("/api/v1/query", query=expr)
+        return {tuple(sorted(r["metric"].items())): float(r["value"][1]) for r in data["result"]}
+
+    def value(self, expr: str) -> float | None:
+        """The value of a query that gives one series, or None while it gives none."""
+        result = self.query(expr)
+        if len(result) > 1:
+            raise ValueError(f"{expr} gives {len(result)} series")
+        return next(iter(result.values()), None)
+
+    def query_range(self, expr: str, start: float, end: float, step: float = 1) -> dict[tuple, list[tuple[float, float]]]:
+        """Each series' labels → its (time, value) points from ``start`` to ``end``."""
+        data = self._get("/api/v1/query_range", query=expr, start=start, end=end, step=step)
+        return {tuple(sorted(r["metric"].items())): [(float(t), float(v)) for t, v in r["values"]]
+                for r in data["result"]}
+
+    def wait_for(self, expr: str, expected: float, timeout: float = 60) -> None:
+        """Until ``expr`` equals ``expected`` (a few scrapes); TimeoutError with what it was."""
+        deadline = time.monotonic() + timeout
+        while (value := self.value(expr)) != expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{expr} is {value}, expected {expected}")
+            time.sleep(0.25)
+
+    def stop(self) -> None:
+        stop(self.process)
+
+    def _get(self, path: str, **params: object) -> dict:
+        document = requests.get(self.url + path, params=params, timeout=10).json()
+        if document["status"] != "success":
+            raise RuntimeError(f"{path} {params}: {document}")
+        return document["data"]
+
+
+def config(folder: Path, target: str, interval: str = "1s") -> Path:
+    """remote/prometheus/prometheus.yml scraping ``target`` (host:port) every ``interval``."""
+    text = (PROMETHEUS_DIR / "prometheus.yml").read_text()
+    for old, new in (("scrape_interval: 15s", f"scrape_interval: {interval}"),
+                     ("evaluation_interval: 15s", f"evaluation_interval: {interval}"),
+                     ('["127.0.0.1:80"]', f'["{target}"]'),
+                     ("- classifier-alerts.yml", f"- {PROMETHEUS_DIR / 'classifier-alerts.yml'}")):
+        if old not in text:
+            raise KeyError(f"{old!r} is no longer in remote/prometheus/prometheus.yml")
+        text = text.replace(old, new)
+    path = folder / "prometheus.yml"
+    path.write_text(text)
+    return path
+
+
+def start_prometheus(folder: Path, target: str, interval: str = "1s") -> Prometheus:
+    """Prometheus scraping ``target``, its data in ``folder``; ready when this returns."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port, log = free_port(), folder / "prometheus.log"
+    process = subprocess.Popen([PROMETHEUS, f"--config.file={config(folder, target, interval)}",
+                                f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+                                "--log.level=warn"],
+                               stdout=log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    instance = Prometheus(process, f"http://127.0.0.1:{port}")
+    try:
+        wait_until_ok(instance.url + "/-/ready", process, 60, log=log)
+    except BaseException:
+        instance.stop()
+        raise
+    return instance
