@@ -91,7 +91,7 @@ class Export:
         stem = f"{spec.name}-{_key(spec, weights)}"
         self.onnx_path = folder / f"{stem}.onnx"
         self.record_path = folder / f"{stem}.json"
-        self.head_path = folder / f"{stem}.head.npz"
+        self.head_path = head_path(self.onnx_path)
 
     def record(self) -> Record | None:
         """The stored record if it describes the ``.onnx`` and head files now on disk, else ``None``."""
@@ -200,7 +200,7 @@ def verify(spec: ModelSpec, keras: KerasRuntime, onnx_path: Path, threads: int |
     ``auto`` runtime serves the export only where it is the faster of the two.
     """
     sha256 = _sha256(onnx_path)
-    head_sha256 = _sha256(onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + ".head.npz"))
+    head_sha256 = _sha256(head_path(onnx_path))
     names, batch = photo_batch(spec)
     failed = functools.partial(Record, spec.name, sha256, False, head_sha256=head_sha256, photos=names)
     try:
@@ -220,7 +220,8 @@ def verify(spec: ModelSpec, keras: KerasRuntime, onnx_path: Path, threads: int |
     keras_ms, onnx_ms = _time_both(keras, onnx, batch[:1])
     verified = diff <= TOLERANCE and same_top and (feature_diff or 0) <= FEATURE_TOLERANCE
     if verified:
-        reason = f"same top-{TOP}, scores within {diff:.1e} on {len(names)} photos"
+        features = "" if feature_diff is None else f", feature map within {feature_diff:.1e} of its largest value"
+        reason = f"same top-{TOP}, scores within {diff:.1e}{features} on {len(names)} photos"
     else:
         reason = (f"differs from Keras on {len(names)} photos: largest score difference {diff:.1e} "
                   f"(allowed {TOLERANCE:.0e}), top-{TOP} {'the same' if same_top else 'different'}, "
@@ -233,6 +234,11 @@ def _feature_diff(expected: np.ndarray | None, got: np.ndarray | None) -> float 
     if expected is None or got is None:
         return None
     return float(np.max(np.abs(got - expected)) / max(float(np.max(np.abs(expected))), 1e-12))
+
+
+def head_path(onnx_path: Path) -> Path:
+    """Where the dense head of an explainable model's export is kept: beside it, same stem."""
+    return onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + ".head.npz")
 
 
 def photo_batch(spec: ModelSpec) -> tuple[tuple[str, ...], np.ndarray]:
