@@ -83,7 +83,12 @@ class Explanation:
 def class_map(features: np.ndarray, head: DenseHead, class_number: int) -> np.ndarray:
     """Grad-CAM of ``class_number`` on one feature map (h, w, K): ``ReLU(A · W[:, c])`` scaled
     to [0, 1], rows top to bottom; all zeros when no position raises the class's logit."""
-    heat = np.maximum(features.astype(np.float32) @ head.weights[:, class_number], 0.0)
+    return scaled(features.astype(np.float32) @ head.weights[:, class_number])
+
+
+def scaled(heat: np.ndarray) -> np.ndarray:
+    """Grad-CAM's last step: ReLU, then divided by the maximum (all zeros stay zeros)."""
+    heat = np.maximum(heat, 0.0)
     peak = float(heat.max())
     return heat / peak if peak > 0 else np.zeros_like(heat)
 

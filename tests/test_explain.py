@@ -44,7 +44,7 @@ def keras_io_gradcam(model, batch: np.ndarray, feature_layer, class_number: int)
     import keras
     import tensorflow as tf
 
-    model.layers[-1].activation = None
+    model.layers[-1].activation = keras.activations.linear  # keras.io: None, which an Activation layer cannot take
     grad_model = keras.Model(model.inputs, [feature_layer.output, model.output])
     with tf.GradientTape() as tape:
         feature_map, logits = grad_model(batch)
@@ -378,3 +378,49 @@ def test_cli_explain_writes_the_overlay_and_names_it(tmp_path):
     assert f": {written} (Heat " in result.stdout
     overlay = Image.open(written)
     assert overlay.format == "PNG" and overlay.size == (262, 262)  # chelsea.png is 451x300: crop (94, 19, 356, 281)
+
+
+# --- A head that is not pooling then dense: the Keras path, with gradients ---------------------------------
+
+@pytest.fixture
+def registry_with(monkeypatch) -> Callable[..., None]:
+    """Adds a registry entry for this test, as adding a model to ``REGISTRY`` would."""
+    def add(spec) -> None:
+        monkeypatch.setitem(REGISTRY, spec.name, spec)
+
+    return add
+
+
+def mobilenet_v1(feature_map):
+    """keras.applications.MobileNet: its head is pooling, then a 1x1 convolution and a softmax
+    Activation, not a dense layer, so the shortcut's structure check does not apply."""
+    from classifier import preprocessing
+    from classifier.models import ModelSpec, _keras_application
+    from classifier.weights import KerasWeights
+
+    weights = KerasWeights("MobileNet", "mobilenet_1_0_224_tf.h5", "mobilenet/mobilenet_1_0_224_tf.h5")
+    return ModelSpec("MobileNet", _keras_application("MobileNet"), preprocessing.symmetric, weights,
+                     about="test only", feature_map=feature_map)
+
+
+def test_a_head_that_is_not_pooling_then_dense_is_explained_with_gradients(make_app, registry_with, cat_png):
+    from classifier.models import FeatureMap
+
+    spec = mobilenet_v1(FeatureMap("conv_pw_13_relu", gap_dense=False))
+    registry_with(spec)
+    client = make_app(runtime="onnx").test_client()  # still served on Keras: the explanation needs it
+    assert {m["name"]: m["explainable"] for m in client.get("/models").json["models"]}["MobileNet"] is True
+    answer = client.post("/predict?model=MobileNet&explain=1", data=cat_png, content_type="image/png").json
+    served = client.application.extensions["classifier"].load_model("MobileNet")
+    assert served.runtime.name == "keras" and served.runtime.head is None
+    assert assert_same_map(answer, keras_twin(served.model, spec), spec, PHOTOS["chelsea"])
+
+
+def test_a_model_without_a_feature_map_says_it_cannot_explain(make_app, registry_with, cat_png):
+    registry_with(mobilenet_v1(None))
+    client = make_app().test_client()
+    assert {m["name"]: m["explainable"] for m in client.get("/models").json["models"]}["MobileNet"] is False
+    assert client.post("/predict?model=MobileNet", data=cat_png, content_type="image/png").status_code == 200
+    refused = client.post("/predict?model=MobileNet&explain=1", data=cat_png, content_type="image/png")
+    assert refused.status_code == 400 and refused.json["error"]["code"] == "invalid_request"
+    assert "cannot explain" in refused.json["error"]["message"]
