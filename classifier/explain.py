@@ -200,7 +200,7 @@ def overlay_png(image_bytes: bytes, explanation: Mapping[str, object]) -> bytes:
     """The photo's crop with the explanation's heatmap blended over it, as PNG bytes, at the
     heatmap's size: what the CLI writes and the page shows without JavaScript."""
     crop = tuple(int(value) for value in explanation["crop"])  # type: ignore[union-attr]
-    heatmap = Image.open(io.BytesIO(_data_url_bytes(str(explanation["heatmap"])))).convert("RGBA")
+    heatmap = Image.open(io.BytesIO(png_bytes(str(explanation["heatmap"])))).convert("RGBA")
     photo = decode(image_bytes).crop(crop).resize(heatmap.size, Image.Resampling.BILINEAR).convert("RGBA")
     alpha = np.asarray(heatmap)[..., 3].astype(np.float32) * OVERLAY_OPACITY
     heatmap.putalpha(Image.fromarray(alpha.astype(np.uint8), mode="L"))
@@ -209,10 +209,14 @@ def overlay_png(image_bytes: bytes, explanation: Mapping[str, object]) -> bytes:
     return out.getvalue()
 
 
-def _data_url_bytes(url: str) -> bytes:
+def png_bytes(url: str) -> bytes:
+    """The PNG in a ``data:image/png;base64,`` URL; ``ValueError`` if it holds anything else."""
     if not url.startswith(DATA_URL_PREFIX):
         raise ValueError("the heatmap is not a data:image/png;base64 URL")
     try:
-        return base64.b64decode(url[len(DATA_URL_PREFIX):], validate=True)
+        data = base64.b64decode(url[len(DATA_URL_PREFIX):], validate=True)
     except binascii.Error as error:
         raise ValueError("the heatmap is not valid base64") from error
+    if not data.startswith(_PNG_SIGNATURE):
+        raise ValueError("the heatmap is not a PNG")
+    return data

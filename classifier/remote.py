@@ -8,8 +8,6 @@ so two instances pointed at each other cannot loop.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import json
 import math
@@ -25,6 +23,7 @@ import urllib3.exceptions
 from urllib3.exceptions import NameResolutionError
 
 from .errors import RemoteBusy, RemoteError, RemoteNotAllowed, RemoteRejected, RemoteTimeout, RemoteUnavailable
+from .explain import png_bytes
 from .labels import Prediction
 
 HOP_HEADER = "X-Classifier-Hop"
@@ -34,7 +33,6 @@ MAX_RETRY_AFTER_SECONDS = 600  # a remote may not tell our callers to stay away 
 MAX_GRID_SIDE = 64  # rows or columns of a relayed explanation grid (this service's models give 7)
 MAX_CROP_COORDINATE = 1 << 20  # pixels: more than any image the limits let through
 MAX_SUMMARY_CHARS = 300
-PNG_DATA_URL = "data:image/png;base64,"
 
 # Never connected to, however the address is written. Loopback and private ranges stay
 # allowed: a remote instance on the same host or network is the normal case.
@@ -306,7 +304,7 @@ def _parse(url: str, document: object, explanation_expected: bool = False) -> Re
                        in _expect(document.get("timing_ms", {}), dict).items()},
             explanation=None if explanation is None else _explanation(explanation),
         )
-    except (KeyError, TypeError, ValueError, binascii.Error):
+    except (KeyError, TypeError, ValueError):
         message = f"The remote server at {url} answered in an unexpected format."
         raise RemoteError(message + _predict_hint(url)) from None
 
@@ -329,9 +327,7 @@ def _explanation(value: object) -> dict[str, object]:
             and all(len(row) == len(grid[0]) for row in grid)):
         raise ValueError("grid")
     heatmap = _expect(item["heatmap"], str)
-    if not (heatmap.startswith(PNG_DATA_URL)
-            and base64.b64decode(heatmap[len(PNG_DATA_URL):], validate=True).startswith(b"\x89PNG\r\n\x1a\n")):
-        raise ValueError("heatmap")
+    png_bytes(heatmap)  # a data URL holding a PNG, or ValueError
     summary = _expect(item["summary"], str)
     if len(summary) > MAX_SUMMARY_CHARS:
         raise ValueError("summary")

@@ -130,6 +130,36 @@ def test_the_served_map_is_keras_io_grad_cam_for_efficientnet_lite0_on_onnx_runt
                                    photo)
 
 
+def test_the_export_has_the_feature_map_as_a_second_output_and_the_head_beside_it(lite_client, keras_home, tmp_path,
+                                                                                   monkeypatch):
+    import shutil
+
+    import onnxruntime
+
+    from classifier import Settings, exports
+    from classifier.engine import keras_runtime
+
+    spec, settings = REGISTRY[LITE], Settings(keras_home=keras_home)
+    export = exports.Export(spec, spec.weights.find(settings), settings.exports_dir)
+    record = export.record()
+    assert record.verified and record.feature_diff <= exports.FEATURE_TOLERANCE and "feature map within" in record.reason
+    outputs = onnxruntime.InferenceSession(str(export.onnx_path)).get_outputs()
+    assert [output.shape[1:] for output in outputs] == [[1000], [7, 7, 1280]]
+    kernel, bias = keras_runtime(spec, loadable(spec.weights, settings)).model.get_layer("fc").get_weights()
+    np.testing.assert_array_equal(export.head().weights, kernel)
+    np.testing.assert_array_equal(export.head().bias, bias)
+
+    copy = exports.Export(spec, spec.weights.find(settings), tmp_path)
+    for name in ("onnx_path", "record_path", "head_path"):
+        shutil.copy(getattr(export, name), getattr(copy, name))
+    assert copy.record() == record
+    np.savez(copy.head_path, weights=kernel * 2, bias=bias)  # a head changed since the check is not served
+    assert copy.record() is None
+
+    monkeypatch.setattr(exports, "FORMAT", 1)  # exports made before explanations: another key, made again
+    assert exports.Export(spec, spec.weights.find(settings), settings.exports_dir).onnx_path != export.onnx_path
+
+
 # --- Localisation: the heat lies where the object is --------------------------------------------------------
 
 def heat_share_in(explanation: dict, box: tuple[int, int, int, int]) -> float:
