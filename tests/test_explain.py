@@ -12,7 +12,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +30,7 @@ from classifier import images
 from classifier.explain import MAX_HEATMAP_SIDE, heatmap_png, overlay_png, summary
 from classifier.models import REGISTRY
 from classifier.weights import loadable
-from conftest import KERAS_MODELS, PHOTOS, run_classifier
+from conftest import KERAS_MODELS, PHOTOS, ROOT, run_classifier
 from servers import QuietHandler
 
 LITE = "EfficientNetLite0"
@@ -160,6 +163,26 @@ def test_the_export_has_the_feature_map_as_a_second_output_and_the_head_beside_i
     assert exports.Export(spec, spec.weights.find(settings), settings.exports_dir).onnx_path != export.onnx_path
 
 
+def test_a_worker_serving_the_export_explains_without_tensorflow(lite_client, keras_home):
+    """What a uWSGI worker does, in a process of its own: explain=1 on the checked export,
+    with TensorFlow and Keras never imported."""
+    script = """
+import json, sys
+from app import create_app
+client = create_app().test_client()
+answer = client.post("/predict?explain=1", data=open(sys.argv[1], "rb").read(), content_type="image/png").json
+print(json.dumps({"answer": answer, "tensorflow": "tensorflow" in sys.modules, "keras": "keras" in sys.modules}))
+"""
+    env = {**os.environ, "KERAS_HOME": str(keras_home), "CLASSIFIER_RUNTIME": "onnx", "CLASSIFIER_DEFAULT_MODEL": LITE,
+           "CLASSIFIER_RANDOM_WEIGHTS": "0", "CLASSIFIER_WARMUP": "0"}
+    result = subprocess.run([sys.executable, "-c", script, str(PHOTOS["chelsea"])], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    assert outcome["answer"]["explanation"]["label"] == outcome["answer"]["predictions"][0]["label"]
+    assert not outcome["tensorflow"] and not outcome["keras"]
+
+
 # --- Localisation: the heat lies where the object is --------------------------------------------------------
 
 def heat_share_in(explanation: dict, box: tuple[int, int, int, int]) -> float:
@@ -175,7 +198,7 @@ def heat_share_in(explanation: dict, box: tuple[int, int, int, int]) -> float:
     return float(heat[inside].sum() / heat.sum())
 
 
-@pytest.mark.parametrize("photo", ["coffee", "chelsea"])
+@pytest.mark.parametrize("photo", ["coffee", "chelsea", "grace_hopper"])
 def test_the_heat_lies_in_the_quadrant_holding_the_photo(lite_client, photo):
     """The photo, shrunk, in each quadrant of a plain canvas twice its size: the class the
     model sees in the photo alone is explained on the canvas, and most of its heat (mapped
