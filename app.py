@@ -40,7 +40,7 @@ from classifier.sizes import size_limit
 
 log = logging.getLogger("classifier.app")
 
-OPTION_NAMES = ("model", "top_k", "server", "remote_url")
+OPTION_NAMES = ("model", "top_k", "server", "remote_url", "explain", "explain_class")
 # The API's description, written by hand and held to the code by tests/test_openapi.py.
 OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.json")
 

@@ -82,16 +82,32 @@ class LoadedModel:
         self.weights = weights
         self.runtime = runtime
         size = spec.input_size
-        self.scores(np.zeros((1, size, size, 3), dtype=np.uint8))
+        blank = np.zeros((1, size, size, 3), dtype=np.uint8)
+        _, features = self.scores_and_features(blank)
+        if self.explainable:  # traces the GradientTape's function, for a model explained with one
+            self.class_map(blank, features, 0)
 
     @property
     def model(self) -> keras.Model | None:
         """The Keras model when Keras runs this one; ``None`` under ONNX Runtime."""
         return getattr(self.runtime, "model", None)
 
+    @property
+    def explainable(self) -> bool:
+        return self.runtime.explainable
+
+    def class_map(self, pixels: np.ndarray, features: np.ndarray | None, class_number: int) -> np.ndarray:
+        """Grad-CAM of ``class_number`` for one crop (``pixels`` a batch of one), from the
+        ``features`` of its pass (``scores_and_features``) where the head allows."""
+        return self.runtime.class_map(self.spec.preprocess(pixels), features, class_number)
+
     def scores(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 1000) for uint8 RGB crops (N, size, size, 3)."""
         return self.runtime.scores(self.spec.preprocess(pixels))
+
+    def scores_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``scores`` and, from the same pass, the last feature map (N, h, w, K) if explainable."""
+        return self.runtime.forward(self.spec.preprocess(pixels))
 
 
 def load(spec: ModelSpec, found: Found | None, serving: Serving) -> LoadedModel:
@@ -99,7 +115,7 @@ def load(spec: ModelSpec, found: Found | None, serving: Serving) -> LoadedModel:
     weights = "random" if found is None else "imagenet"
     if found is not None:
         found.check()
-    if serving.runtime == "keras":
+    if serving.runtime == "keras" or spec.explained_by_gradients:
         return LoadedModel(spec, weights, keras_runtime(spec, found and found.loadable(), serving.threads))
     return LoadedModel(spec, weights, _runtime_from_export(spec, found, serving))
 
@@ -110,7 +126,7 @@ def keras_runtime(spec: ModelSpec, weights_path: Path | None, threads: int | Non
     model = spec.build()
     if weights_path is not None:
         model.load_weights(str(weights_path))
-    return KerasRuntime(model, spec.input_size)
+    return KerasRuntime(model, spec.input_size, spec.feature_map)
 
 
 def make_export(spec: ModelSpec, found: Found | None, serving: Serving) -> tuple[Record, KerasRuntime | None]:
@@ -146,7 +162,7 @@ def _runtime_from_export(spec: ModelSpec, found: Found | None, serving: Serving)
     if record.verified and (serving.runtime == "onnx" or record.faster_than_keras()):
         log.info("%s: running on ONNX Runtime (%s; %s ms against Keras' %s ms)",
                  spec.name, record.reason, record.onnx_ms, record.keras_ms)
-        return OnnxRuntime(export.onnx_path, serving.threads)
+        return OnnxRuntime(export.onnx_path, serving.threads, export.head())
     if record.verified:
         log.info("%s: running on Keras, faster than its ONNX export here (%s ms against %s ms)",
                  spec.name, record.keras_ms, record.onnx_ms)
