@@ -36,7 +36,7 @@ from classifier.sizes import size_limit
 
 log = logging.getLogger("classifier.app")
 
-OPTION_NAMES = ("model", "top_k", "server", "remote_url")
+OPTION_NAMES = ("model", "top_k", "server", "remote_url", "explain", "explain_class")
 
 # Sent with every answer. The page runs only its own script and style from /static/ (no
 # inline code), shows the chosen picture from a blob: URL, and may not be framed.

@@ -17,6 +17,8 @@ from tqdm import tqdm
 from . import Classifier, ClassifierError, Settings
 from .download import Unreachable, describe, download
 from .engine import Serving, make_export
+from .explain import overlay_png
+from .files import write_bytes
 from .logs import configure_logging
 from .models import REGISTRY, ModelSpec, get_spec
 from .options import DEFAULT_TOP_K, MAX_TOP_K
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, choices=range(1, MAX_TOP_K + 1),
                          metavar=f"1..{MAX_TOP_K}")
     predict.add_argument("--json", action="store_true", help="print one JSON document per image")
+    predict.add_argument("--explain", type=Path, metavar="FOLDER",
+                         help="write IMAGE.cam.png there: the photo with the top class's heatmap over it")
     download = commands.add_parser("download", help="fetch ImageNet weights into the Keras cache")
     download.add_argument("models", nargs="*", metavar="MODEL",
                           help=f"any of {', '.join(REGISTRY)} (default: all)")
@@ -52,18 +56,32 @@ def _predict(args: argparse.Namespace) -> int:
     failures = 0
     for path in args.images:
         try:
-            result = classifier.classify(path.read_bytes(), args.model, args.top_k)
+            image = path.read_bytes()
+            result = classifier.classify(image, args.model, args.top_k, explain=args.explain is not None)
+            heatmap = _write_overlay(image, result.explanation, args.explain / f"{path.stem}.cam.png") \
+                if result.explanation else None
         except (OSError, ClassifierError) as error:
             print(f"{path}: {getattr(error, 'message', None) or error}", file=sys.stderr)
             failures += 1
             continue
         if args.json:
-            print(json.dumps({"image": str(path), **result.to_json()}))
+            print(json.dumps({"image": str(path), **({"heatmap_file": str(heatmap)} if heatmap else {}),
+                              **result.to_json()}))
         else:
             print(f"{path} ({result.model}, {result.weights} weights)")
             for p in result.predictions:
                 print(f"  {p.score:7.2%}  {p.label}  ({p.class_id})")
+            if heatmap:
+                print(f"  where it looked for {result.explanation['label']}: {heatmap} "
+                      f"({result.explanation['summary']})")
     return 1 if failures else 0
+
+
+def _write_overlay(image: bytes, explanation: dict[str, object], target: Path) -> Path:
+    """The photo's crop with the heatmap over it, as ``target`` (its folder made if needed)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(target, overlay_png(image, explanation))
+    return target
 
 
 def _export(names: list[str]) -> int:

@@ -54,6 +54,7 @@ class Catalog:
             "input_size": [spec.input_size, spec.input_size],
             "about": spec.about,
             "weights": "random" if self.settings.random_weights else "imagenet",
+            "explainable": spec.explainable,
             **self.state(spec).to_json(),
             "default": spec.name == default,
         } for spec in REGISTRY.values()]

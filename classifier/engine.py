@@ -87,9 +87,17 @@ class LoadedModel:
         """The Keras model when Keras runs this one; ``None`` under ONNX Runtime."""
         return getattr(self.runtime, "model", None)
 
+    @property
+    def explainable(self) -> bool:
+        return self.runtime.head is not None
+
     def scores(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 1000) for uint8 RGB crops (N, size, size, 3)."""
         return self.runtime.scores(self.spec.preprocess(pixels))
+
+    def scores_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``scores`` and, from the same pass, the last feature map (N, h, w, K) if explainable."""
+        return self.runtime.forward(self.spec.preprocess(pixels))
 
 
 def load(spec: ModelSpec, found: Found | None, serving: Serving) -> LoadedModel:
@@ -108,7 +116,7 @@ def keras_runtime(spec: ModelSpec, weights_path: Path | None, threads: int | Non
     model = spec.build()
     if weights_path is not None:
         model.load_weights(str(weights_path))
-    return KerasRuntime(model, spec.input_size)
+    return KerasRuntime(model, spec.input_size, spec.feature_map)
 
 
 def make_export(spec: ModelSpec, found: Found | None, serving: Serving) -> tuple[Record, KerasRuntime | None]:
@@ -144,7 +152,7 @@ def _runtime_from_export(spec: ModelSpec, found: Found | None, serving: Serving)
     if record.verified and (serving.runtime == "onnx" or record.faster_than_keras()):
         log.info("%s: running on ONNX Runtime (%s; %s ms against Keras' %s ms)",
                  spec.name, record.reason, record.onnx_ms, record.keras_ms)
-        return OnnxRuntime(export.onnx_path, serving.threads)
+        return OnnxRuntime(export.onnx_path, serving.threads, export.head())
     if record.verified:
         log.info("%s: running on Keras, faster than its ONNX export here (%s ms against %s ms)",
                  spec.name, record.keras_ms, record.onnx_ms)

@@ -3,7 +3,9 @@
 Keras stays the source of every model and its weights; an export is a faster way to run the
 same function. It is made from the loaded Keras model (``model.export(format="onnx")``),
 then run beside it on real photos: it is served only if it gives the same top-5 classes
-with every score within ``TOLERANCE``. The outcome goes into a JSON record next to the
+with every score within ``TOLERANCE``. An explainable model's export has a second output, its
+last feature map (checked too, within ``FEATURE_TOLERANCE`` of its largest value), and the
+dense head's weights are kept beside it (``.head.npz``), so that Grad-CAM needs no TensorFlow. The outcome goes into a JSON record next to the
 ``.onnx`` file, holding the file's SHA-256, so a later worker process can serve a verified
 export without importing TensorFlow at all; an export file that does not match its record
 (changed, corrupted, or never checked) is checked again before any use.
@@ -42,6 +44,7 @@ from filelock import FileLock
 
 from . import images
 from .config import Settings
+from .explain import DenseHead
 from .files import atomic_write, write_text
 from .models import ModelSpec
 from .runtimes import KerasRuntime, OnnxRuntime
@@ -51,8 +54,9 @@ log = logging.getLogger(__name__)
 
 CHILD_ATTEMPTS = 2  # child processes tried before a worker serves Keras itself
 TOLERANCE = 1e-4  # largest difference in any class probability between Keras and the export
+FEATURE_TOLERANCE = 1e-4  # largest difference in the feature map, as a share of its largest value
 TOP = 5
-FORMAT = 1  # bumped when what goes into an export changes in a way the key cannot see
+FORMAT = 2  # bumped when what goes into an export changes in a way the key cannot see (2: the feature map)
 PHOTOS = Path(__file__).parent / "data" / "photos"
 _TIMING_REPEATS = 7
 
@@ -66,6 +70,8 @@ class Record:
     verified: bool
     reason: str
     max_abs_diff: float | None = None
+    feature_diff: float | None = None
+    head_sha256: str | None = None
     keras_ms: float | None = None
     onnx_ms: float | None = None
     photos: tuple[str, ...] = ()
@@ -85,15 +91,21 @@ class Export:
         stem = f"{spec.name}-{_key(spec, weights)}"
         self.onnx_path = folder / f"{stem}.onnx"
         self.record_path = folder / f"{stem}.json"
+        self.head_path = head_path(self.onnx_path)
 
     def record(self) -> Record | None:
-        """The stored record if it describes the ``.onnx`` file now on disk, else ``None``."""
+        """The stored record if it describes the ``.onnx`` and head files now on disk, else ``None``."""
         try:
             stored = json.loads(self.record_path.read_text())
             record = Record(**{**stored, "photos": tuple(stored.get("photos", ()))})
         except (OSError, ValueError, TypeError):
             return None
-        return record if record.onnx_sha256 == _sha256(self.onnx_path) else None
+        matches = record.onnx_sha256 == _sha256(self.onnx_path) and record.head_sha256 == _sha256(self.head_path)
+        return record if matches else None
+
+    def head(self) -> DenseHead | None:
+        """The dense head kept beside a checked export (``record()`` hashed it), if it has one."""
+        return DenseHead.load(self.head_path) if self.head_path.is_file() else None
 
     def lock(self) -> FileLock:
         """Held while making or checking this export, so one process of many does it."""
@@ -107,6 +119,9 @@ class Export:
         it is (it may be a good export whose process stopped before writing the record); if
         it fails (cut short, damaged), it is made again once before a failure is recorded.
         """
+        if keras.head is not None:
+            with atomic_write(self.head_path) as partial:
+                keras.head.save(partial)
         if self.onnx_path.is_file():
             record = verify(self.spec, keras, self.onnx_path, threads)
             if record.verified:
@@ -115,7 +130,7 @@ class Export:
                         self.spec.name, self.onnx_path.name, record.reason)
             self.onnx_path.unlink()
         try:
-            _export(keras.model, self.spec.input_size, self.onnx_path)
+            _export(keras.served, self.spec.input_size, self.onnx_path)
         except Exception as error:  # noqa: BLE001 - tf2onnx fails in many ways; any means "no export"
             log.exception("%s: ONNX export failed", self.spec.name)
             return self.store(Record(self.spec.name, None, False, f"the export failed: {error}"))
@@ -185,25 +200,45 @@ def verify(spec: ModelSpec, keras: KerasRuntime, onnx_path: Path, threads: int |
     ``auto`` runtime serves the export only where it is the faster of the two.
     """
     sha256 = _sha256(onnx_path)
+    head_sha256 = _sha256(head_path(onnx_path))
     names, batch = photo_batch(spec)
+    failed = functools.partial(Record, spec.name, sha256, False, head_sha256=head_sha256, photos=names)
     try:
-        onnx = OnnxRuntime(onnx_path, threads)
-        got = onnx.scores(batch)
+        onnx = OnnxRuntime(onnx_path, threads, keras.head)
+        got, got_features = onnx.forward(batch)
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-        return Record(spec.name, sha256, False, f"ONNX Runtime cannot run the export: {error}", photos=names)
-    expected = keras.scores(batch)
+        return failed(f"ONNX Runtime cannot run the export: {error}")
+    expected, expected_features = keras.forward(batch)
     if got.shape != expected.shape:
-        return Record(spec.name, sha256, False, f"the export answers {got.shape}, Keras {expected.shape}",
-                      photos=names)
+        return failed(f"the export answers {got.shape}, Keras {expected.shape}")
+    if (got_features is None) != (expected_features is None) or (
+            got_features is not None and got_features.shape != expected_features.shape):
+        return failed("the export's feature map output is missing or not the shape of Keras'")
     diff = float(np.max(np.abs(got - expected)))
+    feature_diff = _feature_diff(expected_features, got_features)
     same_top = all(_same_top(e, g) for e, g in zip(expected, got))
     keras_ms, onnx_ms = _time_both(keras, onnx, batch[:1])
-    if diff <= TOLERANCE and same_top:
-        reason = f"same top-{TOP}, scores within {diff:.1e} on {len(names)} photos"
+    verified = diff <= TOLERANCE and same_top and (feature_diff or 0) <= FEATURE_TOLERANCE
+    if verified:
+        features = "" if feature_diff is None else f", feature map within {feature_diff:.1e} of its largest value"
+        reason = f"same top-{TOP}, scores within {diff:.1e}{features} on {len(names)} photos"
     else:
         reason = (f"differs from Keras on {len(names)} photos: largest score difference {diff:.1e} "
-                  f"(allowed {TOLERANCE:.0e}), top-{TOP} {'the same' if same_top else 'different'}")
-    return Record(spec.name, sha256, diff <= TOLERANCE and same_top, reason, diff, keras_ms, onnx_ms, names)
+                  f"(allowed {TOLERANCE:.0e}), top-{TOP} {'the same' if same_top else 'different'}, "
+                  f"feature map within {feature_diff or 0:.1e} of its largest value (allowed {FEATURE_TOLERANCE:.0e})")
+    return Record(spec.name, sha256, verified, reason, diff, feature_diff, head_sha256, keras_ms, onnx_ms, names)
+
+
+def _feature_diff(expected: np.ndarray | None, got: np.ndarray | None) -> float | None:
+    """The largest difference between two feature maps, as a share of the largest value."""
+    if expected is None or got is None:
+        return None
+    return float(np.max(np.abs(got - expected)) / max(float(np.max(np.abs(expected))), 1e-12))
+
+
+def head_path(onnx_path: Path) -> Path:
+    """Where the dense head of an explainable model's export is kept: beside it, same stem."""
+    return onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + ".head.npz")
 
 
 def photo_batch(spec: ModelSpec) -> tuple[tuple[str, ...], np.ndarray]:

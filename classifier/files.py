@@ -35,3 +35,9 @@ def write_text(target: Path, text: str) -> None:
     """``target.write_text(text)``, atomically."""
     with atomic_write(target) as partial:
         partial.write_text(text)
+
+
+def write_bytes(target: Path, data: bytes) -> None:
+    """``target.write_bytes(data)``, atomically."""
+    with atomic_write(target) as partial:
+        partial.write_bytes(data)

@@ -15,6 +15,7 @@ import logging
 import threading
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
@@ -24,7 +25,7 @@ from .config import Settings
 from .errors import InvalidImage, TooManyPixels, UnsupportedImageType
 from .image_checks import ImageLimits
 
-__all__ = ["FORMATS", "ImageLimits", "center_crop", "decode", "decode_side_for", "model_input"]
+__all__ = ["FORMATS", "Framed", "ImageLimits", "center_crop", "decode", "decode_side_for", "framed", "model_input"]
 
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
@@ -49,12 +50,25 @@ _UPRIGHT = {
     8: Image.Transpose.ROTATE_90,
 }
 
+_SWAPPING_SIDES = (Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE,
+                   Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270)
+
 # Greyscale modes wider than 8 bits: 32-bit integers, 16-bit integers (three byte orders), floats.
 _WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)
 # catch_warnings swaps process-wide state; decoding threads take turns (uWSGI runs one per worker).
 _WARNINGS_LOCK = threading.Lock()
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Framed:
+    """A model's input and where it came from: ``crop`` is ``(left, top, right, bottom)`` in
+    the pixels of the uploaded image after EXIF orientation, so a heatmap over the input can
+    be laid over the photo."""
+
+    pixels: np.ndarray
+    crop: tuple[int, int, int, int]
 
 
 def model_input(data: bytes, size: int, limits: ImageLimits | None = None) -> np.ndarray:
@@ -64,7 +78,16 @@ def model_input(data: bytes, size: int, limits: ImageLimits | None = None) -> np
     ``InvalidImage`` or ``UnsupportedImageType``, before any model is loaded. ``limits``
     default to the settings' defaults (config.py).
     """
-    return center_crop(decode(data, limits, min_side=decode_side_for(size)), size)
+    return framed(data, size, limits).pixels
+
+
+def framed(data: bytes, size: int, limits: ImageLimits | None = None) -> Framed:
+    """``model_input`` with the crop box it took, in the uploaded image's upright pixels."""
+    image, upright_size = _decode(data, limits, decode_side_for(size))
+    scale_x, scale_y = upright_size[0] / image.size[0], upright_size[1] / image.size[1]
+    left, top, right, bottom = crop_box(image.size)
+    crop = (round(left * scale_x), round(top * scale_y), round(right * scale_x), round(bottom * scale_y))
+    return Framed(center_crop(image, size), crop)
 
 
 def decode(data: bytes, limits: ImageLimits | None = None, *, min_side: int | None = None) -> Image.Image:
@@ -73,6 +96,11 @@ def decode(data: bytes, limits: ImageLimits | None = None, *, min_side: int | No
 
     Decoder warnings (a corrupt EXIF block gives one per tag) become one log line.
     """
+    return _decode(data, limits, min_side)[0]
+
+
+def _decode(data: bytes, limits: ImageLimits | None, min_side: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """``decode``, with the size of the whole image once upright (before any reduction)."""
     if not data:
         raise InvalidImage("The image is empty.")
     limits = limits or ImageLimits.from_settings(Settings())
@@ -87,7 +115,10 @@ def decode(data: bytes, limits: ImageLimits | None = None, *, min_side: int | No
         _load(image)
         orientation = _orientation(image)
         reduced = _reduced_rgb(image, _reduction(image.size, min_side))
-    return reduced.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else reduced
+    if orientation not in _UPRIGHT:
+        return reduced, full_size
+    swapped = _UPRIGHT[orientation] in _SWAPPING_SIDES
+    return reduced.transpose(_UPRIGHT[orientation]), (full_size[::-1] if swapped else full_size)
 
 
 def center_crop(image: Image.Image, size: int) -> np.ndarray:
@@ -96,12 +127,16 @@ def center_crop(image: Image.Image, size: int) -> np.ndarray:
     Cropping and scaling are one resample: the crop box is computed in source pixels
     and handed to ``resize``, which is faster and sharper than resizing then cropping.
     """
-    width, height = image.size
+    resized = image.resize((size, size), Image.Resampling.BILINEAR, box=crop_box(image.size), reducing_gap=3.0)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def crop_box(image_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The centred square at ImageNet framing, ``(left, top, right, bottom)`` in source pixels."""
+    width, height = image_size
     side = min(width, height) * CROP_FRACTION
     left, top = (width - side) / 2, (height - side) / 2
-    box = (left, top, left + side, top + side)
-    resized = image.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
-    return np.asarray(resized, dtype=np.uint8)
+    return left, top, left + side, top + side
 
 
 def decode_side_for(size: int) -> int:

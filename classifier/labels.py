@@ -52,3 +52,18 @@ def top_k(scores: np.ndarray, k: int) -> list[Prediction]:
     best = np.argsort(scores)[::-1][:k]
     index = class_index()
     return [Prediction(index[i][1], index[i][0], float(scores[i])) for i in best]
+
+
+def class_numbers(name: str) -> tuple[int, ...]:
+    """The class numbers ``name`` stands for: a WordNet id (``n02123159``) names one class,
+    a label (``tabby``) one or, for ImageNet's two ``crane`` and two ``maillot``, two."""
+    return _class_numbers().get(name, ())
+
+
+@functools.cache
+def _class_numbers() -> dict[str, tuple[int, ...]]:
+    numbers: dict[str, tuple[int, ...]] = {}
+    for number, (class_id, label) in enumerate(class_index()):
+        numbers[class_id] = (number,)
+        numbers[label] = (*numbers.get(label, ()), number)
+    return numbers

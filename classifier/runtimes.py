@@ -1,6 +1,8 @@
 """The two ways a model's forward pass runs: compiled Keras, or ONNX Runtime on its export.
 
-Both take a preprocessed float32 batch (N, size, size, 3) and return probabilities (N, 1000).
+Both take a preprocessed float32 batch (N, size, size, 3) and return probabilities (N, 1000),
+and, for a model that can be explained, its last feature map (N, h, w, K) from the same pass
+with the dense head's weights (``head``), which is all Grad-CAM needs (``explain.py``).
 ``OnnxRuntime`` needs only ``onnxruntime`` and numpy: a worker that serves exports never
 imports TensorFlow, which is what makes it start in a fraction of a second and stay small.
 """
@@ -13,6 +15,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from .explain import DenseHead
+from .models import FeatureMap
+
 if TYPE_CHECKING:
     import keras
 
@@ -20,31 +25,66 @@ log = logging.getLogger(__name__)
 
 
 class Runtime(Protocol):
-    """A forward pass; ``name`` is what the logs and the benchmarks call it."""
+    """A forward pass; ``name`` is what the logs and the benchmarks call it. ``head`` is the
+    dense layer after the feature map, ``None`` for a model ``forward`` gives no map for."""
 
     name: str
+    head: DenseHead | None
 
     def scores(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
 class KerasRuntime:
     """The Keras model as a ``tf.function`` with a fixed input signature.
 
     Per-request ``Model.predict`` rebuilds its data pipeline every call and costs several
-    times more; the compiled function is traced once, on the first (warm-up) call.
+    times more; the compiled function is traced once, on the first (warm-up) call. With a
+    ``feature_map`` it returns that layer's output too (``served``, the model an export is
+    made of), at no extra cost: the pass computes it anyway.
     """
 
     name = "keras"
 
-    def __init__(self, model: keras.Model, input_size: int) -> None:
+    def __init__(self, model: keras.Model, input_size: int, feature_map: FeatureMap | None = None) -> None:
+        import keras
         import tensorflow as tf
 
         self.model = model
+        self.head = dense_head(model, feature_map) if feature_map else None
+        if self.head is not None:
+            self.served = keras.Model(model.inputs, [model.output, feature_map.find(model).output])
+        else:
+            self.served = model
         signature = [tf.TensorSpec([None, input_size, input_size, 3], tf.float32)]
-        self._forward = tf.function(lambda batch: model(batch, training=False), input_signature=signature)
+        self._forward = tf.function(lambda batch: self.served(batch, training=False), input_signature=signature)
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self._forward(batch))
+        return self.forward(batch)[0]
+
+    def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = self._forward(batch)
+        if self.head is None:
+            return np.asarray(outputs), None
+        return np.asarray(outputs[0]), np.asarray(outputs[1])
+
+
+def dense_head(model: keras.Model, feature_map: FeatureMap) -> DenseHead | None:
+    """The dense layer's weights when the head after ``feature_map`` is global average pooling
+    then that one dense layer with softmax (what the Grad-CAM shortcut needs), else ``None``."""
+    import keras
+
+    if not feature_map.gap_dense:
+        return None
+    layer = feature_map.find(model)
+    after = model.layers[model.layers.index(layer) + 1:]
+    if not (len(after) == 2 and isinstance(after[0], keras.layers.GlobalAveragePooling2D)
+            and isinstance(after[1], keras.layers.Dense) and after[1].activation is keras.activations.softmax):
+        raise ValueError(f"{model.name}: the layers after {layer.name} are not global average pooling and "
+                         "a softmax dense layer; its registry entry must not say gap_dense")
+    kernel, bias = after[1].get_weights()
+    return DenseHead(kernel, bias)
 
 
 _tensorflow_threads: list[int | None] = []  # what this process asked TensorFlow for, once
@@ -81,7 +121,7 @@ class OnnxRuntime:
 
     name = "onnx"
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, head: DenseHead | None = None) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -92,6 +132,13 @@ class OnnxRuntime:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
+        self._outputs = [output.name for output in self._session.get_outputs()]
+        self.head = head if len(self._outputs) == 2 else None
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {self._input: batch})[0]
+        return self._session.run(self._outputs[:1], {self._input: batch})[0]
+
+    def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores and, from an export with the feature map as its second output, that map."""
+        outputs = self._session.run(self._outputs, {self._input: batch})
+        return outputs[0], (outputs[1] if self.head is not None else None)

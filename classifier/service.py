@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import images, labels, remote, status
+from . import explain, images, labels, remote, status
 from .catalog import Catalog
 from .config import Settings
 from .download import BackgroundDownloads
 from .engine import POOL, LoadedModel, ModelPool
 from .errors import ImageTooLarge, InvalidRequest, RemoteNotAllowed
+from .explain import Explanation
 from .models import get_spec
 from .options import DEFAULT_TOP_K, MAX_TOP_K, PredictRequest
 
@@ -33,6 +34,8 @@ class Classification:
     timing_ms: dict[str, float]
     server: str = "local"
     server_url: str | None = None
+    explanation: dict[str, object] | None = None
+    """The ``explanation`` object (``explain.Explanation.to_json``, or a remote's, checked)."""
 
     def to_json(self) -> dict[str, object]:
         document: dict[str, object] = {
@@ -46,6 +49,8 @@ class Classification:
         }
         if self.server_url:
             document["server_url"] = self.server_url
+        if self.explanation is not None:
+            document["explanation"] = self.explanation
         return document
 
 
@@ -66,16 +71,17 @@ class Classifier:
     def predict(self, request: PredictRequest, forwarded: bool = False) -> Classification:
         """Answer ``request``; a ``forwarded`` request is always answered here (no loops)."""
         if forwarded or request.server == "local":
-            return self.classify(request.image, request.model, request.top_k)
+            return self.classify(request.image, request.model, request.top_k,
+                                 explain=request.explain, explain_class=request.explain_class)
         started = time.perf_counter()
         self._check_size(request.image)
         url = self._remote_url(request)
-        fields = {"top_k": str(request.top_k), **({"model": request.model} if request.model else {})}
         timeouts = remote.Timeouts(self.settings.remote_connect_timeout, self.settings.remote_read_timeout)
-        answer = remote.forward(url, request.image, request.filename, fields, timeouts)
+        answer = remote.forward(url, request.image, request.filename, request.forwarded_options(), timeouts,
+                                explanation_expected=request.explain)
         timing = {**answer.timing_ms, "total": _ms_since(started)}
         return Classification(answer.model, answer.weights, answer.predictions[: request.top_k],
-                              timing, server=request.server, server_url=url)
+                              timing, server=request.server, server_url=url, explanation=answer.explanation)
 
     def _remote_url(self, request: PredictRequest) -> str:
         if request.server == "remote":
@@ -89,31 +95,38 @@ class Classifier:
         remote.check_url(request.remote_url)
         return request.remote_url
 
-    def classify(self, image: bytes, model: str | None = None, top_k: int = DEFAULT_TOP_K) -> Classification:
-        """Classify ``image`` with ``model`` (default: the default model) in this process.
+    def classify(self, image: bytes, model: str | None = None, top_k: int = DEFAULT_TOP_K, *,
+                 explain: bool = False, explain_class: str | None = None) -> Classification:
+        """Classify ``image`` with ``model`` (default: the default model) in this process;
+        with ``explain``, also say where it looked for ``explain_class`` (default: the top class).
 
         The image is decoded before the model is touched: an undecodable upload is refused
         without waiting for a model to load. ``timing_ms.total`` is the whole wait, with
-        ``load`` on its own when this request had to load the model.
+        ``load`` on its own when this request had to load the model, and ``explain`` when
+        the request asked for an explanation.
         """
         started = time.perf_counter()
         self._check_size(image)
         spec = get_spec(model or self.default_model)
-        pixels = self._pixels(image, spec.input_size)
+        framed = images.framed(image, spec.input_size, images.ImageLimits.from_settings(self.settings))
         decoded = time.perf_counter()
         was_loaded = self.catalog.state(spec).state == status.LOADED
         loaded = self.load_model(spec.name)
+        if explain and not loaded.explainable:
+            raise InvalidRequest(f"{spec.name} cannot explain its answers here; GET /models says which can.")
         ready = time.perf_counter()
-        scores = loaded.scores(pixels)[0]
-        timing = {"decode": _ms_since(started, decoded), "inference": _ms_since(ready)}
+        scores, features = loaded.scores_and_features(framed.pixels[None])
+        inferred = time.perf_counter()
+        timing = {"decode": _ms_since(started, decoded), "inference": _ms_since(ready, inferred)}
+        explanation = None
+        if explain:
+            explanation = _explanation(loaded, scores[0], features[0], framed.crop, explain_class).to_json()
+            timing["explain"] = _ms_since(inferred)
         if not was_loaded:
             timing["load"] = _ms_since(decoded, ready)
         timing["total"] = _ms_since(started)
-        return Classification(loaded.spec.name, loaded.weights, labels.top_k(scores, top_k), timing)
-
-    def _pixels(self, image: bytes, size: int) -> np.ndarray:
-        """A batch of one uint8 crop of ``size``×``size``."""
-        return images.model_input(image, size, images.ImageLimits.from_settings(self.settings))[None]
+        return Classification(loaded.spec.name, loaded.weights, labels.top_k(scores[0], top_k), timing,
+                              explanation=explanation)
 
     def _check_size(self, image: bytes) -> None:
         if len(image) > self.settings.max_upload_bytes:
@@ -131,6 +144,16 @@ class Classifier:
     def models(self) -> list[dict[str, object]]:
         """What ``GET /models`` reports for each registered model (cheap, no side effects)."""
         return self.catalog.describe()
+
+
+def _explanation(loaded: LoadedModel, scores: np.ndarray, features: np.ndarray,
+                 crop: tuple[int, int, int, int], explain_class: str | None) -> Explanation:
+    """Grad-CAM of ``explain_class`` (of a label two classes share, the likelier one; by
+    default the top class) from this pass's feature map."""
+    candidates = labels.class_numbers(explain_class) if explain_class else range(len(scores))
+    number = max(candidates, key=lambda candidate: scores[candidate])
+    class_id, label = labels.class_index()[number]
+    return Explanation(class_id, label, crop, explain.class_map(features, loaded.runtime.head, number))
 
 
 def _ms_since(start: float, end: float | None = None) -> float:
