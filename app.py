@@ -29,6 +29,7 @@ from werkzeug.serving import WSGIRequestHandler
 from classifier import Classifier, ClassifierError, PredictRequest, Settings
 from classifier.errors import (CrossOriginForbidden, ImageTooLarge, InvalidImage, InvalidRequest, RequestTooLarge,
                                UnsupportedImageType)
+from classifier.explain import overlay_png
 from classifier.logs import configure_logging
 from classifier.options import DEFAULT_TOP_K, MAX_TOP_K
 from classifier.remote import HOP_HEADER
@@ -104,13 +105,23 @@ def index() -> Any:
     if request.method == "GET":
         return render_page(classifier)
     try:
-        result = classifier.predict(predict_request_from(request))
+        parsed = predict_request_from(request)
+        answer = classifier.predict(parsed).to_json()
     except RequestEntityTooLarge:
         too_large = ImageTooLarge.over(classifier.settings.max_upload_bytes)
         return render_page(classifier, error=too_large), too_large.status
     except ClassifierError as error:
         return render_page(classifier, error=error, form=request.form), error.status, retry_headers(error)
-    return render_page(classifier, result=result.to_json(), form=request.form)
+    return render_page(classifier, result=answer, form=request.form, overlay=overlay_url(parsed.image, answer))
+
+
+def overlay_url(image: bytes, answer: dict[str, Any]) -> str | None:
+    """The explained crop as a ``data:`` URL (the CSP allows those for images): the no-JavaScript
+    page cannot draw the heatmap over a preview, so the server draws it into the photo."""
+    if "explanation" not in answer:
+        return None
+    png = overlay_png(image, answer["explanation"])
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 @classify.post("/predict")
@@ -135,8 +146,10 @@ def render_page(
     result: dict[str, Any] | None = None,
     error: ClassifierError | None = None,
     form: Mapping[str, str] | None = None,
+    overlay: str | None = None,
 ) -> str:
-    """``index.html``: the models and servers to offer, and the answer to a form post if any."""
+    """``index.html``: the models and servers to offer, and the answer to a form post if any
+    (with ``overlay``, its explained crop as an image URL)."""
     return render_template(
         "index.html",
         models=classifier.models(),
@@ -148,6 +161,7 @@ def render_page(
         result=result,
         error=error.to_json()["error"] if error else None,
         form=form or {},
+        overlay=overlay,
     )
 
 
