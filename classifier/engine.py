@@ -89,7 +89,12 @@ class LoadedModel:
 
     @property
     def explainable(self) -> bool:
-        return self.runtime.head is not None
+        return self.runtime.explainable
+
+    def class_map(self, pixels: np.ndarray, features: np.ndarray | None, class_number: int) -> np.ndarray:
+        """Grad-CAM of ``class_number`` for one crop (``pixels`` a batch of one), from the
+        ``features`` of its pass (``scores_and_features``) where the head allows."""
+        return self.runtime.class_map(self.spec.preprocess(pixels), features, class_number)
 
     def scores(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 1000) for uint8 RGB crops (N, size, size, 3)."""
@@ -105,7 +110,7 @@ def load(spec: ModelSpec, found: Found | None, serving: Serving) -> LoadedModel:
     weights = "random" if found is None else "imagenet"
     if found is not None:
         found.check()
-    if serving.runtime == "keras":
+    if serving.runtime == "keras" or spec.explained_by_gradients:
         return LoadedModel(spec, weights, keras_runtime(spec, found and found.loadable(), serving.threads))
     return LoadedModel(spec, weights, _runtime_from_export(spec, found, serving))
 

@@ -83,7 +83,12 @@ class Explanation:
 def class_map(features: np.ndarray, head: DenseHead, class_number: int) -> np.ndarray:
     """Grad-CAM of ``class_number`` on one feature map (h, w, K): ``ReLU(A · W[:, c])`` scaled
     to [0, 1], rows top to bottom; all zeros when no position raises the class's logit."""
-    heat = np.maximum(features.astype(np.float32) @ head.weights[:, class_number], 0.0)
+    return scaled(features.astype(np.float32) @ head.weights[:, class_number])
+
+
+def scaled(heat: np.ndarray) -> np.ndarray:
+    """Grad-CAM's last step: ReLU, then divided by the maximum (all zeros stay zeros)."""
+    heat = np.maximum(heat, 0.0)
     peak = float(heat.max())
     return heat / peak if peak > 0 else np.zeros_like(heat)
 
@@ -119,21 +124,22 @@ def heatmap_png(grid: np.ndarray, size: tuple[int, int]) -> bytes:
 def heat_levels(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The grid enlarged bilinearly to ``size`` (width, height), as levels 0..255 (uint8).
 
-    Each output pixel mixes two neighbouring cells per axis, so the enlargement is two
-    gathers and blends along the rows then the columns: no BLAS call (whose threads stall
-    on a busy machine) and a fraction of what resizing a float image with Pillow costs.
+    Each output pixel mixes two neighbouring cells per axis, so the enlargement is a gather
+    and a blend along the rows, then along the columns: no BLAS call (whose threads stall on
+    a busy machine) and a fraction of what resizing a float image with Pillow costs.
     """
-    rows = _blend(grid.astype(np.float32) * 255, *_bilinear(size[1], grid.shape[0]), axis=0)
-    heat = _blend(rows, *_bilinear(size[0], grid.shape[1]), axis=1)
-    heat += 0.5  # the shares sum to 1, so 0.5 <= heat < 256
-    return heat.astype(np.uint8)
+    rows = _blend(grid.astype(np.float32) * 255 + 0.5, *_bilinear(size[1], grid.shape[0]), axis=0)
+    return _blend(rows, *_bilinear(size[0], grid.shape[1]), axis=1).astype(np.uint8)  # 0.5 <= value < 256
 
 
 def _blend(values: np.ndarray, low: np.ndarray, share: np.ndarray, axis: int) -> np.ndarray:
+    """``values`` resampled along ``axis``: each position's ``low`` cell plus ``share`` of the
+    step to the next one."""
+    steps = np.diff(values, axis=axis, append=np.take(values, [-1], axis=axis))
     shape = (-1, 1) if axis == 0 else (1, -1)
-    blended = np.take(values, low, axis=axis)
-    blended *= (1 - share).reshape(shape)
-    blended += np.take(values, np.minimum(low + 1, values.shape[axis] - 1), axis=axis) * share.reshape(shape)
+    blended = np.take(steps, low, axis=axis)
+    blended *= share.reshape(shape)
+    blended += np.take(values, low, axis=axis)
     return blended
 
 

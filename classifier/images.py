@@ -86,7 +86,9 @@ def framed(data: bytes, size: int, limits: ImageLimits | None = None) -> Framed:
     image, upright_size = _decode(data, limits, decode_side_for(size))
     scale_x, scale_y = upright_size[0] / image.size[0], upright_size[1] / image.size[1]
     left, top, right, bottom = crop_box(image.size)
-    crop = (round(left * scale_x), round(top * scale_y), round(right * scale_x), round(bottom * scale_y))
+    left, top, width, height = (round(left * scale_x), round(top * scale_y),
+                                round((right - left) * scale_x), round((bottom - top) * scale_y))
+    crop = (left, top, min(left + width, upright_size[0]), min(top + height, upright_size[1]))
     return Framed(center_crop(image, size), crop)
 
 

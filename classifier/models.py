@@ -61,6 +61,11 @@ class ModelSpec:
     def explainable(self) -> bool:
         return self.feature_map is not None
 
+    @property
+    def explained_by_gradients(self) -> bool:
+        """Its head needs gradients (``gradcam.py``), hence Keras, to be explained."""
+        return self.feature_map is not None and not self.feature_map.gap_dense
+
 
 def _keras_application(name: str) -> Callable[[], keras.Model]:
     def build() -> keras.Model:

@@ -64,12 +64,13 @@ _FLAGS = {"1": True, "true": True, "0": False, "false": False}
 
 
 def _flag(options: Mapping[str, object], name: str) -> bool:
-    """``1``/``true``/``0``/``false`` as text (any case), or a JSON boolean; default off."""
+    """``1``/``true``/``0``/``false`` as text (any case), or as JSON ``true``/``false``/``1``/``0``;
+    default off."""
     value = options.get(name)
     if value is None or value == "":
         return False
-    if isinstance(value, bool):
-        return value
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
     if isinstance(value, str) and value.strip().lower() in _FLAGS:
         return _FLAGS[value.strip().lower()]
     raise InvalidRequest(f"{name} must be 1, true, 0 or false.")

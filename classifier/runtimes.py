@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from .explain import DenseHead
+from .explain import DenseHead, class_map, scaled
+from .gradcam import GradientCam
 from .models import FeatureMap
 
 if TYPE_CHECKING:
@@ -30,10 +31,15 @@ class Runtime(Protocol):
 
     name: str
     head: DenseHead | None
+    explainable: bool
 
     def scores(self, batch: np.ndarray) -> np.ndarray: ...
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+    def class_map(self, batch: np.ndarray, features: np.ndarray, class_number: int) -> np.ndarray:
+        """Grad-CAM (h, w) in [0, 1] of one image (``batch`` of one, ``features`` from its pass)."""
+        ...
 
 
 class KerasRuntime:
@@ -42,7 +48,8 @@ class KerasRuntime:
     Per-request ``Model.predict`` rebuilds its data pipeline every call and costs several
     times more; the compiled function is traced once, on the first (warm-up) call. With a
     ``feature_map`` it returns that layer's output too (``served``, the model an export is
-    made of), at no extra cost: the pass computes it anyway.
+    made of), at no extra cost: the pass computes it anyway. A model whose head is not
+    pooling then dense is explained with gradients instead (``gradcam.py``).
     """
 
     name = "keras"
@@ -53,12 +60,20 @@ class KerasRuntime:
 
         self.model = model
         self.head = dense_head(model, feature_map) if feature_map else None
+        self.explainable = feature_map is not None
+        self._gradient_cam = GradientCam(model, feature_map.find(model), input_size) \
+            if feature_map and self.head is None else None
         if self.head is not None:
             self.served = keras.Model(model.inputs, [model.output, feature_map.find(model).output])
         else:
             self.served = model
         signature = [tf.TensorSpec([None, input_size, input_size, 3], tf.float32)]
         self._forward = tf.function(lambda batch: self.served(batch, training=False), input_signature=signature)
+
+    def class_map(self, batch: np.ndarray, features: np.ndarray | None, class_number: int) -> np.ndarray:
+        if self._gradient_cam is not None:
+            return scaled(self._gradient_cam(batch, class_number)[0])
+        return class_map(features[0], self.head, class_number)
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
         return self.forward(batch)[0]
@@ -134,6 +149,7 @@ class OnnxRuntime:
         self._input = self._session.get_inputs()[0].name
         self._outputs = [output.name for output in self._session.get_outputs()]
         self.head = head if len(self._outputs) == 2 else None
+        self.explainable = self.head is not None
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run(self._outputs[:1], {self._input: batch})[0]
@@ -142,3 +158,6 @@ class OnnxRuntime:
         """Scores and, from an export with the feature map as its second output, that map."""
         outputs = self._session.run(self._outputs, {self._input: batch})
         return outputs[0], (outputs[1] if self.head is not None else None)
+
+    def class_map(self, batch: np.ndarray, features: np.ndarray, class_number: int) -> np.ndarray:
+        return class_map(features[0], self.head, class_number)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import explain, images, labels, remote, status
+from . import images, labels, remote, status
 from .catalog import Catalog
 from .config import Settings
 from .download import BackgroundDownloads
@@ -118,15 +118,16 @@ class Classifier:
         scores, features = loaded.scores_and_features(framed.pixels[None])
         inferred = time.perf_counter()
         timing = {"decode": _ms_since(started, decoded), "inference": _ms_since(ready, inferred)}
+        predictions = labels.top_k(scores[0], top_k)
         explanation = None
         if explain:
-            explanation = _explanation(loaded, scores[0], features[0], framed.crop, explain_class).to_json()
+            explained = explain_class or predictions[0].class_id
+            explanation = _explanation(loaded, framed, scores[0], features, explained).to_json()
             timing["explain"] = _ms_since(inferred)
         if not was_loaded:
             timing["load"] = _ms_since(decoded, ready)
         timing["total"] = _ms_since(started)
-        return Classification(loaded.spec.name, loaded.weights, labels.top_k(scores[0], top_k), timing,
-                              explanation=explanation)
+        return Classification(loaded.spec.name, loaded.weights, predictions, timing, explanation=explanation)
 
     def _check_size(self, image: bytes) -> None:
         if len(image) > self.settings.max_upload_bytes:
@@ -146,14 +147,13 @@ class Classifier:
         return self.catalog.describe()
 
 
-def _explanation(loaded: LoadedModel, scores: np.ndarray, features: np.ndarray,
-                 crop: tuple[int, int, int, int], explain_class: str | None) -> Explanation:
-    """Grad-CAM of ``explain_class`` (of a label two classes share, the likelier one; by
-    default the top class) from this pass's feature map."""
-    candidates = labels.class_numbers(explain_class) if explain_class else range(len(scores))
-    number = max(candidates, key=lambda candidate: scores[candidate])
+def _explanation(loaded: LoadedModel, framed: images.Framed, scores: np.ndarray, features: np.ndarray | None,
+                 explain_class: str) -> Explanation:
+    """Grad-CAM of ``explain_class`` (of a label two classes share, the likelier one), from
+    this pass's feature map where the model's head allows."""
+    number = max(labels.class_numbers(explain_class), key=lambda candidate: scores[candidate])
     class_id, label = labels.class_index()[number]
-    return Explanation(class_id, label, crop, explain.class_map(features, loaded.runtime.head, number))
+    return Explanation(class_id, label, framed.crop, loaded.class_map(framed.pixels[None], features, number))
 
 
 def _ms_since(start: float, end: float | None = None) -> float:
