@@ -618,6 +618,9 @@ def test_remote_mode_runs_on_the_configured_remote(open_page, real, other):
 
 
 def test_custom_url_is_used_and_remembered(open_page, real, other):
+    # other waits 2 s for a remote: real's model is loaded (and exported) first.
+    warm = requests.post(f"{real}/predict", files={"image": PHOTOS["chelsea"].read_bytes()}, timeout=FIRST_ANSWER / 1000)
+    assert warm.ok, warm.text
     page = open_page(other)
     expect(page.get_by_role("radio", name="Remote")).to_have_count(0)  # other has no remote
     field = page.get_by_label("Server URL")
@@ -626,10 +629,11 @@ def test_custom_url_is_used_and_remembered(open_page, real, other):
     expect(field).to_be_visible()
     field.fill(f"{real}/predict")
     page.get_by_label("Model").select_option("EfficientNetLite0")
-    page.set_input_files("#image", PHOTOS["chelsea"])
+    explanation = explained_answer(page, other, lambda: page.set_input_files("#image", PHOTOS["chelsea"]))
     rows = expect_bars(page, 3)
     expect(page.locator(".meta-server")).to_have_text(f"{real}/predict")
     assert CAT_LABELS & {label for label, _, _ in rows}, rows
+    expect_heatmap_over_crop(page, explanation, rows[0][0])  # the custom server's map, relayed
     expect(page.locator(".meta-weights")).to_have_text("imagenet")
 
     again = open_page(other, context=page.context)  # the same browser, later
@@ -943,4 +947,11 @@ def test_keyboard_order_labels_and_live_regions(open_page, other):
     page.set_input_files("#image", PHOTOS["chelsea"])
     expect_bars(page, 3)
     expect(page.get_by_role("list", name="Predictions, best first").get_by_role("listitem")).to_have_count(3)
+    # Each bar is a button named by its class and score; the one whose map is shown is pressed.
+    buttons = page.get_by_role("list", name="Predictions, best first").get_by_role("button")
+    expect(buttons).to_have_count(3)
+    expect(buttons.first).to_have_accessible_name(re.compile(r"^\S.* (\d{1,3}\.\d|<0\.1)%$"))
+    expect(page.get_by_role("button", pressed=True)).to_have_count(1)
+    expect(page.get_by_role("img", name=re.compile(r"^Where it looked for "))).to_have_count(1)
+    expect(page.get_by_role("slider", name="Heatmap opacity")).to_be_visible()
     expect(page.locator("#preview")).to_have_attribute("alt", re.compile(r"^chelsea\.png: "))
