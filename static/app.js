@@ -360,10 +360,11 @@
   }
 
   // Another class's map is one more request with explain_class (kept for a second look), not
-  // every top-k map in each answer. Measured on loopback (EfficientNetLite0, 2 busy cores):
-  // one map is 15-29 KB of JSON and 1.5-3 ms of server time; a request with explain_class
-  // re-sends the photo (61-240 KB) and takes 30-55 ms. All maps would add k x 15-29 KB
-  // (up to 580 KB at top_k 20) to every answer, clicked or not: most answers never are.
+  // every top-k map in each answer. Measured on loopback (EfficientNetLite0, 2 shared cores,
+  // chelsea.png and grace_hopper.jpg, p50 of 15): one map is 15-29 KB of JSON and 1-3 ms of
+  // server time; a request with explain_class re-sends the photo (61-240 KB) and takes
+  // 16-55 ms. All maps would add k x 15-29 KB (up to 580 KB at top_k 20) to every answer,
+  // clicked or not, and most answers never are.
   async function showExplanation(classId) {
     stopExplaining();
     shown.selected = classId;
