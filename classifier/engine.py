@@ -80,7 +80,10 @@ class LoadedModel:
         self.weights = weights
         self.runtime = runtime
         size = spec.input_size
-        self.scores(np.zeros((1, size, size, 3), dtype=np.uint8))
+        blank = np.zeros((1, size, size, 3), dtype=np.uint8)
+        _, features = self.scores_and_features(blank)
+        if self.explainable:  # traces the GradientTape's function, for a model explained with one
+            self.class_map(blank, features, 0)
 
     @property
     def model(self) -> keras.Model | None:

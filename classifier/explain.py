@@ -125,11 +125,12 @@ def heat_levels(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The grid enlarged bilinearly to ``size`` (width, height), as levels 0..255 (uint8).
 
     Each output pixel mixes two neighbouring cells per axis, so the enlargement is a gather
-    and a blend along the rows, then along the columns: no BLAS call (whose threads stall on
-    a busy machine) and a fraction of what resizing a float image with Pillow costs.
+    and a blend along each row (of the few grid rows), then of whole rows: no BLAS call
+    (whose threads stall on a busy machine) and a fraction of what resizing a float image
+    with Pillow costs.
     """
-    rows = _blend(grid.astype(np.float32) * 255 + 0.5, *_bilinear(size[1], grid.shape[0]), axis=0)
-    return _blend(rows, *_bilinear(size[0], grid.shape[1]), axis=1).astype(np.uint8)  # 0.5 <= value < 256
+    columns = _blend(grid.astype(np.float32) * 255 + 0.5, *_bilinear(size[0], grid.shape[1]), axis=1)
+    return _blend(columns, *_bilinear(size[1], grid.shape[0]), axis=0).astype(np.uint8)  # 0.5 <= value < 256
 
 
 def _blend(values: np.ndarray, low: np.ndarray, share: np.ndarray, axis: int) -> np.ndarray:

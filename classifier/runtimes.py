@@ -61,8 +61,8 @@ class KerasRuntime:
         self.model = model
         self.head = dense_head(model, feature_map) if feature_map else None
         self.explainable = feature_map is not None
-        self._gradient_cam = GradientCam(model, feature_map.find(model), input_size) \
-            if feature_map and self.head is None else None
+        needs_gradients = feature_map is not None and self.head is None
+        self._gradient_cam = GradientCam(model, feature_map.find(model), input_size) if needs_gradients else None
         if self.head is not None:
             self.served = keras.Model(model.inputs, [model.output, feature_map.find(model).output])
         else:

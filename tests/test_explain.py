@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -230,7 +231,7 @@ def test_explain_in_all_three_request_forms(client, cat_png):
     assert 0 <= left < right <= width and 0 <= top < bottom <= height and right - left == bottom - top
     heatmap = Image.open(io.BytesIO(base64.b64decode(first["heatmap"].removeprefix(DATA_URL))))
     assert first["heatmap"].startswith(DATA_URL) and heatmap.size == (right - left, bottom - top)
-    assert first["summary"].startswith("Heat ")
+    assert first["summary"].startswith(("Heat ", "No heat"))  # random weights may raise the class nowhere
     assert "explain" in answers[0].json["timing_ms"]
 
 
@@ -280,24 +281,27 @@ def test_models_say_which_can_explain(client):
     assert {m["name"]: m["explainable"] for m in models} == {name: True for name in REGISTRY}
 
 
+FORWARDED_MODEL = "ResNet50"  # random ResNet50 weights give distinct scores in each process
+
+
 @pytest.fixture(scope="module")
 def remote_instance(serve_app) -> str:
     """A real second instance (``python3 app.py``, random weights, its own process)."""
-    return serve_app(CLASSIFIER_DEFAULT_MODEL="MobileNetV2")
+    return serve_app(CLASSIFIER_DEFAULT_MODEL=FORWARDED_MODEL)
 
 
 def test_forwarding_relays_the_remotes_explanation(make_app, remote_instance, cat_png):
-    """The remote's weights are its own (random, another process): the relayed map is the
-    remote's, for the class asked for, and not the one this instance would draw."""
+    """The remote's weights are its own (random, another process): the relayed explanation is
+    the remote's own, for the class asked for, beside predictions this instance would not make."""
     here = make_app(remote_url=f"{remote_instance}/predict").test_client()
-    fields = {"explain": "1", "explain_class": "tabby", "model": "MobileNetV2"}
+    fields = {"explain": "1", "explain_class": "tabby", "model": FORWARDED_MODEL}
     relayed = here.post("/predict", data={"image": (io.BytesIO(cat_png), "cat.png"), "server": "remote", **fields})
     assert relayed.status_code == 200, relayed.json
     direct = requests.post(f"{remote_instance}/predict", files={"image": cat_png}, data=fields, timeout=120).json()
     local = here.post("/predict", data={"image": (io.BytesIO(cat_png), "cat.png"), **fields}).json
     assert relayed.json["server"] == "remote" and relayed.json["explanation"]["label"] == "tabby"
     assert relayed.json["explanation"] == direct["explanation"]
-    assert relayed.json["explanation"]["grid"] != local["explanation"]["grid"]
+    assert relayed.json["predictions"] != local["predictions"]  # the remote's weights, not ours
 
 
 def remote_answering(stub_server, explanation: object) -> str:
@@ -375,7 +379,8 @@ def test_cli_explain_writes_the_overlay_and_names_it(tmp_path):
                             CLASSIFIER_RANDOM_WEIGHTS="1", KERAS_HOME=str(tmp_path), CLASSIFIER_OFFLINE="1")
     assert result.returncode == 0, result.stderr
     written = out / "chelsea.cam.png"
-    assert f": {written} (Heat " in result.stdout
+    assert re.search(rf"^  where it looked for \w+: {re.escape(str(written))} \((Heat|No heat).*\)$", result.stdout,
+                     re.M), result.stdout  # random weights (this process's own) may raise no class anywhere
     overlay = Image.open(written)
     assert overlay.format == "PNG" and overlay.size == (262, 262)  # chelsea.png is 451x300: crop (94, 19, 356, 281)
 
