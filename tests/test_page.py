@@ -378,6 +378,12 @@ def test_file_chooser_shows_bars_for_a_real_photo_on_desktop_and_phone(open_page
         page.evaluate("document.activeElement.blur()")
         page.wait_for_timeout(300)  # transitions and the phone's scroll to the answer
         page.screenshot(path=SCREENSHOTS / f"README-{name}.png", full_page=True)
+    # On the phone the answer is below the photo: a bar brings the photo back into view for its map.
+    page.locator("#output").evaluate("output => output.scrollIntoView()")
+    expect(page.locator("#preview")).not_to_be_in_viewport()
+    bar(page, 1).click()
+    expect(page.locator("#preview")).to_be_in_viewport()
+    expect(page.locator("#heatmap")).to_have_attribute("alt", re.compile(f"^Where it looked for {rows[1][0]}"))
 
 
 def test_drag_and_drop(open_page, real):
