@@ -33,6 +33,7 @@ from classifier import Classification, Classifier, ClassifierError, PredictReque
 from classifier.access import AccessRecord
 from classifier.errors import (CrossOriginForbidden, ImageTooLarge, InvalidImage, InvalidRequest, RequestTooLarge,
                                UnsupportedImageType)
+from classifier.explain import overlay_png
 from classifier.logs import configure_logging
 from classifier.options import DEFAULT_TOP_K, MAX_TOP_K
 from classifier.remote import HOP_HEADER
@@ -114,18 +115,28 @@ def index() -> Any:
     if request.method == "GET":
         return render_page(classifier)
     try:
-        result = classify_request(request)
+        parsed = predict_request_from(request)
+        answer = classify_request(parsed).to_json()
     except RequestEntityTooLarge:
         too_large = ImageTooLarge.over(classifier.settings.max_upload_bytes)
         return render_page(classifier, error=too_large), too_large.status
     except ClassifierError as error:
         return render_page(classifier, error=error, form=request.form), error.status, retry_headers(error)
-    return render_page(classifier, result=result.to_json(), form=request.form)
+    return render_page(classifier, result=answer, form=request.form, overlay=overlay_url(parsed.image, answer))
+
+
+def overlay_url(image: bytes, answer: dict[str, Any]) -> str | None:
+    """The explained crop as a ``data:`` URL (the CSP allows those for images): the no-JavaScript
+    page cannot draw the heatmap over a preview, so the server draws it into the photo."""
+    if "explanation" not in answer:
+        return None
+    png = overlay_png(image, answer["explanation"])
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 @classify.post("/predict")
 def predict() -> Any:
-    return jsonify(classify_request(request).to_json())
+    return jsonify(classify_request(predict_request_from(request)).to_json())
 
 
 @classify.get("/models")
@@ -181,8 +192,10 @@ def render_page(
     result: dict[str, Any] | None = None,
     error: ClassifierError | None = None,
     form: Mapping[str, str] | None = None,
+    overlay: str | None = None,
 ) -> str:
-    """``index.html``: the models and servers to offer, and the answer to a form post if any."""
+    """``index.html``: the models and servers to offer, and the answer to a form post if any
+    (with ``overlay``, its explained crop as an image URL)."""
     return render_template(
         "index.html",
         models=classifier.models(),
@@ -194,6 +207,7 @@ def render_page(
         result=result,
         error=error.to_json()["error"] if error else None,
         form=form or {},
+        overlay=overlay,
     )
 
 
@@ -209,13 +223,12 @@ def _content_hash(path: Path, mtime_ns: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def classify_request(req: Request) -> Classification:
-    """The answer to a prediction request (the page's form or the API), noted for the access
-    line; a request forwarded by another instance is answered here (no loops)."""
+def classify_request(parsed: PredictRequest) -> Classification:
+    """The answer to a parsed prediction request (the page's form or the API), noted for the
+    access line; a request forwarded by another instance is answered here (no loops)."""
     classifier, record = current_classifier(), g.access
-    parsed = predict_request_from(req)
     record.note_request(parsed, classifier.settings.remote_url)
-    answer = classifier.predict(parsed, forwarded=HOP_HEADER in req.headers)
+    answer = classifier.predict(parsed, forwarded=HOP_HEADER in request.headers)
     record.note_answer(answer)
     return answer
 

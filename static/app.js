@@ -24,16 +24,26 @@
   const errorBox = $("error");
   const result = $("result");
   const empty = $("empty");
+  const explainSwitch = $("explain");
+  const cropFrame = $("crop-frame");
+  const heatmap = $("heatmap");
+  const heatControls = $("heat-controls");
+  const heatCaption = $("heat-caption");
+  const heatOpacity = $("heat-opacity");
   const titles = JSON.parse(errorBox.dataset.titles || "{}");
   const maxBytes = Number(form.dataset.maxBytes) || Infinity;
   const baseTitle = document.title.split(" · ").pop();
   const URL_KEY = "classifier.remote_url";
   const SERVER_KEY = "classifier.server";
+  const EXPLAIN_KEY = "classifier.explain";
+  const OPACITY_KEY = "classifier.heat_opacity";
 
   let models = []; // the last GET /models answer
   let controller = null; // aborts the request in flight when a new one starts
   let previewUrl = null;
   let pollTimer = null;
+  let shown = null; // the answer on show: { top, selected, labels and maps: class_id → label, explanation }
+  let explaining = null; // aborts the explain_class request in flight
 
   // ---- Wording shared with the template's macros (the words themselves come from the server) ----
 
@@ -217,6 +227,7 @@
   }
 
   function clearOutput() {
+    forgetExplanations();
     result.replaceChildren();
     errorBox.replaceChildren();
     empty.hidden = true;
@@ -231,11 +242,13 @@
         : "Asking the other server…"
       : "";
     output.setAttribute("aria-busy", String(busy));
-    if (busy && output.getBoundingClientRect().top > window.innerHeight * 0.75) {
-      // Stacked layout (phones): bring the answer's place into view.
-      const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
-      output.scrollIntoView({ block: "start", behavior: still ? "auto" : "smooth" });
-    }
+    // Stacked layout (phones): bring the answer's place into view.
+    if (busy && output.getBoundingClientRect().top > window.innerHeight * 0.75) reveal(output, "start");
+  }
+
+  function reveal(element, block) {
+    const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+    element.scrollIntoView({ block, behavior: still ? "auto" : "smooth" });
   }
 
   function showError(code, message) {
@@ -257,6 +270,7 @@
     const list = block.querySelector(".predictions");
     for (const p of answer.predictions) {
       const row = rowTemplate.cloneNode(true);
+      row.querySelector(".prediction-row").dataset.classId = p.class_id;
       row.querySelector(".prediction-label").textContent = p.display_label;
       row.querySelector(".prediction-score").textContent = percent(p.score);
       row.querySelector(".prediction-bar").value = p.score;
@@ -286,6 +300,121 @@
     result.replaceChildren(block);
     if (top) document.title = `${top.display_label} · ${baseTitle}`;
     if (file) preview.alt = `${file.name}: ${top ? top.display_label : "no prediction"}`;
+    const labels = new Map(answer.predictions.map((p) => [p.class_id, p.display_label]));
+    shown = { top: top && top.class_id, selected: null, labels, maps: new Map() };
+    if (answer.explanation) {
+      shown.maps.set(answer.explanation.class_id, answer.explanation);
+      showExplanation(answer.explanation.class_id);
+    }
+  }
+
+  // ---- Where it looked: the heatmap over the photo ----
+
+  function forgetExplanations() {
+    stopExplaining();
+    shown = null;
+    hideHeatmap();
+  }
+
+  function stopExplaining() {
+    if (explaining) explaining.abort();
+    explaining = null;
+  }
+
+  function hideHeatmap() {
+    cropFrame.hidden = true;
+    heatControls.hidden = true;
+    heatmap.removeAttribute("src");
+    for (const row of result.querySelectorAll(".prediction-row")) row.setAttribute("aria-pressed", "false");
+  }
+
+  function drawHeatmap(explanation) {
+    // crop is in the photo's pixels after EXIF orientation: what the browser shows
+    // (image-orientation: from-image) and what naturalWidth/Height measure. In percentages of
+    // those, the frame stays on the crop at whatever size the photo is shown.
+    const [left, top, right, bottom] = explanation.crop;
+    const width = preview.naturalWidth;
+    const height = preview.naturalHeight;
+    if (!width || !height) return; // a file the browser cannot show has no preview to draw on
+    Object.assign(cropFrame.style, {
+      left: `${(100 * left) / width}%`,
+      top: `${(100 * top) / height}%`,
+      width: `${(100 * (right - left)) / width}%`,
+      height: `${(100 * (bottom - top)) / height}%`,
+    });
+    const label = shown.labels.get(explanation.class_id) || explanation.label;
+    const words = `Where it looked for ${label}. ${explanation.summary}`;
+    heatmap.src = explanation.heatmap;
+    heatmap.alt = words;
+    heatCaption.textContent = words;
+    cropFrame.hidden = false;
+    heatControls.hidden = false;
+  }
+
+  function drawWhenShown(explanation) {
+    const draw = () => {
+      if (shown && shown.selected === explanation.class_id) drawHeatmap(explanation);
+    };
+    if (preview.complete && preview.naturalWidth) draw();
+    else preview.addEventListener("load", draw, { once: true });
+  }
+
+  // Another class's map is one more request with explain_class (kept for a second look), not
+  // every top-k map in each answer. Measured on loopback (EfficientNetLite0, 2 shared cores,
+  // chelsea.png and grace_hopper.jpg, p50 of 15): one map is 15-29 KB of JSON and 1-3 ms of
+  // server time; a request with explain_class re-sends the photo (61-240 KB) and takes
+  // 16-55 ms. All maps would add k x 15-29 KB (up to 580 KB at top_k 20) to every answer,
+  // clicked or not, and most answers never are.
+  async function showExplanation(classId) {
+    stopExplaining();
+    shown.selected = classId;
+    for (const row of result.querySelectorAll(".prediction-row")) {
+      row.setAttribute("aria-pressed", String(row.dataset.classId === classId));
+    }
+    const known = shown.maps.get(classId);
+    if (known) {
+      drawWhenShown(known);
+      return;
+    }
+    const mine = new AbortController();
+    explaining = mine;
+    const answer = await post({ explain: "1", explain_class: classId }, mine.signal);
+    if (!answer || mine !== explaining) return; // aborted, or another bar was chosen meanwhile
+    explaining = null;
+    if (answer.error || !answer.explanation) {
+      hideHeatmap(); // not the last class's map under this class's name
+      const error = answer.error || { code: "no_explanation", message: "Its answer has no explanation: an older version?" };
+      showError(error.code, error.message);
+      return;
+    }
+    shown.maps.set(classId, answer.explanation);
+    drawWhenShown(answer.explanation);
+  }
+
+  function onRowClick(event) {
+    const row = event.target.closest("button.prediction-row");
+    if (!row || !shown) return;
+    if (!explainSwitch.checked) {
+      explainSwitch.checked = true;
+      remember(EXPLAIN_KEY, "on");
+    }
+    showExplanation(row.dataset.classId);
+    if (preview.getBoundingClientRect().bottom < 0) reveal(preview, "nearest"); // phones: the photo is above
+  }
+
+  function onExplainSwitch() {
+    remember(EXPLAIN_KEY, explainSwitch.checked ? "on" : "off");
+    if (!shown) return;
+    if (explainSwitch.checked) {
+      showExplanation(shown.selected || shown.top);
+    } else {
+      stopExplaining();
+      hideHeatmap();
+    }
+  }
+
+  function setOpacity() {
+    heatmap.style.opacity = String(heatOpacity.valueAsNumber / 100);
   }
 
   const CODE_FOR_STATUS = { 413: "request_entity_too_large", 415: "unsupported_image_type", 504: "remote_timeout" };
@@ -306,33 +435,33 @@
     const mine = new AbortController();
     controller = mine;
     setBusy(true);
-    try {
-      const response = await fetch(form.dataset.api, {
-        method: "POST",
-        body: new FormData(form),
-        headers: { Accept: "application/json" },
-        signal: mine.signal,
-      });
-      const answer = await response.json().catch(() => null);
-      if (mine !== controller) return; // a newer request took over
-      if (response.ok && answer && Array.isArray(answer.predictions)) {
-        showResult(answer, file);
-      } else if (answer && answer.error) {
-        showError(answer.error.code, answer.error.message);
-        if (answer.error.code === "model_unavailable") refreshModels();
-      } else {
-        const code = CODE_FOR_STATUS[response.status] || "internal_error";
-        showError(code, `The server answered ${response.status} ${response.statusText} without an explanation.`);
-      }
-    } catch (failure) {
-      if (failure.name === "AbortError") return;
-      showError("network", "Check the connection and try again.");
-    } finally {
-      if (mine === controller) {
-        controller = null;
-        setBusy(false);
-      }
+    const answer = await post({}, mine.signal);
+    if (!answer || mine !== controller) return; // a newer request took over
+    controller = null;
+    setBusy(false);
+    if (!answer.error) {
+      showResult(answer, file);
+    } else {
+      showError(answer.error.code, answer.error.message);
+      if (answer.error.code === "model_unavailable") refreshModels();
     }
+  }
+
+  // POST the form with ``extra`` fields: the answer, an { error } to show, or null once aborted.
+  async function post(extra, signal) {
+    const body = new FormData(form);
+    for (const [name, value] of Object.entries(extra)) body.set(name, value);
+    let response;
+    try {
+      response = await fetch(form.dataset.api, { method: "POST", body, headers: { Accept: "application/json" }, signal });
+    } catch (failure) {
+      return failure.name === "AbortError" ? null : { error: { code: "network", message: "Check the connection and try again." } };
+    }
+    const answer = await response.json().catch(() => null);
+    if (signal.aborted) return null;
+    if (answer && (answer.error || (response.ok && Array.isArray(answer.predictions)))) return answer;
+    const code = CODE_FOR_STATUS[response.status] || "internal_error";
+    return { error: { code, message: `The server answered ${response.status} ${response.statusText} without an explanation.` } };
   }
 
   function dropAnswer() {
@@ -427,8 +556,15 @@
   }
   clearButton.hidden = false;
   clearButton.addEventListener("click", clearAll);
+  result.addEventListener("click", onRowClick);
+  explainSwitch.addEventListener("change", onExplainSwitch);
+  heatOpacity.addEventListener("input", setOpacity);
+  heatOpacity.addEventListener("change", () => remember(OPACITY_KEY, heatOpacity.value));
 
   recallServer();
+  if (recalled(EXPLAIN_KEY) === "off") explainSwitch.checked = false;
+  heatOpacity.value = recalled(OPACITY_KEY) || heatOpacity.defaultValue;
+  setOpacity();
   if (urlInput && urlInput.value) checkUrl();
   showServer();
   refreshModels();

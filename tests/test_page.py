@@ -31,6 +31,7 @@ from conftest import PHOTOS, ROOT, free_port
 from servers import QuietHandler, StubServer
 
 from classifier.models import REGISTRY
+from PIL import Image
 from playwright import sync_api
 from playwright.sync_api import expect
 
@@ -45,6 +46,7 @@ MAX_UPLOAD = 1_000_000  # on ``real``; the photos are smaller
 FAILED_LOAD = re.compile(r"Failed to load resource: the server responded with a status of (\d{3}) .*")
 
 expect.set_options(timeout=60_000)  # first use of a model builds it; two CPUs are shared
+FIRST_ANSWER = 180_000  # ms: a server's first request exports its model (with the feature map) while others run
 
 
 @pytest.fixture(scope="module")
@@ -339,7 +341,7 @@ def test_page_and_assets_are_small_cached_and_load_nothing_from_elsewhere(real):
         assert response.status_code == 200
         assert "max-age=31536000" in response.headers["Cache-Control"]
         total += len(response.content)
-    assert total < 40_000, f"page and assets weigh {total} bytes"
+    assert total < 45_000, f"page and assets weigh {total} bytes"
 
 
 # ---- Choosing an image, seeing the bars ----
@@ -354,9 +356,10 @@ def test_file_chooser_shows_bars_for_a_real_photo_on_desktop_and_phone(open_page
         expect(page.locator(".segment")).to_have_text(["This server", "Custom URL"])
         with page.expect_file_chooser() as chooser:
             page.locator("#dropzone").click()
-        with page.expect_response(f"{plain}/predict") as response:
+        with page.expect_response(f"{plain}/predict", timeout=FIRST_ANSWER) as response:
             chooser.value.set_files(PHOTOS["chelsea"])
         rows = expect_bars(page, 3)
+        expect_heatmap_over_crop(page, response.value.json()["explanation"], rows[0][0])
         # The server words the labels; the page shows them as they are.
         assert [label for label, _, _ in rows] == [p["display_label"] for p in response.value.json()["predictions"]]
         expect(page.locator("#preview")).to_be_visible()
@@ -375,6 +378,12 @@ def test_file_chooser_shows_bars_for_a_real_photo_on_desktop_and_phone(open_page
         page.evaluate("document.activeElement.blur()")
         page.wait_for_timeout(300)  # transitions and the phone's scroll to the answer
         page.screenshot(path=SCREENSHOTS / f"README-{name}.png", full_page=True)
+    # On the phone the answer is below the photo: a bar brings the photo back into view for its map.
+    page.locator("#output").evaluate("output => output.scrollIntoView()")
+    expect(page.locator("#preview")).not_to_be_in_viewport()
+    bar(page, 1).click()
+    expect(page.locator("#preview")).to_be_in_viewport()
+    expect(page.locator("#heatmap")).to_have_attribute("alt", re.compile(f"^Where it looked for {rows[1][0]}"))
 
 
 def test_drag_and_drop(open_page, real):
@@ -615,6 +624,9 @@ def test_remote_mode_runs_on_the_configured_remote(open_page, real, other):
 
 
 def test_custom_url_is_used_and_remembered(open_page, real, other):
+    # other waits 2 s for a remote: real's model is loaded (and exported) first.
+    warm = requests.post(f"{real}/predict", files={"image": PHOTOS["chelsea"].read_bytes()}, timeout=FIRST_ANSWER / 1000)
+    assert warm.ok, warm.text
     page = open_page(other)
     expect(page.get_by_role("radio", name="Remote")).to_have_count(0)  # other has no remote
     field = page.get_by_label("Server URL")
@@ -623,10 +635,11 @@ def test_custom_url_is_used_and_remembered(open_page, real, other):
     expect(field).to_be_visible()
     field.fill(f"{real}/predict")
     page.get_by_label("Model").select_option("EfficientNetLite0")
-    page.set_input_files("#image", PHOTOS["chelsea"])
+    explanation = explained_answer(page, other, lambda: page.set_input_files("#image", PHOTOS["chelsea"]))
     rows = expect_bars(page, 3)
     expect(page.locator(".meta-server")).to_have_text(f"{real}/predict")
     assert CAT_LABELS & {label for label, _, _ in rows}, rows
+    expect_heatmap_over_crop(page, explanation, rows[0][0])  # the custom server's map, relayed
     expect(page.locator(".meta-weights")).to_have_text("imagenet")
 
     again = open_page(other, context=page.context)  # the same browser, later
@@ -711,8 +724,9 @@ def test_spinner_clears_the_previous_answer_then_a_timeout_is_explained(open_pag
     expect(page.locator("#output")).to_have_attribute("aria-busy", "false")
 
 
-# The policy the page is built for: nothing inline, nothing from elsewhere.
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+# The policy the page is built for: nothing inline, nothing from elsewhere (images from
+# blob: are the chosen photo, from data: the answer's heatmap).
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
 
@@ -730,12 +744,119 @@ def test_the_page_works_under_a_strict_content_security_policy(open_page, other)
     page.set_input_files("#image", PHOTOS["chelsea"])
     expect_bars(page, 3)
     expect(page.locator("#preview")).to_be_visible()
+    expect(page.locator("#crop-frame")).to_be_visible()
+    assert page.locator("#heatmap").evaluate("img => img.complete && img.naturalWidth > 0")
+    bar(page, 1).click()  # the second class's map comes by fetch and shows as the first did
+    expect(page.locator("#heatmap")).to_have_attribute("alt", re.compile(f"^Where it looked for {expect_bars(page, 3)[1][0]}"))
     page.get_by_role("radio", name="Custom URL").check()
     expect(page.get_by_label("Server URL")).to_be_visible()
     assert page.evaluate("window.violations") == []
 
 
-# ---- Without JavaScript ----
+# ---- Where it looked: the heatmap over the photo ----
+
+
+def explained_answer(page: sync_api.Page, url: str, act: Callable[[], None]) -> dict:
+    """Do ``act`` and return the explanation of the POST /predict answer it causes."""
+    with page.expect_response(f"{url}/predict", timeout=FIRST_ANSWER) as response:
+        act()
+    answer = response.value.json()
+    assert response.value.ok, answer
+    return answer["explanation"]
+
+
+def expect_heatmap_over_crop(page: sync_api.Page, explanation: dict, label: str) -> None:
+    """The heatmap is this explanation's, shown with its words, exactly over its crop of the
+    photo as the browser shows it (oriented by EXIF, scaled to fit)."""
+    heatmap = page.locator("#heatmap")
+    expect(heatmap).to_have_attribute("src", explanation["heatmap"])
+    expect(heatmap).to_have_attribute("alt", f"Where it looked for {label}. {explanation['summary']}")
+    expect(page.locator("#heat-caption")).to_have_text(f"Where it looked for {label}. {explanation['summary']}")
+    expect(page.locator("#crop-frame")).to_be_visible()
+    # Measured at one instant: the phone layout may still be scrolling to the answer.
+    photo, frame, drawn, natural_width, natural_height, loaded = page.evaluate("""() => {
+        const box = (id) => { const r = document.getElementById(id).getBoundingClientRect();
+                              return [r.x, r.y, r.width, r.height]; };
+        const [preview, heatmap] = [document.getElementById("preview"), document.getElementById("heatmap")];
+        return [box("preview"), box("crop-frame"), box("heatmap"), preview.naturalWidth, preview.naturalHeight,
+                heatmap.complete && heatmap.naturalWidth > 0];
+    }""")
+    x, y, width, height = photo
+    assert abs(width / height - natural_width / natural_height) < 0.01, "the photo is shown undistorted"
+    left, top, right, bottom = explanation["crop"]
+    expected = [x + left * width / natural_width, y + top * height / natural_height,
+                (right - left) * width / natural_width, (bottom - top) * height / natural_height]
+    for box in (frame, drawn):
+        assert all(abs(got - want) <= 1 for got, want in zip(box, expected)), (box, expected)
+    assert loaded
+
+
+def bar(page: sync_api.Page, index: int) -> sync_api.Locator:
+    return page.locator("#result .prediction-row").nth(index)
+
+
+def test_the_heatmap_covers_the_crop_here_and_on_the_remote_and_each_bar_shows_its_own(open_page, real, other):
+    """Local (EfficientNetLite0 on ``real``) and remote (ResNet50 on ``other``, forwarded by
+    ``real``): the first answer carries the top class's map; a bar asks for its class's map
+    (explain_class), shown once it comes and kept for a second look; the slider sets the
+    heatmap's opacity; the switch hides and shows it."""
+    posts: list[str] = []
+    for server, model in (("This server", "EfficientNetLite0"), ("Remote", "ResNet50")):
+        page = open_page(real)
+        page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+        expect(page.get_by_role("switch", name="Show where it looked")).to_be_checked()
+        page.get_by_role("radio", name=server).check()
+        page.get_by_label("Model").select_option(model)
+        top = explained_answer(page, real, lambda: page.set_input_files("#image", PHOTOS["chelsea"]))
+        labels = [label for label, _, _ in expect_bars(page, 3)]
+        expect(page.locator(".meta-model")).to_have_text(model)
+        expect(page.locator(".meta-server")).to_contain_text("this server" if server == "This server" else other)
+        expect_heatmap_over_crop(page, top, labels[0])
+        expect(bar(page, 0)).to_have_attribute("aria-pressed", "true")
+        expect(page.locator("#result [aria-pressed=true]")).to_have_count(1)
+
+        second = explained_answer(page, real, lambda: bar(page, 1).click())
+        assert second["class_id"] == bar(page, 1).get_attribute("data-class-id") != top["class_id"]
+        expect_heatmap_over_crop(page, second, labels[1])
+        expect(bar(page, 1)).to_have_attribute("aria-pressed", "true")
+        expect(bar(page, 0)).to_have_attribute("aria-pressed", "false")
+        assert second["heatmap"] != top["heatmap"]
+        # The top class's map is still at hand: by keyboard, and without another request.
+        posts.clear()
+        bar(page, 0).focus()
+        page.keyboard.press("Enter")
+        expect_heatmap_over_crop(page, top, labels[0])
+        assert posts == []
+
+    slider = page.get_by_role("slider", name="Heatmap opacity")
+    slider.focus()
+    for key, opacity in (("Home", "0"), ("ArrowRight", "0.05"), ("End", "1")):
+        page.keyboard.press(key)
+        expect(page.locator("#heatmap")).to_have_css("opacity", opacity)
+
+    switch = page.get_by_role("switch", name="Show where it looked")
+    switch.uncheck()
+    expect(page.locator("#crop-frame")).to_be_hidden()
+    expect(slider).to_be_hidden()
+    expect(page.locator("#result [aria-pressed=true]")).to_have_count(0)
+    switch.check()
+    expect_heatmap_over_crop(page, top, labels[0])
+    assert posts == []
+
+
+def test_the_heatmap_follows_a_photo_that_exif_turns_upright(open_page, real, tmp_path):
+    """A phone photo stored sideways (EXIF orientation 6): the browser shows it upright, and the
+    server's crop is in the upright photo's pixels, so the frame lands on it in the portrait."""
+    sideways = tmp_path / "sideways.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90° clockwise
+    Image.open(PHOTOS["chelsea"]).convert("RGB").save(sideways, exif=exif)  # stored 451 × 300
+    page = open_page(real)
+    explanation = explained_answer(page, real, lambda: page.set_input_files("#image", sideways))
+    rows = expect_bars(page, 3)
+    assert page.locator("#preview").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [300, 451]
+    assert explanation["crop"][2] <= 300 and explanation["crop"][3] <= 451, explanation["crop"]
+    expect_heatmap_over_crop(page, explanation, rows[0][0])
 
 
 def test_without_javascript_the_form_posts_and_the_server_renders_the_answer(open_page, real, tmp_path, not_an_image):
@@ -750,7 +871,7 @@ def test_without_javascript_the_form_posts_and_the_server_renders_the_answer(ope
     assert CAT_LABELS & {label for label, _, _ in rows}, rows
     expect(page.locator(".meta-weights")).to_have_text("imagenet")
     expect(page.locator(".meta-server")).to_have_text("this server")
-    expect(page.locator(".meta-image")).to_have_text("chelsea.png")  # the page cannot show the image
+    expect(page.locator(".meta-image")).to_have_text("chelsea.png")  # the page cannot show the file it sent
     expect(page.get_by_label("Predictions to show")).to_have_value("4")
     assert page.title() == f"{rows[0][0]} · Image classifier"
     time_text = page.locator(".meta-time").inner_text()
@@ -773,6 +894,42 @@ def test_without_javascript_the_form_posts_and_the_server_renders_the_answer(ope
         expect_error(page, "That image is too large.", limit)  # worded as the script words it
 
 
+def test_without_javascript_the_answer_shows_the_explained_crop(open_page, real):
+    """The server draws the heatmap into the crop the model saw, from this server's map or the
+    remote's, and says in its alt text where the heat lies."""
+    page = open_page(real, javascript=False)
+    switch = page.get_by_role("switch", name="Show where it looked")
+    for server, model in (("local", "EfficientNetLite0"), ("remote", "ResNet50")):
+        options = {"explain": "1", "server": server, "model": model}
+        api = requests.post(f"{real}/predict", data=options, files={"image": PHOTOS["chelsea"].read_bytes()},
+                            timeout=FIRST_ANSWER / 1000).json()
+        explanation = api["explanation"]
+        expect(switch).to_be_checked()
+        page.locator(f"input[name=server][value={server}]").check()
+        page.get_by_label("Model").select_option(model)
+        page.set_input_files("#image", PHOTOS["chelsea"])
+        with page.expect_navigation():
+            page.get_by_role("button", name="Classify").click()
+        expect_bars(page, 3)
+        expect(page.locator(".meta-model")).to_have_text(model)
+        image = page.get_by_role("img", name=explanation["summary"], exact=True)
+        expect(image).to_be_visible()
+        assert image.get_attribute("src").startswith("data:image/png;base64,")
+        width, height = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        left, top, right, bottom = explanation["crop"]
+        assert abs(width / height - (right - left) / (bottom - top)) < 0.02, "the crop the model saw"
+        expect(page.locator(".explained figcaption")).to_have_text(
+            f"Where it looked for {api['predictions'][0]['display_label']}")
+
+    switch.uncheck()
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    with page.expect_navigation():
+        page.get_by_role("button", name="Classify").click()
+    expect_bars(page, 3)
+    expect(page.locator(".explained")).to_have_count(0)
+    expect(switch).not_to_be_checked()
+
+
 # ---- Keyboard and screen readers ----
 
 
@@ -780,17 +937,17 @@ def test_keyboard_order_labels_and_live_regions(open_page, other):
     page = open_page(other)
     page.locator("body").focus()
     order = []
-    for _ in range(6):
+    for _ in range(7):
         page.keyboard.press("Tab")
         order.append(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
-    assert order == ["image", "model", "server-local", "top_k", "clear", "classify"], order
+    assert order == ["image", "model", "server-local", "top_k", "explain", "clear", "classify"], order
     page.locator("#server-local").focus()
     page.keyboard.press("ArrowRight")  # radios move with the arrow keys
     expect(page.get_by_role("radio", name="Custom URL")).to_be_checked()
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "remote_url"
 
-    for name in ("Model", "Predictions to show", "Server URL"):
+    for name in ("Model", "Predictions to show", "Server URL", "Show where it looked"):
         expect(page.get_by_label(name)).to_have_count(1)
     expect(page.get_by_label(re.compile("Drop an image here"))).to_have_attribute("type", "file")
     expect(page.get_by_role("group", name="Run on")).to_be_visible()
@@ -802,4 +959,11 @@ def test_keyboard_order_labels_and_live_regions(open_page, other):
     page.set_input_files("#image", PHOTOS["chelsea"])
     expect_bars(page, 3)
     expect(page.get_by_role("list", name="Predictions, best first").get_by_role("listitem")).to_have_count(3)
+    # Each bar is a button named by its class and score; the one whose map is shown is pressed.
+    buttons = page.get_by_role("list", name="Predictions, best first").get_by_role("button")
+    expect(buttons).to_have_count(3)
+    expect(buttons.first).to_have_accessible_name(re.compile(r"^\S.* (\d{1,3}\.\d|<0\.1)%$"))
+    expect(page.get_by_role("button", pressed=True)).to_have_count(1)
+    expect(page.get_by_role("img", name=re.compile(r"^Where it looked for "))).to_have_count(1)
+    expect(page.get_by_role("slider", name="Heatmap opacity")).to_be_visible()
     expect(page.locator("#preview")).to_have_attribute("alt", re.compile(r"^chelsea\.png: "))
