@@ -98,8 +98,10 @@ class LoadedModel:
 
     def class_map(self, pixels: np.ndarray, features: np.ndarray | None, class_number: int) -> np.ndarray:
         """Grad-CAM of ``class_number`` for one crop (``pixels`` a batch of one), from the
-        ``features`` of its pass (``scores_and_features``) where the head allows."""
-        return self.runtime.class_map(self.spec.preprocess(pixels), features, class_number)
+        ``features`` of its pass (``scores_and_features``) where the head allows; only a model
+        explained with gradients (no ``features``) needs the crop preprocessed again."""
+        batch = self.spec.preprocess(pixels) if features is None else None
+        return self.runtime.class_map(batch, features, class_number)
 
     def scores(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities (N, 1000) for uint8 RGB crops (N, size, size, 3)."""

@@ -37,8 +37,9 @@ class Runtime(Protocol):
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
 
-    def class_map(self, batch: np.ndarray, features: np.ndarray, class_number: int) -> np.ndarray:
-        """Grad-CAM (h, w) in [0, 1] of one image (``batch`` of one, ``features`` from its pass)."""
+    def class_map(self, batch: np.ndarray | None, features: np.ndarray | None, class_number: int) -> np.ndarray:
+        """Grad-CAM (h, w) in [0, 1] of one image: from ``features`` (its pass's feature map), or
+        for a head that is not pooling then dense, from gradients on ``batch`` (a batch of one)."""
         ...
 
 
@@ -70,7 +71,7 @@ class KerasRuntime:
         signature = [tf.TensorSpec([None, input_size, input_size, 3], tf.float32)]
         self._forward = tf.function(lambda batch: self.served(batch, training=False), input_signature=signature)
 
-    def class_map(self, batch: np.ndarray, features: np.ndarray | None, class_number: int) -> np.ndarray:
+    def class_map(self, batch: np.ndarray | None, features: np.ndarray | None, class_number: int) -> np.ndarray:
         if self._gradient_cam is not None:
             return scaled(self._gradient_cam(batch, class_number)[0])
         return class_map(features[0], self.head, class_number)
@@ -159,5 +160,5 @@ class OnnxRuntime:
         outputs = self._session.run(self._outputs, {self._input: batch})
         return outputs[0], (outputs[1] if self.head is not None else None)
 
-    def class_map(self, batch: np.ndarray, features: np.ndarray, class_number: int) -> np.ndarray:
+    def class_map(self, batch: np.ndarray | None, features: np.ndarray, class_number: int) -> np.ndarray:
         return class_map(features[0], self.head, class_number)
