@@ -196,6 +196,11 @@
   }
 
   function imageChosen() {
+    if (input.files.length > 1) {
+      enqueue(Array.from(input.files));
+      input.value = ""; // the cards hold the files; one chosen later is the single-photo flow
+      return;
+    }
     const file = input.files[0];
     showPreview(file);
     dropAnswer(); // it was about the previous image
@@ -448,8 +453,9 @@
   }
 
   // POST the form with ``extra`` fields: the answer, an { error } to show, or null once aborted.
-  async function post(extra, signal) {
+  async function post(extra, signal, file = input.files[0]) {
     const body = new FormData(form);
+    body.set("image", file); // the one photo this request is about (the input may hold several)
     for (const [name, value] of Object.entries(extra)) body.set(name, value);
     let response;
     try {
@@ -492,6 +498,170 @@
     input.focus();
   }
 
+  // ---- Many photos: a card each, a few requests at a time ----
+
+  const queue = $("queue");
+  const grid = $("grid");
+  const queueBar = $("queue-bar");
+  const queueCount = $("queue-count");
+  const queueSaid = $("queue-said");
+  const queueFilter = $("queue-filter");
+  const IN_FLIGHT = 3; // requests at once: the server's workers stay busy, the tab and the server are not flooded
+  const STATE_WORDS = { waiting: "Waiting", working: "Working", done: "Done", failed: "Failed", cancelled: "Cancelled" };
+  let tiles = []; // { file, element, state, answer, error } in the order chosen
+  let waiting = []; // tiles not yet sent
+  let running = new Set(); // AbortControllers of the requests in flight
+  let toldTenth = -1;
+
+  const looksLikeImage = (file) => file.type.startsWith("image/") || /\.(jpe?g|png|gif|webp|bmp|tiff?|heic|avif)$/i.test(file.name);
+
+  function enqueue(files) {
+    queue.hidden = false;
+    for (const file of files) {
+      const element = $("tile-template").content.firstElementChild.cloneNode(true);
+      element.querySelector(".tile-name").textContent = file.webkitRelativePath || file.name;
+      const tile = { file, element, state: "waiting", answer: null, error: null };
+      element.querySelector(".tile-button").addEventListener("click", () => openTile(tile));
+      tiles.push(tile);
+      waiting.push(tile);
+      grid.append(element);
+    }
+    filterTiles();
+    showProgress();
+    pump();
+  }
+
+  function setState(tile, state) {
+    tile.state = state;
+    tile.element.dataset.state = state;
+    tile.element.querySelector(".tile-state").textContent = STATE_WORDS[state];
+  }
+
+  function pump() {
+    while (running.size < IN_FLIGHT && waiting.length) send(waiting.shift());
+  }
+
+  async function send(tile) {
+    const mine = new AbortController();
+    running.add(mine);
+    setState(tile, "working");
+    drawThumbnail(tile);
+    const answer = await post({}, mine.signal, tile.file);
+    running.delete(mine);
+    if (!answer) return; // cancelled
+    if (answer.error) {
+      tile.error = answer.error;
+      setState(tile, "failed");
+      tile.element.querySelector(".tile-label").textContent = titles[answer.error.code] || "The request failed.";
+    } else {
+      tile.answer = answer;
+      setState(tile, "done");
+      const top = answer.predictions[0];
+      tile.element.querySelector(".tile-label").textContent = top ? `${top.display_label} ${percent(top.score)}` : "";
+    }
+    filterTiles();
+    showProgress();
+    pump();
+  }
+
+  // A small thumbnail drawn in the browser: the full photo is decoded once, scaled down, and let go.
+  async function drawThumbnail(tile) {
+    const canvas = tile.element.querySelector(".tile-thumb");
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(tile.file, { resizeWidth: canvas.width, resizeQuality: "medium" });
+    } catch {
+      return; // not an image the browser can draw; the server says what it is
+    }
+    const scale = Math.min(canvas.width / bitmap.width, canvas.height / bitmap.height);
+    const [width, height] = [bitmap.width * scale, bitmap.height * scale];
+    canvas.getContext("2d").drawImage(bitmap, (canvas.width - width) / 2, (canvas.height - height) / 2, width, height);
+    bitmap.close();
+  }
+
+  function showProgress() {
+    const finished = tiles.filter((tile) => !["waiting", "working"].includes(tile.state)).length;
+    const words = `${finished} of ${tiles.length}`;
+    queueBar.max = tiles.length;
+    queueBar.value = finished;
+    queueCount.textContent = words;
+    const tenth = Math.floor((10 * finished) / tiles.length);
+    if (tenth !== toldTenth) {
+      toldTenth = tenth;
+      queueSaid.textContent = `${words} photos classified`;
+    }
+    $("queue-cancel").hidden = finished === tiles.length;
+  }
+
+  function cancelQueue() {
+    for (const tile of waiting) setState(tile, "cancelled");
+    waiting = [];
+    for (const mine of running) mine.abort();
+    for (const tile of tiles) if (tile.state === "working") setState(tile, "cancelled");
+    running = new Set();
+    showProgress();
+  }
+
+  function filterTiles() {
+    const wanted = queueFilter.value.trim().toLowerCase();
+    for (const tile of tiles) {
+      const text = tile.element.querySelector(".tile-button").textContent.toLowerCase();
+      tile.element.hidden = Boolean(wanted) && !text.includes(wanted);
+    }
+  }
+
+  // A card's photo and answer, shown as one chosen photo is: the bars, the heatmap, another class's map.
+  function openTile(tile) {
+    if (!tile.answer && !tile.error) return;
+    const transfer = new DataTransfer();
+    transfer.items.add(tile.file);
+    input.files = transfer.files;
+    showPreview(tile.file);
+    dropAnswer();
+    if (tile.answer) showResult(tile.answer, tile.file);
+    else showError(tile.error.code, tile.error.message);
+    reveal(output, "nearest");
+  }
+
+  function rows() {
+    return tiles.map((tile) => ({
+      filename: tile.file.webkitRelativePath || tile.file.name,
+      state: tile.state,
+      predictions: tile.answer ? tile.answer.predictions.map((p) => ({ label: p.display_label, class_id: p.class_id, score: p.score })) : [],
+      error: tile.error,
+    }));
+  }
+
+  const csvCell = (value) => (/[",\n\r]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value);
+
+  function toCsv() {
+    const lines = [["filename", "state", "top_label", "top_score", "predictions", "error"]];
+    for (const row of rows()) {
+      const top = row.predictions[0];
+      lines.push([row.filename, row.state, top ? top.label : "", top ? top.score.toFixed(4) : "",
+        row.predictions.map((p) => `${p.label} ${p.score.toFixed(4)}`).join("; "), row.error ? row.error.code : ""]);
+    }
+    return lines.map((line) => line.map((value) => csvCell(String(value))).join(",")).join("\r\n") + "\r\n";
+  }
+
+  function download(name, type, text) {
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob([text], { type }));
+    link.download = name;
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href)); // the download has its own copy by then
+  }
+
+  $("folder-pick").hidden = false;
+  $("folder").addEventListener("change", (event) => {
+    enqueue(Array.from(event.target.files).filter(looksLikeImage));
+    event.target.value = "";
+  });
+  $("queue-cancel").addEventListener("click", cancelQueue);
+  queueFilter.addEventListener("input", filterTiles);
+  $("queue-csv").addEventListener("click", () => download("classified.csv", "text/csv", toCsv()));
+  $("queue-json").addEventListener("click", () => download("classified.json", "application/json", JSON.stringify(rows(), null, 2)));
+
   // ---- Wiring ----
 
   input.addEventListener("change", imageChosen);
@@ -521,7 +691,9 @@
     event.preventDefault(); // the browser would otherwise open the file
     dragDepth = 0;
     dropzone.classList.remove("dragging");
-    if (event.dataTransfer.files.length) useFile(event.dataTransfer.files[0]);
+    const files = Array.from(event.dataTransfer.files);
+    if (files.length > 1) enqueue(files);
+    else if (files.length) useFile(files[0]);
   });
   document.addEventListener("paste", (event) => {
     const files = event.clipboardData ? Array.from(event.clipboardData.files) : [];

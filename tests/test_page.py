@@ -341,7 +341,8 @@ def test_page_and_assets_are_small_cached_and_load_nothing_from_elsewhere(real):
         assert response.status_code == 200
         assert "max-age=31536000" in response.headers["Cache-Control"]
         total += len(response.content)
-    assert total < 45_000, f"page and assets weigh {total} bytes"
+    # 48.4 KB before the many-photos grid, 53.6 KB with it (uncompressed; no framework)
+    assert total < 60_000, f"page and assets weigh {total} bytes"
 
 
 # ---- Choosing an image, seeing the bars ----
@@ -937,10 +938,10 @@ def test_keyboard_order_labels_and_live_regions(open_page, other):
     page = open_page(other)
     page.locator("body").focus()
     order = []
-    for _ in range(7):
+    for _ in range(8):
         page.keyboard.press("Tab")
         order.append(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
-    assert order == ["image", "model", "server-local", "top_k", "explain", "clear", "classify"], order
+    assert order == ["image", "folder", "model", "server-local", "top_k", "explain", "clear", "classify"], order
     page.locator("#server-local").focus()
     page.keyboard.press("ArrowRight")  # radios move with the arrow keys
     expect(page.get_by_role("radio", name="Custom URL")).to_be_checked()

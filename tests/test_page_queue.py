@@ -1,0 +1,102 @@
+"""Many photos on the page, in Chromium: a card per photo, a few requests at a time, the
+progress, a card's full answer, the filter, CSV and JSON downloads; checked by axe-core
+mid-queue and done. Servers, browser and pages are tests/test_page.py's fixtures."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import PHOTOS
+from playwright.sync_api import expect
+from test_page import (DESKTOP, FIRST_ANSWER, PHONE, SCREENSHOTS, browser, expect_bars,  # noqa: F401 (fixtures)
+                       open_page, other, real)
+from test_page_axe import expect_no_serious_violations
+
+CAT_LABELS = {"Tabby", "Tiger cat", "Egyptian cat"}
+
+
+@pytest.fixture
+def forty_files(tmp_path) -> list[Path]:
+    """36 real photos (cats and coffee, in turn) and 4 broken files among them."""
+    files = []
+    for i in range(40):
+        if i % 10 == 7:
+            broken = tmp_path / f"broken-{i:02}.jpg"
+            broken.write_bytes(b"not a picture\n" if i < 20 else b"\xff\xd8\xff\xe0 cut short")
+            files.append(broken)
+        else:
+            photo = PHOTOS["chelsea" if i % 2 else "coffee"]
+            files.append(Path(shutil.copy(photo, tmp_path / f"photo-{i:02}{photo.suffix}")))
+    return files
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_forty_files_become_cards_that_all_end_done_or_failed(open_page, real, forty_files, viewport):
+    page = open_page(real, viewport=viewport, allow=(400, 415))
+    page.set_input_files("#image", forty_files)
+    tiles = page.locator("#grid .tile")
+    expect(tiles).to_have_count(40)
+    expect_no_serious_violations(page, "grid mid-queue")
+    expect(page.locator("#queue-count")).to_have_text("40 of 40", timeout=FIRST_ANSWER)
+    expect(page.locator("#queue-said")).to_have_text("40 of 40 photos classified")
+    expect(page.locator("#queue-bar")).to_have_js_property("value", 40)
+    states = tiles.evaluate_all("tiles => tiles.map(t => t.dataset.state)")
+    broken = {i for i, path in enumerate(forty_files) if path.name.startswith("broken")}
+    assert [i for i, state in enumerate(states) if state == "failed"] == sorted(broken), states
+    assert states.count("done") == 36, states
+    for i in (1, 3):  # cats
+        expect(tiles.nth(i).locator(".tile-label")).to_have_text(
+            [re.compile(rf"^({'|'.join(CAT_LABELS)}) \d+\.\d%$")])
+    # Thumbnails are drawn small in the browser, not the full photo.
+    assert tiles.first.locator("canvas").evaluate("c => [c.width, c.height]") == [96, 72]
+    expect(page.locator(".tile-state").first).to_have_text("Done")
+    expect_no_serious_violations(page, "grid done")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"grid-{'phone' if viewport is PHONE else 'desktop'}.png", full_page=True)
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert [row["filename"] for row in rows] == [path.name for path in forty_files]
+    assert [row["state"] for row in rows] == states
+    for i, row in enumerate(rows):
+        if i in broken:
+            assert row["error"] in ("unsupported_image_type", "invalid_image") and not row["top_label"], row
+        else:
+            assert row["top_label"] and 0 < float(row["top_score"]) <= 1 and not row["error"], row
+    assert {rows[1]["top_label"], rows[3]["top_label"]} <= CAT_LABELS, rows[:4]
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download JSON").click()
+    answers = json.loads(Path(download.value.path()).read_text())
+    assert [a["predictions"][0]["label"] if a["predictions"] else None for a in answers] == [
+        row["top_label"] or None for row in rows]
+
+    # A card opens its full answer, heatmap included, as one chosen photo shows it.
+    tiles.nth(1).click()
+    labels = expect_bars(page, 3)
+    assert labels[0][0] == rows[1]["top_label"]
+    expect(page.locator("#crop-frame")).to_be_visible()
+    tiles.nth(7).click()
+    expect(page.locator("#error .error-title")).to_have_text("That file is not an image this server can read.")
+
+    page.get_by_label("Filter by label").fill(rows[1]["top_label"])
+    visible = tiles.evaluate_all("tiles => tiles.filter(t => !t.hidden).length")
+    assert visible == sum(row["top_label"] == rows[1]["top_label"] for row in rows)
+
+
+def test_the_queue_can_be_cancelled(open_page, real, forty_files):
+    page = open_page(real, allow=(400, 415))
+    page.set_input_files("#image", forty_files * 3)
+    expect(page.locator("#grid .tile")).to_have_count(120)
+    expect(page.locator('#grid .tile[data-state="done"]').first).to_be_visible(timeout=FIRST_ANSWER)
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    expect(page.locator("#queue-count")).to_have_text("120 of 120")
+    expect(page.locator('#grid .tile[data-state="cancelled"]').first).to_be_visible()
+    expect(page.locator('#grid .tile[data-state="waiting"], #grid .tile[data-state="working"]')).to_have_count(0)
+    expect(page.get_by_role("button", name="Cancel", exact=True)).to_be_hidden()
