@@ -456,7 +456,10 @@
   async function post(extra, signal, file = input.files[0]) {
     const body = new FormData(form);
     body.set("image", file); // the one photo this request is about (the input may hold several)
-    for (const [name, value] of Object.entries(extra)) body.set(name, value);
+    for (const [name, value] of Object.entries(extra)) {
+      if (value === null) body.delete(name);
+      else body.set(name, value);
+    }
     let response;
     try {
       response = await fetch(form.dataset.api, { method: "POST", body, headers: { Accept: "application/json" }, signal });
@@ -661,6 +664,104 @@
   queueFilter.addEventListener("input", filterTiles);
   $("queue-csv").addEventListener("click", () => download("classified.csv", "text/csv", toCsv()));
   $("queue-json").addEventListener("click", () => download("classified.json", "application/json", JSON.stringify(rows(), null, 2)));
+
+  // ---- The camera: one frame at a time, the next sent when the last is answered ----
+
+  const cameraPanel = $("camera");
+  const cameraStart = $("camera-start");
+  const cameraProblem = $("camera-problem");
+  const video = $("camera-video");
+  const cameraLabels = $("camera-labels");
+  const cameraFps = $("camera-fps");
+  const frameCanvas = document.createElement("canvas");
+  const CAMERA_PROBLEMS = {
+    NotAllowedError: "The camera was refused. Allow it for this site (the camera icon in the address bar or the site settings), then press Use camera again.",
+    NotFoundError: "No camera was found on this device.",
+    NotReadableError: "The camera is busy: another program is using it.",
+    absent: "This browser offers no camera here (browsers allow one only on https:// pages or localhost).",
+  };
+  let camera = null; // { stream, controller } while the camera is on
+  let captured = 0;
+
+  async function startCamera() {
+    cameraProblem.hidden = true;
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      explainCamera("absent");
+      return;
+    }
+    let stream;
+    try {
+      // The rear lens on a phone (what is in front of the person), any camera elsewhere.
+      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: { ideal: "environment" } }, audio: false });
+    } catch (failure) {
+      explainCamera(failure.name);
+      return;
+    }
+    camera = { stream, controller: new AbortController() };
+    video.srcObject = stream;
+    await video.play();
+    cameraPanel.hidden = false;
+    cameraStart.hidden = true;
+    classifyFrames(camera);
+  }
+
+  function explainCamera(reason) {
+    cameraProblem.textContent = CAMERA_PROBLEMS[reason] || `The camera could not start (${reason}).`;
+    cameraProblem.hidden = false;
+  }
+
+  function grabFrame() {
+    frameCanvas.width = video.videoWidth;
+    frameCanvas.height = video.videoHeight;
+    frameCanvas.getContext("2d").drawImage(video, 0, 0);
+    return new Promise((resolve) => frameCanvas.toBlob(resolve, "image/jpeg", 0.85));
+  }
+
+  async function classifyFrames(mine) {
+    let last = performance.now();
+    while (camera === mine) {
+      const frame = new File([await grabFrame()], "camera.jpg", { type: "image/jpeg" });
+      // No heatmap for a moving picture: the labels are what is read live.
+      const answer = await post({ explain: null }, mine.controller.signal, frame);
+      if (!answer || camera !== mine) return;
+      const now = performance.now();
+      cameraFps.textContent = `${(1000 / (now - last)).toFixed(1)} fps`;
+      last = now;
+      if (answer.error) {
+        cameraLabels.replaceChildren();
+        cameraFps.textContent = titles[answer.error.code] || "The request failed.";
+        continue;
+      }
+      cameraLabels.replaceChildren(...answer.predictions.map((p) => {
+        const item = document.createElement("li");
+        item.textContent = `${p.display_label} ${percent(p.score)}`;
+        return item;
+      }));
+    }
+  }
+
+  async function capture() {
+    captured += 1;
+    enqueue([new File([await grabFrame()], `camera-${captured}.jpg`, { type: "image/jpeg" })]);
+  }
+
+  function stopCamera() {
+    if (!camera) return;
+    camera.controller.abort();
+    for (const track of camera.stream.getTracks()) track.stop(); // the camera's light goes off
+    camera = null;
+    video.srcObject = null;
+    cameraPanel.hidden = true;
+    cameraStart.hidden = false;
+    cameraLabels.replaceChildren();
+    cameraFps.textContent = "";
+    cameraStart.focus();
+  }
+
+  cameraStart.hidden = false;
+  cameraStart.addEventListener("click", startCamera);
+  $("camera-stop").addEventListener("click", stopCamera);
+  $("camera-capture").addEventListener("click", capture);
 
   // ---- Wiring ----
 

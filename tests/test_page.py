@@ -938,10 +938,10 @@ def test_keyboard_order_labels_and_live_regions(open_page, other):
     page = open_page(other)
     page.locator("body").focus()
     order = []
-    for _ in range(8):
+    for _ in range(9):
         page.keyboard.press("Tab")
         order.append(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
-    assert order == ["image", "folder", "model", "server-local", "top_k", "explain", "clear", "classify"], order
+    assert order == ["image", "folder", "camera-start", "model", "server-local", "top_k", "explain", "clear", "classify"], order
     page.locator("#server-local").focus()
     page.keyboard.press("ArrowRight")  # radios move with the arrow keys
     expect(page.get_by_role("radio", name="Custom URL")).to_be_checked()

@@ -1,0 +1,91 @@
+"""The camera on the page, in Chromium with its fake camera: a Motion-JPEG file of a real photo
+(made here with Pillow) stands in for a device, which this machine has none of (the one fake in
+these tests, for hardware outside our control). Servers and pages are tests/test_page.py's."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import PHOTOS
+from PIL import Image
+from playwright import sync_api
+from playwright.sync_api import expect
+from test_page import (CHROMIUM, CHROMIUM_ARGS, DESKTOP, FIRST_ANSWER, PHONE, SCREENSHOTS, browser,  # noqa: F401 (fixtures)
+                       open_page, other, real)
+from test_page_axe import expect_no_serious_violations
+
+CAT_LABELS = ("Tabby", "Tiger cat", "Egyptian cat")
+
+
+@pytest.fixture(scope="module")
+def fake_video(tmp_path_factory) -> Path:
+    """chelsea.png as 640 × 480 Motion-JPEG frames (JPEGs one after another), as Chromium reads them."""
+    frame = io.BytesIO()
+    Image.open(PHOTOS["chelsea"]).convert("RGB").resize((640, 480)).save(frame, "JPEG", quality=90)
+    path = tmp_path_factory.mktemp("camera") / "chelsea.mjpeg"
+    path.write_bytes(frame.getvalue() * 30)
+    return path
+
+
+@pytest.fixture(scope="module")
+def camera_browser(browser, fake_video) -> Iterator[sync_api.Browser]:
+    """Chromium with a fake camera (launched by the page tests' Playwright: one per process);
+    whether the page may use it is each context's permission."""
+    with_camera = browser.browser_type.launch(executable_path=CHROMIUM, args=[
+        *CHROMIUM_ARGS, "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={fake_video}"])
+    yield with_camera
+    with_camera.close()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_the_camera_labels_frames_live_captures_a_card_and_stops(open_page, camera_browser, real, viewport):
+    context = camera_browser.new_context(viewport=viewport, permissions=["camera"])
+    try:
+        page = open_page(real, context=context)
+        page.get_by_role("button", name="Use camera").click()
+        labels = page.get_by_role("list", name="What the camera shows, best first").get_by_role("listitem")
+        expect(labels).to_have_count(3, timeout=FIRST_ANSWER)
+        expect(labels.first).to_have_text(re.compile(rf"^({'|'.join(CAT_LABELS)}) \d+\.\d%$"))
+        expect(page.locator("#camera-fps")).to_have_text(re.compile(r"^\d+\.\d fps$"))
+        # Live: the frames keep coming, each answered before the next goes out.
+        with page.expect_response(f"{real}/predict") as first:
+            pass
+        with page.expect_response(f"{real}/predict") as second:
+            pass
+        assert first.value.ok and second.value.ok
+        facing = page.locator("#camera-video").evaluate("v => v.srcObject.getVideoTracks()[0].getConstraints()")
+        assert facing == {"facingMode": "environment"}, facing  # Chromium gives a bare value as the ideal
+        expect_no_serious_violations(page, "camera on")
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / f"camera-{'phone' if viewport is PHONE else 'desktop'}.png", full_page=True)
+
+        page.get_by_role("button", name="Capture").click()
+        tile = page.locator("#grid .tile")
+        expect(tile).to_have_count(1)
+        expect(tile.locator(".tile-name")).to_have_text("camera-1.jpg")
+        expect(tile).to_have_attribute("data-state", "done")
+        expect(tile.locator(".tile-label")).to_have_text(re.compile(rf"^({'|'.join(CAT_LABELS)}) "))
+
+        stream = page.locator("#camera-video").evaluate_handle("v => v.srcObject")
+        page.get_by_role("button", name="Stop").click()
+        expect(page.locator("#camera")).to_be_hidden()
+        assert stream.evaluate("s => s.getTracks().map(t => t.readyState)") == ["ended"]
+        expect(page.get_by_role("button", name="Use camera")).to_be_focused()
+    finally:
+        context.close()
+
+
+def test_a_refused_camera_is_explained(open_page, camera_browser, real):
+    context = camera_browser.new_context()  # no camera permission, and no prompt to grant it
+    try:
+        page = open_page(real, context=context)
+        page.get_by_role("button", name="Use camera").click()
+        expect(page.get_by_role("alert").filter(has_text="The camera was refused")).to_be_visible()
+        expect(page.locator("#camera")).to_be_hidden()
+        expect_no_serious_violations(page, "camera refused")
+    finally:
+        context.close()
