@@ -655,6 +655,7 @@
     setTimeout(() => URL.revokeObjectURL(link.href)); // the download has its own copy by then
   }
 
+  input.multiple = true;
   $("folder-pick").hidden = false;
   $("folder").addEventListener("change", (event) => {
     enqueue(Array.from(event.target.files).filter(looksLikeImage));
@@ -762,6 +763,59 @@
   cameraStart.addEventListener("click", startCamera);
   $("camera-stop").addEventListener("click", stopCamera);
   $("camera-capture").addEventListener("click", capture);
+
+  // ---- Examples, and the same request from a program ----
+
+  async function useExample(event) {
+    const button = event.target.closest("button[data-example]");
+    if (!button) return;
+    const response = await fetch(button.dataset.example);
+    const name = button.dataset.example.split("/").pop().split("?")[0];
+    useFile(new File([await response.blob()], name, { type: response.headers.get("Content-Type") || "image/jpeg" }));
+  }
+
+  // The form's fields as a program sends them: what the page would send for this photo.
+  function apiFields() {
+    const fields = Array.from(new FormData(form)).filter(([name, value]) => name !== "image" && value !== "");
+    return fields.filter(([name, value]) => !(name === "remote_url" && serverChoice() !== "custom") && typeof value === "string");
+  }
+
+  const shellQuote = (text) => (/^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replaceAll("'", "'\\''")}'`);
+
+  function describeApi() {
+    const endpoint = new URL(form.dataset.api, window.location.href).href;
+    const fields = apiFields();
+    $("api-curl").textContent = ["curl", "-F", "image=@photo.jpg", ...fields.flatMap(([name, value]) => ["-F", shellQuote(`${name}=${value}`)]), endpoint].join(" ");
+    const data = fields.map(([name, value]) => `${JSON.stringify(name)}: ${JSON.stringify(value)}`).join(", ");
+    $("api-python").textContent = [
+      "import requests",
+      "",
+      "with open(\"photo.jpg\", \"rb\") as photo:",
+      `    answer = requests.post(${JSON.stringify(endpoint)}, files={"image": photo},`,
+      `                           data={${data}}, timeout=60).json()`,
+      "print(answer[\"predictions\"])",
+    ].join("\n");
+  }
+
+  async function copyCommand(event) {
+    const button = event.target.closest("button[data-copy]");
+    if (!button) return;
+    const copied = $("api-copied");
+    try {
+      await navigator.clipboard.writeText($(button.dataset.copy).textContent);
+      copied.textContent = `${button.textContent.replace("Copy ", "")} command copied.`;
+    } catch {
+      copied.textContent = "The browser did not allow copying; select the command and copy it.";
+    }
+  }
+
+  $("examples").hidden = false;
+  $("examples").addEventListener("click", useExample);
+  $("api-panel").hidden = false;
+  $("api-panel").addEventListener("click", copyCommand);
+  form.addEventListener("change", describeApi);
+  form.addEventListener("input", describeApi);
+  describeApi();
 
   // ---- Wiring ----
 

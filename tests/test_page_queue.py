@@ -9,6 +9,8 @@ import io
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,39 @@ def test_the_queue_can_be_cancelled(open_page, real, forty_files):
     expect(page.locator('#grid .tile[data-state="cancelled"]').first).to_be_visible()
     expect(page.locator('#grid .tile[data-state="waiting"], #grid .tile[data-state="working"]')).to_have_count(0)
     expect(page.get_by_role("button", name="Cancel", exact=True)).to_be_hidden()
+
+
+def test_an_example_photo_classifies_in_one_click(open_page, real):
+    page = open_page(real)
+    page.get_by_role("button", name="a cat").click()
+    labels = {label for label, _, _ in expect_bars(page, 3)}
+    assert labels & CAT_LABELS, labels
+    expect(page.locator("#preview")).to_have_attribute("alt", re.compile(r"^chelsea\.jpg: "))
+
+
+def test_use_via_api_gives_commands_that_work_and_copies_them(open_page, browser, real, tmp_path):
+    """The curl and Python commands, for the settings chosen, run here against the server and
+    give the answer the page shows; the copy button puts them on the clipboard."""
+    context = browser.new_context(viewport=DESKTOP, permissions=["clipboard-read", "clipboard-write"])
+    try:
+        page = open_page(real, context=context)
+        page.get_by_label("Predictions to show").fill("4")
+        page.get_by_label("Predictions to show").dispatch_event("change")
+        page.get_by_role("switch", name="Show where it looked").uncheck()
+        page.get_by_text("Use via API").click()
+        curl = page.locator("#api-curl").inner_text()
+        python = page.locator("#api-python").inner_text()
+        assert "top_k=4" in curl and "explain" not in curl and f"{real}/predict" in curl, curl
+        shutil.copy(PHOTOS["chelsea"], tmp_path / "photo.jpg")
+        by_curl = json.loads(subprocess.run(curl, shell=True, cwd=tmp_path, capture_output=True, check=True,
+                                            timeout=120).stdout)
+        by_python = subprocess.run([sys.executable, "-c", python], cwd=tmp_path, capture_output=True, check=True,
+                                   text=True, timeout=120).stdout
+        assert len(by_curl["predictions"]) == 4 and "explanation" not in by_curl
+        assert repr(by_curl["predictions"]) == by_python.strip()
+        page.get_by_role("button", name="Copy curl").click()
+        expect(page.locator("#api-copied")).to_have_text("curl command copied.")
+        assert page.evaluate("navigator.clipboard.readText()") == curl
+        expect_no_serious_violations(page, "API panel open")
+    finally:
+        context.close()
