@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .images import decode
+from .image_checks import ImageLimits
+from .images import region
 
 MAX_HEATMAP_SIDE = 512  # the heatmap's longer side, in pixels: enough to lay over a page's preview
 OVERLAY_OPACITY = 0.75  # how strongly the hottest part of the map covers the photo in overlay_png
@@ -196,17 +197,33 @@ def _region(row: int, column: int) -> str:
     return f"{_ROWS[row]}-{_COLUMNS[column]}"
 
 
-def overlay_png(image_bytes: bytes, explanation: Mapping[str, object]) -> bytes:
+def overlay_png(image_bytes: bytes, explanation: Mapping[str, object], limits: ImageLimits | None = None) -> bytes:
     """The photo's crop with the explanation's heatmap blended over it, as PNG bytes, at the
-    heatmap's size: what the CLI writes and the page shows without JavaScript."""
+    heatmap's size: what the CLI writes and the page shows without JavaScript. The photo is
+    decoded within ``limits`` and no larger than the heatmap needs (JPEG draft), as for a prediction."""
     crop = tuple(int(value) for value in explanation["crop"])  # type: ignore[union-attr]
-    heatmap = Image.open(io.BytesIO(png_bytes(str(explanation["heatmap"])))).convert("RGBA")
-    photo = decode(image_bytes).crop(crop).resize(heatmap.size, Image.Resampling.BILINEAR).convert("RGBA")
+    heatmap = Image.open(io.BytesIO(heatmap_png_bytes(explanation))).convert("RGBA")
+    photo = region(image_bytes, crop, heatmap.size, limits).convert("RGBA")
     alpha = np.asarray(heatmap)[..., 3].astype(np.float32) * OVERLAY_OPACITY
     heatmap.putalpha(Image.fromarray(alpha.astype(np.uint8), mode="L"))
     out = io.BytesIO()
     Image.alpha_composite(photo, heatmap).convert("RGB").save(out, format="PNG")
     return out.getvalue()
+
+
+def heatmap_png_bytes(explanation: Mapping[str, object]) -> bytes:
+    """The explanation's heatmap PNG, checked to be the size ``crop_size`` gives its crop (at
+    most ``MAX_HEATMAP_SIDE``): a remote's explanation cannot make this server, or a browser,
+    decode an image of a size it chose. ``ValueError`` otherwise."""
+    data = png_bytes(str(explanation["heatmap"]))
+    try:
+        with Image.open(io.BytesIO(data)) as heatmap:  # reads the header only
+            size = heatmap.size
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ValueError("the heatmap is not a readable PNG") from error
+    if size != crop_size(explanation["crop"]):  # type: ignore[arg-type]
+        raise ValueError("the heatmap is not the size of its crop")
+    return data
 
 
 def png_bytes(url: str) -> bytes:

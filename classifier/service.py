@@ -16,7 +16,7 @@ from .catalog import Catalog
 from .config import Settings
 from .download import BackgroundDownloads
 from .engine import POOL, LoadedModel, ModelPool
-from .errors import ImageTooLarge, InvalidRequest, RemoteNotAllowed
+from .errors import ImageTooLarge, InvalidRequest, RemoteError, RemoteNotAllowed
 from .explain import Explanation
 from .models import get_spec
 from .options import DEFAULT_TOP_K, MAX_TOP_K, PredictRequest
@@ -88,6 +88,9 @@ class Classifier:
         with metrics.FORWARD_SECONDS.labels(request.server).time():
             answer = remote.forward(url, request.image, request.filename, request.forwarded_options(), timeouts,
                                     explanation_expected=request.explain)
+        if request.explain_class and answer.explanation and not _explains(answer.explanation, request.explain_class):
+            raise RemoteError(f"The remote server at {remote.public_url(url)} explained another class than "
+                              f"{request.explain_class}.")
         timing = {**answer.timing_ms, "total": _ms_since(started)}
         return Classification(answer.model, answer.weights, answer.predictions[: request.top_k], timing,
                               server=request.server, server_url=remote.public_url(url),
@@ -167,6 +170,11 @@ def _explanation(loaded: LoadedModel, framed: images.Framed, scores: np.ndarray,
     number = max(labels.class_numbers(explain_class), key=lambda candidate: scores[candidate])
     class_id, label = labels.class_index()[number]
     return Explanation(class_id, label, framed.crop, loaded.class_map(framed.pixels[None], features, number))
+
+
+def _explains(explanation: dict[str, object], explain_class: str) -> bool:
+    """Whether ``explanation`` is of the class a request named (by class_id or label)."""
+    return explanation["class_id"] in {labels.class_index()[n][0] for n in labels.class_numbers(explain_class)}
 
 
 def _ms_since(start: float, end: float | None = None) -> float:
