@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from classifier import Settings
+from bench.stack import Nginx, start_nginx
+from classifier.client import USER_AGENT
 from classifier.exports import Export
 from classifier.reports import CSV_COLUMNS
 from classifier.models import REGISTRY
-from conftest import PHOTOS, free_port, run_classifier
+from conftest import PHOTOS, ROOT, classifier_command, free_port, run_classifier
+from test_deployment import _first_answer, _hold_upload, access_log_entries, start_uwsgi
 
 
 def run(*args: str, tmp_path, random_weights: bool = True, **env: str) -> subprocess.CompletedProcess:
@@ -157,9 +165,11 @@ def test_a_report_file_never_replaces_an_image(tmp_path):
 
 def test_remote_classifies_a_folder_on_a_running_server(tmp_path, serve_app):
     """The answers come from the server (its random-weights MobileNetV2; here the default
-    would be the real EfficientNetLite0), a file over the size limit fails here unsent."""
+    would be the real EfficientNetLite0), several images per request: this server takes two
+    at most, so the request of three gets 413 and goes again as one and two. A file over the
+    size limit fails here, unsent."""
     log = tmp_path / "server.log"
-    url = serve_app(log=log)
+    url = serve_app(log=log, CLASSIFIER_MAX_IMAGES="2")
     folder, images = photo_tree(tmp_path)
     report = tmp_path / "answers.csv"
     limit = PHOTOS["coffee"].stat().st_size - 1  # the two copies of coffee.png are too large
@@ -172,8 +182,10 @@ def test_remote_classifies_a_folder_on_a_running_server(tmp_path, serve_app):
     assert all(f"{limit:,} bytes" in row["error_message"] for row in too_large)
     assert_photo_rows([row for row in rows if row not in too_large],
                       [path for path in images if path.name not in ("coffee.png", "IMG_0001")], "MobileNetV2")
-    uploads = [int(size) for size in re.findall(r"POST /predict .* bytes_in=(\d+)", log.read_text())]
-    assert uploads and max(uploads) < limit  # the large copies were never sent
+    requests = re.findall(r"POST /predict (\d+) .*?images=(\d+).* bytes_in=(\d+)", log.read_text())
+    # broken.jpg, alone, is the API's single-image request, refused as a whole (400)
+    assert [(status, images) for status, images, _ in requests] == [("413", "3"), ("400", "1"), ("200", "2")]
+    assert max(int(size) for *_, size in requests) < limit  # the large copies were never sent
 
 
 def test_remote_that_is_not_there_fails_every_image_with_the_reason(tmp_path):
@@ -185,3 +197,55 @@ def test_remote_that_is_not_there_fails_every_image_with_the_reason(tmp_path):
     assert [d["error"]["code"] for d in documents] == ["remote_error"] * 2
     for path in (PHOTOS["chelsea"], PHOTOS["coffee"]):
         assert f"{path}: {url}/predict could not be reached (ConnectionError)." in result.stderr
+
+
+@pytest.fixture(scope="module")
+def nginx_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
+    """uWSGI with uwsgi.ini behind NGINX with remote/nginx/ and its rate and upload limits
+    (tests/test_deployment.py runs the same), serving a random-weights MobileNetV2."""
+    folder = tmp_path_factory.mktemp("site")
+    app = start_uwsgi(folder, "uwsgi", CLASSIFIER_RANDOM_WEIGHTS="1", CLASSIFIER_DEFAULT_MODEL="MobileNetV2",
+                      KERAS_HOME=str(folder / "keras"))
+    try:
+        nginx = start_nginx(folder / "nginx", {"127.0.0.1:8001": app.address})
+        try:
+            yield nginx
+        finally:
+            nginx.stop()
+    finally:
+        app.stop()
+
+
+def test_remote_waits_out_nginx_rate_limit_and_finishes(tmp_path, nginx_site):
+    """NGINX lets one address have 8 uploads at once; with 8 held open, the CLI's request is
+    refused with NGINX's own 429 (Retry-After: 1). Once that 429 is in NGINX's log the held
+    uploads end; the CLI, having waited the second, sends the request again and finishes."""
+    port = int(nginx_site.url.rsplit(":", 1)[1])
+    log_start = nginx_site.access_log.stat().st_size if nginx_site.access_log.exists() else 0
+    report = tmp_path / "answers.csv"
+    photos = [PHOTOS["chelsea"], PHOTOS["coffee"], PHOTOS["grace_hopper"]]
+    held = [_hold_upload(port, "127.0.0.1", 1024) for _ in range(8)]
+    try:
+        cli = subprocess.Popen(classifier_command("predict", *map(str, photos), "--remote", nginx_site.url,
+                                                  "--csv", str(report)),
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "CLASSIFIER_REMOTE_READ_TIMEOUT": "120"})
+        deadline = time.monotonic() + 60
+        while not cli_answers(nginx_site, log_start) and cli.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for sock in held:
+            _first_answer(sock)
+    stdout, stderr = cli.communicate(timeout=300)
+    assert cli.returncode == 0, stderr
+    assert f"{nginx_site.url}/predict answered 429 (rate_limited) to 3 image(s); trying again in 1 s" in stderr
+    assert cli_answers(nginx_site, log_start)[:1] == ["429"] and cli_answers(nginx_site, log_start)[-1] == "200"
+    rows = csv_rows(report)
+    assert [row["path"] for row in rows] == list(map(str, photos))
+    assert all(row["model"] == "MobileNetV2" and row["label"] for row in rows), rows
+
+
+def cli_answers(nginx: Nginx, since: int) -> list[str]:
+    """The statuses NGINX answered the CLI's requests with (it logs the User-Agent)."""
+    return [entry["line"].split('" ')[1].split()[0] for entry in access_log_entries(nginx, since)
+            if USER_AGENT in entry["line"]]
