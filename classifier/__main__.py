@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
@@ -67,7 +66,7 @@ def _predict(args: argparse.Namespace) -> int:
     """Classify every image under ``args.images``; 1 if any failed (each named on stderr)."""
     settings = Settings.from_env()
     found = find_images(args.images)
-    summary = Summary(skipped=found.skipped, started=time.perf_counter())
+    summary = Summary(skipped=found.skipped)
     if args.remote:
         fields = {"top_k": str(args.top_k), **({"model": args.model} if args.model else {}),
                   **({"explain": "1"} if args.explain else {})}

@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -135,13 +135,16 @@ def run(batches: list[list[Path]], classify: Callable[[list[Path]], list[Outcome
     when there are enough images to wait for; outcomes come in the order of the batches, so
     output files and terminal lines do not depend on which request finished first."""
     total = sum(len(batch) for batch in batches)
-    with tqdm(total=total, unit="image", file=sys.stderr, disable=total < PROGRESS_FROM_IMAGES) as bar, \
-            ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="classify") as pool:
-        futures = [pool.submit(classify, batch) for batch in batches]
-        for future in futures:
-            future.add_done_callback(lambda done: bar.update(len(done.result())))
-        for future in futures:
-            yield from future.result()
+    pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="classify")
+    try:
+        with tqdm(total=total, unit="image", file=sys.stderr, disable=total < PROGRESS_FROM_IMAGES) as bar:
+            futures = [pool.submit(classify, batch) for batch in batches]
+            for future in futures:
+                future.add_done_callback(lambda done: bar.update(len(done.result())))
+            for future in futures:
+                yield from future.result()
+    finally:
+        pool.shutdown(cancel_futures=True)  # Ctrl-C: the requests under way end, no new ones start
 
 
 @dataclass
@@ -151,7 +154,7 @@ class Summary:
     done: int = 0
     failed: int = 0
     skipped: int = 0
-    started: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
 
     def count(self, outcome: Outcome) -> None:
         if outcome.ok:

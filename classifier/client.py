@@ -25,7 +25,7 @@ from .errors import ClassifierError
 from .remote import MAX_RETRY_AFTER_SECONDS, public_url
 
 IMAGES_PER_REQUEST = 8  # well under the server's CLASSIFIER_MAX_IMAGES (32); progress moves often enough
-BYTES_PER_REQUEST = 12 * 2**20  # of images, under NGINX's smallest /predict body limit (16 MiB) with room
+BYTES_PER_REQUEST = 12 * 2**20  # of images: under the 16 MiB body limit of servers older than several images
 REQUESTS_IN_FLIGHT = 4  # half of NGINX's 8 uploads at once per address (remote/nginx)
 MAX_ATTEMPTS = 5  # one request, the first try and four after a 429 or 503
 MAX_WAIT_SECONDS = 60.0  # all the waits of one request together; past that its images fail

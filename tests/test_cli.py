@@ -13,15 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from classifier import Settings
-from bench.stack import Nginx, start_nginx
-from classifier.client import USER_AGENT
-from classifier.exports import Export
-from classifier.reports import CSV_COLUMNS
-from classifier.models import REGISTRY
 from conftest import PHOTOS, ROOT, classifier_command, free_port, run_classifier
 from test_deployment import _first_answer, _hold_upload, access_log_entries, start_uwsgi
+
+from bench.stack import Nginx, start_nginx
+from classifier import Settings
+from classifier.client import USER_AGENT
+from classifier.exports import Export
+from classifier.models import REGISTRY
+from classifier.reports import CSV_COLUMNS
 
 
 def run(*args: str, tmp_path, random_weights: bool = True, **env: str) -> subprocess.CompletedProcess:
@@ -238,6 +238,7 @@ def test_remote_waits_out_nginx_rate_limit_and_finishes(tmp_path, nginx_site):
             _first_answer(sock)
     stdout, stderr = cli.communicate(timeout=300)
     assert cli.returncode == 0, stderr
+    assert stdout.count("(MobileNetV2, random weights)") == 3
     assert f"{nginx_site.url}/predict answered 429 (rate_limited) to 3 image(s); trying again in 1 s" in stderr
     assert cli_answers(nginx_site, log_start)[:1] == ["429"] and cli_answers(nginx_site, log_start)[-1] == "200"
     rows = csv_rows(report)
