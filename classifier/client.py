@@ -3,8 +3,9 @@
 A person with a hosted server and a laptop classifies a folder without loading any model
 locally. Images go several to a request (multipart, one ``image`` part each: the API's
 multi-image form), a few requests at a time, each within the server's limits; the server's
-"come back later" (429 from NGINX's rate limit, 503 while a model loads) is obeyed with its
-``Retry-After``, a bounded number of times. Every image ends with an answer or a reason.
+"come back later" (429 from NGINX's rate limit, a 503 saying when a model will be there) is
+obeyed with its ``Retry-After``, a bounded number of times. Every image ends with an answer
+or a reason.
 A server too old to take several images answers only the first of them; the client notices
 and sends one image per request from then on.
 """
@@ -29,7 +30,7 @@ BYTES_PER_REQUEST = 12 * 2**20  # of images: under the 16 MiB body limit of serv
 REQUESTS_IN_FLIGHT = 4  # half of NGINX's 8 uploads at once per address (remote/nginx)
 MAX_ATTEMPTS = 5  # one request, the first try and four after a 429 or 503
 MAX_WAIT_SECONDS = 60.0  # all the waits of one request together; past that its images fail
-DEFAULT_RETRY_AFTER_SECONDS = 1.0  # a 429 or 503 that does not say how long to wait
+DEFAULT_RETRY_AFTER_SECONDS = 1.0  # a 429 that does not say how long to wait
 RETRIED_STATUSES = (429, 503)
 USER_AGENT = "keras-image-classifier-cli/1.0"
 
@@ -135,9 +136,8 @@ class RemoteClient:
             except requests.RequestException as error:
                 raise _Failure("remote_error", f"{self.shown} could not be reached ({type(error).__name__}).") from None
             document = _json_or_none(response)
-            delay = _retry_after(response.headers.get("Retry-After"))
-            if response.status_code not in RETRIED_STATUSES or attempt == MAX_ATTEMPTS \
-                    or waited + delay > MAX_WAIT_SECONDS:
+            delay = _retry_delay(response)
+            if delay is None or attempt == MAX_ATTEMPTS or waited + delay > MAX_WAIT_SECONDS:
                 return response.status_code, document
             code, _ = self._refusal(response.status_code, document)
             self.notify(f"{self.shown} answered {response.status_code} ({code}) to {len(images)} image(s); "
@@ -193,8 +193,13 @@ def _json_or_none(response: requests.Response) -> object:
         return None
 
 
-def _retry_after(header: str | None) -> float:
-    """Seconds to wait: the server's ``Retry-After`` (capped), else a second."""
-    if header is None or not header.strip().isdigit():
-        return DEFAULT_RETRY_AFTER_SECONDS
-    return float(min(int(header), MAX_RETRY_AFTER_SECONDS))
+def _retry_delay(response: requests.Response) -> float | None:
+    """Seconds to wait before trying again, or ``None``: don't. A 429 is always worth a
+    retry (a rate limit refills); a 503 only when it says when (the app's do when waiting
+    helps, as while a model downloads; one for weights that are not there never will)."""
+    if response.status_code not in RETRIED_STATUSES:
+        return None
+    header = response.headers.get("Retry-After", "").strip()
+    if header.isdigit():
+        return float(min(int(header), MAX_RETRY_AFTER_SECONDS))
+    return DEFAULT_RETRY_AFTER_SECONDS if response.status_code == 429 else None

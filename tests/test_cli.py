@@ -250,3 +250,18 @@ def cli_answers(nginx: Nginx, since: int) -> list[str]:
     """The statuses NGINX answered the CLI's requests with (it logs the User-Agent)."""
     return [entry["line"].split('" ')[1].split()[0] for entry in access_log_entries(nginx, since)
             if USER_AGENT in entry["line"]]
+
+
+def test_remote_refusal_for_every_image_is_not_retried_in_vain(tmp_path, serve_app):
+    """A model whose weights are not on the server: its 503 says no time to come back, so the
+    CLI does not wait; both images fail with the server's own reason."""
+    url = serve_app(CLASSIFIER_RANDOM_WEIGHTS="0", CLASSIFIER_OFFLINE="1", KERAS_HOME=str(tmp_path / "empty"))
+    result = run("predict", str(PHOTOS["chelsea"]), str(PHOTOS["coffee"]), "--remote", url + "/predict",
+                 "--model", "ResNet50", "--csv", str(tmp_path / "answers.csv"), tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert "trying again" not in result.stderr
+    rows = csv_rows(tmp_path / "answers.csv")
+    assert [row["error_code"] for row in rows] == ["model_unavailable"] * 2
+    for row in rows:
+        assert "ResNet50" in row["error_message"]
+        assert f"{row['path']}: {row['error_message']}" in result.stderr
