@@ -396,13 +396,13 @@ def test_upload_over_the_limit_gets_the_apps_json_413(site):
     assert response.status_code == 413
     assert response.headers["Content-Type"] == "application/json"
     assert response.json()["error"]["code"] == "image_too_large"  # the app's answer
-    over_body_cap = os.urandom(15 * 1024 * 1024)  # > the app's body cap, < NGINX's 16m
+    over_body_cap = bytes(64 * 1024 * 1024 + 1)  # > the app's body cap, < NGINX's 65m
     response = requests.post(site.url + "/predict", data=over_body_cap, headers={"Content-Type": "image/png"},
                              timeout=60)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_entity_too_large"  # the app's, with its limit:
-    assert "13.4 MiB (14,046,549 bytes)" in response.json()["error"]["message"]
-    over_everything = os.urandom(17 * 1024 * 1024)  # NGINX refuses it, in the same JSON shape
+    assert "64 MiB (67,108,864 bytes)" in response.json()["error"]["message"]
+    over_everything = bytes(66 * 1024 * 1024)  # NGINX refuses it, in the same JSON shape
     response = requests.post(site.url + "/predict", data=over_everything, headers={"Content-Type": "image/png"},
                              timeout=60)
     assert response.status_code == 413
