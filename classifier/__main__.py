@@ -66,6 +66,10 @@ def _predict(args: argparse.Namespace) -> int:
     """Classify every image under ``args.images``; 1 if any failed (each named on stderr)."""
     settings = Settings.from_env()
     found = find_images(args.images)
+    if not found.images:
+        print(f"No image files in {', '.join(map(str, args.images))}; {found.skipped} other file(s) skipped.",
+              file=sys.stderr)
+        return 1
     summary = Summary(skipped=found.skipped)
     if args.remote:
         fields = {"top_k": str(args.top_k), **({"model": args.model} if args.model else {}),

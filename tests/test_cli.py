@@ -154,6 +154,14 @@ def test_a_folder_tree_gives_one_row_per_image(tmp_path):
     assert result.stdout.count("(MobileNetV2, random weights)") == 5 and "Traceback" not in result.stderr
 
 
+def test_a_folder_without_images_is_a_failure(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("buy film\n")
+    result = run("predict", str(tmp_path / "notes"), tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert f"No image files in {tmp_path / 'notes'}; 1 other file(s) skipped." in result.stderr
+
+
 def test_a_report_file_never_replaces_an_image(tmp_path):
     """``--json cat.png b.png`` would write the report over cat.png: refused, nothing run."""
     photo = tmp_path / "cat.png"
