@@ -101,6 +101,9 @@ class RemoteClient:
         return [outcomes[path] for path in paths]
 
     def _send(self, images: list[tuple[Path, bytes]]) -> list[Outcome]:
+        """Outcomes for ``images`` from as few requests as the server allows: a 413 to several
+        splits them in two, and a refusal of several that may be one image's fault (a server
+        that reads one image per request refuses the request for it) asks for each alone."""
         if not images:
             return []
         if len(images) > 1 and self.one_per_request.is_set():
