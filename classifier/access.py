@@ -21,7 +21,7 @@ from .remote import public_url
 
 if TYPE_CHECKING:
     from .options import PredictRequest
-    from .service import Classification
+    from .service import Classification, ManyClassifications
 
 log = logging.getLogger("classifier.access")
 
@@ -45,15 +45,15 @@ class AccessRecord:
     timing_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
-    def note_request(self, request: PredictRequest, configured_remote: str | None) -> None:
-        """A parsed prediction request: its image, and the model and server it asks for."""
-        self.images = 1
+    def note_request(self, request: PredictRequest, configured_remote: str | None, images: int = 1) -> None:
+        """A parsed prediction request: how many images, and the model and server it asks for."""
+        self.images = images
         self.model = request.model if request.model in REGISTRY else None  # never a client's text
         self.server = request.server
         url = request.remote_url if request.server == "custom" else configured_remote
         self.remote = _shortened(public_url(url)) if request.server != "local" and url else None
 
-    def note_answer(self, answer: Classification) -> None:
+    def note_answer(self, answer: Classification | ManyClassifications) -> None:
         self.model, self.server, self.timing_ms = answer.model, answer.server, answer.timing_ms
         self.remote = _shortened(answer.server_url)  # already without credentials or query
 
