@@ -82,9 +82,10 @@ def _predict(args: argparse.Namespace) -> int:
         classifier = Classifier(settings, downloads=None)
         outcomes = run([[path] for path in found.images],
                        classify_here(classifier, args.model, args.top_k, args.explain is not None), in_flight=1)
-    finished = []
+    finished: list[Outcome] = []
+    heatmaps: set[Path] = set()
     for outcome in outcomes:
-        finished.append(_show(outcome, args))
+        finished.append(_show(outcome, args, heatmaps))
         summary.count(finished[-1])
     if args.csv:
         write_csv(args.csv, finished)
@@ -94,12 +95,12 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def _show(outcome: Outcome, args: argparse.Namespace) -> Outcome:
+def _show(outcome: Outcome, args: argparse.Namespace, heatmaps: set[Path]) -> Outcome:
     """Print one image's answer (or why it failed) above the progress bar; the outcome, failed
-    if its heatmap could not be written."""
+    if its heatmap could not be written. ``heatmaps`` are the files this run has written."""
     heatmap = None
     if outcome.ok and args.explain and outcome.answer.get("explanation"):
-        target = args.explain / f"{outcome.path.stem}.cam.png"
+        target = _unused(args.explain, outcome.path.stem, heatmaps)
         try:
             heatmap = _write_overlay(outcome.path.read_bytes(), outcome.answer["explanation"], target)
         except (OSError, ClassifierError) as error:
@@ -112,6 +113,17 @@ def _show(outcome: Outcome, args: argparse.Namespace) -> Outcome:
         for line in terminal_lines(outcome, heatmap):
             _say(line, sys.stdout)
     return outcome
+
+
+def _unused(folder: Path, stem: str, taken: set[Path]) -> Path:
+    """``folder/STEM.cam.png``, or ``STEM-2.cam.png``... when this run wrote that already (two
+    folders' ``cat.jpg``): one photo's heatmap never replaces another's."""
+    target, number = folder / f"{stem}.cam.png", 1
+    while target in taken:
+        number += 1
+        target = folder / f"{stem}-{number}.cam.png"
+    taken.add(target)
+    return target
 
 
 def _say(line: str, file: TextIO) -> None:

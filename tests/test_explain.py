@@ -456,6 +456,20 @@ def test_cli_explain_writes_the_overlay_and_names_it(tmp_path):
     assert overlay.format == "PNG" and overlay.size == (262, 262)  # chelsea.png is 451x300: crop (94, 19, 356, 281)
 
 
+def test_cli_explain_never_writes_one_photos_heatmap_over_anothers(tmp_path):
+    """Two folders' photos of the same name get a heatmap each."""
+    for folder, photo in (("a", "chelsea"), ("b", "coffee")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "photo.png").write_bytes(PHOTOS[photo].read_bytes())
+    out = tmp_path / "out"
+    result = run_classifier("predict", str(tmp_path / "a"), str(tmp_path / "b"), "--model", "MobileNetV2",
+                            "--explain", str(out), CLASSIFIER_RANDOM_WEIGHTS="1", KERAS_HOME=str(tmp_path),
+                            CLASSIFIER_OFFLINE="1")
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["photo-2.cam.png", "photo.cam.png"]
+    assert Image.open(out / "photo.cam.png").size != Image.open(out / "photo-2.cam.png").size  # cat, then coffee
+
+
 # --- A head that is not pooling then dense: the Keras path, with gradients ---------------------------------
 
 @pytest.fixture
