@@ -108,7 +108,8 @@ def heatmap_png(grid: np.ndarray, size: tuple[int, int]) -> bytes:
     (the heat level) indexing a palette of the colour map with an alpha per entry (tRNS),
     rows filtered "Sub" (a smooth map leaves small, repeating differences) and compressed at
     zlib's fastest level. About a millisecond for a 263×262 map, four times that at 512×512;
-    Pillow's RGBA encoder takes five to ten times longer (bench/explain.py measures it).
+    Pillow's RGBA encoder takes five to ten times longer, and its palette encoder, as fast,
+    leaves the rows unfiltered: 2.2–2.4 times the bytes in every answer.
     """
     levels = heat_levels(grid, size)
     height, width = levels.shape
