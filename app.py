@@ -30,13 +30,15 @@ from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, NotF
 from werkzeug.serving import WSGIRequestHandler
 
 from classifier import Classification, Classifier, ClassifierError, PredictRequest, Settings, metrics, request_ids
-from classifier.access import AccessRecord
+from classifier.access import AccessRecord, escaped
 from classifier.errors import (CrossOriginForbidden, ImageTooLarge, InvalidImage, InvalidRequest, RequestTooLarge,
                                UnsupportedImageType)
 from classifier.explain import overlay_png
+from classifier.image_checks import ImageLimits
 from classifier.logs import configure_logging
-from classifier.options import DEFAULT_TOP_K, MAX_TOP_K
+from classifier.options import DEFAULT_TOP_K, MAX_TOP_K, default_filename
 from classifier.remote import HOP_HEADER
+from classifier.service import ManyClassifications, ManyImagesRequest, Upload
 from classifier.sizes import size_limit
 
 log = logging.getLogger("classifier.app")
@@ -78,8 +80,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     install_request_ids(app)  # first: every other hook and handler sees the request's id
     app.request_class = InMemoryRequest
-    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes(settings.max_upload_bytes)
-    app.config["MAX_FORM_PARTS"] = 32
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    # Every image of the largest request, its options, and room for a client's extra fields;
+    # more parts are refused (413) before any is read.
+    app.config["MAX_FORM_PARTS"] = settings.max_images + len(OPTION_NAMES) + 16
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = 365 * 24 * 3600  # static URLs carry a content hash
     app.json.sort_keys = False
     app.extensions["classifier"] = classifier
@@ -89,18 +93,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(classify)
     # The image limit as the page states it, worded as the API's 413 words it: "10 MiB (10,485,760 bytes)".
     app.add_template_global(size_limit(settings.max_upload_bytes), "upload_limit")
-    _add_error_handlers(app, settings.max_upload_bytes)
+    _add_error_handlers(app, settings.max_request_bytes)
     app.after_request(_add_security_headers)
     install_metrics(app, settings.metrics_allow)
     if settings.warmup:
         threading.Thread(target=_warm_up, args=(classifier,), daemon=True, name="warm-up").start()
     return app
-
-
-def max_body_bytes(max_image_bytes: int) -> int:
-    """Room for the image as base64 (4/3) plus multipart framing; the image itself is checked
-    exactly once it is read."""
-    return max_image_bytes * 4 // 3 + 64 * 1024
 
 
 def current_classifier() -> Classifier:
@@ -119,23 +117,32 @@ def index() -> Any:
         answer = classify_request(parsed).to_json()
     except RequestEntityTooLarge:
         too_large = ImageTooLarge.over(classifier.settings.max_upload_bytes)
+        g.access.error = too_large.code
         return render_page(classifier, error=too_large), too_large.status
     except ClassifierError as error:
+        g.access.error = error.code
         return render_page(classifier, error=error, form=request.form), error.status, retry_headers(error)
-    return render_page(classifier, result=answer, form=request.form, overlay=overlay_url(parsed.image, answer))
+    overlay = overlay_url(parsed.image, answer, ImageLimits.from_settings(classifier.settings))
+    return render_page(classifier, result=answer, form=request.form, overlay=overlay)
 
 
-def overlay_url(image: bytes, answer: dict[str, Any]) -> str | None:
+def overlay_url(image: bytes, answer: dict[str, Any], limits: ImageLimits) -> str | None:
     """The explained crop as a ``data:`` URL (the CSP allows those for images): the no-JavaScript
-    page cannot draw the heatmap over a preview, so the server draws it into the photo."""
+    page cannot draw the heatmap over a preview, so the server draws it into the photo. A photo
+    a remote classified but this server's ``limits`` refuse is answered without the picture."""
     if "explanation" not in answer:
         return None
-    png = overlay_png(image, answer["explanation"])
+    try:
+        png = overlay_png(image, answer["explanation"], limits)
+    except ClassifierError as error:
+        log.info("no explained crop drawn: %s", error.message)
+        return None
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 @classify.post("/predict")
 def predict() -> Any:
+    """One image answers as one (``predictions``); several, or JSON ``images``, with ``results``."""
     return jsonify(classify_request(predict_request_from(request)).to_json())
 
 
@@ -223,17 +230,22 @@ def _content_hash(path: Path, mtime_ns: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def classify_request(parsed: PredictRequest) -> Classification:
+def classify_request(parsed: PredictRequest | ManyImagesRequest) -> Classification | ManyClassifications:
     """The answer to a parsed prediction request (the page's form or the API), noted for the
     access line; a request forwarded by another instance is answered here (no loops)."""
     classifier, record = current_classifier(), g.access
-    record.note_request(parsed, classifier.settings.remote_url)
-    answer = classifier.predict(parsed, forwarded=HOP_HEADER in request.headers)
+    forwarded = HOP_HEADER in request.headers
+    if isinstance(parsed, ManyImagesRequest):
+        record.note_request(parsed.options, classifier.settings.remote_url, images=len(parsed.uploads))
+        answer: Classification | ManyClassifications = classifier.predict_many(parsed, forwarded=forwarded)
+    else:
+        record.note_request(parsed, classifier.settings.remote_url)
+        answer = classifier.predict(parsed, forwarded=forwarded)
     record.note_answer(answer)
     return answer
 
 
-def predict_request_from(req: Request) -> PredictRequest:
+def predict_request_from(req: Request) -> PredictRequest | ManyImagesRequest:
     """The parsed request, refusing ``server=custom`` from another origin's page.
 
     CORS lets any page call ``/predict`` (reading the answer needs no credentials), which is
@@ -243,7 +255,8 @@ def predict_request_from(req: Request) -> PredictRequest:
     host must also be an address or ``localhost``, names no attacker's DNS answers for.
     """
     parsed = parse_predict_request(req)
-    if parsed.server == "custom" and (is_cross_origin(req) or not _host_is_address_or_localhost(req.host)):
+    options = parsed.options if isinstance(parsed, ManyImagesRequest) else parsed
+    if options.server == "custom" and (is_cross_origin(req) or not _host_is_address_or_localhost(req.host)):
         raise CrossOriginForbidden("server=custom is only available from this server's own page, "
                                    "opened at localhost or an IP address, not from another origin.")
     return parsed
@@ -267,28 +280,62 @@ def is_cross_origin(req: Request) -> bool:
     return req.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none")
 
 
-def parse_predict_request(req: Request) -> PredictRequest:
-    """Read any of the three request forms; query parameters apply to all of them."""
+def parse_predict_request(req: Request) -> PredictRequest | ManyImagesRequest:
+    """Read any of the three request forms; query parameters apply to all of them. Several
+    ``image`` parts, or JSON ``images``, make a request for several images."""
     mimetype = req.mimetype
     if mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        upload = req.files.get("image")
-        if upload is None:
-            raise InvalidRequest("The request has no file field named 'image'.")
-        return PredictRequest.from_options(upload.read(), {**req.args, **req.form}, upload.filename or "image")
+        return _form_request(req)
     if mimetype == "application/json":
         document = _json_document(req)
         options = {name: document[name] for name in OPTION_NAMES if name in document}
         settings = document.get("settings") or {}
         if not isinstance(settings, dict):
             raise InvalidRequest("'settings' must be a JSON object.")
-        return PredictRequest.from_options(decode_image_field(document.get("image")),
-                                           {**req.args, **options, **settings})
+        options = {**req.args, **options, **settings}
+        if "images" in document:
+            return ManyImagesRequest.from_options(_json_uploads(document), options)
+        return PredictRequest.from_options(decode_image_field(document.get("image")), options)
     if mimetype.startswith("image/") or mimetype == "application/octet-stream":
         return PredictRequest.from_options(req.get_data(), req.args)
     raise UnsupportedImageType(
         "Send the image as multipart/form-data (field 'image'), as JSON "
         "({\"image\": base64}) or as a raw image/* body."
     )
+
+
+def _form_request(req: Request) -> PredictRequest | ManyImagesRequest:
+    """One ``image`` part: today's single request; several: one request for all of them."""
+    files = req.files.getlist("image")
+    if not files:
+        raise InvalidRequest("The request has no file field named 'image'.")
+    options = {**req.args, **req.form}
+    if len(files) == 1:
+        return PredictRequest.from_options(files[0].read(), options, files[0].filename or "image")
+    return ManyImagesRequest.from_options(
+        [Upload(file.filename or default_filename(index), file.read()) for index, file in enumerate(files)], options)
+
+
+def _json_uploads(document: dict[str, Any]) -> list[Upload]:
+    """JSON ``images`` (each base64 or a data: URL) with their ``filenames``; an entry that
+    cannot be read fails that image only."""
+    images, names = document["images"], document.get("filenames")
+    if "image" in document:
+        raise InvalidRequest("Send either 'image' (one) or 'images' (a list), not both.")
+    if not isinstance(images, list) or not images:
+        raise InvalidRequest("'images' must be a list of base64 strings or data: URLs.")
+    if names is None:
+        names = [default_filename(index) for index in range(len(images))]
+    if not (isinstance(names, list) and len(names) == len(images) and all(isinstance(n, str) for n in names)):
+        raise InvalidRequest("'filenames' must be a list of strings, one for each of 'images'.")
+    uploads = []
+    for index, (value, name) in enumerate(zip(images, names)):
+        filename = name or default_filename(index)
+        try:
+            uploads.append(Upload(filename, decode_image_field(value)))
+        except ClassifierError as problem:
+            uploads.append(Upload(filename, problem=problem))
+    return uploads
 
 
 def _json_document(req: Request) -> dict[str, Any]:
@@ -359,16 +406,20 @@ def json_error(document: dict[str, dict[str, str]], status: int, headers: Mappin
     return jsonify(document), status, dict(headers or {})
 
 
-def _add_error_handlers(app: Flask, max_image_bytes: int) -> None:
+def _add_error_handlers(app: Flask, max_request_bytes: int) -> None:
     @app.errorhandler(ClassifierError)
     def classifier_error(error: ClassifierError) -> Any:
         return json_error(error.to_json(), error.status, retry_headers(error))
 
     @app.errorhandler(RequestEntityTooLarge)
     def body_too_large(error: RequestEntityTooLarge) -> Any:
+        if (request.content_length or 0) > max_request_bytes or request.content_length is None:
+            return classifier_error(RequestTooLarge(
+                f"The request body is larger than {size_limit(max_request_bytes)}, this server's limit "
+                "for one request (CLASSIFIER_MAX_REQUEST_BYTES)."))
         return classifier_error(RequestTooLarge(
-            f"The request body is larger than {size_limit(max_body_bytes(max_image_bytes))}: room for an "
-            f"image of up to {size_limit(max_image_bytes)} sent as base64."))
+            f"The form has more parts than this server takes ({current_app.config['MAX_FORM_PARTS']}: "
+            "CLASSIFIER_MAX_IMAGES images and the options), or a field too long."))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
@@ -379,7 +430,7 @@ def _add_error_handlers(app: Flask, max_image_bytes: int) -> None:
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception) -> Any:
-        log.exception("unexpected error on %s %s", request.method, request.path)
+        log.exception("unexpected error on %s %s", request.method, escaped(request.path))
         message = "The server failed unexpectedly; the error has been logged."
         return json_error({"error": {"code": "internal_error", "message": message}}, 500)
 

@@ -37,6 +37,13 @@ class Settings:
     weights_mirror: str | None = None
     keras_home: Path = dataclasses.field(default_factory=lambda: _keras_home(os.environ))
     max_upload_bytes: int = 10 * 1024 * 1024
+    # One request (README, "Several images in one request"): its whole body, which NGINX's
+    # client_max_body_size and uWSGI's limit-post follow, and how many images it may hold.
+    max_request_bytes: int = 64 * 2**20
+    max_images: int = 32
+    # Images decoded and run through the model together; a request holds at most this many
+    # decoded at once. Measured in bench/batching.py (ms per image at batch 1/2/4/8/16).
+    batch_size: int = 8
     # Image limits (image_checks.py; README, "How an image is prepared", has the measurements).
     max_pixels: int = 50_000_000
     max_aspect_ratio: float = 20.0
@@ -69,6 +76,9 @@ class Settings:
             "weights_mirror": env.text("CLASSIFIER_WEIGHTS_MIRROR"),
             "keras_home": _keras_home(environ),
             "max_upload_bytes": env.number("CLASSIFIER_MAX_UPLOAD_BYTES", int),
+            "max_request_bytes": env.number("CLASSIFIER_MAX_REQUEST_BYTES", int),
+            "max_images": env.number("CLASSIFIER_MAX_IMAGES", int),
+            "batch_size": env.number("CLASSIFIER_BATCH_SIZE", int),
             "max_pixels": env.number("CLASSIFIER_MAX_PIXELS", int),
             "max_aspect_ratio": env.number("CLASSIFIER_MAX_ASPECT_RATIO", float),
             "max_jpeg_scans": env.number("CLASSIFIER_MAX_JPEG_SCANS", int),

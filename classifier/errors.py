@@ -72,6 +72,12 @@ class RequestTooLarge(ClassifierError):
     status, code = 413, "request_entity_too_large"
 
 
+class TooManyImages(ClassifierError):
+    """More images in one request than ``CLASSIFIER_MAX_IMAGES``, counted before any is decoded."""
+
+    status, code = 413, "too_many_images"
+
+
 class ModelUnavailable(ClassifierError):
     """The model exists but cannot run here yet (weights missing or downloading)."""
 

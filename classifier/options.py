@@ -1,12 +1,14 @@
-"""One prediction request, parsed from whichever form it came in (form, JSON, query, CLI)."""
+"""One prediction request, parsed from whichever form it came in (form, JSON, query, CLI):
+one image (``PredictRequest``) or several with the same options (``ManyImagesRequest``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from . import labels
-from .errors import InvalidRequest
+from .errors import ClassifierError, InvalidRequest
 
 DEFAULT_TOP_K = 3
 MAX_TOP_K = 20
@@ -29,7 +31,9 @@ class PredictRequest:
 
     @classmethod
     def from_options(cls, image: bytes, options: Mapping[str, object], filename: str = "image") -> PredictRequest:
-        """Validate loosely typed options (form fields, JSON values, query parameters)."""
+        """Validate loosely typed options (form fields, JSON values, query parameters). Naming
+        a class to explain asks for an explanation: ``explain_class`` alone implies ``explain``."""
+        explain_class = _explain_class(options)
         return cls(
             image=image,
             filename=filename or "image",
@@ -37,9 +41,13 @@ class PredictRequest:
             top_k=_top_k(options.get("top_k")),
             server=_server(options.get("server")),
             remote_url=_text(options, "remote_url"),
-            explain=_flag(options, "explain"),
-            explain_class=_explain_class(options),
+            explain=_flag(options, "explain") or explain_class is not None,
+            explain_class=explain_class,
         )
+
+    def for_image(self, upload: Upload) -> PredictRequest:
+        """This request's options with ``upload``'s image and file name."""
+        return dataclasses.replace(self, image=upload.data, filename=upload.filename)
 
     def forwarded_options(self) -> dict[str, str]:
         """The options a remote instance needs to answer this request as this one would."""
@@ -49,6 +57,33 @@ class PredictRequest:
         if self.explain_class:
             fields["explain_class"] = self.explain_class
         return fields
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One image of a request with several: its bytes, or why they could not be read (a JSON
+    entry that is not base64), which becomes that image's error and no other's."""
+
+    filename: str
+    data: bytes = b""
+    problem: ClassifierError | None = None
+
+
+@dataclass(frozen=True)
+class ManyImagesRequest:
+    """Several images classified with the same options (``options``; its own image unused)."""
+
+    uploads: tuple[Upload, ...]
+    options: PredictRequest
+
+    @classmethod
+    def from_options(cls, uploads: Sequence[Upload], options: Mapping[str, object]) -> ManyImagesRequest:
+        return cls(tuple(uploads), PredictRequest.from_options(b"", options))
+
+
+def default_filename(index: int) -> str:
+    """The name of the ``index``-th image (from 0) when the client gave none: ``image-1``, ..."""
+    return f"image-{index + 1}"
 
 
 def _text(options: Mapping[str, object], name: str) -> str | None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import re
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,7 +25,7 @@ import urllib3.exceptions
 from urllib3.exceptions import NameResolutionError
 
 from .errors import RemoteBusy, RemoteError, RemoteNotAllowed, RemoteRejected, RemoteTimeout, RemoteUnavailable
-from .explain import png_bytes
+from .explain import heatmap_png_bytes
 from .labels import Prediction
 from .request_ids import HEADER as REQUEST_ID_HEADER
 from .request_ids import current_request_id
@@ -35,6 +36,7 @@ MAX_RELAYED_MESSAGE_CHARS = 300  # a remote's error message, as much as a person
 MAX_RETRY_AFTER_SECONDS = 600  # a remote may not tell our callers to stay away for longer
 # The keys of this service's error object; a remote too old to send request_id has the first two.
 _ERROR_KEYS = {"code", "message", "request_id"}
+_ERROR_CODE = re.compile(r"[a-z_]{1,64}")  # what this service's codes look like; nothing else is relayed
 MAX_GRID_SIDE = 64  # rows or columns of a relayed explanation grid (this service's models give 7)
 MAX_CROP_COORDINATE = 1 << 20  # pixels: more than any image the limits let through
 MAX_SUMMARY_CHARS = 300
@@ -69,12 +71,23 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
-class RemoteAnswer:
-    model: str
-    weights: str
+class RemoteResult:
+    """One image's part of a remote's answer to several: predictions, or its error."""
+
     predictions: list[Prediction]
     timing_ms: dict[str, float]
     explanation: dict[str, object] | None = None
+    error: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class RemoteAnswer:
+    """A remote's checked answer: one result per image sent, in order."""
+
+    model: str
+    weights: str
+    results: list[RemoteResult]
+    timing_ms: dict[str, float]
 
 
 def public_url(url: str) -> str:
@@ -219,12 +232,46 @@ def forward(
     that trickles bytes forever is cut off, and at most ``MAX_RESPONSE_BYTES`` are read.
     The request being handled, if any, lends the forward its id.
     """
+    return forward_many(url, [(filename, image)], fields, timeouts, explanation_expected)
+
+
+def forward_many(
+    url: str,
+    uploads: Sequence[tuple[str, bytes]],
+    fields: Mapping[str, str],
+    timeouts: Timeouts,
+    explanation_expected: bool = False,
+) -> RemoteAnswer:
+    """Send images (file name, bytes) to ``url`` in one request, as that many ``image`` parts,
+    and return the remote's answer, checked as ``forward`` checks one: several images are
+    answered with ``results``, one per image in order, each predictions or an error; up to
+    ``MAX_RESPONSE_BYTES`` per image are read."""
+    shown = public_url(url)
+    document = _post(url, uploads, fields, timeouts, MAX_RESPONSE_BYTES * len(uploads))
+    try:
+        answer = _expect(document, dict)
+        if len(uploads) == 1:  # one part: the remote answers as to one image
+            results = [_predictions(answer, explanation_expected)]
+        else:
+            results = [_result(item, explanation_expected) for item in _expect(answer["results"], list)]
+        if len(results) != len(uploads):
+            raise ValueError("results")
+        return RemoteAnswer(_expect(answer["model"], str), _expect(answer["weights"], str), results,
+                            _timing(answer))
+    except (KeyError, TypeError, ValueError):
+        message = f"The remote server at {shown} answered in an unexpected format."
+        raise RemoteError(message + _predict_hint(shown)) from None
+
+
+def _post(url: str, uploads: Sequence[tuple[str, bytes]], fields: Mapping[str, str], timeouts: Timeouts,
+          max_bytes: int) -> object:
+    """POST ``uploads`` as ``image`` parts with ``fields``; the JSON document of a 200, else the error."""
     deadline = time.monotonic() + timeouts.connect + timeouts.read
     request_id, shown = current_request_id(), public_url(url)
     try:
         with _session() as session, session.post(
             url,
-            files={"image": (filename, image)},
+            files=[("image", upload) for upload in uploads],
             data=dict(fields),
             headers={HOP_HEADER: "1", "Accept": "application/json",
                      **({REQUEST_ID_HEADER: request_id} if request_id else {})},
@@ -232,7 +279,7 @@ def forward(
             allow_redirects=False,
             stream=True,
         ) as response:
-            body = _read_capped(response, deadline)
+            body = _read_capped(response, deadline, max_bytes)
             status, retry_after = response.status_code, response.headers.get("Retry-After")
     except (requests.Timeout, urllib3.exceptions.TimeoutError):
         raise RemoteTimeout(f"The remote server at {shown} did not answer in time.") from None
@@ -241,15 +288,15 @@ def forward(
         raise RemoteError(f"The remote server at {shown} could not be reached ({reason}).") from None
     if status != 200:
         raise _refusal(shown, status, _json_or_none(body), retry_after)
-    return _parse(shown, _json_or_none(body), explanation_expected)
+    return _json_or_none(body)
 
 
-def _read_capped(response: requests.Response, deadline: float) -> bytes:
+def _read_capped(response: requests.Response, deadline: float, max_bytes: int) -> bytes:
     body = bytearray()
     while chunk := response.raw.read1(64 * 1024, decode_content=True):
         body += chunk
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise RemoteError(f"The remote server's answer exceeded {MAX_RESPONSE_BYTES} bytes.")
+        if len(body) > max_bytes:
+            raise RemoteError(f"The remote server's answer exceeded {max_bytes} bytes.")
         if time.monotonic() > deadline:
             raise RemoteTimeout("The remote server did not finish its answer in time.")
     return bytes(body)
@@ -316,20 +363,27 @@ def _predict_hint(url: str) -> str:
     return f" Did you mean {suggestion}?"
 
 
-def _parse(url: str, document: object, explanation_expected: bool = False) -> RemoteAnswer:
-    try:
-        explanation = _expect(document, dict).get("explanation") if explanation_expected else None
-        return RemoteAnswer(
-            model=_expect(document["model"], str),
-            weights=_expect(document["weights"], str),
-            predictions=[_prediction(item) for item in _expect(document["predictions"], list)],
-            timing_ms={name: _finite(value, 0, math.inf) for name, value
-                       in _expect(document.get("timing_ms", {}), dict).items()},
-            explanation=None if explanation is None else _explanation(explanation),
-        )
-    except (KeyError, TypeError, ValueError):
-        message = f"The remote server at {url} answered in an unexpected format."
-        raise RemoteError(message + _predict_hint(url)) from None
+def _timing(answer: dict) -> dict[str, float]:
+    return {name: _finite(value, 0, math.inf) for name, value in _expect(answer.get("timing_ms", {}), dict).items()}
+
+
+def _result(value: object, explanation_expected: bool) -> RemoteResult:
+    """One of several images' answers: its predictions, or an error in this service's shape,
+    its message shortened as a relayed refusal's is."""
+    item = _expect(value, dict)
+    if "error" not in item:
+        return _predictions(item, explanation_expected)
+    message = _service_error_message({"error": item["error"]})
+    if message is None or not _ERROR_CODE.fullmatch(item["error"]["code"]):
+        raise ValueError("error")
+    return RemoteResult([], {}, error={"code": item["error"]["code"], "message": message})
+
+
+def _predictions(item: dict, explanation_expected: bool) -> RemoteResult:
+    """An image's predictions and times, and its explanation if asked for and given."""
+    explanation = item.get("explanation") if explanation_expected else None
+    return RemoteResult([_prediction(entry) for entry in _expect(item["predictions"], list)], _timing(item),
+                        None if explanation is None else _explanation(explanation))
 
 
 def _prediction(item: dict) -> Prediction:
@@ -350,7 +404,7 @@ def _explanation(value: object) -> dict[str, object]:
             and all(len(row) == len(grid[0]) for row in grid)):
         raise ValueError("grid")
     heatmap = _expect(item["heatmap"], str)
-    png_bytes(heatmap)  # a data URL holding a PNG, or ValueError
+    heatmap_png_bytes({"heatmap": heatmap, "crop": crop})  # a PNG the size of the crop, or ValueError
     summary = _expect(item["summary"], str)
     if len(summary) > MAX_SUMMARY_CHARS:
         raise ValueError("summary")

@@ -1,4 +1,4 @@
-"""One prediction, start to finish: image → model → ranked labels, or a forward.
+"""One prediction, start to finish: image(s) → model → ranked labels, or a forward.
 
 This is the library's front door; the Flask app and the CLI both call ``Classifier``.
 Which models can run and loading them is ``catalog.py``; parsing options is ``options.py``.
@@ -6,8 +6,11 @@ Which models can run and loading them is ``catalog.py``; parsing options is ``op
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -16,12 +19,13 @@ from .catalog import Catalog
 from .config import Settings
 from .download import BackgroundDownloads
 from .engine import POOL, LoadedModel, ModelPool
-from .errors import ImageTooLarge, InvalidRequest, RemoteNotAllowed
+from .errors import ClassifierError, ImageTooLarge, InvalidRequest, RemoteError, RemoteNotAllowed, TooManyImages
 from .explain import Explanation
-from .models import get_spec
-from .options import DEFAULT_TOP_K, MAX_TOP_K, PredictRequest
+from .models import ModelSpec, get_spec
+from .options import DEFAULT_TOP_K, MAX_TOP_K, ManyImagesRequest, PredictRequest, Upload
 
-__all__ = ["DEFAULT_TOP_K", "MAX_TOP_K", "Classification", "Classifier", "PredictRequest"]
+__all__ = ["DEFAULT_TOP_K", "MAX_TOP_K", "Classification", "Classifier", "ImageResult", "ManyClassifications",
+           "ManyImagesRequest", "PredictRequest", "Upload"]
 
 
 @dataclass
@@ -38,20 +42,64 @@ class Classification:
     """The ``explanation`` object (``explain.Explanation.to_json``, or a remote's, checked)."""
 
     def to_json(self) -> dict[str, object]:
-        document: dict[str, object] = {
-            "model": self.model,
-            "weights": self.weights,
-            "server": self.server,
-            "predictions": [p.to_json() for p in self.predictions],
-            # The original keras_classifier page's shape, kept so its clients keep working.
-            "result": [{p.display_label: round(p.score, 3)} for p in self.predictions],
-            "timing_ms": self.timing_ms,
-        }
+        document: dict[str, object] = {"model": self.model, "weights": self.weights, "server": self.server,
+                                       **_predictions_json(self.predictions, self.timing_ms)}
         if self.server_url:
             document["server_url"] = self.server_url
         if self.explanation is not None:
             document["explanation"] = self.explanation
         return document
+
+
+def _predictions_json(predictions: list[labels.Prediction], timing_ms: dict[str, float]) -> dict[str, object]:
+    return {
+        "predictions": [p.to_json() for p in predictions],
+        # The original keras_classifier page's shape, kept so its clients keep working.
+        "result": [{p.display_label: round(p.score, 3)} for p in predictions],
+        "timing_ms": timing_ms,
+    }
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's part of the answer to several: its predictions, or the error it alone had
+    (``{"code", "message"}``)."""
+
+    filename: str
+    predictions: list[labels.Prediction] = field(default_factory=list)
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    explanation: dict[str, object] | None = None
+    error: dict[str, str] | None = None
+
+    @classmethod
+    def failed(cls, filename: str, error: ClassifierError) -> ImageResult:
+        return cls(filename, error=error.to_json()["error"])
+
+    def to_json(self) -> dict[str, object]:
+        if self.error is not None:
+            return {"filename": self.filename, "error": self.error}
+        document = {"filename": self.filename, **_predictions_json(self.predictions, self.timing_ms)}
+        if self.explanation is not None:
+            document["explanation"] = self.explanation
+        return document
+
+
+@dataclass
+class ManyClassifications:
+    """The answer to several images: one ``ImageResult`` each, in the request's order."""
+
+    model: str
+    weights: str
+    results: list[ImageResult]
+    timing_ms: dict[str, float]
+    server: str = "local"
+    server_url: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        document: dict[str, object] = {"model": self.model, "weights": self.weights, "server": self.server}
+        if self.server_url:
+            document["server_url"] = self.server_url
+        return {**document, "results": [result.to_json() for result in self.results], "timing_ms": self.timing_ms}
 
 
 @dataclass
@@ -70,15 +118,21 @@ class Classifier:
 
     def predict(self, request: PredictRequest, forwarded: bool = False) -> Classification:
         """Answer ``request``; a ``forwarded`` request is always answered here (no loops)."""
-        server = "local" if forwarded else request.server
-        with metrics.counting_prediction(server, request.model) as counted:
-            if server == "local":
-                result = self.classify(request.image, request.model, request.top_k,
-                                       explain=request.explain, explain_class=request.explain_class)
-            else:
-                result = self._forward(request)
-            counted.model = result.model
-        return result
+        here = functools.partial(self.classify, request.image, request.model, request.top_k,
+                                 explain=request.explain, explain_class=request.explain_class)
+        return _counted(request, forwarded, here, functools.partial(self._forward, request))
+
+    def predict_many(self, request: ManyImagesRequest, forwarded: bool = False) -> ManyClassifications:
+        """Answer several images with the same options: one prediction (one count in
+        ``classifier_predictions_total``), each image answered or failed on its own. Too
+        many images fail the request before any is decoded."""
+        options = request.options
+        if len(request.uploads) > self.settings.max_images:
+            raise TooManyImages(f"The request holds {len(request.uploads)} images; this server takes at most "
+                                f"{self.settings.max_images} in one request (CLASSIFIER_MAX_IMAGES).")
+        here = functools.partial(self.classify_many, request.uploads, options.model, options.top_k,
+                                 explain=options.explain, explain_class=options.explain_class)
+        return _counted(options, forwarded, here, functools.partial(self._forward_many, request))
 
     def _forward(self, request: PredictRequest) -> Classification:
         started = time.perf_counter()
@@ -88,10 +142,41 @@ class Classifier:
         with metrics.FORWARD_SECONDS.labels(request.server).time():
             answer = remote.forward(url, request.image, request.filename, request.forwarded_options(), timeouts,
                                     explanation_expected=request.explain)
-        timing = {**answer.timing_ms, "total": _ms_since(started)}
-        return Classification(answer.model, answer.weights, answer.predictions[: request.top_k], timing,
+        _check_explained(answer, request.explain_class, url)
+        timing, result = {**answer.timing_ms, "total": _ms_since(started)}, answer.results[0]
+        return Classification(answer.model, answer.weights, result.predictions[: request.top_k], timing,
                               server=request.server, server_url=remote.public_url(url),
-                              explanation=answer.explanation)
+                              explanation=result.explanation)
+
+    def _forward_many(self, request: ManyImagesRequest) -> ManyClassifications:
+        """All the readable images to the remote in one call; those that could not be read
+        (or are over the image limit) keep their own error here, in their place."""
+        started, options = time.perf_counter(), request.options
+        url = self._remote_url(options)
+        problems = {index: self._problem(upload) for index, upload in enumerate(request.uploads)}
+        sent = [upload for index, upload in enumerate(request.uploads) if problems[index] is None]
+        timeouts = remote.Timeouts(self.settings.remote_connect_timeout, self.settings.remote_read_timeout)
+        answer = remote.RemoteAnswer(options.model or "default", "unknown", [], {})  # if nothing is sent
+        if sent:
+            with metrics.FORWARD_SECONDS.labels(options.server).time():
+                answer = remote.forward_many(url, [(upload.filename, upload.data) for upload in sent],
+                                             options.forwarded_options(), timeouts,
+                                             explanation_expected=options.explain)
+            _check_explained(answer, options.explain_class, url)
+        relayed = iter(answer.results)
+        results = [ImageResult.failed(upload.filename, problem) if (problem := problems[index])
+                   else _relayed(upload.filename, next(relayed), options.top_k)
+                   for index, upload in enumerate(request.uploads)]
+        return ManyClassifications(answer.model, answer.weights, results,
+                                   {**answer.timing_ms, "total": _ms_since(started)},
+                                   server=options.server, server_url=remote.public_url(url))
+
+    def _problem(self, upload: Upload) -> ClassifierError | None:
+        """Why ``upload`` is not sent on or decoded: unreadable, or over the image limit."""
+        if upload.problem is not None:
+            return upload.problem
+        return ImageTooLarge.over(self.settings.max_upload_bytes) if len(upload.data) > self.settings.max_upload_bytes \
+            else None
 
     def _remote_url(self, request: PredictRequest) -> str:
         if request.server == "remote":
@@ -142,6 +227,88 @@ class Classifier:
         timing["total"] = _ms_since(started)
         return Classification(loaded.spec.name, loaded.weights, predictions, timing, explanation=explanation)
 
+    def classify_many(self, uploads: Sequence[Upload], model: str | None = None, top_k: int = DEFAULT_TOP_K, *,
+                      explain: bool = False, explain_class: str | None = None) -> ManyClassifications:
+        """Classify each of ``uploads`` with ``model`` in this process, ``settings.batch_size``
+        at a time: a batch is decoded (an image that fails gets its error), run through the
+        model in one pass, and let go before the next is decoded, so a request never holds
+        more than one batch of decoded images. The model is loaded after the first batch is
+        decoded; an unknown or unavailable model fails the whole request."""
+        started = time.perf_counter()
+        spec = get_spec(model or self.default_model)
+        was_loaded = self.catalog.state(spec).state == status.LOADED
+        results: list[ImageResult] = []
+        totals = {"decode": 0.0, "inference": 0.0}
+        loaded: LoadedModel | None = None
+        for batch in _batches(uploads, self.settings.batch_size):
+            framed = [self._framed_or_error(upload, spec, totals) for upload in batch]
+            if loaded is None:
+                loaded_at = time.perf_counter()
+                loaded = self._ready(spec, explain)
+                totals["load"] = _ms_since(loaded_at)
+            results += self._classify_batch(loaded, batch, framed, top_k, explain, explain_class, totals)
+        if loaded is None:  # no images at all: the parser never lets that happen
+            raise InvalidRequest("The request holds no images.")
+        timing = {name: round(value, 2) for name, value in totals.items() if name != "load" or not was_loaded}
+        return ManyClassifications(loaded.spec.name, loaded.weights, results, {**timing, "total": _ms_since(started)})
+
+    def _framed_or_error(self, upload: Upload, spec: ModelSpec,
+                         totals: dict[str, float]) -> tuple[images.Framed | ClassifierError, float]:
+        """The model's input from ``upload`` (or the error it gave) and the milliseconds it took."""
+        started = time.perf_counter()
+        try:
+            if (problem := self._problem(upload)) is not None:
+                raise problem
+            result: images.Framed | ClassifierError = images.framed(
+                upload.data, spec.input_size, images.ImageLimits.from_settings(self.settings))
+        except ClassifierError as error:
+            result = error
+        seconds = time.perf_counter() - started
+        metrics.DECODE_SECONDS.observe(seconds)
+        totals["decode"] += seconds * 1000
+        return result, round(seconds * 1000, 2)
+
+    def _ready(self, spec: ModelSpec, explain: bool) -> LoadedModel:
+        loaded = self.load_model(spec.name)
+        if explain and not loaded.explainable:
+            raise InvalidRequest(f"{spec.name} cannot explain its answers here; GET /models says which can.")
+        return loaded
+
+    def _classify_batch(self, loaded: LoadedModel, batch: Sequence[Upload],
+                        framed: list[tuple[images.Framed | ClassifierError, float]], top_k: int, explain: bool,
+                        explain_class: str | None, totals: dict[str, float]) -> list[ImageResult]:
+        """One forward pass over the batch's decoded images; each image's share of its time
+        is that image's ``inference``."""
+        decoded = [item for item, _ in framed if isinstance(item, images.Framed)]
+        scores, features, share = np.empty((0, 1000)), None, 0.0
+        if decoded:
+            started = time.perf_counter()
+            scores, features = loaded.scores_and_features(np.stack([item.pixels for item in decoded]))
+            seconds = time.perf_counter() - started
+            metrics.INFERENCE_SECONDS.labels(loaded.spec.name, loaded.runtime.name).observe(seconds)
+            metrics.IMAGES.labels(loaded.spec.name).inc(len(scores))
+            totals["inference"] += seconds * 1000
+            share = round(seconds * 1000 / len(decoded), 2)
+        rows = iter(range(len(decoded)))
+        results = []
+        for upload, (item, decode_ms) in zip(batch, framed):
+            if isinstance(item, ClassifierError):
+                results.append(ImageResult.failed(upload.filename, item))
+                continue
+            row = next(rows)
+            timing = {"decode": decode_ms, "inference": share}
+            predictions = labels.top_k(scores[row], top_k)
+            explanation = None
+            if explain:
+                explain_started = time.perf_counter()
+                explained = explain_class or predictions[0].class_id
+                row_features = None if features is None else features[row:row + 1]
+                explanation = _explanation(loaded, item, scores[row], row_features, explained).to_json()
+                timing["explain"] = _ms_since(explain_started)
+            timing["total"] = round(sum(timing.values()), 2)
+            results.append(ImageResult(upload.filename, predictions, timing, explanation))
+        return results
+
     def _check_size(self, image: bytes) -> None:
         if len(image) > self.settings.max_upload_bytes:
             raise ImageTooLarge.over(self.settings.max_upload_bytes)
@@ -167,6 +334,43 @@ def _explanation(loaded: LoadedModel, framed: images.Framed, scores: np.ndarray,
     number = max(labels.class_numbers(explain_class), key=lambda candidate: scores[candidate])
     class_id, label = labels.class_index()[number]
     return Explanation(class_id, label, framed.crop, loaded.class_map(framed.pixels[None], features, number))
+
+
+def _check_explained(answer: remote.RemoteAnswer, explain_class: str | None, url: str) -> None:
+    """A remote's maps must be of the class the request named (by class_id or label): one of
+    another class would be shown under the wrong name."""
+    if explain_class is None:
+        return
+    wanted = {labels.class_index()[number][0] for number in labels.class_numbers(explain_class)}
+    if any(result.explanation and result.explanation["class_id"] not in wanted for result in answer.results):
+        raise RemoteError(f"The remote server at {remote.public_url(url)} explained another class than "
+                          f"{explain_class}.")
+
+
+Answer = TypeVar("Answer", Classification, ManyClassifications)
+
+
+def _counted(options: PredictRequest, forwarded: bool, here: Callable[[], Answer],
+             there: Callable[[], Answer]) -> Answer:
+    """The answer from this host (``here``) or the remote (``there``), as ``options`` ask
+    (a ``forwarded`` request is always answered here: no loops), counted as one prediction."""
+    server = "local" if forwarded else options.server
+    with metrics.counting_prediction(server, options.model) as counted:
+        result = here() if server == "local" else there()
+        counted.model = result.model
+    return result
+
+
+def _batches(uploads: Sequence[Upload], size: int) -> Iterator[Sequence[Upload]]:
+    for start in range(0, len(uploads), size):
+        yield uploads[start:start + size]
+
+
+def _relayed(filename: str, result: remote.RemoteResult, top_k: int) -> ImageResult:
+    """A remote's answer for one image, under the name the client gave it here."""
+    if result.error is not None:
+        return ImageResult(filename, error=result.error)
+    return ImageResult(filename, result.predictions[:top_k], result.timing_ms, result.explanation)
 
 
 def _ms_since(start: float, end: float | None = None) -> float:

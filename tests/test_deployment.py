@@ -250,13 +250,14 @@ def test_uwsgi_and_nginx_numbers_agree():
     # waits for the longest request.
     assert harakiri < nginx_seconds(server["uwsgi_read_timeout"]) <= harakiri + 10
     assert int(uwsgi_ini_value("worker-reload-mercy")) >= harakiri
-    # Bodies: the app's own cap sits below NGINX's and uWSGI's, which are equal, so the app
-    # answers an upload over the limit itself; accepted bodies stay in memory throughout.
+    # Bodies: the app's own cap (CLASSIFIER_MAX_REQUEST_BYTES) sits just below NGINX's and
+    # uWSGI's, which are equal, so the app answers a body over the limit itself; accepted
+    # bodies stay in memory throughout.
     from classifier import Settings
 
-    app_cap = Settings().max_upload_bytes * 4 // 3 + 64 * 1024
+    app_cap = Settings().max_request_bytes
     limit = nginx_bytes(predict["client_max_body_size"])
-    assert app_cap < limit == int(uwsgi_ini_value("limit-post"))
+    assert app_cap < limit == int(uwsgi_ini_value("limit-post")) <= app_cap + 2**20
     assert nginx_bytes(predict["client_body_buffer_size"]) >= limit
     assert nginx_bytes(server["client_body_buffer_size"]) >= nginx_bytes(server["client_max_body_size"])
     # Everything NGINX passes on fits uWSGI's buffers: the uwsgi protocol's largest packet,
@@ -395,13 +396,13 @@ def test_upload_over_the_limit_gets_the_apps_json_413(site):
     assert response.status_code == 413
     assert response.headers["Content-Type"] == "application/json"
     assert response.json()["error"]["code"] == "image_too_large"  # the app's answer
-    over_body_cap = os.urandom(15 * 1024 * 1024)  # > the app's body cap, < NGINX's 16m
+    over_body_cap = bytes(64 * 1024 * 1024 + 1)  # > the app's body cap, < NGINX's 65m
     response = requests.post(site.url + "/predict", data=over_body_cap, headers={"Content-Type": "image/png"},
                              timeout=60)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_entity_too_large"  # the app's, with its limit:
-    assert "13.4 MiB (14,046,549 bytes)" in response.json()["error"]["message"]
-    over_everything = os.urandom(17 * 1024 * 1024)  # NGINX refuses it, in the same JSON shape
+    assert "64 MiB (67,108,864 bytes)" in response.json()["error"]["message"]
+    over_everything = bytes(66 * 1024 * 1024)  # NGINX refuses it, in the same JSON shape
     response = requests.post(site.url + "/predict", data=over_everything, headers={"Content-Type": "image/png"},
                              timeout=60)
     assert response.status_code == 413

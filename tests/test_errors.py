@@ -45,14 +45,15 @@ def test_a_wrong_method_is_a_json_405_with_allow(url, method, path, allowed):
 
 
 def test_a_body_over_the_limit_states_the_limit(url):
-    """14.5 MB used to get Werkzeug's "exceeds the capacity limit", with no number."""
-    response = requests.post(url + "/predict", data=b"\0" * 14_500_000, headers={"Content-Type": "image/jpeg"},
+    """A body over CLASSIFIER_MAX_REQUEST_BYTES used to get Werkzeug's "exceeds the capacity
+    limit", with no number."""
+    response = requests.post(url + "/predict", data=b"\0" * (64 * 2**20 + 1), headers={"Content-Type": "image/jpeg"},
                              timeout=30)
     assert response.status_code == 413
     assert error_of(response) == {
         "code": "request_entity_too_large",
-        "message": f"The request body is larger than 13.4 MiB (14,046,549 bytes): room for an image of up to "
-                   f"{LIMIT} sent as base64.",
+        "message": "The request body is larger than 64 MiB (67,108,864 bytes), this server's limit for one "
+                   "request (CLASSIFIER_MAX_REQUEST_BYTES).",
     }
 
 

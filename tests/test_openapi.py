@@ -151,17 +151,24 @@ def data_url(image: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(image).decode()
 
 
-@pytest.mark.parametrize("form", ["multipart", "json settings", "json top level", "raw"])
+@pytest.mark.parametrize("form", ["multipart", "json settings", "json top level", "raw", "multipart several",
+                                  "json images"])
 def test_every_request_form_and_its_answer_keep_to_the_description(client, cat_png, form):
     request = {
         "multipart": dict(data={"image": (cat_png, "cat.png"), "model": "MobileNetV2", "top_k": "5"}),
+        "multipart several": dict(data={"image": [(io.BytesIO(cat_png), "cat.png"), (io.BytesIO(b"no"), "x.txt")],
+                                        "model": "MobileNetV2", "top_k": "5"}),
+        "json images": dict(json={"images": [data_url(cat_png), "%%"], "filenames": ["cat.png", "x"],
+                                  "settings": {"model": "MobileNetV2", "top_k": 5, "explain": True}}),
         "json settings": dict(json={"image": data_url(cat_png), "settings": {"model": "MobileNetV2", "top_k": 5}}),
         "json top level": dict(json={"image": base64.b64encode(cat_png).decode(), "model": "MobileNetV2",
                                      "top_k": 5}),
         "raw": dict(data=cat_png, content_type="image/png", query_string={"model": "MobileNetV2", "top_k": "5"}),
     }[form]
     response = conforming(client, "POST", "/predict", **request)
-    assert response.status_code == 200 and len(response.json["predictions"]) == 5
+    assert response.status_code == 200
+    answers = response.json.get("results", [response.json])
+    assert len(answers[0]["predictions"]) == 5 and all("error" in answer for answer in answers[1:])
 
 
 def test_a_real_model_answer_keeps_to_the_description(make_app, keras_home, cat_png):
@@ -189,8 +196,9 @@ SCHEMA_INVALID = object()  # marks a request the description itself refuses: onl
      dict(data="CAT", content_type="image/png", headers={"Origin": "https://evil.example"},
           query_string={"server": "custom", "remote_url": "http://127.0.0.1/predict"}), (403, "cross_origin_forbidden")),
     ({"max_upload_bytes": 1000}, dict(data=b"\0" * 5000, content_type="image/png"), (413, "image_too_large")),
-    ({"max_upload_bytes": 1000}, dict(data=b"\0" * 70_000, content_type="image/png"),
+    ({"max_request_bytes": 60_000}, dict(data=b"\0" * 70_000, content_type="image/png"),
      (413, "request_entity_too_large")),
+    ({"max_images": 1}, dict(json={"images": ["aGVsbG8=", "aGVsbG8="]}), (413, "too_many_images")),
     ({}, dict(data=b"hello", content_type="text/plain", marker=SCHEMA_INVALID), (415, "unsupported_image_type")),
     ({}, dict(data=b"not an image at all", content_type="image/jpeg"), (415, "unsupported_image_type")),
     ({"random_weights": False, "offline": True}, dict(data="CAT", content_type="image/png",
