@@ -122,6 +122,8 @@ def index() -> Any:
     except ClassifierError as error:
         g.access.error = error.code
         return render_page(classifier, error=error, form=request.form), error.status, retry_headers(error)
+    if isinstance(parsed, ManyImagesRequest):
+        return render_page(classifier, result=answer, form=request.form)  # a table, a row per photo
     overlay = overlay_url(parsed.image, answer, ImageLimits.from_settings(classifier.settings))
     return render_page(classifier, result=answer, form=request.form, overlay=overlay)
 

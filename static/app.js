@@ -655,7 +655,6 @@
     setTimeout(() => URL.revokeObjectURL(link.href)); // the download has its own copy by then
   }
 
-  input.multiple = true;
   $("folder-pick").hidden = false;
   $("folder").addEventListener("change", (event) => {
     enqueue(Array.from(event.target.files).filter(looksLikeImage));

@@ -18,7 +18,7 @@ from conftest import PHOTOS
 from playwright.sync_api import expect
 from test_page import (DESKTOP, FIRST_ANSWER, PHONE, SCREENSHOTS, browser, expect_bars,  # noqa: F401 (fixtures)
                        open_page, other, real)
-from test_page_axe import expect_no_serious_violations
+from test_page_axe import expect_no_serious_violations, open_checked_page  # noqa: F401 (fixture)
 
 CAT_LABELS = {"Tabby", "Tiger cat", "Egyptian cat"}
 
@@ -138,3 +138,27 @@ def test_use_via_api_gives_commands_that_work_and_copies_them(open_page, browser
         expect_no_serious_violations(page, "API panel open")
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("checked", [False, True], ids=["nojs", "axe-on-app-js-empty"])
+def test_without_javascript_several_files_answer_with_a_table(open_page, open_checked_page, real, tmp_path, checked):
+    """The form posts the files as one request (several ``image`` parts); the server answers
+    with a row per photo, in order, a broken file as its own row. ``checked``: the page axe-core
+    can run in (static/app.js empty, see tests/test_page_axe.py), checked by it."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a picture\n")
+    files = [PHOTOS["chelsea"], broken, PHOTOS["coffee"]]
+    page = open_checked_page(real, DESKTOP, False) if checked else open_page(real, javascript=False)
+    page.set_input_files("#image", files)
+    with page.expect_navigation(timeout=FIRST_ANSWER) as navigation:
+        page.get_by_role("button", name="Classify").click()
+    assert navigation.value.status == 200
+    rows = page.locator(".results-table tbody tr")
+    expect(rows).to_have_count(3)
+    expect(rows.locator("th")).to_have_text([path.name for path in files])
+    expect(rows.nth(0).locator("td").first).to_have_text(re.compile(rf"^({'|'.join(CAT_LABELS)}) \d+\.\d%$"))
+    expect(rows.nth(1).locator("td").first).to_have_text("That file is not an image this server can read.")
+    expect(rows.nth(2).locator("td").first).to_have_text(re.compile(r"\d+\.\d%$"))
+    expect(page.locator(".results-table caption")).to_contain_text("3 photos · EfficientNetLite0")
+    if checked:
+        expect_no_serious_violations(page, "results table")
