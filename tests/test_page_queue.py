@@ -40,7 +40,9 @@ def forty_files(tmp_path) -> list[Path]:
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_forty_files_become_cards_that_all_end_done_or_failed(open_page, real, forty_files, viewport):
+    posts = []
     page = open_page(real, viewport=viewport, allow=(400, 415))
+    page.on("request", lambda request: posts.append(request) if request.method == "POST" else None)
     page.set_input_files("#image", forty_files)
     tiles = page.locator("#grid .tile")
     expect(tiles).to_have_count(40)
@@ -48,6 +50,7 @@ def test_forty_files_become_cards_that_all_end_done_or_failed(open_page, real, f
     expect(page.locator("#queue-count")).to_have_text("40 of 40", timeout=FIRST_ANSWER)
     expect(page.locator("#queue-said")).to_have_text("40 of 40 photos classified")
     expect(page.locator("#queue-bar")).to_have_js_property("value", 40)
+    assert 5 <= len(posts) < 40, "several photos per request (up to 8)"
     states = tiles.evaluate_all("tiles => tiles.map(t => t.dataset.state)")
     broken = {i for i, path in enumerate(forty_files) if path.name.startswith("broken")}
     assert [i for i, state in enumerate(states) if state == "failed"] == sorted(broken), states
@@ -84,6 +87,8 @@ def test_forty_files_become_cards_that_all_end_done_or_failed(open_page, real, f
     labels = expect_bars(page, 3)
     assert labels[0][0] == rows[1]["top_label"]
     expect(page.locator("#crop-frame")).to_be_visible()
+    expect(page.locator(".meta-model")).to_have_text("EfficientNetLite0")
+    expect(page.locator(".meta-time")).to_have_text(re.compile(r"^\d+ ms"))
     tiles.nth(7).click()
     expect(page.locator("#error .error-title")).to_have_text("That file is not an image this server can read.")
 
