@@ -706,6 +706,7 @@
     NotReadableError: "The camera is busy: another program is using it.",
     absent: "This browser offers no camera here (browsers allow one only on https:// pages or localhost).",
   };
+  const CAMERA_RETRY_MS = 1000;
   let camera = null; // { stream, controller } while the camera is on
   let captured = 0;
 
@@ -756,6 +757,8 @@
       if (answer.error) {
         cameraLabels.replaceChildren();
         cameraFps.textContent = titles[answer.error.code] || "The request failed.";
+        // A server that is down or busy answers at once: one try a second, not a flood.
+        await new Promise((resolve) => setTimeout(resolve, CAMERA_RETRY_MS));
         continue;
       }
       cameraLabels.replaceChildren(...answer.predictions.map((p) => {
