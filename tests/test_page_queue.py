@@ -167,3 +167,17 @@ def test_without_javascript_several_files_answer_with_a_table(open_page, open_ch
     expect(page.locator(".results-table caption")).to_contain_text("3 photos · EfficientNetLite0")
     if checked:
         expect_no_serious_violations(page, "results table")
+
+
+def test_the_grid_runs_on_the_remote_server_too(open_page, real, other, forty_files):
+    """``real`` forwards each request of several photos to ``other`` (random ResNet50) in one call."""
+    page = open_page(real, allow=(400, 415))
+    page.get_by_role("radio", name="Remote").check()
+    page.get_by_label("Model").select_option("ResNet50")
+    page.set_input_files("#image", forty_files[:10])
+    expect(page.locator("#queue-count")).to_have_text("10 of 10", timeout=FIRST_ANSWER)
+    states = page.locator("#grid .tile").evaluate_all("tiles => tiles.map(t => t.dataset.state)")
+    assert states == ["failed" if path.name.startswith("broken") else "done" for path in forty_files[:10]], states
+    page.locator("#grid .tile-button").first.click()
+    expect(page.locator(".meta-model")).to_have_text("ResNet50")
+    expect(page.locator(".meta-server")).to_contain_text(other)
