@@ -227,27 +227,21 @@ class Classifier:
 
     def classify_many(self, uploads: Sequence[Upload], model: str | None = None, top_k: int = DEFAULT_TOP_K, *,
                       explain: bool = False, explain_class: str | None = None) -> ManyClassifications:
-        """Classify each of ``uploads`` with ``model`` in this process, ``settings.batch_size``
-        at a time: a batch is decoded (an image that fails gets its error), run through the
-        model in one pass, and let go before the next is decoded, so a request never holds
-        more than one batch of decoded images. The model is loaded after the first batch is
-        decoded; an unknown or unavailable model fails the whole request."""
+        """Classify each of ``uploads`` with ``model`` in this process, a batch at a time (the
+        runtime's ``batch_size``, or ``CLASSIFIER_BATCH_SIZE``): a batch is decoded (an image that
+        fails gets its error), run through the model in one pass, and let go before the next is
+        decoded, so a request never holds more than one batch of decoded images. The model is
+        loaded first: an unknown or unavailable model fails the whole request."""
         started = time.perf_counter()
         spec = get_spec(model or self.default_model)
         was_loaded = self.catalog.state(spec).state == status.LOADED
+        loaded = self._ready(spec, explain)
+        totals = {"decode": 0.0, "inference": 0.0, **({} if was_loaded else {"load": _ms_since(started)})}
         results: list[ImageResult] = []
-        totals = {"decode": 0.0, "inference": 0.0}
-        loaded: LoadedModel | None = None
-        for batch in _batches(uploads, self.settings.batch_size):
+        for batch in _batches(uploads, self.settings.batch_size or loaded.runtime.batch_size):
             framed = [self._framed_or_error(upload, spec, totals) for upload in batch]
-            if loaded is None:
-                loaded_at = time.perf_counter()
-                loaded = self._ready(spec, explain)
-                totals["load"] = _ms_since(loaded_at)
             results += self._classify_batch(loaded, batch, framed, top_k, explain, explain_class, totals)
-        if loaded is None:  # no images at all: the parser never lets that happen
-            raise InvalidRequest("The request holds no images.")
-        timing = {name: round(value, 2) for name, value in totals.items() if name != "load" or not was_loaded}
+        timing = {name: round(value, 2) for name, value in totals.items()}
         return ManyClassifications(loaded.spec.name, loaded.weights, results, {**timing, "total": _ms_since(started)})
 
     def _framed_or_error(self, upload: Upload, spec: ModelSpec,
