@@ -173,8 +173,9 @@ class Classifier:
         """Why ``upload`` is not sent on or decoded: unreadable, or over the image limit."""
         if upload.problem is not None:
             return upload.problem
-        return ImageTooLarge.over(self.settings.max_upload_bytes) if len(upload.data) > self.settings.max_upload_bytes \
-            else None
+        if len(upload.data) > self.settings.max_upload_bytes:
+            return ImageTooLarge.over(self.settings.max_upload_bytes)
+        return None
 
     def _remote_url(self, request: PredictRequest) -> str:
         if request.server == "remote":
@@ -204,9 +205,7 @@ class Classifier:
         framed = images.framed(image, spec.input_size, images.ImageLimits.from_settings(self.settings))
         decoded = time.perf_counter()
         was_loaded = self.catalog.state(spec).state == status.LOADED
-        loaded = self.load_model(spec.name)
-        if explain and not loaded.explainable:
-            raise InvalidRequest(f"{spec.name} cannot explain its answers here; GET /models says which can.")
+        loaded = self._ready(spec, explain)
         ready = time.perf_counter()
         scores, features = loaded.scores_and_features(framed.pixels[None])
         inferred = time.perf_counter()
@@ -261,6 +260,7 @@ class Classifier:
         return result, round(seconds * 1000, 2)
 
     def _ready(self, spec: ModelSpec, explain: bool) -> LoadedModel:
+        """The loaded model, refused if an explanation is asked of one that cannot give it."""
         loaded = self.load_model(spec.name)
         if explain and not loaded.explainable:
             raise InvalidRequest(f"{spec.name} cannot explain its answers here; GET /models says which can.")
@@ -288,17 +288,10 @@ class Classifier:
                 results.append(ImageResult.failed(upload.filename, item))
                 continue
             row = next(rows)
-            timing = {"decode": decode_ms, "inference": share}
-            predictions = labels.top_k(scores[row], top_k)
-            explanation = None
-            if explain:
-                explain_started = time.perf_counter()
-                explained = explain_class or predictions[0].class_id
-                row_features = None if features is None else features[row:row + 1]
-                explanation = _explanation(loaded, item, scores[row], row_features, explained).to_json()
-                timing["explain"] = _ms_since(explain_started)
-            timing["total"] = round(sum(timing.values()), 2)
-            results.append(ImageResult(upload.filename, predictions, timing, explanation))
+            row_features = None if features is None else features[row:row + 1]
+            explained = (explain_class or "") if explain else None
+            results.append(_image_result(loaded, upload.filename, item, scores[row], row_features, top_k, explained,
+                                         {"decode": decode_ms, "inference": share}))
         return results
 
     def _check_size(self, image: bytes) -> None:
@@ -340,6 +333,20 @@ def _counted(options: PredictRequest, forwarded: bool, here: Callable[[], Answer
         result = here() if server == "local" else there()
         counted.model = result.model
     return result
+
+
+def _image_result(loaded: LoadedModel, filename: str, framed: images.Framed, scores: np.ndarray,
+                  features: np.ndarray | None, top_k: int, explained: str | None,
+                  timing: dict[str, float]) -> ImageResult:
+    """One image's predictions from its row of a batch's pass; with ``explained`` (a class,
+    or "" for the top one), its explanation too."""
+    predictions = labels.top_k(scores, top_k)
+    explanation = None
+    if explained is not None:
+        started = time.perf_counter()
+        explanation = _explanation(loaded, framed, scores, features, explained or predictions[0].class_id).to_json()
+        timing["explain"] = _ms_since(started)
+    return ImageResult(filename, predictions, {**timing, "total": round(sum(timing.values()), 2)}, explanation)
 
 
 def _batches(uploads: Sequence[Upload], size: int) -> Iterator[Sequence[Upload]]:
