@@ -12,7 +12,9 @@ request through /proc/<pid>/clear_refs (Linux only). The requests:
   takes), as many as fit the 64 MiB body as multipart;
 - the same as JSON (base64: a third larger, so fewer fit);
 - costly images: ``--images`` copies of the costliest accepted file of tests/hostile.py to
-  decode (a 49-megapixel, 32-scan progressive JPEG: about 1 s of CPU each).
+  decode (a 49-megapixel, 32-scan progressive JPEG: about 1 s of CPU each);
+- a series: ``--series`` real photos (the tests' three, in turn) sent one per request, then
+  8 and 32 per request, one request at a time: images per second each way.
 
 README, "Several images in one request", and SECURITY.md carry these figures.
 """
@@ -70,9 +72,23 @@ def measure(url: str, worker: psutil.Process, send: dict) -> dict[str, object]:
             "error": body.get("error", {}).get("code")}
 
 
+def series(url: str, count: int, per_request: int) -> float:
+    """Images per second for ``count`` real photos sent ``per_request`` to a request, in turn."""
+    from conftest import PHOTOS
+
+    data = [path.read_bytes() for path in PHOTOS.values()]
+    photos = [(f"{index}.jpg", data[index % len(data)]) for index in range(count)]
+    started = time.perf_counter()
+    for start in range(0, count, per_request):
+        chunk = photos[start:start + per_request]
+        requests.post(url + "/predict", files=[("image", item) for item in chunk], timeout=120).raise_for_status()
+    return count / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=Settings().max_images)
+    parser.add_argument("--series", type=int, default=100)
     args = parser.parse_args()
     limit = Settings().max_request_bytes
     photos = [phone_photo(seed) for seed in range(args.images)]
@@ -103,6 +119,9 @@ def main() -> None:
                 figures = measure(url, worker, send)
                 print(f"{name:48} " + "  ".join(f"{key} {value:.2f}" if isinstance(value, float) else
                                                  f"{key} {value}" for key, value in figures.items()), flush=True)
+            for per_request in (1, 8, args.images):
+                rate = series(url, args.series, per_request)
+                print(f"{args.series} photos, {per_request} per request: {rate:.1f} images/s", flush=True)
         finally:
             server.stop()
 
