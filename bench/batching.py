@@ -12,7 +12,8 @@ For each model and runtime (ONNX Runtime on the checked export, and Keras):
 
 One runtime thread by default, as a uWSGI worker runs (uwsgi.ini). EfficientNetLite0 has its
 real weights; MobileNetV2 random ones (this machine cannot download Keras' weights; timings
-do not depend on the values). Results are printed and written to bench/results/batching.json.
+do not depend on the values). Results are printed and written to batching.json in ``--results``
+(default bench/results/).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["EfficientNetLite0", "MobileNetV2"])
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder for batching.json")
     args = parser.parse_args()
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as keras_home:
@@ -88,9 +90,8 @@ def main() -> None:
                 for kind in ("forward_ms_per_image", "request_ms_per_image"):
                     row = "  ".join(f"b{batch} {ms:6.2f}" for batch, ms in figures[kind].items())
                     print(f"{model:18} {figures['runtime']:6} {kind:21} {row}", flush=True)
-    folder = ROOT / "bench" / "results"
-    folder.mkdir(exist_ok=True)
-    (folder / "batching.json").write_text(json.dumps(results, indent=2))
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "batching.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
