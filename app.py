@@ -30,10 +30,11 @@ from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, NotF
 from werkzeug.serving import WSGIRequestHandler
 
 from classifier import Classification, Classifier, ClassifierError, PredictRequest, Settings, metrics, request_ids
-from classifier.access import AccessRecord
+from classifier.access import AccessRecord, escaped
 from classifier.errors import (CrossOriginForbidden, ImageTooLarge, InvalidImage, InvalidRequest, RequestTooLarge,
                                UnsupportedImageType)
 from classifier.explain import overlay_png
+from classifier.image_checks import ImageLimits
 from classifier.logs import configure_logging
 from classifier.options import DEFAULT_TOP_K, MAX_TOP_K, default_filename
 from classifier.remote import HOP_HEADER
@@ -116,18 +117,26 @@ def index() -> Any:
         answer = classify_request(parsed).to_json()
     except RequestEntityTooLarge:
         too_large = ImageTooLarge.over(classifier.settings.max_upload_bytes)
+        g.access.error = too_large.code
         return render_page(classifier, error=too_large), too_large.status
     except ClassifierError as error:
+        g.access.error = error.code
         return render_page(classifier, error=error, form=request.form), error.status, retry_headers(error)
-    return render_page(classifier, result=answer, form=request.form, overlay=overlay_url(parsed.image, answer))
+    overlay = overlay_url(parsed.image, answer, ImageLimits.from_settings(classifier.settings))
+    return render_page(classifier, result=answer, form=request.form, overlay=overlay)
 
 
-def overlay_url(image: bytes, answer: dict[str, Any]) -> str | None:
+def overlay_url(image: bytes, answer: dict[str, Any], limits: ImageLimits) -> str | None:
     """The explained crop as a ``data:`` URL (the CSP allows those for images): the no-JavaScript
-    page cannot draw the heatmap over a preview, so the server draws it into the photo."""
+    page cannot draw the heatmap over a preview, so the server draws it into the photo. A photo
+    a remote classified but this server's ``limits`` refuse is answered without the picture."""
     if "explanation" not in answer:
         return None
-    png = overlay_png(image, answer["explanation"])
+    try:
+        png = overlay_png(image, answer["explanation"], limits)
+    except ClassifierError as error:
+        log.info("no explained crop drawn: %s", error.message)
+        return None
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
@@ -422,7 +431,7 @@ def _add_error_handlers(app: Flask, max_request_bytes: int) -> None:
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception) -> Any:
-        log.exception("unexpected error on %s %s", request.method, request.path)
+        log.exception("unexpected error on %s %s", request.method, escaped(request.path))
         message = "The server failed unexpectedly; the error has been logged."
         return json_error({"error": {"code": "internal_error", "message": message}}, 500)
 

@@ -1,4 +1,4 @@
-"""Command line: ``classifier predict IMAGE…``, ``download [MODEL…]`` and ``export [MODEL…]``.
+"""Command line: ``classifier predict PATH…``, ``download [MODEL…]`` and ``export [MODEL…]``.
 
 ``pip install .`` installs it as the ``classifier`` script; ``python3 -m classifier`` is the same.
 """
@@ -6,15 +6,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import requests
 from tqdm import tqdm
 
 from . import Classifier, ClassifierError, Settings
+from .batch import IMAGE_SUFFIXES, Outcome, Summary, classify_here, find_images, run
+from .client import REQUESTS_IN_FLIGHT, RemoteClient, batches, predict_url
 from .download import Unreachable, describe, download
 from .engine import Serving, make_export
 from .explain import overlay_png
@@ -22,18 +24,26 @@ from .files import write_bytes
 from .logs import configure_logging
 from .models import REGISTRY, ModelSpec, get_spec
 from .options import DEFAULT_TOP_K, MAX_TOP_K
+from .reports import json_line, terminal_lines, write_csv, write_json
 from .weights import Found, WeightsRejected
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="classifier", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    predict = commands.add_parser("predict", help="classify image files")
-    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    predict = commands.add_parser("predict", help="classify image files and folders of them")
+    predict.add_argument("images", nargs="+", type=Path, metavar="PATH",
+                         help="an image file, or a folder: every image in it and its subfolders")
     predict.add_argument("--model", choices=list(REGISTRY), help="default: the server's default model")
     predict.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, choices=range(1, MAX_TOP_K + 1),
                          metavar=f"1..{MAX_TOP_K}")
-    predict.add_argument("--json", action="store_true", help="print one JSON document per image")
+    predict.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                         help="alone: print one JSON document per image, in the API's shape; "
+                              "with FILE: write there a JSON list with one record per image")
+    predict.add_argument("--csv", type=Path, metavar="FILE",
+                         help="write one row per image: path, top label and score, the top-k, error")
+    predict.add_argument("--remote", metavar="URL",
+                         help="send the images to the server at URL (its /predict) instead of running models here")
     predict.add_argument("--explain", type=Path, metavar="FOLDER",
                          help="write IMAGE.cam.png there: the photo with the top class's heatmap over it")
     download = commands.add_parser("download", help="fetch ImageNet weights into the Keras cache")
@@ -45,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(logging.WARNING if args.command == "predict" else logging.INFO, "%(message)s")
     if args.command == "predict":
+        _refuse_overwriting_inputs(predict, args)
         return _predict(args)
     if args.command == "export":
         return _export(args.models)
@@ -52,29 +63,86 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    classifier = Classifier(Settings.from_env(), downloads=None)
-    failures = 0
-    for path in args.images:
+    """Classify every image under ``args.images``; 1 if any failed (each named on stderr)."""
+    settings = Settings.from_env()
+    found = find_images(args.images)
+    if not found.images:
+        print(f"No image files in {', '.join(map(str, args.images))}; {found.skipped} other file(s) skipped.",
+              file=sys.stderr)
+        return 1
+    summary = Summary(skipped=found.skipped)
+    if args.remote:
+        fields = {"top_k": str(args.top_k), **({"model": args.model} if args.model else {}),
+                  **({"explain": "1"} if args.explain else {})}
+        client = RemoteClient(predict_url(args.remote), fields,
+                              (settings.remote_connect_timeout, settings.remote_read_timeout),
+                              settings.max_upload_bytes, notify=lambda line: _say(line, sys.stderr))
+        outcomes = run(batches(found.images), client.classify, REQUESTS_IN_FLIGHT)
+    else:
+        classifier = Classifier(settings, downloads=None)
+        outcomes = run([[path] for path in found.images],
+                       classify_here(classifier, args.model, args.top_k, args.explain is not None), in_flight=1)
+    finished: list[Outcome] = []
+    heatmaps: set[Path] = set()
+    for outcome in outcomes:
+        finished.append(_show(outcome, args, heatmaps))
+        summary.count(finished[-1])
+    if args.csv:
+        write_csv(args.csv, finished)
+    if args.json not in (None, "-"):
+        write_json(Path(args.json), finished)
+    print(summary.line(), file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def _show(outcome: Outcome, args: argparse.Namespace, heatmaps: set[Path]) -> Outcome:
+    """Print one image's answer (or why it failed) above the progress bar; the outcome, failed
+    if its heatmap could not be written. ``heatmaps`` are the files this run has written."""
+    heatmap = None
+    if outcome.ok and args.explain and outcome.answer.get("explanation"):
+        target = _unused(args.explain, outcome.path.stem, heatmaps)
         try:
-            image = path.read_bytes()
-            result = classifier.classify(image, args.model, args.top_k, explain=args.explain is not None)
-            heatmap = _write_overlay(image, result.explanation, args.explain / f"{path.stem}.cam.png") \
-                if result.explanation else None
+            heatmap = _write_overlay(outcome.path.read_bytes(), outcome.answer["explanation"], target)
         except (OSError, ClassifierError) as error:
-            print(f"{path}: {getattr(error, 'message', None) or error}", file=sys.stderr)
-            failures += 1
-            continue
-        if args.json:
-            print(json.dumps({"image": str(path), **({"heatmap_file": str(heatmap)} if heatmap else {}),
-                              **result.to_json()}))
-        else:
-            print(f"{path} ({result.model}, {result.weights} weights)")
-            for p in result.predictions:
-                print(f"  {p.score:7.2%}  {p.label}  ({p.class_id})")
-            if heatmap:
-                print(f"  where it looked for {result.explanation['label']}: {heatmap} "
-                      f"({result.explanation['summary']})")
-    return 1 if failures else 0
+            outcome = Outcome.failed(outcome.path, "heatmap_not_written", getattr(error, "message", None) or str(error))
+    if not outcome.ok:
+        _say(f"{outcome.path}: {outcome.error_message}", sys.stderr)
+    elif args.json == "-":
+        _say(json_line(outcome, heatmap), sys.stdout)
+    else:
+        for line in terminal_lines(outcome, heatmap):
+            _say(line, sys.stdout)
+    return outcome
+
+
+def _unused(folder: Path, stem: str, taken: set[Path]) -> Path:
+    """``folder/STEM.cam.png``, or ``STEM-2.cam.png``... when this run wrote that already (two
+    folders' ``cat.jpg``): one photo's heatmap never replaces another's."""
+    target, number = folder / f"{stem}.cam.png", 1
+    while target in taken:
+        number += 1
+        target = folder / f"{stem}-{number}.cam.png"
+    taken.add(target)
+    return target
+
+
+def _say(line: str, file: TextIO) -> None:
+    """A line above the progress bar in a terminal; plainly into a pipe or file, where
+    moving the bar out of the way would only repeat it."""
+    if file.isatty():
+        tqdm.write(line, file=file)
+    else:
+        print(line, file=file)
+
+
+def _refuse_overwriting_inputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``predict --json a.jpg b.jpg`` reads as "write the JSON to a.jpg": refuse, rather than
+    replace a photo with a report."""
+    for option, target in (("--json", args.json), ("--csv", args.csv)):
+        if target not in (None, "-") and (Path(target).suffix.lower() in IMAGE_SUFFIXES
+                                           or Path(target) in args.images):
+            parser.error(f"{option} {target} would overwrite an image; put {option} FILE after the images, "
+                         f"or name a .{option[2:]} file")
 
 
 def _write_overlay(image: bytes, explanation: dict[str, object], target: Path) -> Path:

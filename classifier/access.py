@@ -3,8 +3,9 @@
 It replaces uWSGI's and the development server's own request lines, and says more: the
 model and server that answered, the images, and where the time went. It never holds what a
 client sent beyond the method, the path (without its query string) and the body's size: no
-image bytes, no data: URL, no option text except a registered model's name, and a remote's
-URL only as scheme, host, port and path (no credentials, no query).
+image bytes, no data: URL, no option text except a registered model's name and the URL of a
+remote forwarded to, that only as scheme, host, port and path (no credentials, no query), cut
+to 200 characters.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ log = logging.getLogger("classifier.access")
 
 # The times a prediction reports (its ``timing_ms``) that the line carries, as ``<name>_ms``.
 TIMINGS = ("load", "decode", "inference")
+MAX_URL_CHARS = 200  # of a remote's URL in the line: its host and the start of its path
 
 
 @dataclass
@@ -49,11 +51,11 @@ class AccessRecord:
         self.model = request.model if request.model in REGISTRY else None  # never a client's text
         self.server = request.server
         url = request.remote_url if request.server == "custom" else configured_remote
-        self.remote = public_url(url) if request.server != "local" and url else None
+        self.remote = _shortened(public_url(url)) if request.server != "local" and url else None
 
     def note_answer(self, answer: Classification | ManyClassifications) -> None:
         self.model, self.server, self.timing_ms = answer.model, answer.server, answer.timing_ms
-        self.remote = answer.server_url  # already without credentials or query
+        self.remote = _shortened(answer.server_url)  # already without credentials or query
 
     def fields(self, status: int) -> dict[str, object]:
         """The line's fields, in a fixed order; ``None`` where this request had nothing to say."""
@@ -71,15 +73,20 @@ class AccessRecord:
         log.info("%s", plain_text(fields), extra={"fields": fields})
 
 
+def _shortened(url: str | None) -> str | None:
+    """A URL cut to ``MAX_URL_CHARS``: a custom remote's URL is a client's text, of any length."""
+    return url if url is None or len(url) <= MAX_URL_CHARS else url[:MAX_URL_CHARS] + "..."
+
+
 def plain_text(fields: dict[str, object]) -> str:
     """``POST /predict 200 model=... total_ms=...``: method, path and status, then the
     fields that have a value; text is escaped, so a path cannot start a new log line."""
     method, path, status, *rest = fields.items()
-    words = [_escaped(method[1]), _escaped(path[1]), str(status[1])]
-    words += [f"{name}={_escaped(value)}" for name, value in rest if value is not None]
+    words = [escaped(method[1]), escaped(path[1]), str(status[1])]
+    words += [f"{name}={escaped(value)}" for name, value in rest if value is not None]
     return " ".join(words)
 
 
-def _escaped(value: object) -> str:
-    """Printable ASCII: control characters, quotes, backslashes and non-ASCII as JSON escapes."""
+def escaped(value: object) -> str:
+    """For a plain log line: printable ASCII: control characters, quotes, backslashes and non-ASCII as JSON escapes."""
     return json.dumps(value)[1:-1] if isinstance(value, str) else str(value)

@@ -22,6 +22,7 @@ from filelock import FileLock, Timeout
 from . import metrics
 from .config import Settings
 from .files import atomic_write, write_text
+from .remote import public_url  # a mirror's URL may carry credentials
 from .weights import KerasWeights, Note, WeightsRejected, rejected_path
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def download(weights: KerasWeights, settings: Settings, progress: Progress | Non
         finally:
             _ProgressFile.remove(final)
     Note.clear(settings, weights.file_name)
-    log.info("downloaded %s from %s", weights.file_name, weights.url(settings))
+    log.info("downloaded %s from %s", weights.file_name, public_url(weights.url(settings)))
     return final
 
 
@@ -81,7 +82,7 @@ def _note_failure(weights: KerasWeights, settings: Settings, error: Exception) -
     reason = describe(error)
     Note(kind, reason, time.time()).write(settings, weights.file_name)
     metrics.DOWNLOAD_FAILURES.labels(weights.model, kind).inc()
-    log.warning("download of %s from %s failed: %s", weights.file_name, weights.url(settings), reason)
+    log.warning("download of %s from %s failed: %s", weights.file_name, public_url(weights.url(settings)), reason)
 
 
 def _fetch(url: str, target: Path, progress: _ProgressFile, received: metrics.Counter) -> None:

@@ -279,7 +279,8 @@ def _export(model: object, input_size: int, target: Path) -> None:
 
 def _key(spec: ModelSpec, weights: Path | None) -> str:
     source = "random" if weights is None else {"sha256": _weights_sha256(file_key(weights))}
-    parts = {"model": spec.name, "weights": source, "format": FORMAT,
+    feature_map = None if spec.feature_map is None else dataclasses.asdict(spec.feature_map)
+    parts = {"model": spec.name, "weights": source, "format": FORMAT, "feature_map": feature_map,
              "keras": _version("keras"), "onnxruntime": _version("onnxruntime")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 

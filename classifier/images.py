@@ -123,6 +123,18 @@ def _decode(data: bytes, limits: ImageLimits | None, min_side: int | None) -> tu
     return reduced.transpose(_UPRIGHT[orientation]), (full_size[::-1] if swapped else full_size)
 
 
+def region(data: bytes, box: tuple[int, int, int, int], size: tuple[int, int],
+           limits: ImageLimits | None = None) -> Image.Image:
+    """The part ``box`` of the upright image (its full-size pixels, as ``Framed.crop``), resized
+    to ``size``: decoded only as large as a crop of the model's framing needs at that size."""
+    image, upright_size = _decode(data, limits, decode_side_for(max(size)))
+    scale_x, scale_y = image.size[0] / upright_size[0], image.size[1] / upright_size[1]
+    left, top = min(max(box[0], 0), upright_size[0] - 1), min(max(box[1], 0), upright_size[1] - 1)
+    right, bottom = min(max(box[2], left + 1), upright_size[0]), min(max(box[3], top + 1), upright_size[1])
+    return image.resize(size, Image.Resampling.BILINEAR,
+                        box=(left * scale_x, top * scale_y, right * scale_x, bottom * scale_y))
+
+
 def center_crop(image: Image.Image, size: int) -> np.ndarray:
     """Return the central ``size`` x ``size`` crop at ImageNet framing as uint8 (H, W, 3).
 

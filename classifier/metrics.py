@@ -95,7 +95,9 @@ def _prepare_folder(folder: Path) -> None:
     beside the one it replaces; so are any left by a dead process that had this process id,
     whose values this one would inherit.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_uid != os.geteuid():  # a folder in a shared /tmp that another user made first
+        raise RuntimeError(f"{FOLDER_VARIABLE} {folder} belongs to another user; choose a folder of this one's.")
     with FileLock(str(folder / ".lock")):
         mark = folder / "master"
         owner = _master_identity()

@@ -31,7 +31,9 @@ class PredictRequest:
 
     @classmethod
     def from_options(cls, image: bytes, options: Mapping[str, object], filename: str = "image") -> PredictRequest:
-        """Validate loosely typed options (form fields, JSON values, query parameters)."""
+        """Validate loosely typed options (form fields, JSON values, query parameters). Naming
+        a class to explain asks for an explanation: ``explain_class`` alone implies ``explain``."""
+        explain_class = _explain_class(options)
         return cls(
             image=image,
             filename=filename or "image",
@@ -39,8 +41,8 @@ class PredictRequest:
             top_k=_top_k(options.get("top_k")),
             server=_server(options.get("server")),
             remote_url=_text(options, "remote_url"),
-            explain=_flag(options, "explain"),
-            explain_class=_explain_class(options),
+            explain=_flag(options, "explain") or explain_class is not None,
+            explain_class=explain_class,
         )
 
     def for_image(self, upload: Upload) -> PredictRequest:

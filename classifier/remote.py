@@ -25,7 +25,7 @@ import urllib3.exceptions
 from urllib3.exceptions import NameResolutionError
 
 from .errors import RemoteBusy, RemoteError, RemoteNotAllowed, RemoteRejected, RemoteTimeout, RemoteUnavailable
-from .explain import png_bytes
+from .explain import heatmap_png_bytes
 from .labels import Prediction
 from .request_ids import HEADER as REQUEST_ID_HEADER
 from .request_ids import current_request_id
@@ -404,7 +404,7 @@ def _explanation(value: object) -> dict[str, object]:
             and all(len(row) == len(grid[0]) for row in grid)):
         raise ValueError("grid")
     heatmap = _expect(item["heatmap"], str)
-    png_bytes(heatmap)  # a data URL holding a PNG, or ValueError
+    heatmap_png_bytes({"heatmap": heatmap, "crop": crop})  # a PNG the size of the crop, or ValueError
     summary = _expect(item["summary"], str)
     if len(summary) > MAX_SUMMARY_CHARS:
         raise ValueError("summary")

@@ -19,7 +19,7 @@ from .catalog import Catalog
 from .config import Settings
 from .download import BackgroundDownloads
 from .engine import POOL, LoadedModel, ModelPool
-from .errors import ClassifierError, ImageTooLarge, InvalidRequest, RemoteNotAllowed, TooManyImages
+from .errors import ClassifierError, ImageTooLarge, InvalidRequest, RemoteError, RemoteNotAllowed, TooManyImages
 from .explain import Explanation
 from .models import ModelSpec, get_spec
 from .options import DEFAULT_TOP_K, MAX_TOP_K, ManyImagesRequest, PredictRequest, Upload
@@ -142,6 +142,7 @@ class Classifier:
         with metrics.FORWARD_SECONDS.labels(request.server).time():
             answer = remote.forward(url, request.image, request.filename, request.forwarded_options(), timeouts,
                                     explanation_expected=request.explain)
+        _check_explained(answer, request.explain_class, url)
         timing, result = {**answer.timing_ms, "total": _ms_since(started)}, answer.results[0]
         return Classification(answer.model, answer.weights, result.predictions[: request.top_k], timing,
                               server=request.server, server_url=remote.public_url(url),
@@ -161,6 +162,7 @@ class Classifier:
                 answer = remote.forward_many(url, [(upload.filename, upload.data) for upload in sent],
                                              options.forwarded_options(), timeouts,
                                              explanation_expected=options.explain)
+            _check_explained(answer, options.explain_class, url)
         relayed = iter(answer.results)
         results = [ImageResult.failed(upload.filename, problem) if (problem := problems[index])
                    else _relayed(upload.filename, next(relayed), options.top_k)
@@ -319,6 +321,17 @@ def _explanation(loaded: LoadedModel, framed: images.Framed, scores: np.ndarray,
     number = max(labels.class_numbers(explain_class), key=lambda candidate: scores[candidate])
     class_id, label = labels.class_index()[number]
     return Explanation(class_id, label, framed.crop, loaded.class_map(framed.pixels[None], features, number))
+
+
+def _check_explained(answer: remote.RemoteAnswer, explain_class: str | None, url: str) -> None:
+    """A remote's maps must be of the class the request named (by class_id or label): one of
+    another class would be shown under the wrong name."""
+    if explain_class is None:
+        return
+    wanted = {labels.class_index()[number][0] for number in labels.class_numbers(explain_class)}
+    if any(result.explanation and result.explanation["class_id"] not in wanted for result in answer.results):
+        raise RemoteError(f"The remote server at {remote.public_url(url)} explained another class than "
+                          f"{explain_class}.")
 
 
 Answer = TypeVar("Answer", Classification, ManyClassifications)

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import re
+import shutil
 import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
+from conftest import PHOTOS, ROOT, classifier_command, free_port, run_classifier
+from test_deployment import _first_answer, _hold_upload, access_log_entries, start_uwsgi
+
+from bench.stack import Nginx, start_nginx
 from classifier import Settings
+from classifier.client import USER_AGENT
 from classifier.exports import Export
 from classifier.models import REGISTRY
-from conftest import PHOTOS, run_classifier
+from classifier.reports import CSV_COLUMNS
 
 
-def run(*args: str, tmp_path, random_weights: bool = True) -> subprocess.CompletedProcess:
+def run(*args: str, tmp_path, random_weights: bool = True, **env: str) -> subprocess.CompletedProcess:
     return run_classifier(*args, CLASSIFIER_RANDOM_WEIGHTS="1" if random_weights else "0", KERAS_HOME=str(tmp_path),
-                          CLASSIFIER_OFFLINE="1")
+                          CLASSIFIER_OFFLINE="1", **env)
 
 
 def test_predict_prints_ranked_labels(tmp_path):
@@ -78,3 +91,185 @@ def test_export_reports_models_it_cannot_export(tmp_path):
     assert "ResNet50: unavailable: resnet50_weights_tf_dim_ordering_tf_kernels.h5 is not here" in missing.stderr
     assert run("export", "AlexNet", tmp_path=tmp_path, random_weights=False).returncode == 2
     assert run("export", tmp_path=tmp_path).returncode == 2  # random weights: nothing to keep
+
+
+# --- many images: folders, report files, a server ---------------------------------------------
+
+def photo_tree(root: Path) -> tuple[Path, list[Path]]:
+    """A folder as a person has one: photos in subfolders, one without a name ending, a text
+    file, a corrupt JPEG, a hidden folder and a link back to the top. Returns the folder and
+    the images ``predict`` should find, in its order (each folder's files sorted, then its
+    subfolders)."""
+    folder = root / "trip"
+    (folder / "cats").mkdir(parents=True)
+    (folder / ".thumbnails").mkdir()
+    shutil.copy(PHOTOS["chelsea"], folder / "cats" / "chelsea.png")
+    shutil.copy(PHOTOS["chelsea"], folder / ".thumbnails" / "chelsea.png")
+    shutil.copy(PHOTOS["coffee"], folder / "coffee.png")
+    shutil.copy(PHOTOS["grace_hopper"], folder / "grace_hopper.jpg")
+    shutil.copy(PHOTOS["coffee"], folder / "IMG_0001")  # an image by its content only
+    (folder / "broken.jpg").write_bytes(PHOTOS["grace_hopper"].read_bytes()[:4000])
+    (folder / "notes.txt").write_text("the hotel's address\n")
+    (folder / "cats" / "back to the trip").symlink_to(folder)
+    images = ["IMG_0001", "broken.jpg", "coffee.png", "grace_hopper.jpg", "cats/chelsea.png"]
+    return folder, [folder / name for name in images]
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8-sig") as file:
+        return list(csv.DictReader(file))
+
+
+def assert_photo_rows(rows: list[dict[str, str]], images: list[Path], model: str) -> None:
+    """One row per image in order; the corrupt JPEG failed with its reason, the rest labelled."""
+    assert [row["path"] for row in rows] == [str(path) for path in images]
+    for row in rows:
+        if row["path"].endswith("broken.jpg"):
+            assert (row["error_code"], row["label"]) == ("invalid_image", ""), row
+            assert "truncated or corrupt" in row["error_message"]
+            continue
+        assert row["model"] == model and row["error_code"] == "" and row["label"], row
+        ranked = [item.rsplit(":", 1) for item in row["top_k"].split(";")]
+        assert len(ranked) == 3 and ranked[0][0] == row["label"]
+        assert abs(float(ranked[0][1]) - float(row["score"])) < 1e-4
+
+
+def test_a_folder_tree_gives_one_row_per_image(tmp_path):
+    folder, images = photo_tree(tmp_path)
+    report, records = tmp_path / "answers.csv", tmp_path / "answers.json"
+    result = run("predict", str(folder), str(PHOTOS["grace_hopper"]), "--model", "MobileNetV2",
+                 "--csv", str(report), "--json", str(records), tmp_path=tmp_path)
+    assert result.returncode == 1  # the corrupt JPEG
+    images.append(PHOTOS["grace_hopper"])
+    rows = csv_rows(report)
+    assert list(rows[0]) == CSV_COLUMNS
+    assert_photo_rows(rows, images, "MobileNetV2")
+    documents = json.loads(records.read_text())
+    assert [(d["path"], d["label"], d["error"] and d["error"]["code"]) for d in documents] == \
+           [(row["path"], row["label"] or None, row["error_code"] or None) for row in rows]
+    assert all(len(d["predictions"]) == 3 for d in documents if not d["error"])
+    assert f"{folder / 'broken.jpg'}: The JPEG image is truncated or corrupt." in result.stderr
+    assert "6/6" in result.stderr  # the progress bar reached the end
+    assert "5 done, 1 failed, 1 skipped (not images)" in result.stderr
+    assert result.stdout.count("(MobileNetV2, random weights)") == 5 and "Traceback" not in result.stderr
+
+
+def test_a_folder_without_images_is_a_failure(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("buy film\n")
+    result = run("predict", str(tmp_path / "notes"), tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert f"No image files in {tmp_path / 'notes'}; 1 other file(s) skipped." in result.stderr
+
+
+def test_a_report_file_never_replaces_an_image(tmp_path):
+    """``--json cat.png b.png`` would write the report over cat.png: refused, nothing run."""
+    photo = tmp_path / "cat.png"
+    shutil.copy(PHOTOS["chelsea"], photo)
+    result = run("predict", "--json", str(photo), str(PHOTOS["coffee"]), tmp_path=tmp_path)
+    assert result.returncode == 2 and "would overwrite an image" in result.stderr
+    assert photo.read_bytes() == PHOTOS["chelsea"].read_bytes()
+
+
+def test_remote_classifies_a_folder_on_a_running_server(tmp_path, serve_app):
+    """The answers come from the server (its random-weights MobileNetV2; here the default
+    would be the real EfficientNetLite0), several images per request: this server takes two
+    at most, so the request of three gets 413 and goes again as one and two. A file over the
+    size limit fails here, unsent."""
+    log = tmp_path / "server.log"
+    url = serve_app(log=log, CLASSIFIER_MAX_IMAGES="2")
+    folder, images = photo_tree(tmp_path)
+    report = tmp_path / "answers.csv"
+    limit = PHOTOS["coffee"].stat().st_size - 1  # the two copies of coffee.png are too large
+    result = run("predict", str(folder), "--remote", url, "--csv", str(report), tmp_path=tmp_path,
+                 random_weights=False, CLASSIFIER_MAX_UPLOAD_BYTES=str(limit))
+    assert result.returncode == 1, result.stderr
+    rows = csv_rows(report)
+    too_large = [row for row in rows if "coffee" in row["path"] or "IMG_0001" in row["path"]]
+    assert [row["error_code"] for row in too_large] == ["image_too_large"] * 2
+    assert all(f"{limit:,} bytes" in row["error_message"] for row in too_large)
+    assert_photo_rows([row for row in rows if row not in too_large],
+                      [path for path in images if path.name not in ("coffee.png", "IMG_0001")], "MobileNetV2")
+    requests = re.findall(r"POST /predict (\d+) .*?images=(\d+).* bytes_in=(\d+)", log.read_text())
+    # broken.jpg, alone, is the API's single-image request, refused as a whole (400)
+    assert [(status, images) for status, images, _ in requests] == [("413", "3"), ("400", "1"), ("200", "2")]
+    assert max(int(size) for *_, size in requests) < limit  # the large copies were never sent
+
+
+def test_remote_that_is_not_there_fails_every_image_with_the_reason(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run("predict", str(PHOTOS["chelsea"]), str(PHOTOS["coffee"]), "--remote", url,
+                 "--json", str(tmp_path / "answers.json"), tmp_path=tmp_path)
+    assert result.returncode == 1
+    documents = json.loads((tmp_path / "answers.json").read_text())
+    assert [d["error"]["code"] for d in documents] == ["remote_error"] * 2
+    for path in (PHOTOS["chelsea"], PHOTOS["coffee"]):
+        assert f"{path}: {url}/predict could not be reached (ConnectionError)." in result.stderr
+
+
+@pytest.fixture(scope="module")
+def nginx_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
+    """uWSGI with uwsgi.ini behind NGINX with remote/nginx/ and its rate and upload limits
+    (tests/test_deployment.py runs the same), serving a random-weights MobileNetV2."""
+    folder = tmp_path_factory.mktemp("site")
+    app = start_uwsgi(folder, "uwsgi", CLASSIFIER_RANDOM_WEIGHTS="1", CLASSIFIER_DEFAULT_MODEL="MobileNetV2",
+                      KERAS_HOME=str(folder / "keras"))
+    try:
+        nginx = start_nginx(folder / "nginx", {"127.0.0.1:8001": app.address})
+        try:
+            yield nginx
+        finally:
+            nginx.stop()
+    finally:
+        app.stop()
+
+
+def test_remote_waits_out_nginx_rate_limit_and_finishes(tmp_path, nginx_site):
+    """NGINX lets one address have 8 uploads at once; with 8 held open, the CLI's request is
+    refused with NGINX's own 429 (Retry-After: 1). Once that 429 is in NGINX's log the held
+    uploads end; the CLI, having waited the second, sends the request again and finishes."""
+    port = int(nginx_site.url.rsplit(":", 1)[1])
+    log_start = nginx_site.access_log.stat().st_size if nginx_site.access_log.exists() else 0
+    report = tmp_path / "answers.csv"
+    photos = [PHOTOS["chelsea"], PHOTOS["coffee"], PHOTOS["grace_hopper"]]
+    held = [_hold_upload(port, "127.0.0.1", 1024) for _ in range(8)]
+    try:
+        cli = subprocess.Popen(classifier_command("predict", *map(str, photos), "--remote", nginx_site.url,
+                                                  "--csv", str(report)),
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "CLASSIFIER_REMOTE_READ_TIMEOUT": "120"})
+        deadline = time.monotonic() + 60
+        while not cli_answers(nginx_site, log_start) and cli.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for sock in held:
+            _first_answer(sock)
+    stdout, stderr = cli.communicate(timeout=300)
+    assert cli.returncode == 0, stderr
+    assert stdout.count("(MobileNetV2, random weights)") == 3
+    assert f"{nginx_site.url}/predict answered 429 (rate_limited) to 3 image(s); trying again in 1 s" in stderr
+    assert cli_answers(nginx_site, log_start)[:1] == ["429"] and cli_answers(nginx_site, log_start)[-1] == "200"
+    rows = csv_rows(report)
+    assert [row["path"] for row in rows] == list(map(str, photos))
+    assert all(row["model"] == "MobileNetV2" and row["label"] for row in rows), rows
+
+
+def cli_answers(nginx: Nginx, since: int) -> list[str]:
+    """The statuses NGINX answered the CLI's requests with (it logs the User-Agent)."""
+    return [entry["line"].split('" ')[1].split()[0] for entry in access_log_entries(nginx, since)
+            if USER_AGENT in entry["line"]]
+
+
+def test_remote_refusal_for_every_image_is_not_retried_in_vain(tmp_path, serve_app):
+    """A model whose weights are not on the server: its 503 says no time to come back, so the
+    CLI does not wait; both images fail with the server's own reason."""
+    url = serve_app(CLASSIFIER_RANDOM_WEIGHTS="0", CLASSIFIER_OFFLINE="1", KERAS_HOME=str(tmp_path / "empty"))
+    result = run("predict", str(PHOTOS["chelsea"]), str(PHOTOS["coffee"]), "--remote", url + "/predict",
+                 "--model", "ResNet50", "--csv", str(tmp_path / "answers.csv"), tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert "trying again" not in result.stderr
+    rows = csv_rows(tmp_path / "answers.csv")
+    assert [row["error_code"] for row in rows] == ["model_unavailable"] * 2
+    for row in rows:
+        assert "ResNet50" in row["error_message"]
+        assert f"{row['path']}: {row['error_message']}" in result.stderr

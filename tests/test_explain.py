@@ -295,6 +295,11 @@ def test_no_explanation_unless_asked(client, cat_png):
         assert "explanation" not in answer and "explain" not in answer["timing_ms"]
 
 
+def test_naming_a_class_to_explain_asks_for_an_explanation(client, cat_png):
+    answer = client.post("/predict?explain_class=tabby", data=cat_png, content_type="image/png").json
+    assert answer["explanation"]["label"] == "tabby" and "explain" in answer["timing_ms"]
+
+
 def test_explain_class_by_class_id_and_by_label(client, cat_png):
     by_id = client.post("/predict?explain=1&explain_class=n02123159", data=cat_png, content_type="image/png").json
     by_label = client.post("/predict", json={"image": base64.b64encode(cat_png).decode(),
@@ -399,6 +404,9 @@ def test_a_well_formed_remote_explanation_is_relayed_and_a_missing_one_left_out(
     ("grid", [[0.1] * 65]), ("crop", [10, 0, 5, 20]), ("crop", [0, 0, 20]), ("crop", [0, 0, 20.5, 20]),
     ("heatmap", "data:image/png;base64,bm90IGEgcG5n"), ("heatmap", "https://example.com/map.png"),
     ("heatmap", "data:image/png;base64,%%%"), ("label", 7), ("summary", "x" * 301), ("class_id", None),
+    # A heatmap not the size of its crop: the remote would choose what this server (and a browser) decodes.
+    ("heatmap", DATA_URL + base64.b64encode(heatmap_png(np.eye(7), (21, 20))).decode()),
+    ("heatmap", DATA_URL + base64.b64encode(heatmap_png(np.eye(7), (1, 1))).decode()),
 ])
 def test_a_malformed_remote_explanation_is_502(make_app, stub_server, cat_png, field, value):
     explanation = {**good_explanation(), field: value}
@@ -406,6 +414,18 @@ def test_a_malformed_remote_explanation_is_502(make_app, stub_server, cat_png, f
     assert response.status_code == 502, response.json
     assert response.json["error"]["code"] == "remote_error"
     assert "unexpected format" in response.json["error"]["message"]
+
+
+def test_a_remote_explaining_another_class_than_asked_is_502(make_app, stub_server, cat_png):
+    """The page asks a remote for one class's map; a map of another would be shown under the wrong name."""
+    url = remote_answering(stub_server, good_explanation())  # explains n02123045, tabby
+    asked = make_app(remote_url=url).test_client().post(
+        "/predict", data={"image": (io.BytesIO(cat_png), "cat.png"), "server": "remote", "explain_class": "tiger_cat"})
+    assert asked.status_code == 502 and asked.json["error"]["code"] == "remote_error"
+    assert "another class than tiger_cat" in asked.json["error"]["message"]
+    by_label = make_app(remote_url=url).test_client().post(
+        "/predict", data={"image": (io.BytesIO(cat_png), "cat.png"), "server": "remote", "explain_class": "tabby"})
+    assert by_label.status_code == 200 and by_label.json["explanation"]["class_id"] == "n02123045"
 
 
 # --- The overlay and the command line ----------------------------------------------------------------------
@@ -434,6 +454,20 @@ def test_cli_explain_writes_the_overlay_and_names_it(tmp_path):
                      re.M), result.stdout  # random weights (this process's own) may raise no class anywhere
     overlay = Image.open(written)
     assert overlay.format == "PNG" and overlay.size == (262, 262)  # chelsea.png is 451x300: crop (94, 19, 356, 281)
+
+
+def test_cli_explain_never_writes_one_photos_heatmap_over_anothers(tmp_path):
+    """Two folders' photos of the same name get a heatmap each."""
+    for folder, photo in (("a", "chelsea"), ("b", "coffee")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "photo.png").write_bytes(PHOTOS[photo].read_bytes())
+    out = tmp_path / "out"
+    result = run_classifier("predict", str(tmp_path / "a"), str(tmp_path / "b"), "--model", "MobileNetV2",
+                            "--explain", str(out), CLASSIFIER_RANDOM_WEIGHTS="1", KERAS_HOME=str(tmp_path),
+                            CLASSIFIER_OFFLINE="1")
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["photo-2.cam.png", "photo.cam.png"]
+    assert Image.open(out / "photo.cam.png").size != Image.open(out / "photo-2.cam.png").size  # cat, then coffee
 
 
 # --- A head that is not pooling then dense: the Keras path, with gradients ---------------------------------

@@ -419,7 +419,8 @@ def test_metrics_through_nginx_only_for_the_allow_list(stack):
     refused = client_at("127.0.0.2").get(stack.nginx.url + "/metrics", timeout=10)
     assert refused.status_code == 403
     assert refused.json()["error"] == {"code": "forbidden",
-                                       "message": "GET /metrics is served only to the addresses this server lists."}
+                                       "message": "GET /metrics is served only to the addresses this server lists.",
+                                       "request_id": refused.headers["X-Request-ID"]}
     # Prometheus, on loopback, scrapes it.
     up = stack.prometheus.query('up{job="classifier"}')
     assert list(up.values()) == [1]

@@ -185,6 +185,23 @@ def test_a_remote_url_is_logged_and_answered_without_its_credentials(make_app, c
     assert not any(secret in formatted(caplog.records) for secret in ("s3cret", "operator", "t0ken"))
 
 
+def test_a_custom_remote_url_is_logged_cut_short(make_app, caplog, cat_png, silent_url):
+    """A custom remote's URL is a client's text, of any length: the line holds its start only."""
+    caplog.set_level(logging.INFO)
+    url = silent_url + "x" * 5000
+    app = make_app(allow_custom_remote=True, remote_connect_timeout=1, remote_read_timeout=1)
+    app.test_client().post("/predict", data=multipart(cat_png, server="custom", remote_url=url))
+    line, = access_records(caplog)
+    assert line.fields["remote"] == url[:200] + "..."
+
+
+def test_a_failed_form_post_names_its_error_in_the_access_line(make_app, caplog):
+    caplog.set_level(logging.INFO)
+    make_app().test_client().post("/", data={"image": (io.BytesIO(b"not an image"), "x.jpg")})
+    line, = access_records(caplog)
+    assert (line.fields["status"], line.fields["error"]) == (415, "unsupported_image_type")
+
+
 def test_an_unexpected_error_is_logged_and_answered_with_the_id(make_app, caplog):
     """A route that fails on purpose stands in for a bug (there is no known one to trigger)."""
     caplog.set_level(logging.INFO)

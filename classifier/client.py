@@ -1,0 +1,208 @@
+"""The CLI's ``--remote``: a folder of images sent to a running server's ``POST /predict``.
+
+A person with a hosted server and a laptop classifies a folder without loading any model
+locally. Images go several to a request (multipart, one ``image`` part each: the API's
+multi-image form), a few requests at a time, each within the server's limits; the server's
+"come back later" (429 from NGINX's rate limit, a 503 saying when a model will be there) is
+obeyed with its ``Retry-After``, a bounded number of times. Every image ends with an answer
+or a reason.
+A server too old to take several images answers only the first of them; the client notices
+and sends one image per request from then on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from .batch import Outcome, read_image
+from .errors import ClassifierError
+from .remote import MAX_RETRY_AFTER_SECONDS, public_url
+
+IMAGES_PER_REQUEST = 8  # well under the server's CLASSIFIER_MAX_IMAGES (32); progress moves often enough
+BYTES_PER_REQUEST = 12 * 2**20  # of images: under the 16 MiB body limit of servers older than several images
+REQUESTS_IN_FLIGHT = 4  # half of NGINX's 8 uploads at once per address (remote/nginx)
+MAX_ATTEMPTS = 5  # one request, the first try and four after a 429 or 503
+MAX_WAIT_SECONDS = 60.0  # all the waits of one request together; past that its images fail
+DEFAULT_RETRY_AFTER_SECONDS = 1.0  # a 429 that does not say how long to wait
+RETRIED_STATUSES = (429, 503)
+USER_AGENT = "keras-image-classifier-cli/1.0"
+
+Notify = Callable[[str], None]
+
+
+def predict_url(url: str) -> str:
+    """``url``, with ``/predict`` added when it names only the server (``http://host:5000``)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/predict")) if parts.path in ("", "/") else url
+
+
+def batches(paths: list[Path]) -> list[list[Path]]:
+    """``paths`` in order, cut into requests of at most ``IMAGES_PER_REQUEST`` images and
+    ``BYTES_PER_REQUEST`` bytes (a larger image goes alone; the size check fails it)."""
+    groups: list[list[Path]] = []
+    size = 0
+    for path in paths:
+        try:
+            length = path.stat().st_size
+        except OSError:
+            length = 0  # reading it fails it, with the reason
+        if not groups or len(groups[-1]) >= IMAGES_PER_REQUEST or size + length > BYTES_PER_REQUEST:
+            groups.append([])
+            size = 0
+        groups[-1].append(path)
+        size += length
+    return groups
+
+
+class _Failure(Exception):
+    """A request that got no usable answer: every image in it fails with this reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass
+class RemoteClient:
+    """Sends batches of image files to one server; ``classify`` is thread-safe."""
+
+    url: str
+    fields: Mapping[str, str]
+    timeouts: tuple[float, float]
+    max_image_bytes: int
+    notify: Notify
+    session: requests.Session = field(default_factory=requests.Session)
+    one_per_request: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.mount(self.url, requests.adapters.HTTPAdapter(pool_maxsize=REQUESTS_IN_FLIGHT))
+        self.shown = public_url(self.url)
+
+    def classify(self, paths: list[Path]) -> list[Outcome]:
+        """One outcome per path, in order: read here, sent in one request where possible."""
+        outcomes: dict[Path, Outcome] = {}
+        images: list[tuple[Path, bytes]] = []
+        for path in paths:
+            try:
+                images.append((path, read_image(path, self.max_image_bytes)))
+            except ClassifierError as error:
+                outcomes[path] = Outcome.failed(path, error.code, error.message)
+            except OSError as error:
+                outcomes[path] = Outcome.failed(path, "unreadable_file", error.strerror or str(error))
+        outcomes.update((outcome.path, outcome) for outcome in self._send(images))
+        return [outcomes[path] for path in paths]
+
+    def _send(self, images: list[tuple[Path, bytes]]) -> list[Outcome]:
+        """Outcomes for ``images`` from as few requests as the server allows: a 413 to several
+        splits them in two, and a refusal of several that may be one image's fault (a server
+        that reads one image per request refuses the request for it) asks for each alone."""
+        if not images:
+            return []
+        if len(images) > 1 and self.one_per_request.is_set():
+            return [outcome for image in images for outcome in self._send([image])]
+        try:
+            status, document = self._post(images)
+        except _Failure as failure:
+            return [Outcome.failed(path, failure.code, failure.message) for path, _ in images]
+        if status == 200 and isinstance(document, dict):
+            if "results" in document:
+                return self._results(images, document)
+            if len(images) > 1:  # an older server: it answered for the first image only
+                self.one_per_request.set()
+                return self._send(images)
+        if status == 413 and len(images) > 1:  # too many images or bytes for this server
+            half = len(images) // 2
+            return self._send(images[:half]) + self._send(images[half:])
+        if status != 200 and status not in RETRIED_STATUSES and len(images) > 1:
+            # One image's fault (on a server that takes one) or the request's: each image says.
+            return [outcome for image in images for outcome in self._send([image])]
+        return [self._single(path, status, document) for path, _ in images]
+
+    def _post(self, images: list[tuple[Path, bytes]]) -> tuple[int, object]:
+        """The server's status and JSON answer; waits and tries again on 429 and 503 as long
+        as the attempts and the total wait allow, then returns the last refusal."""
+        waited = 0.0
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                response = self.session.post(self.url, files=[("image", (path.name, data)) for path, data in images],
+                                             data=dict(self.fields), timeout=self.timeouts, allow_redirects=False)
+            except requests.Timeout:
+                raise _Failure("remote_timeout", f"{self.shown} did not answer within {self.timeouts[1]:g} s.") from None
+            except requests.RequestException as error:
+                raise _Failure("remote_error", f"{self.shown} could not be reached ({type(error).__name__}).") from None
+            document = _json_or_none(response)
+            delay = _retry_delay(response)
+            if delay is None or attempt == MAX_ATTEMPTS or waited + delay > MAX_WAIT_SECONDS:
+                return response.status_code, document
+            code, _ = self._refusal(response.status_code, document)
+            self.notify(f"{self.shown} answered {response.status_code} ({code}) to {len(images)} image(s); "
+                        f"trying again in {delay:g} s")
+            time.sleep(delay)  # the server asked for this pause (Retry-After)
+            waited += delay
+        raise AssertionError("unreachable: the last attempt returns")
+
+    def _results(self, images: list[tuple[Path, bytes]], document: dict) -> list[Outcome]:
+        results = document["results"]
+        if not isinstance(results, list) or len(results) != len(images):
+            return [Outcome.failed(path, *self._unexpected()) for path, _ in images]
+        shared = {key: document.get(key) for key in ("model", "weights", "server")}
+        return [self._single(path, 200, {**shared, **item} if isinstance(item, dict) else None)
+                for (path, _), item in zip(images, results)]
+
+    def _single(self, path: Path, status: int, document: object) -> Outcome:
+        """One image's outcome from its answer: the API's single answer, or one of ``results``."""
+        if isinstance(document, dict) and "error" in document:
+            return Outcome.failed(path, *self._refusal(status, document))
+        if status != 200:
+            return Outcome.failed(path, *self._refusal(status, document))
+        if not _is_answer(document):
+            return Outcome.failed(path, *self._unexpected())
+        keys = ("model", "weights", "server", "predictions", "result", "timing_ms", "explanation")
+        return Outcome(path, {key: document[key] for key in keys if key in document})
+
+    def _refusal(self, status: int, document: object) -> tuple[str, str]:
+        """The server's own code and message when it answered in the service's error shape."""
+        error = document.get("error") if isinstance(document, dict) else None
+        if isinstance(error, dict) and isinstance(error.get("code"), str) and isinstance(error.get("message"), str):
+            return error["code"], error["message"]
+        return f"http_{status}", f"{self.shown} answered {status}."
+
+    def _unexpected(self) -> tuple[str, str]:
+        return "remote_error", f"{self.shown} answered in an unexpected format (is it this service's /predict?)."
+
+
+def _is_answer(document: object) -> bool:
+    """The fields the CLI reads, with the types it reads them as."""
+    if not (isinstance(document, dict) and isinstance(document.get("model"), str)
+            and isinstance(document.get("predictions"), list)):
+        return False
+    return all(isinstance(p, dict) and isinstance(p.get("label"), str) and isinstance(p.get("class_id"), str)
+               and isinstance(p.get("score"), (int, float)) and 0 <= p["score"] <= 1
+               for p in document["predictions"])
+
+
+def _json_or_none(response: requests.Response) -> object:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _retry_delay(response: requests.Response) -> float | None:
+    """Seconds to wait before trying again, or ``None``: don't. A 429 is always worth a
+    retry (a rate limit refills); a 503 only when it says when (the app's do when waiting
+    helps, as while a model downloads; one for weights that are not there never will)."""
+    if response.status_code not in RETRIED_STATUSES:
+        return None
+    header = response.headers.get("Retry-After", "").strip()
+    if header.isdigit():
+        return float(min(int(header), MAX_RETRY_AFTER_SECONDS))
+    return DEFAULT_RETRY_AFTER_SECONDS if response.status_code == 429 else None
