@@ -106,7 +106,6 @@ def shell(command: str, folder: Path, environment: dict[str, str], request: pyte
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("readme_examples")
     shutil.copy(CAT, folder / "cat.jpg")
-    shutil.copy(CAT.with_name("coffee.jpg"), folder / "coffee.jpg")  # the several-images example
     return folder
 
 
