@@ -334,7 +334,7 @@ def _json_uploads(document: dict[str, Any]) -> list[Upload]:
     for index, (value, name) in enumerate(zip(images, names)):
         filename = name or default_filename(index)
         try:
-            uploads.append(Upload(filename, decode_image_field(value)))
+            uploads.append(Upload(filename, decode_image_field(value, "This entry of 'images'")))
         except ClassifierError as problem:
             uploads.append(Upload(filename, problem=problem))
     return uploads
@@ -350,10 +350,11 @@ def _json_document(req: Request) -> dict[str, Any]:
     return document
 
 
-def decode_image_field(value: object) -> bytes:
-    """Base64 or a ``data:image/...;base64,`` URL (what a browser's FileReader produces)."""
+def decode_image_field(value: object, name: str = "'image'") -> bytes:
+    """Base64 or a ``data:image/...;base64,`` URL (what a browser's FileReader produces);
+    ``name`` is what the messages call the field."""
     if not isinstance(value, str) or not value:
-        raise InvalidRequest("'image' must be a base64 string or a data: URL.")
+        raise InvalidRequest(f"{name} must be a base64 string or a data: URL.")
     if value.startswith("data:"):
         header, comma, value = value.partition(",")
         media_type, _, encoding = header[len("data:"):].partition(";")
@@ -364,7 +365,7 @@ def decode_image_field(value: object) -> bytes:
     try:
         return base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidImage("'image' is not valid base64.") from None
+        raise InvalidImage(f"{name} is not valid base64.") from None
 
 
 def _add_security_headers(response: Response) -> Response:

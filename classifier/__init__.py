@@ -6,6 +6,7 @@
 
 from .config import Settings
 from .errors import ClassifierError
-from .service import Classification, Classifier, PredictRequest
+from .service import Classification, Classifier, ManyClassifications, ManyImagesRequest, PredictRequest, Upload
 
-__all__ = ["Classification", "Classifier", "ClassifierError", "PredictRequest", "Settings"]
+__all__ = ["Classification", "Classifier", "ClassifierError", "ManyClassifications", "ManyImagesRequest",
+           "PredictRequest", "Settings", "Upload"]

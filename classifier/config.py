@@ -42,8 +42,9 @@ class Settings:
     max_request_bytes: int = 64 * 2**20
     max_images: int = 32
     # Images decoded and run through the model together; a request holds at most this many
-    # decoded at once. Measured in bench/batching.py (ms per image at batch 1/2/4/8/16).
-    batch_size: int = 8
+    # decoded at once. None: the runtime's own (runtimes.py: ONNX Runtime 1, Keras 8, measured
+    # with bench/batching.py).
+    batch_size: int | None = None
     # Image limits (image_checks.py; README, "How an image is prepared", has the measurements).
     max_pixels: int = 50_000_000
     max_aspect_ratio: float = 20.0

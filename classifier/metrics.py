@@ -127,9 +127,9 @@ REQUESTS = Counter("classifier_requests", "HTTP requests answered, by route and 
                    ["endpoint", "status"])
 REQUEST_SECONDS = Histogram("classifier_request_seconds", "Time to answer an HTTP request, by route.",
                             ["endpoint"], buckets=LATENCY_BUCKETS)
-PREDICTIONS = Counter("classifier_predictions", "Predictions asked for, by model, server and outcome "
-                      "(ok, or the error code answered).", ["model", "server", "outcome"])
-IMAGES = Counter("classifier_images", "Images classified by this host's models.", ["model"])
+PREDICTIONS = Counter("classifier_predictions", "Predictions asked for, one per request however many images, "
+                      "by model, server and outcome (ok, or the error code answered).", ["model", "server", "outcome"])
+IMAGES = Counter("classifier_images", "Images classified by this host's models, each image counted.", ["model"])
 DECODE_SECONDS = Histogram("classifier_decode_seconds", "Time to check, decode and crop an upload.",
                            buckets=LATENCY_BUCKETS)
 INFERENCE_SECONDS = Histogram("classifier_inference_seconds", "Time of a model's forward pass.",

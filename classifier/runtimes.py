@@ -32,6 +32,9 @@ class Runtime(Protocol):
     name: str
     head: DenseHead | None
     explainable: bool
+    batch_size: int
+    """Images of one request run through one pass (and held decoded at once), unless
+    ``CLASSIFIER_BATCH_SIZE`` says otherwise: what bench/batching.py found fastest."""
 
     def scores(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -54,6 +57,10 @@ class KerasRuntime:
     """
 
     name = "keras"
+    # ms per image of a 16-photo request, one thread, by batch 1/2/4/8/16, two runs on a busy
+    # 2-core machine (bench/batching.py): EfficientNetLite0 43/28/28/26/25 and 36/47/37/22/24,
+    # MobileNetV2 33/31/26/24/28. Each call of the compiled function costs a few ms of its own.
+    batch_size = 8
 
     def __init__(self, model: keras.Model, input_size: int, feature_map: FeatureMap | None = None) -> None:
         import keras
@@ -136,6 +143,11 @@ class OnnxRuntime:
     """
 
     name = "onnx"
+    # ms per image of a 16-photo request, one thread, by batch 1/2/4/8/16 (bench/batching.py):
+    # EfficientNetLite0 28/28/28/25/28 and 16/15/16/19/22, MobileNetV2 26/22/21/23/38; the
+    # pass alone, EfficientNetLite0 15.6/15.2/17/22/19 and 11.4/11.2/17.6/13.2/14.5 ms per image.
+    # No batch is faster beyond the noise and large ones are slower: one image at a time.
+    batch_size = 1
 
     def __init__(self, path: Path, threads: int | None = None, head: DenseHead | None = None) -> None:
         import onnxruntime

@@ -175,8 +175,9 @@ class Classifier:
         """Why ``upload`` is not sent on or decoded: unreadable, or over the image limit."""
         if upload.problem is not None:
             return upload.problem
-        return ImageTooLarge.over(self.settings.max_upload_bytes) if len(upload.data) > self.settings.max_upload_bytes \
-            else None
+        if len(upload.data) > self.settings.max_upload_bytes:
+            return ImageTooLarge.over(self.settings.max_upload_bytes)
+        return None
 
     def _remote_url(self, request: PredictRequest) -> str:
         if request.server == "remote":
@@ -206,9 +207,7 @@ class Classifier:
         framed = images.framed(image, spec.input_size, images.ImageLimits.from_settings(self.settings))
         decoded = time.perf_counter()
         was_loaded = self.catalog.state(spec).state == status.LOADED
-        loaded = self.load_model(spec.name)
-        if explain and not loaded.explainable:
-            raise InvalidRequest(f"{spec.name} cannot explain its answers here; GET /models says which can.")
+        loaded = self._ready(spec, explain)
         ready = time.perf_counter()
         scores, features = loaded.scores_and_features(framed.pixels[None])
         inferred = time.perf_counter()
@@ -229,27 +228,21 @@ class Classifier:
 
     def classify_many(self, uploads: Sequence[Upload], model: str | None = None, top_k: int = DEFAULT_TOP_K, *,
                       explain: bool = False, explain_class: str | None = None) -> ManyClassifications:
-        """Classify each of ``uploads`` with ``model`` in this process, ``settings.batch_size``
-        at a time: a batch is decoded (an image that fails gets its error), run through the
-        model in one pass, and let go before the next is decoded, so a request never holds
-        more than one batch of decoded images. The model is loaded after the first batch is
-        decoded; an unknown or unavailable model fails the whole request."""
+        """Classify each of ``uploads`` with ``model`` in this process, a batch at a time (the
+        runtime's ``batch_size``, or ``CLASSIFIER_BATCH_SIZE``): a batch is decoded (an image that
+        fails gets its error), run through the model in one pass, and let go before the next is
+        decoded, so a request never holds more than one batch of decoded images. The model is
+        loaded first: an unknown or unavailable model fails the whole request."""
         started = time.perf_counter()
         spec = get_spec(model or self.default_model)
         was_loaded = self.catalog.state(spec).state == status.LOADED
+        loaded = self._ready(spec, explain)
+        totals = {"decode": 0.0, "inference": 0.0, **({} if was_loaded else {"load": _ms_since(started)})}
         results: list[ImageResult] = []
-        totals = {"decode": 0.0, "inference": 0.0}
-        loaded: LoadedModel | None = None
-        for batch in _batches(uploads, self.settings.batch_size):
+        for batch in _batches(uploads, self.settings.batch_size or loaded.runtime.batch_size):
             framed = [self._framed_or_error(upload, spec, totals) for upload in batch]
-            if loaded is None:
-                loaded_at = time.perf_counter()
-                loaded = self._ready(spec, explain)
-                totals["load"] = _ms_since(loaded_at)
             results += self._classify_batch(loaded, batch, framed, top_k, explain, explain_class, totals)
-        if loaded is None:  # no images at all: the parser never lets that happen
-            raise InvalidRequest("The request holds no images.")
-        timing = {name: round(value, 2) for name, value in totals.items() if name != "load" or not was_loaded}
+        timing = {name: round(value, 2) for name, value in totals.items()}
         return ManyClassifications(loaded.spec.name, loaded.weights, results, {**timing, "total": _ms_since(started)})
 
     def _framed_or_error(self, upload: Upload, spec: ModelSpec,
@@ -269,6 +262,7 @@ class Classifier:
         return result, round(seconds * 1000, 2)
 
     def _ready(self, spec: ModelSpec, explain: bool) -> LoadedModel:
+        """The loaded model, refused if an explanation is asked of one that cannot give it."""
         loaded = self.load_model(spec.name)
         if explain and not loaded.explainable:
             raise InvalidRequest(f"{spec.name} cannot explain its answers here; GET /models says which can.")
@@ -296,17 +290,10 @@ class Classifier:
                 results.append(ImageResult.failed(upload.filename, item))
                 continue
             row = next(rows)
-            timing = {"decode": decode_ms, "inference": share}
-            predictions = labels.top_k(scores[row], top_k)
-            explanation = None
-            if explain:
-                explain_started = time.perf_counter()
-                explained = explain_class or predictions[0].class_id
-                row_features = None if features is None else features[row:row + 1]
-                explanation = _explanation(loaded, item, scores[row], row_features, explained).to_json()
-                timing["explain"] = _ms_since(explain_started)
-            timing["total"] = round(sum(timing.values()), 2)
-            results.append(ImageResult(upload.filename, predictions, timing, explanation))
+            row_features = None if features is None else features[row:row + 1]
+            explained = (explain_class or "") if explain else None
+            results.append(_image_result(loaded, upload.filename, item, scores[row], row_features, top_k, explained,
+                                         {"decode": decode_ms, "inference": share}))
         return results
 
     def _check_size(self, image: bytes) -> None:
@@ -359,6 +346,20 @@ def _counted(options: PredictRequest, forwarded: bool, here: Callable[[], Answer
         result = here() if server == "local" else there()
         counted.model = result.model
     return result
+
+
+def _image_result(loaded: LoadedModel, filename: str, framed: images.Framed, scores: np.ndarray,
+                  features: np.ndarray | None, top_k: int, explained: str | None,
+                  timing: dict[str, float]) -> ImageResult:
+    """One image's predictions from its row of a batch's pass; with ``explained`` (a class,
+    or "" for the top one), its explanation too."""
+    predictions = labels.top_k(scores, top_k)
+    explanation = None
+    if explained is not None:
+        started = time.perf_counter()
+        explanation = _explanation(loaded, framed, scores, features, explained or predictions[0].class_id).to_json()
+        timing["explain"] = _ms_since(started)
+    return ImageResult(filename, predictions, {**timing, "total": round(sum(timing.values()), 2)}, explanation)
 
 
 def _batches(uploads: Sequence[Upload], size: int) -> Iterator[Sequence[Upload]]:

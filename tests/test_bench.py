@@ -114,3 +114,25 @@ def test_the_decode_benchmark_times_every_photo_size_both_ways():
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
     assert [row[0] for row in rows] == ["451x300", "2016x1512", "4032x3024", "8064x6048"]
     assert all(float(cell) > 0 for row in rows for cell in row[1:])
+
+
+def test_the_batching_benchmark_measures_every_batch_on_both_runtimes(tmp_path):
+    """bench/batching.py, behind CLASSIFIER_BATCH_SIZE's defaults, at its smallest settings."""
+    result = subprocess.run([sys.executable, "bench/batching.py", "--models", MODEL, "--seconds", "0.05",
+                             "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "batching.json").read_text())
+    assert set(figures) == {f"{MODEL} onnx", f"{MODEL} keras"}
+    for measured in figures.values():
+        for kind in ("forward_ms_per_image", "request_ms_per_image"):
+            assert list(measured[kind]) == ["1", "2", "4", "8", "16"] and all(ms > 0 for ms in measured[kind].values())
+
+
+def test_the_many_images_benchmark_answers_every_request(tmp_path):
+    """bench/many_images.py against a real one-worker uWSGI, at its smallest settings."""
+    result = subprocess.run([sys.executable, "bench/many_images.py", "--images", "2", "--series", "3"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert sum("status 200  answered 2 " in line for line in lines) == 3, result.stdout
+    assert sum("images/s" in line for line in lines) == 3, result.stdout

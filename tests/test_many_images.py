@@ -92,7 +92,7 @@ def test_json_images_with_filenames_data_urls_and_a_bad_entry(real_app, photos):
     results = response.json["results"]
     assert [result["filename"] for result in results] == ["cat.png", "x", "image-3", "seven"]
     assert labels_of(results[0], 2) & CAT_LABELS and labels_of(results[2], 2) & COFFEE_LABELS
-    assert results[1]["error"] == {"code": "invalid_image", "message": "'image' is not valid base64."}
+    assert results[1]["error"] == {"code": "invalid_image", "message": "This entry of 'images' is not valid base64."}
     assert results[3]["error"]["code"] == "invalid_request"
     assert len(results[0]["predictions"]) == 2
     one = client.post("/predict", json={"images": [data_url]}).json  # a list of one: still "results"
@@ -265,7 +265,8 @@ def test_a_json_multi_image_request_is_forwarded_with_explanations(pair, photos)
     assert response.status_code == 200, response.text
     cat, bad = response.json()["results"]
     assert cat["filename"] == "c.png" and cat["explanation"]["heatmap"].startswith("data:image/png")
-    assert bad == {"filename": "bad", "error": {"code": "invalid_image", "message": "'image' is not valid base64."}}
+    assert bad == {"filename": "bad",
+                   "error": {"code": "invalid_image", "message": "This entry of 'images' is not valid base64."}}
 
 
 def test_the_hop_header_answers_several_images_here(pair, photos):
