@@ -49,9 +49,13 @@ def top_k(scores: np.ndarray, k: int) -> list[Prediction]:
     """The ``k`` best classes of one score vector, best first."""
     if scores.shape != (NUM_CLASSES,):
         raise ValueError(f"expected {NUM_CLASSES} scores, got shape {scores.shape}")
-    best = np.argsort(scores)[::-1][:k]
+    if k < NUM_CLASSES:  # the k best found first (O(n)), then only they are sorted
+        candidates = np.argpartition(scores, NUM_CLASSES - k)[NUM_CLASSES - k:]
+        best = candidates[np.argsort(scores[candidates])[::-1]]
+    else:
+        best = np.argsort(scores)[::-1]
     index = class_index()
-    return [Prediction(index[i][1], index[i][0], float(scores[i])) for i in best]
+    return [Prediction(index[i][1], index[i][0], score) for i, score in zip(best.tolist(), scores[best].tolist())]
 
 
 def class_numbers(name: str) -> tuple[int, ...]:
