@@ -124,7 +124,7 @@ def index() -> Any:
         return render_page(classifier, error=error, form=request.form), error.status, retry_headers(error)
     if isinstance(parsed, ManyImagesRequest):
         return render_page(classifier, result=answer, form=request.form)  # a table, a row per photo
-    overlay = overlay_url(parsed.image, answer, ImageLimits.from_settings(classifier.settings))
+    overlay = overlay_url(parsed.image, answer, classifier.limits)
     return render_page(classifier, result=answer, form=request.form, overlay=overlay)
 
 

@@ -73,11 +73,16 @@ class Catalog:
 
     def load(self, name: str) -> LoadedModel:
         """The loaded model, or ``ModelUnavailable`` in the wording of its state."""
+        return self.ready(name)[0]
+
+    def ready(self, name: str) -> tuple[LoadedModel, bool]:
+        """``load``, and whether the model was loaded already (else this call loaded it or
+        waited for it): a prediction's one look at the files and the pool."""
         spec = get_spec(name)
         found = None if self.settings.random_weights else spec.weights.find(self.settings)
         if found is not None or self.settings.random_weights:
             try:
-                return self.pool.get(spec, found and self._found(spec, found), self.serving)
+                return self.pool.get_noting(spec, found and self._found(spec, found), self.serving)
             except LoadFailed as failure:
                 if failure.rejected and found is not None:
                     log.warning("%s: %s", spec.name, move_aside(found, failure.reason, self.settings))

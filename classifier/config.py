@@ -7,6 +7,7 @@ names and defaults; the README's settings table is written from this file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,12 +101,13 @@ class Settings:
         values = {name: value for name, value in values.items() if value is not None}
         return cls(**{**values, **overrides})
 
-    @property
+    # Made once per settings (they are frozen): every prediction's look at its weights asks.
+    @functools.cached_property
     def keras_cache_dir(self) -> Path:
         """Where ``keras.utils.get_file(..., cache_subdir="models")`` stores weights."""
         return self.keras_home / "models"
 
-    @property
+    @functools.cached_property
     def exports_dir(self) -> Path:
         """Where ONNX exports of the models and their verification records are cached."""
         return self.keras_cache_dir / "exports"

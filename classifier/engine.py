@@ -202,11 +202,17 @@ class ModelPool:
 
     def get(self, spec: ModelSpec, weights: Found | Path | None, serving: Serving = Serving()) -> LoadedModel:
         """The loaded model, loading it now if needed; ``LoadFailed`` if it cannot load."""
+        return self.get_noting(spec, weights, serving)[0]
+
+    def get_noting(self, spec: ModelSpec, weights: Found | Path | None,
+                   serving: Serving = Serving()) -> tuple[LoadedModel, bool]:
+        """``get``, and whether the model was loaded already: a request that loaded it, or
+        waited for another to, reports that time as its ``load`` (one key lookup for both)."""
         found = Found(weights) if isinstance(weights, Path) else weights
         key = _key(spec, found, serving)
         model = self._models.get(key)
         if model is not None:
-            return model
+            return model, True
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
@@ -215,7 +221,7 @@ class ModelPool:
             if key not in self._models:
                 # Stored under the key after loading as well: a conversion adds a file to it.
                 self._models[key] = self._models[_key(spec, found, serving)] = self._load(spec, found, serving)
-        return self._models[key]
+        return self._models[key], False
 
     def _load(self, spec: ModelSpec, found: Found | None, serving: Serving) -> LoadedModel:
         log.info("loading %s with %s weights (runtime %s)", spec.name, found.path.name if found else "random",

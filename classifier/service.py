@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from . import images, labels, metrics, remote, status
+from . import images, labels, metrics, remote
 from .catalog import Catalog
 from .config import Settings
 from .download import BackgroundDownloads
@@ -115,6 +115,8 @@ class Classifier:
         if self.settings.default_model:
             get_spec(self.settings.default_model)  # an unknown name stops start-up here
         self.catalog = Catalog(self.settings, self.pool, self.downloads)
+        self.limits = images.ImageLimits.from_settings(self.settings)
+        """What decoding one upload may cost: the settings are fixed, so made once, not per image."""
 
     def predict(self, request: PredictRequest, forwarded: bool = False) -> Classification:
         """Answer ``request``; a ``forwarded`` request is always answered here (no loops)."""
@@ -204,10 +206,9 @@ class Classifier:
         started = time.perf_counter()
         self._check_size(image)
         spec = get_spec(model or self.default_model)
-        framed = images.framed(image, spec.input_size, images.ImageLimits.from_settings(self.settings))
+        framed = images.framed(image, spec.input_size, self.limits)
         decoded = time.perf_counter()
-        was_loaded = self.catalog.state(spec).state == status.LOADED
-        loaded = self._ready(spec, explain)
+        loaded, was_loaded = self._ready(spec, explain)
         ready = time.perf_counter()
         scores, features = loaded.scores_and_features(framed.pixels[None])
         inferred = time.perf_counter()
@@ -235,8 +236,7 @@ class Classifier:
         loaded first: an unknown or unavailable model fails the whole request."""
         started = time.perf_counter()
         spec = get_spec(model or self.default_model)
-        was_loaded = self.catalog.state(spec).state == status.LOADED
-        loaded = self._ready(spec, explain)
+        loaded, was_loaded = self._ready(spec, explain)
         totals = {"decode": 0.0, "inference": 0.0, **({} if was_loaded else {"load": _ms_since(started)})}
         results: list[ImageResult] = []
         for batch in _batches(uploads, self.settings.batch_size or loaded.runtime.batch_size):
@@ -252,8 +252,7 @@ class Classifier:
         try:
             if (problem := self._problem(upload)) is not None:
                 raise problem
-            result: images.Framed | ClassifierError = images.framed(
-                upload.data, spec.input_size, images.ImageLimits.from_settings(self.settings))
+            result: images.Framed | ClassifierError = images.framed(upload.data, spec.input_size, self.limits)
         except ClassifierError as error:
             result = error
         seconds = time.perf_counter() - started
@@ -261,12 +260,13 @@ class Classifier:
         totals["decode"] += seconds * 1000
         return result, round(seconds * 1000, 2)
 
-    def _ready(self, spec: ModelSpec, explain: bool) -> LoadedModel:
-        """The loaded model, refused if an explanation is asked of one that cannot give it."""
-        loaded = self.load_model(spec.name)
+    def _ready(self, spec: ModelSpec, explain: bool) -> tuple[LoadedModel, bool]:
+        """The loaded model and whether it was loaded already, refused if an explanation is
+        asked of one that cannot give it."""
+        loaded, was_loaded = self.catalog.ready(spec.name)
         if explain and not loaded.explainable:
             raise InvalidRequest(f"{spec.name} cannot explain its answers here; GET /models says which can.")
-        return loaded
+        return loaded, was_loaded
 
     def _classify_batch(self, loaded: LoadedModel, batch: Sequence[Upload],
                         framed: list[tuple[images.Framed | ClassifierError, float]], top_k: int, explain: bool,

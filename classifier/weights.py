@@ -154,8 +154,8 @@ class ConvertedWeights:
 
     def find(self, settings: Settings) -> Path | None:
         """The packaged source file, if the package is installed (nothing is converted)."""
-        source = self.source()
-        return Path(source) if source and Path(source).is_file() else None
+        source = _package_file(self.source)
+        return source if source and source.is_file() else None
 
     def problem(self, path: Path) -> str | None:
         return None if path.is_file() else "has disappeared"
@@ -217,6 +217,22 @@ def loadable(weights: Weights, settings: Settings) -> Path | None:
     """The file Keras loads for ``weights`` (converting or checking it now), if it is here."""
     found = weights.find(settings)
     return weights.prepare(found, settings) if found else None
+
+
+_PACKAGE_FILES: dict[Callable[[], str | None], Path] = {}
+
+
+def _package_file(source: Callable[[], str | None]) -> Path | None:
+    """Where ``source`` says a package's file is, asked once per process (every prediction
+    finds its weights; asking ``importlib.resources`` cost more than the rest of the look):
+    a package stays where it was imported from. Not remembered while it is not installed,
+    so one installed later is found."""
+    if source not in _PACKAGE_FILES:
+        path = source()
+        if path is None:
+            return None
+        _PACKAGE_FILES[source] = Path(path)
+    return _PACKAGE_FILES[source]
 
 
 @functools.lru_cache(maxsize=64)

@@ -368,3 +368,41 @@ def test_classify_without_background_downloads_explains(tmp_path, cat_png):
     classifier = Classifier(settings_for(tmp_path), downloads=None)
     with pytest.raises(ModelUnavailable, match="run `classifier download ResNet50`"):
         classifier.classify(cat_png, "ResNet50")
+
+
+def test_weights_replaced_or_deleted_while_a_model_is_loaded_are_noticed_by_the_next_prediction(
+        tmp_path, mobilenet_h5, cat_png):
+    """A prediction looks at its weights file once and cheaply (a ``stat``, no path parsing
+    or package look-up redone): a loaded model is served from memory, but a file replaced
+    since is loaded afresh and one deleted is unavailable at once."""
+    import h5py
+
+    from classifier.labels import class_index
+
+    settings = settings_for(tmp_path, offline=True, runtime="keras")
+    path = home_with(tmp_path, {MOBILENET.file_name: mobilenet_h5}) / "models" / MOBILENET.file_name
+    classifier = Classifier(settings, pool=ModelPool(), downloads=None)
+    first, again = (classifier.classify(cat_png, "MobileNetV2") for _ in range(2))
+    assert "load" in first.timing_ms and "load" not in again.timing_ms
+    assert by_name(classifier.models())["MobileNetV2"]["status"] == "loaded"
+
+    replacement = tmp_path / "replacement.h5"
+    replacement.write_bytes(mobilenet_h5)
+    with h5py.File(replacement, "r+") as file:  # the same layout, other values: class 7 always wins
+        bias = next(file[name] for name in _datasets(file) if "predictions" in name and "bias" in name)
+        bias[7] = 1000.0
+    os.replace(replacement, path)
+    replaced = classifier.classify(cat_png, "MobileNetV2")
+    assert "load" in replaced.timing_ms and replaced.predictions[0].class_id == class_index()[7][0]
+    assert "load" not in classifier.classify(cat_png, "MobileNetV2").timing_ms
+
+    path.unlink()
+    with pytest.raises(ModelUnavailable, match="is not here and downloads are off"):
+        classifier.classify(cat_png, "MobileNetV2")
+    assert by_name(classifier.models())["MobileNetV2"]["status"] == "unavailable"
+
+
+def _datasets(file) -> list[str]:
+    names: list[str] = []
+    file.visititems(lambda name, item: names.append(name) if hasattr(item, "shape") else None)
+    return names
