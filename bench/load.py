@@ -5,7 +5,7 @@ as it can per request: every client is one keep-alive connection, all of them se
 thread through ``selectors``; the request's bytes (a raw ``image/jpeg`` body, one of the
 API's three forms) are built once and sent again and again, and an answer is read only as
 far as its status and the end of its body (``Content-Length``, or chunks). ``http.client``
-in a thread per client cost 0.36 ms of CPU a request here, this 0.16 ms (bench/profile.py
+in a thread per client cost 0.36 ms of CPU a request here, this 0.16 ms (bench/profile_workers.py
 prints it). Every loop stops by itself: after so many requests or seconds (one client),
 seconds (N clients) or rounds (warming up); a connection that stays silent for
 ``TIMEOUT`` seconds fails its request.

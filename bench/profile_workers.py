@@ -1,6 +1,6 @@
 """Where a uWSGI worker's CPU goes under load, beyond the forward pass itself.
 
-    python3 bench/profile.py [--model EfficientNetLite0] [--clients 4] [--seconds 10] [--rate 200]
+    python3 bench/profile_workers.py [--model EfficientNetLite0] [--clients 4] [--seconds 10] [--rate 200]
 
 Starts the production stack (uwsgi.ini behind the project's NGINX site, as bench/serving.py
 does, per-client limits off), warms every worker, then puts ``--clients`` clients on
