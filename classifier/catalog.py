@@ -82,7 +82,7 @@ class Catalog:
         found = None if self.settings.random_weights else spec.weights.find(self.settings)
         if found is not None or self.settings.random_weights:
             try:
-                return self.pool.get_noting(spec, found and self._found(spec, found), self.serving)
+                return self.pool.get_or_load(spec, found and self._found(spec, found), self.serving)
             except LoadFailed as failure:
                 if failure.rejected and found is not None:
                     log.warning("%s: %s", spec.name, move_aside(found, failure.reason, self.settings))

@@ -202,12 +202,12 @@ class ModelPool:
 
     def get(self, spec: ModelSpec, weights: Found | Path | None, serving: Serving = Serving()) -> LoadedModel:
         """The loaded model, loading it now if needed; ``LoadFailed`` if it cannot load."""
-        return self.get_noting(spec, weights, serving)[0]
+        return self.get_or_load(spec, weights, serving)[0]
 
-    def get_noting(self, spec: ModelSpec, weights: Found | Path | None,
-                   serving: Serving = Serving()) -> tuple[LoadedModel, bool]:
-        """``get``, and whether the model was loaded already: a request that loaded it, or
-        waited for another to, reports that time as its ``load`` (one key lookup for both)."""
+    def get_or_load(self, spec: ModelSpec, weights: Found | Path | None,
+                    serving: Serving = Serving()) -> tuple[LoadedModel, bool]:
+        """The model and whether it was loaded already (else this call loaded it, or waited
+        while another did): a request reports that time as its ``load``, from one key lookup."""
         found = Found(weights) if isinstance(weights, Path) else weights
         key = _key(spec, found, serving)
         model = self._models.get(key)
