@@ -18,7 +18,7 @@ from . import Classifier, ClassifierError, Settings
 from .batch import IMAGE_SUFFIXES, Outcome, Summary, classify_here, find_images, run
 from .client import REQUESTS_IN_FLIGHT, RemoteClient, batches, predict_url
 from .download import Unreachable, describe, download
-from .engine import Serving, make_export
+from .engine import Serving, make_export, make_int8
 from .explain import overlay_png
 from .files import write_bytes
 from .logs import configure_logging
@@ -169,14 +169,25 @@ def _export(names: list[str]) -> int:
         print(error.message, file=sys.stderr)
         return 2
     failures = 0
-    for spec in specs or [spec for spec in REGISTRY.values() if spec.weights.find(settings)]:
+    fp32 = [spec for spec in REGISTRY.values() if spec.int8_of is None and spec.weights.find(settings)]
+    for spec in specs or fp32:
         reason = _export_one(spec, settings)
         if reason:
             print(f"{spec.name}: {reason}", file=sys.stderr)
             failures += 1
         else:
             print(f"{spec.name}: checked export in {settings.exports_dir}")
+            _int8_one(spec, settings)
     return 1 if failures else 0
+
+
+def _int8_one(spec: ModelSpec, settings: Settings) -> None:
+    """Make and check the int8 form of ``spec`` (or ``spec`` itself, an int8 entry) and say
+    whether it is served; one that fails its check is not a failure: fp32 answers instead."""
+    int8 = spec if spec.int8_of else get_spec(f"{spec.name}-int8")
+    record = make_int8(int8, Found(spec.weights.find(settings), spec.weights, settings),
+                       Serving.from_settings(settings))
+    print(f"{int8.name}: {'served' if record.verified else 'not served'}: {record.reason}")
 
 
 def _export_one(spec: ModelSpec, settings: Settings) -> str | None:
@@ -185,7 +196,8 @@ def _export_one(spec: ModelSpec, settings: Settings) -> str | None:
     if path is None:
         return Classifier(settings, downloads=None).catalog.state(spec).error_for(spec.name).message
     try:
-        record, _ = make_export(spec, Found(path, spec.weights, settings), Serving.from_settings(settings))
+        base = get_spec(spec.int8_of or spec.name)
+        record, _ = make_export(base, Found(path, spec.weights, settings), Serving.from_settings(settings))
     except WeightsRejected as error:
         return str(error)
     if not record.verified:

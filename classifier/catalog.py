@@ -16,8 +16,9 @@ from pathlib import Path
 from . import download, status
 from .config import Settings
 from .download import BackgroundDownloads, may_retry
-from .engine import LoadedModel, LoadFailed, ModelPool, Serving
+from .engine import INT8_NEEDS, LoadedModel, LoadFailed, ModelPool, Serving, int8_form
 from .models import REGISTRY, ModelSpec, get_spec
+from .quantize import Int8Record
 from .status import ModelState
 from .weights import Found, KerasWeights, Note, move_aside
 
@@ -57,10 +58,27 @@ class Catalog:
             "explainable": spec.explainable,
             **self.state(spec).to_json(),
             "default": spec.name == default,
+            **self._precision(spec),
         } for spec in REGISTRY.values()]
+
+    def _precision(self, spec: ModelSpec) -> dict[str, object]:
+        """fp32 or int8; an int8 form names its fp32 model and, once checked, the figures."""
+        if spec.int8_of is None:
+            return {"precision": "fp32"}
+        record = self.int8_record(spec)
+        return {"precision": "int8", "int8_of": spec.int8_of, "check": record and record.check()}
+
+    def int8_record(self, spec: ModelSpec) -> Int8Record | None:
+        """The stored check of the int8 entry ``spec``, if it has been made here."""
+        found = None if self.settings.random_weights else spec.weights.find(self.settings)
+        if found is None and not self.settings.random_weights or self.serving.runtime == "keras":
+            return None
+        return int8_form(spec, found and self._found(spec, found), self.serving).record()
 
     def state(self, spec: ModelSpec) -> ModelState:
         """Where ``spec`` stands in the state machine of ``status.py``; no side effects."""
+        if spec.int8_of is not None:
+            return self._int8_state(spec)
         if self.settings.random_weights:
             return self._loaded_or_ready(spec, None)
         found = spec.weights.find(self.settings)
@@ -86,6 +104,23 @@ class Catalog:
             self.downloads.start(spec.weights, self.settings)
             state = self.state(spec)
         raise state.error_for(spec.name)
+
+    def _int8_state(self, spec: ModelSpec) -> ModelState:
+        """Its fp32 model's state while that is not usable; unavailable under Keras or after a
+        failed check (with the figures); else ready, or loaded."""
+        fp32 = get_spec(spec.int8_of)
+        state = self.state(fp32)
+        if not state.usable:
+            return state
+        if self.serving.runtime == "keras":
+            reason = ("int8 forms are checked only for real weights (CLASSIFIER_RANDOM_WEIGHTS=1 runs Keras)"
+                      if self.settings.random_weights else "int8 forms run on ONNX Runtime (CLASSIFIER_RUNTIME=keras)")
+            return status.unavailable(reason, f"use {fp32.name}, or set {INT8_NEEDS}")
+        record = self.int8_record(spec)
+        if record is not None and not record.verified:
+            return status.unavailable(record.reason, f"use {fp32.name}, which gives the answers it is checked against")
+        found = None if self.settings.random_weights else spec.weights.find(self.settings)
+        return self._loaded_or_ready(spec, found and self._found(spec, found))
 
     def _found(self, spec: ModelSpec, found: Path) -> Found:
         return Found(found, spec.weights, self.settings)
