@@ -187,7 +187,7 @@ def _int8_one(spec: ModelSpec, settings: Settings) -> None:
     int8 = spec if spec.int8_of else get_spec(f"{spec.name}-int8")
     record = make_int8(int8, Found(spec.weights.find(settings), spec.weights, settings),
                        Serving.from_settings(settings))
-    print(f"{int8.name}: {'served' if record.verified else 'not served'}: {record.reason}")
+    print(f"{int8.name}: {'served' if record.passes(settings) else 'not served'}: {record.verdict(settings)}")
 
 
 def _export_one(spec: ModelSpec, settings: Settings) -> str | None:

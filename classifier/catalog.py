@@ -95,7 +95,10 @@ class Catalog:
         found = None if self.settings.random_weights else spec.weights.find(self.settings)
         if found is not None or self.settings.random_weights:
             try:
-                return self.pool.get(spec, found and self._found(spec, found), self.serving)
+                self._refuse_if_not_served(spec)
+                loaded = self.pool.get(spec, found and self._found(spec, found), self.serving)
+                self._refuse_if_not_served(spec)  # an int8 form's check may have just been made
+                return loaded
             except LoadFailed as failure:
                 if failure.rejected and found is not None:
                     log.warning("%s: %s", spec.name, move_aside(found, failure.reason, self.settings))
@@ -104,6 +107,12 @@ class Catalog:
             self.downloads.start(spec.weights, self.settings)
             state = self.state(spec)
         raise state.error_for(spec.name)
+
+    def _refuse_if_not_served(self, spec: ModelSpec) -> None:
+        """An int8 form that is unavailable (its check failed, or Keras runs) is not loaded."""
+        state = self._int8_state(spec) if spec.int8_of is not None else None
+        if state is not None and state.state == status.UNAVAILABLE:
+            raise state.error_for(spec.name)
 
     def _int8_state(self, spec: ModelSpec) -> ModelState:
         """Its fp32 model's state while that is not usable; unavailable under Keras or after a
@@ -117,8 +126,9 @@ class Catalog:
                       if self.settings.random_weights else "int8 forms run on ONNX Runtime (CLASSIFIER_RUNTIME=keras)")
             return status.unavailable(reason, f"use {fp32.name}, or set {INT8_NEEDS}")
         record = self.int8_record(spec)
-        if record is not None and not record.verified:
-            return status.unavailable(record.reason, f"use {fp32.name}, which gives the answers it is checked against")
+        if record is not None and not record.passes(self.settings):
+            return status.unavailable(record.verdict(self.settings),
+                                      f"use {fp32.name}, which gives the answers it is checked against")
         found = None if self.settings.random_weights else spec.weights.find(self.settings)
         return self._loaded_or_ready(spec, found and self._found(spec, found))
 
