@@ -22,11 +22,13 @@ the quantization settings and the calibration photos' content. Only this module 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import logging
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,7 @@ from .runtimes import OnnxRuntime
 log = logging.getLogger(__name__)
 
 TOP = 5
+TIE = 1e-6  # fp32 scores closer than this are a tie: no class is the top-1
 CALIBRATION = PHOTOS / "calibration"
 HELD_OUT = (PHOTOS / "chelsea.jpg", PHOTOS / "coffee.jpg", *sorted((PHOTOS / "held_out").glob("*.jpg")))
 # What EfficientNetLite0's check preferred (bench/int8.py, README "int8 models"): MinMax and
@@ -166,7 +169,8 @@ def quantize(source: Path, target: Path, spec: ModelSpec) -> None:
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         model = onnx.load(str(prepared))
         float_nodes = [node.name for node in model.graph.node if node.op_type in SETTINGS["float_ops"]]
-        with atomic_write(target) as partial:
+        # The calibrator prints its progress: to stderr, so that the command's output stays its verdicts.
+        with atomic_write(target) as partial, contextlib.redirect_stdout(sys.stderr):
             quantize_static(str(prepared), str(partial), _Calibration(spec, model.graph.input[0].name),
                             quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
                             activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.Percentile,
@@ -233,8 +237,13 @@ def check(spec: ModelSpec, fp32_path: Path, int8_path: Path, threads: int | None
 
 
 def agreement(expected: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    """Share of rows with the same top-1 class, and the mean top-5 overlap."""
-    top1 = float(np.mean(expected.argmax(axis=1) == got.argmax(axis=1)))
+    """Share of rows with the same top-1 class, and the mean top-5 overlap.
+
+    A row whose fp32 best two scores tie (within ``TIE``) has no top-1 to agree with and
+    counts as disagreeing: flat scores (random weights) would otherwise agree by tie order."""
+    ordered = np.sort(expected, axis=1)
+    decided = ordered[:, -1] - ordered[:, -2] > TIE
+    top1 = float(np.mean(decided & (expected.argmax(axis=1) == got.argmax(axis=1))))
     overlap = [len(set(np.argsort(-e)[:TOP]) & set(np.argsort(-g)[:TOP])) for e, g in zip(expected, got)]
     return {"top1_agreement": round(top1, 4), "top5_overlap": round(float(np.mean(overlap)), 3)}
 
