@@ -223,7 +223,7 @@ def check(spec: ModelSpec, fp32_path: Path, int8_path: Path, threads: int | None
     batch = augmented_batch(spec, HELD_OUT)
     try:
         fp32, int8 = OnnxRuntime(fp32_path, threads or 1), OnnxRuntime(int8_path, threads or 1)
-        expected, got = _scores(fp32, batch), _scores(int8, batch)
+        expected, got = scores_each(fp32, batch), scores_each(int8, batch)
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         return Int8Record(spec.name, spec.int8_of, sha256, False, f"ONNX Runtime cannot run the int8 form: {error}")
     figures = agreement(expected, got)
@@ -248,7 +248,7 @@ def agreement(expected: np.ndarray, got: np.ndarray) -> dict[str, float]:
     return {"top1_agreement": round(top1, 4), "top5_overlap": round(float(np.mean(overlap)), 3)}
 
 
-def _scores(runtime: OnnxRuntime, batch: np.ndarray) -> np.ndarray:
+def scores_each(runtime: OnnxRuntime, batch: np.ndarray) -> np.ndarray:
     """One image at a time, as the service runs them."""
     return np.concatenate([runtime.scores(batch[index:index + 1]) for index in range(len(batch))])
 
