@@ -191,7 +191,10 @@ def make_int8(spec: ModelSpec, found: Found | None, serving: Serving) -> Int8Rec
     if not record.verified:
         return Int8Record(spec.name, spec.int8_of, None, False, f"its fp32 export is not served: {record.reason}")
     with form.lock():
-        int8 = form.record() or form.make(serving.threads)
+        int8 = form.record()
+        if int8 is not None:
+            return int8
+        int8 = form.make(serving.threads)
     log.info("%s: checked %s: %s", spec.name, form.onnx_path.name, int8.reason)
     return int8
 
