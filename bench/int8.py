@@ -41,7 +41,8 @@ classifier = Classifier(Settings.from_env(warmup=False, int8_min_top1=0.0, int8_
 photo = open(sys.argv[2], "rb").read()
 for name in sys.argv[3:]:
     classifier.classify(photo, name, 5)
-print(time.time() - started, psutil.Process().memory_info().rss / 2**20, "tensorflow" in sys.modules, "onnx" in sys.modules)
+rss_mb = psutil.Process().memory_info().rss / 2**20
+print(time.time() - started, rss_mb, "tensorflow" in sys.modules, "onnx" in sys.modules)
 """
 
 

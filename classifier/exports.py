@@ -104,7 +104,8 @@ class Export:
             record = Record(**{**stored, "photos": tuple(stored.get("photos", ()))})
         except (OSError, ValueError, TypeError):
             return None
-        matches = record.onnx_sha256 == _sha256(self.onnx_path) and record.head_sha256 == _sha256(self.head_path)
+        matches = (record.onnx_sha256 == file_sha256(self.onnx_path)
+                   and record.head_sha256 == file_sha256(self.head_path))
         return record if matches else None
 
     def head(self) -> DenseHead | None:
@@ -142,7 +143,7 @@ class Export:
 
     def store(self, record: Record) -> Record:
         """Keep ``record`` (stamped with the versions that made it) as this export's verdict."""
-        record = dataclasses.replace(record, made=_versions())
+        record = dataclasses.replace(record, made=versions())
         write_text(self.record_path, json.dumps(dataclasses.asdict(record), indent=1))
         return record
 
@@ -206,8 +207,8 @@ def verify(spec: ModelSpec, keras: KerasRuntime, onnx_path: Path, threads: int |
     Also times both at batch 1, interleaved so that a busy machine slows them alike: the
     ``auto`` runtime serves the export only where it is the faster of the two.
     """
-    sha256 = _sha256(onnx_path)
-    head_sha256 = _sha256(head_path(onnx_path))
+    sha256 = file_sha256(onnx_path)
+    head_sha256 = file_sha256(head_path(onnx_path))
     names, batch = photo_batch(spec)
     failed = functools.partial(Record, spec.name, sha256, False, head_sha256=head_sha256, photos=names)
     try:
@@ -297,7 +298,7 @@ def _key(spec: ModelSpec, weights: Path | None) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     made = {name: _version(name) for name in ("keras", "tf2onnx", "onnxruntime")}
     return {**made, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -313,10 +314,10 @@ def _version(distribution: str) -> str:
 @functools.lru_cache(maxsize=32)
 def _weights_sha256(key: FileKey | None) -> str | None:
     """Hashed once per file version and process: a worker keys its exports on every load."""
-    return key and _sha256(Path(key[0]))
+    return key and file_sha256(Path(key[0]))
 
 
-def _sha256(path: Path) -> str | None:
+def file_sha256(path: Path) -> str | None:
     try:
         with path.open("rb") as stream:
             return hashlib.file_digest(stream, "sha256").hexdigest()

@@ -38,8 +38,8 @@ from filelock import FileLock
 from PIL import Image, ImageEnhance, ImageOps
 
 from . import images
-from .exports import PHOTOS, Export, _sha256, _versions, median_ms
 from .config import Settings
+from .exports import PHOTOS, Export, file_sha256, median_ms, versions
 from .files import atomic_write, write_text
 from .models import ModelSpec
 from .runtimes import OnnxRuntime
@@ -136,7 +136,7 @@ class Int8Form:
         return self.store(check(self.spec, self.export.onnx_path, self.onnx_path, threads))
 
     def store(self, record: Int8Record) -> Int8Record:
-        record = dataclasses.replace(record, settings=SETTINGS, made=_versions())
+        record = dataclasses.replace(record, settings=SETTINGS, made=versions())
         write_text(self.record_path, json.dumps(dataclasses.asdict(record), indent=1))
         return record
 
@@ -147,7 +147,7 @@ def _stored(record_path: Path, onnx_path: Path, *stamps: tuple[int, int] | None)
         record = Int8Record(**json.loads(record_path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    return record if record.onnx_sha256 == _sha256(onnx_path) else None
+    return record if record.onnx_sha256 == file_sha256(onnx_path) else None
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -161,7 +161,12 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 def quantize(source: Path, target: Path, spec: ModelSpec) -> None:
     """Static QDQ quantization of ``source`` with ``SETTINGS``, calibrated on augmented photos."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="classifier-int8-") as folder:
@@ -179,7 +184,8 @@ def quantize(source: Path, target: Path, spec: ModelSpec) -> None:
 
 
 class _Calibration:
-    """Feeds ``quantize_static`` the calibration photos' augmentations, one image at a time."""
+    """Feeds ``quantize_static`` the calibration photos' augmentations, one image at a time
+    (the duck type of ONNX Runtime's ``CalibrationDataReader``: importing that imports ``onnx``)."""
 
     def __init__(self, spec: ModelSpec, input_name: str) -> None:
         batch = augmented_batch(spec, calibration_photos())
@@ -187,9 +193,6 @@ class _Calibration:
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._inputs, None)
-
-    def rewind(self) -> None:  # not called for one calibration pass; part of the reader's interface
-        raise NotImplementedError
 
 
 def calibration_photos() -> tuple[Path, ...]:
@@ -219,7 +222,7 @@ def augmented_batch(spec: ModelSpec, photos: tuple[Path, ...]) -> np.ndarray:
 
 def check(spec: ModelSpec, fp32_path: Path, int8_path: Path, threads: int | None = None) -> Int8Record:
     """Held-out photos and their augmentations through both; timed at batch 1 on ``threads``."""
-    sha256 = _sha256(int8_path)
+    sha256 = file_sha256(int8_path)
     batch = augmented_batch(spec, HELD_OUT)
     try:
         fp32, int8 = OnnxRuntime(fp32_path, threads or 1), OnnxRuntime(int8_path, threads or 1)
@@ -260,6 +263,6 @@ def time_both(fp32: OnnxRuntime, int8: OnnxRuntime, batch: np.ndarray) -> tuple[
 
 
 def _key(export: Export) -> str:
-    photos = {path.name: _sha256(path) for path in calibration_photos()}
+    photos = {path.name: file_sha256(path) for path in calibration_photos()}
     parts = {"export": export.onnx_path.name, "settings": SETTINGS, "calibration": photos, "format": FORMAT}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

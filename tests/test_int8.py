@@ -54,7 +54,8 @@ def test_export_makes_and_measures_the_int8_form(exported):
     assert record["speedup"] == round(record["fp32_ms"] / record["int8_ms"], 2)
     int8_file = home / "models" / "exports" / (record_stem(home) + ".onnx")
     assert record["onnx_sha256"] == hashlib.sha256(int8_file.read_bytes()).hexdigest()
-    assert re.search(r"^EfficientNetLite0-int8: (served|not served: it agrees with fp32 too rarely): top-1 equal to fp32 on", output, re.M), output
+    verdict = r"^EfficientNetLite0-int8: (served|not served: it agrees with fp32 too rarely): top-1 equal to fp32 on"
+    assert re.search(verdict, output, re.M), output
 
 
 def record_stem(home: Path) -> str:

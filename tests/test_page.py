@@ -950,11 +950,12 @@ def test_keyboard_order_labels_and_live_regions(open_page, other):
     page = open_page(other)
     page.locator("body").focus()
     order = []
-    for _ in range(11):
+    for _ in range(12):
         page.keyboard.press("Tab")
         order.append(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
+    # SUMMARY: "4 of 8 models are not ready here" (random weights: the int8 forms are unavailable)
     assert order == ["image", "folder", "example-chelsea", "example-coffee", "camera-start",
-                     "model", "server-local", "top_k", "explain", "clear", "classify"], order
+                     "model", "SUMMARY", "server-local", "top_k", "explain", "clear", "classify"], order
     page.locator("#server-local").focus()
     page.keyboard.press("ArrowRight")  # radios move with the arrow keys
     expect(page.get_by_role("radio", name="Custom URL")).to_be_checked()
