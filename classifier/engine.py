@@ -208,6 +208,9 @@ def _int8_runtime(spec: ModelSpec, found: Found | None, serving: Serving) -> Onn
     record = form.record()
     if record is None and found is not None and found.settings is not None:
         record = made_in_child(form, found.settings)
+        if record is None:  # never here: that would import TensorFlow and onnx into the worker
+            raise LoadFailed(f"no int8 form after {CHILD_ATTEMPTS} attempts of `classifier export {spec.name}` "
+                             "(the server log has its output)")
     if record is None:
         record = make_int8(spec, found, serving)
     if not record.verified:
