@@ -2,9 +2,10 @@
 
 The state of every model comes from what is already known, cheaply: which files are here
 (a ``stat``), whether each file's HDF5 layout fits its architecture (read once per file
-version), the shared download progress and notes, and this process's loaded models and
-remembered load failures. ``GET /models`` and the page read states; only ``load`` (a
-prediction, the warm-up) hashes, converts, moves a bad file aside or starts a download.
+version), the shared download progress and notes, this process's loaded models and
+remembered load failures, and an int8 form's record (its file hashed once per version).
+``GET /models`` and the page read states; only ``load`` (a prediction, the warm-up) hashes
+weights, converts, quantizes, moves a bad file aside or starts a download.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Catalog:
     def int8_record(self, spec: ModelSpec) -> Int8Record | None:
         """The stored check of the int8 entry ``spec``, if it has been made here."""
         found = None if self.settings.random_weights else spec.weights.find(self.settings)
-        if found is None and not self.settings.random_weights or self.serving.runtime == "keras":
+        if (found is None and not self.settings.random_weights) or self.serving.runtime == "keras":
             return None
         return int8_form(spec, found and self._found(spec, found), self.serving).record()
 
