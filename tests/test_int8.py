@@ -15,10 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
+from playwright import sync_api
+from playwright.sync_api import expect
 
 from classifier import quantize
 from conftest import PHOTOS, run_classifier
+from test_page import CHROMIUM, CHROMIUM_ARGS, expected_options
 from test_real_photos import EXPECTED
 
 MODEL = "EfficientNetLite0-int8"
@@ -100,6 +104,29 @@ def test_the_page_offers_the_default_models_passing_int8_form_first(served, expo
     page = failing.get("/").get_data(as_text=True)
     assert re.search(r'<option value="EfficientNetLite0" selected>', page)
     assert f'<option value="{MODEL}">{text} (unavailable)</option>' in page
+
+
+def test_the_page_script_names_int8_forms_with_their_figures_and_classifies_with_one(exported, serve_app):
+    """In Chromium: the script's own model list (rebuilt from GET /models) says what the
+    template says, the passing int8 form stays chosen, and a photo is classified with it."""
+    url = serve_app(CLASSIFIER_RANDOM_WEIGHTS="0", CLASSIFIER_OFFLINE="1", KERAS_HOME=str(exported[0]),
+                    CLASSIFIER_DEFAULT_MODEL="", CLASSIFIER_INT8_MIN_TOP1="0.01", CLASSIFIER_INT8_MIN_TOP5="0.01")
+    models = requests.get(f"{url}/models", timeout=30).json()["models"]
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.add_init_script("""new MutationObserver((changes) => {
+            if (changes.some((c) => c.target.id === "model" && c.removedNodes.length))
+                document.documentElement.dataset.modelRendered = "1";
+            }).observe(document, { childList: true, subtree: true });""")
+        page.goto(url)
+        expect(page.locator("html")).to_have_attribute("data-model-rendered", "1", timeout=60_000)
+        expect(page.locator("#model option")).to_have_text(expected_options(models))
+        expect(page.get_by_label("Model")).to_have_value(MODEL)
+        page.set_input_files("#image", PHOTOS["chelsea"])
+        expect(page.locator("#result .prediction")).to_have_count(3, timeout=120_000)
+        expect(page.locator(".meta-model")).to_have_text(MODEL)
+        browser.close()
 
 
 def test_a_form_below_the_bar_is_unavailable_with_its_figures(exported, make_app):
