@@ -2,9 +2,10 @@
 
 The state of every model comes from what is already known, cheaply: which files are here
 (a ``stat``), whether each file's HDF5 layout fits its architecture (read once per file
-version), the shared download progress and notes, and this process's loaded models and
-remembered load failures. ``GET /models`` and the page read states; only ``load`` (a
-prediction, the warm-up) hashes, converts, moves a bad file aside or starts a download.
+version), the shared download progress and notes, this process's loaded models and
+remembered load failures, and an int8 form's record (its file hashed once per version).
+``GET /models`` and the page read states; only ``load`` (a prediction, the warm-up) hashes
+weights, converts, quantizes, moves a bad file aside or starts a download.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 from . import download, status
 from .config import Settings
 from .download import BackgroundDownloads, may_retry
-from .engine import LoadedModel, LoadFailed, ModelPool, Serving
+from .engine import INT8_NEEDS, LoadedModel, LoadFailed, ModelPool, Serving, int8_form
 from .models import REGISTRY, ModelSpec, get_spec
+from .quantize import Int8Record
 from .status import ModelState
 from .weights import Found, KerasWeights, Note, move_aside
 
@@ -57,10 +59,27 @@ class Catalog:
             "explainable": spec.explainable,
             **self.state(spec).to_json(),
             "default": spec.name == default,
+            **self._precision(spec),
         } for spec in REGISTRY.values()]
+
+    def _precision(self, spec: ModelSpec) -> dict[str, object]:
+        """fp32 or int8; an int8 form names its fp32 model and, once checked, the figures."""
+        if spec.int8_of is None:
+            return {"precision": "fp32"}
+        record = self.int8_record(spec)
+        return {"precision": "int8", "int8_of": spec.int8_of, "check": record and record.check()}
+
+    def int8_record(self, spec: ModelSpec) -> Int8Record | None:
+        """The stored check of the int8 entry ``spec``, if it has been made here."""
+        found = None if self.settings.random_weights else spec.weights.find(self.settings)
+        if (found is None and not self.settings.random_weights) or self.serving.runtime == "keras":
+            return None
+        return int8_form(spec, found and self._found(spec, found), self.serving).record()
 
     def state(self, spec: ModelSpec) -> ModelState:
         """Where ``spec`` stands in the state machine of ``status.py``; no side effects."""
+        if spec.int8_of is not None:
+            return self._int8_state(spec)
         if self.settings.random_weights:
             return self._loaded_or_ready(spec, None)
         found = spec.weights.find(self.settings)
@@ -82,7 +101,10 @@ class Catalog:
         found = None if self.settings.random_weights else spec.weights.find(self.settings)
         if found is not None or self.settings.random_weights:
             try:
-                return self.pool.get_or_load(spec, found and self._found(spec, found), self.serving)
+                self._refuse_if_not_served(spec)
+                ready = self.pool.get_or_load(spec, found and self._found(spec, found), self.serving)
+                self._refuse_if_not_served(spec)  # an int8 form's check may have just been made
+                return ready
             except LoadFailed as failure:
                 if failure.rejected and found is not None:
                     log.warning("%s: %s", spec.name, move_aside(found, failure.reason, self.settings))
@@ -91,6 +113,30 @@ class Catalog:
             self.downloads.start(spec.weights, self.settings)
             state = self.state(spec)
         raise state.error_for(spec.name)
+
+    def _refuse_if_not_served(self, spec: ModelSpec) -> None:
+        """An int8 form that is unavailable (its check failed, or Keras runs) is not loaded."""
+        state = self._int8_state(spec) if spec.int8_of is not None else None
+        if state is not None and state.state == status.UNAVAILABLE:
+            raise state.error_for(spec.name)
+
+    def _int8_state(self, spec: ModelSpec) -> ModelState:
+        """Its fp32 model's state while that is not usable; unavailable under Keras or after a
+        failed check (with the figures); else ready, or loaded."""
+        fp32 = get_spec(spec.int8_of)
+        state = self.state(fp32)
+        if not state.usable:
+            return state
+        if self.serving.runtime == "keras":
+            reason = ("int8 forms are checked only for real weights (CLASSIFIER_RANDOM_WEIGHTS=1 runs Keras)"
+                      if self.settings.random_weights else "int8 forms run on ONNX Runtime (CLASSIFIER_RUNTIME=keras)")
+            return status.unavailable(reason, f"use {fp32.name}, or set {INT8_NEEDS}")
+        record = self.int8_record(spec)
+        if record is not None and not record.passes(self.settings):
+            return status.unavailable(record.verdict(self.settings),
+                                      f"use {fp32.name}, which gives the answers it is checked against")
+        found = None if self.settings.random_weights else spec.weights.find(self.settings)
+        return self._loaded_or_ready(spec, found and self._found(spec, found))
 
     def _found(self, spec: ModelSpec, found: Path) -> Found:
         return Found(found, spec.weights, self.settings)

@@ -61,6 +61,11 @@ class Settings:
     runtime: str = "auto"
     runtime_threads: int | None = None
     export_timeout: float = 900.0
+    # The bar an int8 form must clear against its fp32 export on the held-out photos to be
+    # served (quantize.py): the share of images with the same top-1 class, and the mean number
+    # of classes the two top-5 lists share. README, "int8 models", has what each model measured.
+    int8_min_top1: float = 0.97
+    int8_min_top5: float = 4.0
     log_format: str = "plain"
     # Who may read GET /metrics from the app itself: loopback. Behind NGINX, its own list
     # (classifier-locations.conf) decides first; both must admit a Prometheus server elsewhere.
@@ -95,6 +100,8 @@ class Settings:
             "runtime": env.choice("CLASSIFIER_RUNTIME", RUNTIMES),
             "runtime_threads": env.number("CLASSIFIER_RUNTIME_THREADS", int),
             "export_timeout": env.number("CLASSIFIER_EXPORT_TIMEOUT", float),
+            "int8_min_top1": env.number("CLASSIFIER_INT8_MIN_TOP1", float),
+            "int8_min_top5": env.number("CLASSIFIER_INT8_MIN_TOP5", float),
             "log_format": env.choice("CLASSIFIER_LOG_FORMAT", LOG_FORMATS),
             "metrics_allow": env.text("CLASSIFIER_METRICS_ALLOW"),
         }

@@ -36,8 +36,9 @@ import numpy as np
 
 from . import metrics
 from .config import Settings
-from .exports import CHILD_ATTEMPTS, Export, Record
-from .models import ModelSpec
+from .exports import CHILD_ATTEMPTS, Export, Record, made_in_child
+from .models import REGISTRY, ModelSpec
+from .quantize import Int8Form, Int8Record
 from .runtimes import KerasRuntime, OnnxRuntime, Runtime, use_tensorflow_threads
 from .weights import FileKey, Found, WeightsRejected
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     import keras
 
 log = logging.getLogger(__name__)
+INT8_NEEDS = "CLASSIFIER_RUNTIME=onnx or auto, with ImageNet weights"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up banner is not news
 
 
@@ -117,6 +119,8 @@ def load(spec: ModelSpec, found: Found | None, serving: Serving) -> LoadedModel:
     weights = "random" if found is None else "imagenet"
     if found is not None:
         found.check()
+    if spec.int8_of is not None:
+        return LoadedModel(spec, weights, _int8_runtime(spec, found, serving))
     if serving.runtime == "keras" or spec.explained_by_gradients:
         return LoadedModel(spec, weights, keras_runtime(spec, found and found.loadable(), serving.threads))
     return LoadedModel(spec, weights, _runtime_from_export(spec, found, serving))
@@ -155,7 +159,7 @@ def _runtime_from_export(spec: ModelSpec, found: Found | None, serving: Serving)
     export = Export(spec, found and found.path, serving.exports_dir)
     record, keras = export.record(), None
     if record is None and found is not None and found.settings is not None:
-        record = export.made_in_child(found.settings)
+        record = made_in_child(export, found.settings)
         if record is None:
             log.warning("%s: running on Keras: no export after %d attempts (see above)", spec.name, CHILD_ATTEMPTS)
             return keras_runtime(spec, found.loadable(), serving.threads)
@@ -172,6 +176,46 @@ def _runtime_from_export(spec: ModelSpec, found: Found | None, serving: Serving)
         log.warning("%s: running on Keras, not its ONNX export %s: %s (delete %s to check it again)",
                     spec.name, export.onnx_path.name, record.reason, export.record_path.name)
     return keras or keras_runtime(spec, found and found.loadable(), serving.threads)
+
+
+def int8_form(spec: ModelSpec, found: Found | None, serving: Serving) -> Int8Form:
+    """Where the int8 entry ``spec``'s file and record are, beside its fp32 export."""
+    return Int8Form(spec, Export(REGISTRY[spec.int8_of], found and found.path, serving.exports_dir))
+
+
+def make_int8(spec: ModelSpec, found: Found | None, serving: Serving) -> Int8Record:
+    """Make and check the fp32 export, then the int8 form of it, in this process, unless
+    they are checked already; only a checked fp32 export is quantized."""
+    record, _ = make_export(REGISTRY[spec.int8_of], found, serving)
+    form = int8_form(spec, found, serving)
+    if not record.verified:
+        return Int8Record(spec.name, spec.int8_of, None, False, f"its fp32 export is not served: {record.reason}")
+    with form.lock():
+        int8 = form.record()
+        if int8 is not None:
+            return int8
+        int8 = form.make(serving.threads)
+    log.info("%s: checked %s: %s", spec.name, form.onnx_path.name, int8.reason)
+    return int8
+
+
+def _int8_runtime(spec: ModelSpec, found: Found | None, serving: Serving) -> OnnxRuntime:
+    """ONNX Runtime on the int8 form if its check passed; made by a child process when the
+    weights come from settings this process can hand on, else (random weights) here."""
+    if serving.runtime == "keras":
+        raise LoadFailed(f"int8 forms run on ONNX Runtime, and this server runs Keras ({INT8_NEEDS})")
+    form = int8_form(spec, found, serving)
+    record = form.record()
+    if record is None and found is not None and found.settings is not None:
+        record = made_in_child(form, found.settings)
+        if record is None:  # never here: that would import TensorFlow and onnx into the worker
+            raise LoadFailed(f"no int8 form after {CHILD_ATTEMPTS} attempts of `classifier export {spec.name}` "
+                             "(the server log has its output)")
+    if record is None:
+        record = make_int8(spec, found, serving)
+    if not record.verified:
+        raise LoadFailed(record.reason)
+    return OnnxRuntime(form.onnx_path, serving.threads, form.export.head())
 
 
 class LoadFailed(Exception):

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from filelock import FileLock
@@ -49,6 +50,9 @@ from .files import atomic_write, write_text
 from .models import ModelSpec
 from .runtimes import KerasRuntime, OnnxRuntime
 from .weights import FileKey, file_key
+
+if TYPE_CHECKING:
+    from .quantize import Int8Form, Int8Record
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +104,8 @@ class Export:
             record = Record(**{**stored, "photos": tuple(stored.get("photos", ()))})
         except (OSError, ValueError, TypeError):
             return None
-        matches = record.onnx_sha256 == _sha256(self.onnx_path) and record.head_sha256 == _sha256(self.head_path)
+        matches = (record.onnx_sha256 == file_sha256(self.onnx_path)
+                   and record.head_sha256 == file_sha256(self.head_path))
         return record if matches else None
 
     def head(self) -> DenseHead | None:
@@ -136,25 +141,27 @@ class Export:
             return self.store(Record(self.spec.name, None, False, f"the export failed: {error}"))
         return self.store(verify(self.spec, keras, self.onnx_path, threads))
 
-    def made_in_child(self, settings: Settings) -> Record | None:
-        """Run ``python3 -m classifier export MODEL`` (one process at a time) and read its record.
-
-        The child imports TensorFlow, converts and exports, and exits, returning its memory;
-        ``None`` if it failed ``CHILD_ATTEMPTS`` times (its output is in the log).
-        """
-        with FileLock(str(self.record_path) + ".child.lock"):
-            for attempt in range(1, CHILD_ATTEMPTS + 1):
-                record = self.record()
-                if record is not None:
-                    return record
-                _run_export_child(self.spec, settings, attempt)
-            return self.record()
-
     def store(self, record: Record) -> Record:
         """Keep ``record`` (stamped with the versions that made it) as this export's verdict."""
-        record = dataclasses.replace(record, made=_versions())
+        record = dataclasses.replace(record, made=versions())
         write_text(self.record_path, json.dumps(dataclasses.asdict(record), indent=1))
         return record
+
+
+def made_in_child(made: Export | Int8Form, settings: Settings) -> Record | Int8Record | None:
+    """Run ``python3 -m classifier export MODEL`` (one process at a time) and read its record.
+
+    The child imports TensorFlow (and, for an int8 form, ``onnx``), converts and exports, and
+    exits, returning its memory; ``None`` if it failed ``CHILD_ATTEMPTS`` times (its output is
+    in the log).
+    """
+    with FileLock(str(made.record_path) + ".child.lock"):
+        for attempt in range(1, CHILD_ATTEMPTS + 1):
+            record = made.record()
+            if record is not None:
+                return record
+            _run_export_child(made.spec, settings, attempt)
+        return made.record()
 
 
 def _run_export_child(spec: ModelSpec, settings: Settings, attempt: int) -> None:
@@ -200,8 +207,8 @@ def verify(spec: ModelSpec, keras: KerasRuntime, onnx_path: Path, threads: int |
     Also times both at batch 1, interleaved so that a busy machine slows them alike: the
     ``auto`` runtime serves the export only where it is the faster of the two.
     """
-    sha256 = _sha256(onnx_path)
-    head_sha256 = _sha256(head_path(onnx_path))
+    sha256 = file_sha256(onnx_path)
+    head_sha256 = file_sha256(head_path(onnx_path))
     names, batch = photo_batch(spec)
     failed = functools.partial(Record, spec.name, sha256, False, head_sha256=head_sha256, photos=names)
     try:
@@ -257,13 +264,19 @@ def _same_top(expected: np.ndarray, got: np.ndarray) -> bool:
 
 
 def _time_both(keras: KerasRuntime, onnx: OnnxRuntime, batch: np.ndarray) -> tuple[float, float]:
-    times: dict[str, list[float]] = {"keras": [], "onnx": []}
-    for _ in range(_TIMING_REPEATS):
-        for name, runtime in (("keras", keras), ("onnx", onnx)):
+    times = median_ms({"keras": keras, "onnx": onnx}, batch, _TIMING_REPEATS)
+    return times["keras"], times["onnx"]
+
+
+def median_ms(runtimes: dict[str, KerasRuntime | OnnxRuntime], batch: np.ndarray, repeats: int) -> dict[str, float]:
+    """Median ms of each runtime's pass on ``batch``, interleaved so a busy machine slows them alike."""
+    times: dict[str, list[float]] = {name: [] for name in runtimes}
+    for _ in range(repeats):
+        for name, runtime in runtimes.items():
             started = time.perf_counter()
             runtime.scores(batch)
             times[name].append((time.perf_counter() - started) * 1000)
-    return round(statistics.median(times["keras"]), 2), round(statistics.median(times["onnx"]), 2)
+    return {name: round(statistics.median(values), 2) for name, values in times.items()}
 
 
 def _export(model: object, input_size: int, target: Path) -> None:
@@ -285,7 +298,7 @@ def _key(spec: ModelSpec, weights: Path | None) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     made = {name: _version(name) for name in ("keras", "tf2onnx", "onnxruntime")}
     return {**made, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -301,10 +314,10 @@ def _version(distribution: str) -> str:
 @functools.lru_cache(maxsize=32)
 def _weights_sha256(key: FileKey | None) -> str | None:
     """Hashed once per file version and process: a worker keys its exports on every load."""
-    return key and _sha256(Path(key[0]))
+    return key and file_sha256(Path(key[0]))
 
 
-def _sha256(path: Path) -> str | None:
+def file_sha256(path: Path) -> str | None:
     try:
         with path.open("rb") as stream:
             return hashlib.file_digest(stream, "sha256").hexdigest()

@@ -7,6 +7,7 @@ line in ``REGISTRY``; nothing here imports Keras until a model is actually built
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -56,6 +57,12 @@ class ModelSpec:
     input_size: int = 224
     about: str = ""
     feature_map: FeatureMap | None = None
+    int8_of: str | None = None
+    """For an int8 form (``quantize.py``), the fp32 model it is made from; ``None`` for fp32."""
+
+    @property
+    def precision(self) -> str:
+        return "fp32" if self.int8_of is None else "int8"
 
     @property
     def explainable(self) -> bool:
@@ -154,6 +161,17 @@ REGISTRY: dict[str, ModelSpec] = {
         _efficientnet_lite0(),
     )
 }
+
+
+def _int8_form(spec: ModelSpec) -> ModelSpec:
+    """The int8 entry of ``spec``: its preprocessing, input size, weights and feature map, run
+    from its quantized export. A separate name, so that every way of choosing a model (the
+    ``model`` option, ``--model``, the page) chooses it without a new option."""
+    return dataclasses.replace(spec, name=f"{spec.name}-int8", int8_of=spec.name,
+                               about=f"{spec.name} quantized to int8: faster, checked against it")
+
+
+REGISTRY.update({form.name: form for form in map(_int8_form, list(REGISTRY.values()))})
 
 
 def get_spec(name: str) -> ModelSpec:

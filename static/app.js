@@ -52,8 +52,17 @@
   }
 
   function optionText(model) {
+    if (model.precision === "int8") return int8Text(model);
     const short = model.about.split(", ").slice(0, 2).join(", "); // speed and size
     return `${model.name} · ${short}${model.ready ? "" : ` (${model.status_text})`}`;
+  }
+
+  function int8Text(model) {
+    const check = model.check;
+    const figures = check
+      ? `${check.speedup}x faster, agrees ${Math.round(check.top1_agreement * 100)}%`
+      : "int8, checked on first use";
+    return `${model.name} — ${figures}${model.ready ? "" : ` (${model.status})`}`;
   }
 
   function modelNote(model) {

@@ -38,7 +38,10 @@ def pixels() -> np.ndarray:
 
 def test_every_registered_model_has_a_reference():
     assert not KERAS_REFERENCE.keys() & CHECKPOINT_REFERENCE.keys()
-    assert set(REGISTRY) == KERAS_REFERENCE.keys() | CHECKPOINT_REFERENCE.keys()
+    fp32 = {name for name, spec in REGISTRY.items() if spec.int8_of is None}
+    assert fp32 == KERAS_REFERENCE.keys() | CHECKPOINT_REFERENCE.keys()
+    # an int8 form is fed exactly as its fp32 model
+    assert all(spec.preprocess is REGISTRY[spec.int8_of].preprocess for spec in REGISTRY.values() if spec.int8_of)
 
 
 @pytest.mark.parametrize("name", sorted(KERAS_REFERENCE))

@@ -1,0 +1,197 @@
+"""int8 forms: made by ``classifier export``, measured against fp32, served only above the bar.
+
+EfficientNetLite0 (real weights) is quantized once per session, by the command line, as a
+deployment does; a random-weights MobileNetV2 is quantized in the test process, as a
+benchmark with random weights does. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+from playwright import sync_api
+from playwright.sync_api import expect
+
+from classifier import quantize
+from conftest import PHOTOS, run_classifier
+from test_page import CHROMIUM, CHROMIUM_ARGS, expected_options
+from test_real_photos import EXPECTED
+
+MODEL = "EfficientNetLite0-int8"
+SERVE_ANY = {"int8_min_top1": 0.0, "int8_min_top5": 0.0}  # a bar every measured form clears
+SERVE_NONE = {"int8_min_top1": 1.01}  # a bar no form clears
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A Keras cache in which ``classifier export`` made both forms; its output. (A worker's
+    export child makes one: ``export EfficientNetLite0`` makes no int8 form.)"""
+    home = tmp_path_factory.mktemp("int8_home")
+    result = run_classifier("export", "EfficientNetLite0", "EfficientNetLite0-int8", KERAS_HOME=str(home))
+    assert result.returncode == 0, result.stderr
+    return home, result.stdout
+
+
+def int8_record(home: Path) -> dict:
+    (path,) = (home / "models" / "exports").glob("EfficientNetLite0-*-int8-*.json")
+    return json.loads(path.read_text())
+
+
+def entry(client, name: str) -> dict:
+    return next(m for m in client.get("/models").json["models"] if m["name"] == name)
+
+
+def test_export_makes_and_measures_the_int8_form(exported):
+    home, output = exported
+    record = int8_record(home)
+    assert record["verified"] and record["int8_of"] == "EfficientNetLite0"
+    assert record["photos"] == len(quantize.HELD_OUT) and record["images"] == 9 * record["photos"]
+    assert 0.9 <= record["top1_agreement"] <= 1 and 4 <= record["top5_overlap"] <= 5
+    assert record["speedup"] == round(record["fp32_ms"] / record["int8_ms"], 2)
+    int8_file = home / "models" / "exports" / (record_stem(home) + ".onnx")
+    assert record["onnx_sha256"] == hashlib.sha256(int8_file.read_bytes()).hexdigest()
+    verdict = r"^EfficientNetLite0-int8: (served|not served: it agrees with fp32 too rarely): top-1 equal to fp32 on"
+    assert re.search(verdict, output, re.M), output
+
+
+def record_stem(home: Path) -> str:
+    (path,) = (home / "models" / "exports").glob("EfficientNetLite0-*-int8-*.json")
+    return path.stem
+
+
+@pytest.fixture
+def served(exported, make_app):
+    return make_app(random_weights=False, keras_home=exported[0], **SERVE_ANY).test_client()
+
+
+@pytest.mark.parametrize("photo", EXPECTED)
+def test_the_int8_form_gets_the_right_labels_over_http(served, photo):
+    depth, acceptable = EXPECTED[photo]
+    response = served.post("/predict", data=PHOTOS[photo].read_bytes(), content_type="image/png",
+                           query_string={"model": MODEL, "top_k": 5, "explain": 1})
+    assert response.status_code == 200, response.json
+    assert response.json["model"] == MODEL and response.json["weights"] == "imagenet"
+    labels = [p["label"] for p in response.json["predictions"][:depth]]
+    assert acceptable & set(labels), labels
+    assert response.json["explanation"]["heatmap"], "Grad-CAM from the int8 form's feature map"
+
+
+def test_models_shows_precision_and_the_measured_check(served, exported):
+    int8, fp32 = entry(served, MODEL), entry(served, "EfficientNetLite0")
+    record = int8_record(exported[0])
+    assert fp32["precision"] == "fp32" and "int8_of" not in fp32
+    assert int8["precision"] == "int8" and int8["int8_of"] == "EfficientNetLite0" and int8["ready"]
+    assert int8["explainable"] and not int8["default"]
+    assert int8["check"] == {key: record[key] for key in int8["check"]}
+    assert set(int8["check"]) == {"top1_agreement", "top5_overlap", "photos", "images", "fp32_ms", "int8_ms",
+                                  "speedup"}
+
+
+def test_the_page_offers_the_default_models_passing_int8_form_first(served, exported, make_app):
+    check = entry(served, MODEL)["check"]
+    text = f"{MODEL} — {check['speedup']}x faster, agrees {round(check['top1_agreement'] * 100)}%"
+    page = served.get("/").get_data(as_text=True)
+    assert re.search(rf'<option value="{MODEL}" selected>{text}</option>', page), page
+    failing = make_app(random_weights=False, keras_home=exported[0], **SERVE_NONE).test_client()
+    page = failing.get("/").get_data(as_text=True)
+    assert re.search(r'<option value="EfficientNetLite0" selected>', page)
+    assert f'<option value="{MODEL}">{text} (unavailable)</option>' in page
+
+
+def test_the_page_script_names_int8_forms_with_their_figures_and_classifies_with_one(exported, serve_app):
+    """In Chromium: the script's own model list (rebuilt from GET /models) says what the
+    template says, the passing int8 form stays chosen, and a photo is classified with it."""
+    url = serve_app(CLASSIFIER_RANDOM_WEIGHTS="0", CLASSIFIER_OFFLINE="1", KERAS_HOME=str(exported[0]),
+                    CLASSIFIER_DEFAULT_MODEL="", CLASSIFIER_INT8_MIN_TOP1="0.01", CLASSIFIER_INT8_MIN_TOP5="0.01")
+    models = requests.get(f"{url}/models", timeout=30).json()["models"]
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.add_init_script("""new MutationObserver((changes) => {
+            if (changes.some((c) => c.target.id === "model" && c.removedNodes.length))
+                document.documentElement.dataset.modelRendered = "1";
+            }).observe(document, { childList: true, subtree: true });""")
+        page.goto(url)
+        expect(page.locator("html")).to_have_attribute("data-model-rendered", "1", timeout=60_000)
+        expect(page.locator("#model option")).to_have_text(expected_options(models))
+        expect(page.get_by_label("Model")).to_have_value(MODEL)
+        page.set_input_files("#image", PHOTOS["chelsea"])
+        expect(page.locator("#result .prediction")).to_have_count(3, timeout=120_000)
+        expect(page.locator(".meta-model")).to_have_text(MODEL)
+        browser.close()
+
+
+def test_a_form_below_the_bar_is_unavailable_with_its_figures(exported, make_app):
+    client = make_app(random_weights=False, keras_home=exported[0], **SERVE_NONE).test_client()
+    int8 = entry(client, MODEL)
+    assert int8["status"] == "unavailable" and not int8["ready"]
+    assert "top-1 equal to fp32 on" in int8["error"] and "CLASSIFIER_INT8_MIN_TOP1" in int8["error"]
+    response = client.post("/predict", data=PHOTOS["chelsea"].read_bytes(), content_type="image/png",
+                           query_string={"model": MODEL})
+    assert response.status_code == 503 and response.json["error"]["code"] == "model_unavailable"
+    assert response.json["error"]["message"].startswith(f"{MODEL}: unavailable: it agrees with fp32 too rarely")
+    fp32 = client.post("/predict", data=PHOTOS["chelsea"].read_bytes(), content_type="image/png")
+    assert fp32.status_code == 200 and fp32.json["model"] == "EfficientNetLite0"
+
+
+def test_a_tampered_int8_file_is_made_again(exported, make_app, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(exported[0], home)
+    int8_file = home / "models" / "exports" / (record_stem(home) + ".onnx")
+    data = bytearray(int8_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    int8_file.write_bytes(bytes(data))
+    client = make_app(random_weights=False, keras_home=home, **SERVE_ANY).test_client()
+    response = client.post("/predict", data=PHOTOS["coffee"].read_bytes(), content_type="image/png",
+                           query_string={"model": MODEL})
+    assert response.status_code == 200, response.json  # made again by an export child process
+    assert int8_file.read_bytes() != bytes(data)
+    assert int8_record(home)["onnx_sha256"] == hashlib.sha256(int8_file.read_bytes()).hexdigest()
+
+
+def test_random_weights_leave_int8_forms_unavailable_at_once(client):
+    int8 = entry(client, "MobileNetV2-int8")
+    assert int8["status"] == "unavailable" and int8["check"] is None
+    assert "checked only for real weights" in int8["error"]
+    response = client.post("/predict", data=PHOTOS["chelsea"].read_bytes(), content_type="image/png",
+                           query_string={"model": "MobileNetV2-int8"})
+    assert response.status_code == 503 and response.json["error"]["code"] == "model_unavailable"
+
+
+def test_a_random_weights_int8_form_fails_its_check_and_the_server_keeps_serving(make_app):
+    client = make_app(runtime="onnx").test_client()
+    response = client.post("/predict", data=PHOTOS["chelsea"].read_bytes(), content_type="image/png",
+                           query_string={"model": "MobileNetV2-int8"})
+    assert response.status_code == 503 and response.json["error"]["code"] == "model_unavailable"
+    assert "it agrees with fp32 too rarely: top-1 equal to fp32 on" in response.json["error"]["message"]
+    int8 = entry(client, "MobileNetV2-int8")
+    assert int8["status"] == "unavailable" and int8["check"]["top1_agreement"] < 0.97
+    assert int8["check"]["images"] == 9 * len(quantize.HELD_OUT)
+    fp32 = client.post("/predict", data=PHOTOS["chelsea"].read_bytes(), content_type="image/png",
+                       query_string={"model": "MobileNetV2"})
+    assert fp32.status_code == 200
+
+
+def thumbnail(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB").resize((32, 32)), dtype=np.float32)
+
+
+def test_calibration_and_held_out_photos_are_apart_and_never_label_test_photos():
+    calibration, held_out = quantize.calibration_photos(), quantize.HELD_OUT
+    assert len(calibration) >= 5 and len(held_out) >= 4
+    digest = {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in (*calibration, *held_out)}
+    assert not {digest[p] for p in calibration} & {digest[p] for p in held_out}
+    assert not {p.stem for p in calibration} & {p.stem for p in held_out}
+    for photo in calibration:
+        assert photo.stem not in PHOTOS
+        for other in (*held_out, *PHOTOS.values()):  # not the same picture, re-encoded or resized
+            assert np.mean(np.abs(thumbnail(photo) - thumbnail(other))) > 20, (photo.name, other.name)
+    assert {"chelsea", "coffee", "grace_hopper"} <= {p.stem for p in held_out}
