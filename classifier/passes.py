@@ -39,14 +39,17 @@ class InFlight:
     def __init__(self, path: Path) -> None:
         self.path = path
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # only while claiming a slot
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)  # released by closing it; held only while claiming
             if os.fstat(descriptor).st_size < SLOTS * _SLOT.itemsize:
                 os.ftruncate(descriptor, SLOTS * _SLOT.itemsize)
             self._slots = np.frombuffer(mmap.mmap(descriptor, SLOTS * _SLOT.itemsize), dtype=_SLOT)
             self._pid = os.getpid()
             self._index = self._claim()
         finally:
+            # Unlocked explicitly: the map holds a duplicate of the descriptor, which would keep
+            # the lock (and every other process waiting for it) after closing this one.
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
             os.close(descriptor)
         self._own = 0
         self._lock = threading.Lock()

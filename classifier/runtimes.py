@@ -182,11 +182,13 @@ class OnnxRuntime:
 
     def _run(self, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
         if self._in_flight is None:
-            return self._sessions[self._busiest].run(outputs, {self._input: batch})
+            return self._run_on(self._busiest, outputs, batch)
         with self._in_flight.running() as passes:
-            threads = self._busiest if passes == 1 else 1
-            self.ran[threads] += 1
-            return self._sessions[threads].run(outputs, {self._input: batch})
+            return self._run_on(self._busiest if passes == 1 else 1, outputs, batch)
+
+    def _run_on(self, threads: int, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
+        self.ran[threads] += 1  # a count lost to two threads at once would only be a statistic
+        return self._sessions[threads].run(outputs, {self._input: batch})
 
     def class_map(self, batch: np.ndarray | None, features: np.ndarray, class_number: int) -> np.ndarray:
         return class_map(features[0], self.head, class_number)
