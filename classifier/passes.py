@@ -38,31 +38,14 @@ class InFlight:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(descriptor, fcntl.LOCK_EX)  # only while claiming a slot
-        try:
-            if os.fstat(descriptor).st_size < SLOTS * _SLOT.itemsize:
-                os.ftruncate(descriptor, SLOTS * _SLOT.itemsize)
-            self._slots = np.frombuffer(mmap.mmap(descriptor, SLOTS * _SLOT.itemsize), dtype=_SLOT)
-            self._pid = os.getpid()
-            self._index = self._claim()
-        finally:
-            # Unlocked explicitly: the map holds a duplicate of the descriptor, which would keep
-            # the lock (and every other process waiting for it) after closing this one.
-            fcntl.flock(descriptor, fcntl.LOCK_UN)
-            os.close(descriptor)
         self._own = 0
         self._lock = threading.Lock()
-
-    def _claim(self) -> int | None:
-        """A slot that is free, or whose process is gone (killed mid-pass, say)."""
-        for index, slot in enumerate(self._slots):
-            pid = int(slot["pid"])
-            if pid == 0 or pid == self._pid or not _alive(pid):
-                self._slots[index] = (self._pid, 0)
-                return index
-        log.warning("all %d slots of %s are taken: this process counts only its own passes", SLOTS, self.path)
-        return None
+        try:
+            self._slots, self._index = _mapped(path)
+        except OSError as error:  # a read-only /dev/shm, say: still correct within this process
+            log.warning("cannot share a pass count in %s (%s): this process counts only its own passes",
+                        path, error)
+            self._slots, self._index = np.zeros(SLOTS, dtype=_SLOT), None
 
     def others(self) -> int:
         """Passes that other live processes of the instance have running."""
@@ -87,6 +70,34 @@ class InFlight:
     def _write(self, passes: int) -> None:
         if self._index is not None:
             self._slots["passes"][self._index] = passes
+
+
+def _mapped(path: Path) -> tuple[np.ndarray, int | None]:
+    """The slots in the file at ``path``, made if missing, and the one this process claimed."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)  # only while claiming a slot
+    try:
+        if os.fstat(descriptor).st_size < SLOTS * _SLOT.itemsize:
+            os.ftruncate(descriptor, SLOTS * _SLOT.itemsize)
+        slots = np.frombuffer(mmap.mmap(descriptor, SLOTS * _SLOT.itemsize), dtype=_SLOT)
+        return slots, _claim(slots, path)
+    finally:
+        # Unlocked explicitly: the map holds a duplicate of the descriptor, which would keep
+        # the lock (and every other process waiting for it) after closing this one.
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        os.close(descriptor)
+
+
+def _claim(slots: np.ndarray, path: Path) -> int | None:
+    """A slot that is free, or whose process is gone (killed mid-pass, say)."""
+    me = os.getpid()
+    for index, slot in enumerate(slots):
+        pid = int(slot["pid"])
+        if pid == 0 or pid == me or not _alive(pid):
+            slots[index] = (me, 0)
+            return index
+    log.warning("all %d slots of %s are taken: this process counts only its own passes", SLOTS, path)
+    return None
 
 
 def _alive(pid: int) -> bool:

@@ -378,3 +378,16 @@ def test_uwsgi_workers_count_their_passes_in_one_file_of_their_master(export, ke
 
 def counted_pids(slots: Path) -> set[int]:
     return {pid for pid, _ in slot_file(slots)} - {0} if slots.exists() else set()
+
+
+def test_without_a_shared_file_a_process_still_counts_its_own_passes(tmp_path, caplog):
+    """A folder that cannot hold the file (a read-only /dev/shm, say): the dev server's
+    threads still see each other's passes, and the log says why the workers cannot."""
+    with caplog.at_level(logging.WARNING, logger="classifier.passes"):
+        in_flight = InFlight(tmp_path / "missing" / "passes")
+    assert "cannot share a pass count" in caplog.text
+    with in_flight.running() as first:
+        with in_flight.running() as second:
+            assert (first, second) == (1, 2)
+    with in_flight.running() as alone:
+        assert alone == 1
