@@ -1,4 +1,5 @@
-"""The raw forward pass, without a server: latency per batch size, and all-core throughput.
+"""The raw forward pass, without a server: latency per batch size and per thread count,
+all-core throughput, and the decode + crop every request pays before its pass.
 
 All-core throughput runs the forward pass in several processes at once (this file run as a
 script is one of them), started together, in each way of splitting the cores: P processes
@@ -8,10 +9,12 @@ with C/P runtime threads each, at batch 1 and at a larger batch.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from classifier import images  # noqa: E402
+from classifier.config import Settings  # noqa: E402
 from classifier.models import REGISTRY  # noqa: E402
 from classifier.runtimes import OnnxRuntime, Runtime  # noqa: E402
 
@@ -29,15 +34,34 @@ def batch_of(size: int, count: int) -> np.ndarray:
 
 def latency_ms(runtime: Runtime, batch: np.ndarray, seconds: float = 3.0, at_most: int = 300) -> float:
     """Median time of one call, after two warm-up calls."""
-    runtime.scores(batch)
-    runtime.scores(batch)
+    return median_ms(lambda: runtime.scores(batch), seconds, at_most)
+
+
+def median_ms(call: Callable[[], object], seconds: float, at_most: int = 300) -> float:
+    """Median time of ``call``, after two warm-up calls, over about ``seconds`` (5 calls at least)."""
+    call()
+    call()
     times: list[float] = []
     started = time.perf_counter()
     while len(times) < at_most and (time.perf_counter() - started < seconds or len(times) < 5):
         begin = time.perf_counter()
-        runtime.scores(batch)
+        call()
         times.append((time.perf_counter() - begin) * 1000)
     return statistics.median(times)
+
+
+def per_threads(export: Path, size: int, seconds: float) -> dict[int, float]:
+    """Median ms of a batch-1 pass on a session with a fixed pool of 1, 2, ... cores threads."""
+    cores = os.cpu_count() or 1
+    return {threads: latency_ms(OnnxRuntime(export, threads), batch_of(size, 1), seconds / cores)
+            for threads in range(1, cores + 1)}
+
+
+def decode_ms(photo: bytes, size: int, seconds: float) -> float:
+    """Median ms of decoding and cropping ``photo`` for a ``size`` model, by the call the
+    service makes for each upload (``service.py``), with the default limits."""
+    limits = images.ImageLimits.from_settings(Settings())
+    return median_ms(lambda: images.framed(photo, size, limits), seconds)
 
 
 def per_batch(runtime: Runtime, size: int, seconds: float = 3.0,

@@ -2,11 +2,17 @@
 uWSGI + NGINX at one and N clients, worker start-up and memory, and the original way as a
 baseline.
 
-    python3 bench/serving.py [--models MobileNetV2 ...] [--clients 4] [--seconds 10]
-                            [--processes 2] [--threads 1] [--runtime-threads 1]
+    python3 bench/serving.py [--models MobileNetV2 ...] [--clients 2xcores] [--seconds 10]
+                            [--processes 2] [--threads 1] [--runtime-threads 0]
     python3 bench/serving.py --sweep [--rounds 3]   # choose workers, threads, runtime threads
 
 For each model:
+
+- limits: ``F1``, ONNX Runtime's forward pass at batch 1 on one thread; ``Fbest``, the same
+  on the best thread count for this machine (1 to cores); ``D``, decoding and cropping the
+  test photo by the app's own call. The goals are ratios to them: ``1c/(Fbest+D)``, /predict
+  p50 at one client over the least a request can take (goal <= 1.2), and ``Nc/(cores/(F1+D))``,
+  req/s at N clients over what the cores can do one request per core (goal >= 0.9).
 
 - raw: the forward pass in this process, Keras' ``Model.predict`` (what the original did),
   compiled Keras, and ONNX Runtime on the export, at batch 1 and the best batch; and the
@@ -60,7 +66,9 @@ from classifier.weights import loadable  # noqa: E402
 
 IMAGE = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
 SPLITS = [(2, 1, 1), (1, 2, 1), (1, 2, 4)]  # all-core throughput: processes x threads, batch
-SWEEP = [(2, 1, 1), (2, 2, 1), (1, 2, 2), (1, 4, 2), (2, 2, 2), (3, 1, 1)]  # processes, threads, runtime threads
+CORES = os.cpu_count() or 1
+# Worker layouts: processes, threads, runtime threads (0: follow the load, runtimes.OnnxRuntime).
+SWEEP = [(2, 1, 1), (2, 1, CORES), (1, 2, CORES), (2, 1, 0), (1, 2, 0)]
 
 WORKER = """
 import json, sys, time
@@ -123,8 +131,26 @@ def _save_standin(spec: ModelSpec, path: Path) -> None:
         legacy_h5_format.save_weights_to_hdf5_group(file, spec.build())
 
 
+def measure_limits(model: Model, seconds: float) -> None:
+    """F1, Fbest (and the thread count it took) and D, into ``model.raw["limits"]``."""
+    size = model.spec.input_size
+    by_threads = raw.per_threads(model.export.onnx_path, size, seconds)
+    best = min(by_threads, key=by_threads.get)
+    model.raw["limits"] = {"F1_ms": by_threads[1], "Fbest_ms": by_threads[best], "best_threads": best,
+                           "per_threads_ms": by_threads, "D_ms": raw.decode_ms(IMAGE.read_bytes(), size, seconds / 3)}
+
+
+def goals(limits: dict, served: dict) -> dict:
+    """The two goals' ratios for one ONNX Runtime server (bench docstring)."""
+    lone_limit = limits["Fbest_ms"] + limits["D_ms"]
+    cores_limit = 1000 * CORES / (limits["F1_ms"] + limits["D_ms"])
+    return {"lone": served["one"]["p50"] / lone_limit, "lone_limit_ms": lone_limit,
+            "load": served["many"]["throughput"] / cores_limit, "load_limit_per_s": cores_limit}
+
+
 def measure_raw(model: Model, keras: object, threads: int | None, seconds: float) -> None:
     spec, size = model.spec, model.spec.input_size
+    measure_limits(model, seconds)
     one = raw.batch_of(size, 1)
     predict = raw.latency_ms(_PredictRuntime(keras.model), one, seconds=seconds / 2, at_most=40)
     runtimes = {"keras": keras, "onnx": OnnxRuntime(model.export.onnx_path, threads)}
@@ -230,12 +256,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(REGISTRY),
                         help="default: all; with --sweep, MobileNetV2 and EfficientNetLite0")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent clients for throughput")
+    parser.add_argument("--clients", type=int, default=2 * CORES, help="concurrent clients for throughput")
     parser.add_argument("--seconds", type=float, default=10, help="length of each load run")
     parser.add_argument("--requests", type=int, default=300, help="at most this many one-client requests")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--runtime-threads", type=int, default=1, help="0: the runtime's default")
+    parser.add_argument("--runtime-threads", type=int, default=0,
+                        help="0: uwsgi.ini's (ONNX Runtime's threads follow the load)")
     parser.add_argument("--sweep", action="store_true", help="only /predict, over several worker layouts")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the sweep")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results",
@@ -274,23 +301,45 @@ def main() -> None:
 
 def sweep(models: list[Model], work: Path, args: argparse.Namespace) -> None:
     """Each layout in turn, round after round, so that a busy spell on a shared machine
-    weighs on all of them alike; the figures are the medians over the rounds."""
+    weighs on all of them alike; the figures are the medians over the rounds. Each round
+    measures the limits (F1, Fbest, D) again, and each layout's goals are against them."""
     runs: dict[tuple[str, tuple[int, int, int]], list[dict]] = {}
     for round_ in range(args.rounds):
         for model in models:
+            measure_limits(model, args.seconds)
             for layout in SWEEP:
                 result = serve(model, "onnx", work, args, *layout)
+                result["goals"] = goals(model.raw["limits"], result)
                 runs.setdefault((model.spec.name, layout), []).append(result)
-                print(f"  round {round_ + 1} {model.spec.name} {layout}: 1 client p50 {result['one']['p50']:.1f} ms; "
-                      f"{args.clients} clients {result['many']['throughput']:.0f}/s", flush=True)
-    print(f"\nmedians of {args.rounds} rounds; {args.clients} clients for the throughput")
-    print(f"{'model':<18}{'processes':>10}{'threads':>8}{'runtime threads':>16}{'1c p50':>8}{'Nc p99':>8}{'req/s':>7}")
-    for (name, (processes, threads, runtime_threads)), results in runs.items():
-        one = statistics.median(r["one"]["p50"] for r in results)
-        p99 = statistics.median(r["many"]["p99"] for r in results)
-        rate = statistics.median(r["many"]["throughput"] for r in results)
-        print(f"{name:<18}{processes:>10}{threads:>8}{runtime_threads:>16}{one:>8.1f}{p99:>8.1f}{rate:>7.0f}")
-    _save(args.results, "sweep", [{"model": name, "layout": layout, "runs": results} for (name, layout), results in runs.items()])
+                print(f"  round {round_ + 1} {model.spec.name} {_layout(layout)}: 1 client p50 "
+                      f"{result['one']['p50']:.1f} ms; {args.clients} clients {result['many']['throughput']:.0f}/s",
+                      flush=True)
+    print(f"\nmedians of {args.rounds} rounds; {args.clients} clients for the throughput; runtime threads "
+          "'load': follow the load (runtimes.OnnxRuntime)")
+    print(f"{'model':<18}{'layout':>12}{'1c p50':>8}{'Nc p99':>8}{'req/s':>7}{'RSS MB':>9}"
+          f"{'1c/(Fbest+D)':>14}{'Nc/(cores/(F1+D))':>19}")
+    for (name, layout), results in runs.items():
+        def median(*keys: str) -> float:
+            return statistics.median(_dig(r, keys) for r in results)
+
+        rss = statistics.median(max(r["worker_rss_mb"]) for r in results)
+        print(f"{name:<18}{_layout(layout):>12}{median('one', 'p50'):>8.1f}{median('many', 'p99'):>8.1f}"
+              f"{median('many', 'throughput'):>7.0f}{rss:>9.0f}{median('goals', 'lone'):>14.2f}"
+              f"{median('goals', 'load'):>19.2f}")
+    _save(args.results, "sweep", [{"model": name, "layout": layout, "runs": results}
+                                  for (name, layout), results in runs.items()])
+
+
+def _layout(layout: tuple[int, int, int]) -> str:
+    """processes x threads, runtime threads ('load': they follow it)."""
+    processes, threads, runtime_threads = layout
+    return f"{processes}x{threads},{runtime_threads or 'load'}"
+
+
+def _dig(document: dict, keys: tuple[str, ...]) -> float:
+    for key in keys:
+        document = document[key]
+    return document
 
 
 def report(models: list[Model], every_model: dict, args: argparse.Namespace, seconds: float) -> None:
@@ -320,6 +369,7 @@ def report(models: list[Model], every_model: dict, args: argparse.Namespace, sec
                   f"{many['p50']:>8.1f}{many['p95']:>7.1f}{many['p99']:>7.1f}{many['throughput']:>7.0f}"
                   f"{many['throughput'] / all_core:>6.2f}{_shares(s['cpu_share']):>13}  {s['weights']}")
     _breakdown(models)
+    _goals(models, args.clients)
     print("\nworker: start (python, the app's imports, loading the model) until its first prediction; "
           "'all, in turn': one ONNX Runtime worker loading every model, its memory at the end")
     print(f"{'model':<18}{'runtime':<9}{'seconds':>9}{'RSS MB':>8}  tensorflow imported")
@@ -332,7 +382,8 @@ def report(models: list[Model], every_model: dict, args: argparse.Namespace, sec
           f"during the {args.clients}-client run (below 100%: other processes had the rest). The baseline's "
           f"p50/raw is against Model.predict at batch 1, its req/s against compiled Keras on all cores. {seconds / 60:.0f} min; load average now {os.getloadavg()[0]:.2f}")
     _save(args.results, "serving", {
-        "models": [{"model": m.spec.name, "raw": m.raw, "serving": m.serving, "worker": m.worker} for m in models],
+        "models": [{"model": m.spec.name, "raw": m.raw, "serving": m.serving, "worker": m.worker,
+                    "goals": goals(m.raw["limits"], m.serving["onnx"])} for m in models],
         "worker_with_every_model": every_model,
     })
 
@@ -365,6 +416,19 @@ def _breakdown(models: list[Model]) -> None:
                   f"{_num(timing.get('decode')):>8}{_num(timing.get('inference', raw_ms) - raw_ms):>8}"
                   f"{_num(fixed / 0.3 if fixed > 0 else None, 1):>19}{'/'.join(f'{cpu[p]:.1f}' for p in cpu):>18}"
                   f"{sum(cpu.values()) - forward_cpu:>11.1f}{ceiling:>14.0f}")
+
+
+def _goals(models: list[Model], clients: int) -> None:
+    """The issue's two goals for the ONNX Runtime server, against this run's own limits."""
+    print(f"\ngoals, ONNX Runtime server (ms; F1: forward b1 on 1 thread, Fbest: on the best of 1-{CORES}, "
+          f"D: decode + crop of the photo)")
+    print(f"{'model':<18}{'F1':>7}{'Fbest':>7}{'threads':>8}{'D':>6}{'1c p50':>8}{'1c/(Fbest+D) <=1.2':>20}"
+          f"{'req/s':>7}{f'{clients}c/(cores/(F1+D)) >=0.9':>26}")
+    for model in models:
+        limits, ratios = model.raw["limits"], goals(model.raw["limits"], model.serving["onnx"])
+        print(f"{model.spec.name:<18}{limits['F1_ms']:>7.2f}{limits['Fbest_ms']:>7.2f}{limits['best_threads']:>8}"
+              f"{limits['D_ms']:>6.2f}{model.serving['onnx']['one']['p50']:>8.1f}{ratios['lone']:>20.2f}"
+              f"{model.serving['onnx']['many']['throughput']:>7.0f}{ratios['load']:>26.2f}")
 
 
 def _shares(cpu: dict[str, float]) -> str:

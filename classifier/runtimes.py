@@ -10,6 +10,8 @@ imports TensorFlow, which is what makes it start in a fraction of a second and s
 from __future__ import annotations
 
 import logging
+import os
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -18,9 +20,11 @@ import numpy as np
 from .explain import DenseHead, class_map, scaled
 from .gradcam import GradientCam
 from .models import FeatureMap
+from .passes import InFlight, this_instance
 
 if TYPE_CHECKING:
     import keras
+    import onnxruntime
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +141,13 @@ def use_tensorflow_threads(threads: int | None) -> None:
 class OnnxRuntime:
     """An ONNX Runtime session on an exported model file.
 
-    ``threads`` is the intra-op pool of this session (``None``: one per core). Several
-    worker processes on few cores should split the cores between them; idle threads do not
-    spin-wait, so a busy neighbour process is not slowed by this one waiting for work.
+    ``threads`` fixes the intra-op pool of every pass. ``None`` (the default) makes the
+    threads follow the load: a pass that is the only one running in the instance
+    (``passes.py``: every worker process counts) runs on a session with a thread per core,
+    one that overlaps others on a one-thread session, so a lone client gets the machine and
+    concurrent passes do not fight over cores. Two sessions cost one more copy of the
+    model's weights (uwsgi.ini has the figures). ``ran`` counts the passes by the threads
+    they ran on.
     """
 
     name = "onnx"
@@ -149,28 +157,52 @@ class OnnxRuntime:
     # No batch is faster beyond the noise and large ones are slower: one image at a time.
     batch_size = 1
 
-    def __init__(self, path: Path, threads: int | None = None, head: DenseHead | None = None) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = threads or 0
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
-        self._outputs = [output.name for output in self._session.get_outputs()]
+    def __init__(self, path: Path, threads: int | None = None, head: DenseHead | None = None,
+                 in_flight: InFlight | None = None) -> None:
+        cores = os.cpu_count() or 1
+        self.following_load = threads is None and cores > 1
+        self._in_flight = (in_flight or this_instance()) if self.following_load else None
+        counts = {cores, 1} if self.following_load else {threads or cores}
+        self._sessions = {count: _session(path, count) for count in counts}
+        self._busiest = max(self._sessions)
+        self.ran: Counter[int] = Counter()
+        session = self._sessions[self._busiest]
+        self._input = session.get_inputs()[0].name
+        self._outputs = [output.name for output in session.get_outputs()]
         self.head = head if len(self._outputs) == 2 else None
         self.explainable = self.head is not None
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(self._outputs[:1], {self._input: batch})[0]
+        return self._run(self._outputs[:1], batch)[0]
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Scores and, from an export with the feature map as its second output, that map."""
-        outputs = self._session.run(self._outputs, {self._input: batch})
+        outputs = self._run(self._outputs, batch)
         return outputs[0], (outputs[1] if self.head is not None else None)
+
+    def _run(self, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
+        if self._in_flight is None:
+            return self._run_on(self._busiest, outputs, batch)
+        with self._in_flight.running() as passes:
+            return self._run_on(self._busiest if passes == 1 else 1, outputs, batch)
+
+    def _run_on(self, threads: int, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
+        self.ran[threads] += 1  # a count lost to two threads at once would only be a statistic
+        return self._sessions[threads].run(outputs, {self._input: batch})
 
     def class_map(self, batch: np.ndarray | None, features: np.ndarray, class_number: int) -> np.ndarray:
         return class_map(features[0], self.head, class_number)
+
+
+def _session(path: Path, threads: int) -> onnxruntime.InferenceSession:
+    """A session whose passes run on ``threads`` threads. Idle threads do not spin-wait, so a
+    neighbour process busy on the same cores is not slowed by this one waiting for work."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -36,7 +36,7 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
 def test_the_serving_benchmark_prints_every_table(serving):
     printed, results = serving
     for table in ("raw forward pass", "/predict through uWSGI + NGINX", "one request, beyond the forward pass",
-                  "worker: start"):
+                  "goals, ONNX Runtime server", "worker: start"):
         assert table in printed
     assert [model["model"] for model in results["models"]] == [MODEL]
 
@@ -52,6 +52,22 @@ def test_raw_figures_are_derived_from_the_batches_measured(serving):
         assert raw["best_batch"] == min(batches, key=lambda size: batches[size] / size)
         assert raw["best_ms_per_image"] == pytest.approx(batches[raw["best_batch"]] / raw["best_batch"])
         assert raw["all_cores_best"] == max(raw["all_cores"].values()) > 0
+
+
+def test_the_goals_are_ratios_to_the_limits_measured_in_the_same_run(serving):
+    """F1 is the one-thread pass, Fbest the fastest thread count of 1..cores, D decode + crop;
+    the goals divide the ONNX Runtime server's figures by them (issue 15)."""
+    (model,) = serving[1]["models"]
+    limits, served = model["raw"]["limits"], model["serving"]["onnx"]
+    by_threads = {int(threads): ms for threads, ms in limits["per_threads_ms"].items()}
+    assert list(by_threads) == list(range(1, os.cpu_count() + 1)) and min(by_threads.values()) > 0
+    assert limits["F1_ms"] == by_threads[1]
+    assert limits["Fbest_ms"] == by_threads[limits["best_threads"]] == min(by_threads.values())
+    assert limits["D_ms"] > 0
+    goals = model["goals"]
+    assert goals["lone"] == pytest.approx(served["one"]["p50"] / (limits["Fbest_ms"] + limits["D_ms"]))
+    cores_limit = 1000 * os.cpu_count() / (limits["F1_ms"] + limits["D_ms"])
+    assert goals["load"] == pytest.approx(served["many"]["throughput"] / cores_limit)
 
 
 @pytest.mark.parametrize("server", SERVERS)

@@ -1,4 +1,5 @@
-"""ONNX Runtime serving: exports made and checked against Keras, cached, and refused when wrong.
+"""ONNX Runtime serving: exports made and checked against Keras, cached, and refused when wrong;
+and its threads following the load (a lone pass on every core, overlapping passes on one).
 
 The pretrained EfficientNetLite0 that ships via pip is the model under test: real weights on
 real photos are what show that an export computes the same function, and its export is the
@@ -14,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -28,6 +30,8 @@ from classifier import Classifier, Settings
 from classifier.engine import ModelPool, Serving, keras_runtime
 from classifier.exports import TOLERANCE, Export, verify
 from classifier.models import REGISTRY
+from classifier.passes import InFlight, instance_file
+from classifier.runtimes import OnnxRuntime
 from classifier.weights import loadable
 from conftest import CAT_LABELS, PHOTOS, ROOT, free_port, stop, wait_until_healthy
 
@@ -242,3 +246,148 @@ def test_auto_means_keras_for_random_weights_and_runtime_is_validated(tmp_path):
     assert Settings.from_env({"CLASSIFIER_RUNTIME": "ONNX"}).runtime == "onnx"
     with pytest.raises(ValueError, match="CLASSIFIER_RUNTIME"):
         Settings.from_env({"CLASSIFIER_RUNTIME": "tflite"})
+
+
+# Another process with a runtime sharing the slot file: on "pass" it runs one real forward
+# pass and prints what its runtime ran on; "hold" enters a pass's count (what its runtime
+# does around each pass) and stays in it, printing how many passes it was told were running.
+RUNTIME_PROCESS = """
+import json, sys
+from contextlib import ExitStack
+from pathlib import Path
+import numpy as np
+from classifier.passes import InFlight
+from classifier.runtimes import OnnxRuntime
+in_flight = InFlight(Path(sys.argv[1]))
+runtime = OnnxRuntime(Path(sys.argv[2]), in_flight=in_flight)
+held = ExitStack()
+for command in sys.stdin:
+    if command == "hold\\n":
+        print(held.enter_context(in_flight.running()), flush=True)
+    elif command == "release\\n":
+        held.close()
+        print("released", flush=True)
+    else:
+        runtime.scores(np.zeros((1, 224, 224, 3), np.float32))
+        print(json.dumps({int(threads): count for threads, count in runtime.ran.items()}), flush=True)
+"""
+
+
+class RuntimeProcess:
+    """A second process with its own ONNX Runtime on the export, counting its passes in ``slots``."""
+
+    def __init__(self, slots: Path, model: Path) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", RUNTIME_PROCESS, str(slots), str(model)], cwd=ROOT,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, command: str) -> object:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        assert answer, f"the runtime process exited with {self.process.wait(timeout=60)}"
+        return json.loads(answer) if command == "pass" else answer.strip()
+
+    def kill(self) -> None:
+        """SIGKILL, as the kernel's OOM killer or uWSGI's harakiri does, and reaped."""
+        self.process.kill()
+        self.process.wait(timeout=60)
+
+
+@pytest.fixture
+def cores() -> int:
+    count = os.cpu_count()
+    assert count > 1, "following the load needs a machine with more than one core"
+    return count
+
+
+def test_a_lone_pass_takes_every_core_and_passes_in_two_processes_take_one_each(export, tmp_path, cores):
+    """Each process's real runtime decides from the other's pass in flight, both ways round."""
+    slots = tmp_path / "passes"
+    in_flight = InFlight(slots)
+    here = OnnxRuntime(export.onnx_path, in_flight=in_flight)
+    batch = np.zeros((1, 224, 224, 3), np.float32)
+    other = RuntimeProcess(slots, export.onnx_path)
+    try:
+        assert other.ask("pass") == {str(cores): 1}  # alone: every core
+        here.scores(batch)
+        assert here.ran == {cores: 1}
+        assert other.ask("hold") == "1"  # the other process's pass is the only one running
+        here.scores(batch)
+        assert here.ran == {cores: 1, 1: 1}  # so this one, overlapping it, takes one thread
+        assert other.ask("release") == "released"
+        with in_flight.running() as passes:  # and the other way round
+            assert passes == 1
+            assert other.ask("pass") == {str(cores): 1, "1": 1}
+        here.scores(batch)
+        assert here.ran == {cores: 2, 1: 1}  # alone again
+    finally:
+        other.kill()
+
+
+def test_a_process_killed_mid_pass_is_not_counted_and_its_slot_is_taken_again(export, tmp_path, cores):
+    slots = tmp_path / "passes"
+    here = OnnxRuntime(export.onnx_path, in_flight=InFlight(slots))
+    killed = RuntimeProcess(slots, export.onnx_path)
+    assert killed.ask("hold") == "1"
+    killed_pid = killed.process.pid
+    killed.kill()
+    assert (killed_pid, 1) in slot_file(slots)  # its slot still says it has a pass running
+    here.scores(np.zeros((1, 224, 224, 3), np.float32))
+    assert here.ran == {cores: 1}  # but a dead process's pass is not counted
+    after = RuntimeProcess(slots, export.onnx_path)
+    try:
+        assert after.ask("pass") == {str(cores): 1}
+        pids = [pid for pid, _ in slot_file(slots) if pid]
+        assert sorted(pids) == sorted([os.getpid(), after.process.pid])  # it took the dead one's slot
+    finally:
+        after.kill()
+
+
+def test_a_fixed_thread_count_runs_every_pass_on_it(export, tmp_path):
+    runtime = OnnxRuntime(export.onnx_path, 1, in_flight=InFlight(tmp_path / "passes"))
+    runtime.scores(np.zeros((1, 224, 224, 3), np.float32))
+    assert runtime.ran == {1: 1} and not runtime.following_load
+    assert all(passes == 0 for _, passes in slot_file(tmp_path / "passes"))  # never counted
+
+
+def slot_file(path: Path) -> list[tuple[int, int]]:
+    """The slots as written: (process id, passes running) pairs of int32 (classifier/passes.py)."""
+    return [tuple(map(int, slot)) for slot in np.fromfile(path, dtype=np.int32).reshape(-1, 2)]
+
+
+def test_uwsgi_workers_count_their_passes_in_one_file_of_their_master(export, keras_home, tmp_path):
+    """Both workers of one uWSGI instance claim a slot in the file named after their master
+    (each claims it when it opens the model, and answers)."""
+    http = f"127.0.0.1:{free_port()}"
+    env = {"KERAS_HOME": str(keras_home), "CLASSIFIER_RUNTIME": "onnx", "CLASSIFIER_DEFAULT_MODEL": MODEL,
+           "CLASSIFIER_RANDOM_WEIGHTS": "0", "CLASSIFIER_OFFLINE": "1", "CLASSIFIER_UWSGI_HTTP": http}
+    server = stack.start_uwsgi(tmp_path, "app", f"127.0.0.1:{free_port()}", env, processes=2, threads=1)
+    slots = instance_file().with_name(f"classifier-passes-{os.getuid()}-{server.process.pid}")
+    try:
+        wait_until_healthy(f"http://{http}", server.process)
+        workers = set(server.worker_pids())
+        deadline = time.monotonic() + 120
+        while not workers <= counted_pids(slots) and time.monotonic() < deadline:
+            answer = requests.post(f"http://{http}/predict", files={"image": PHOTOS["chelsea"].read_bytes()},
+                                   timeout=60)
+            assert answer.status_code == 200
+    finally:
+        stop(server.process)
+    assert len(workers) == 2 and workers <= counted_pids(slots), server.log.read_text(errors="replace")[-3000:]
+
+
+def counted_pids(slots: Path) -> set[int]:
+    return {pid for pid, _ in slot_file(slots)} - {0} if slots.exists() else set()
+
+
+def test_without_a_shared_file_a_process_still_counts_its_own_passes(tmp_path, caplog):
+    """A folder that cannot hold the file (a read-only /dev/shm, say): the dev server's
+    threads still see each other's passes, and the log says why the workers cannot."""
+    with caplog.at_level(logging.WARNING, logger="classifier.passes"):
+        in_flight = InFlight(tmp_path / "missing" / "passes")
+    assert "cannot share a pass count" in caplog.text
+    with in_flight.running() as first:
+        with in_flight.running() as second:
+            assert (first, second) == (1, 2)
+    with in_flight.running() as alone:
+        assert alone == 1
