@@ -69,7 +69,8 @@ def cold_start(keras_home: Path, names: list[str]) -> dict:
 
 def files(spec: ModelSpec, settings: Settings) -> tuple[Path, Path, dict]:
     """Make (or find) both forms with ``classifier export``; their paths and the int8 record."""
-    done = subprocess.run([sys.executable, "-m", "classifier", "export", spec.name], cwd=ROOT, capture_output=True,
+    names = [spec.name, f"{spec.name}-int8"]  # a named model makes only that form
+    done = subprocess.run([sys.executable, "-m", "classifier", "export", *names], cwd=ROOT, capture_output=True,
                           text=True, env={**os.environ, "KERAS_HOME": str(settings.keras_home)}, timeout=1800)
     if done.returncode:
         raise RuntimeError(done.stderr[-2000:])

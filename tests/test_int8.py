@@ -21,6 +21,7 @@ from playwright import sync_api
 from playwright.sync_api import expect
 
 from classifier import quantize
+from classifier.config import Settings
 from conftest import PHOTOS, run_classifier
 from test_page import CHROMIUM, CHROMIUM_ARGS, expected_options
 from test_real_photos import EXPECTED
@@ -54,11 +55,14 @@ def test_export_makes_and_measures_the_int8_form(exported):
     record = int8_record(home)
     assert record["verified"] and record["int8_of"] == "EfficientNetLite0"
     assert record["photos"] == len(quantize.HELD_OUT) and record["images"] == 9 * record["photos"]
-    assert 0.9 <= record["top1_agreement"] <= 1 and 4 <= record["top5_overlap"] <= 5
+    # The default bar (97% top-1, 4 of 5): EfficientNetLite0's form clears it (97.2%, 4.86).
+    defaults = Settings()
+    assert defaults.int8_min_top1 <= record["top1_agreement"] <= 1
+    assert defaults.int8_min_top5 <= record["top5_overlap"] <= 5
     assert record["speedup"] == round(record["fp32_ms"] / record["int8_ms"], 2)
     int8_file = home / "models" / "exports" / (record_stem(home) + ".onnx")
     assert record["onnx_sha256"] == hashlib.sha256(int8_file.read_bytes()).hexdigest()
-    verdict = r"^EfficientNetLite0-int8: (served|not served: it agrees with fp32 too rarely): top-1 equal to fp32 on"
+    verdict = r"^EfficientNetLite0-int8: served: top-1 equal to fp32 on"
     assert re.search(verdict, output, re.M), output
 
 
@@ -95,10 +99,13 @@ def test_models_shows_precision_and_the_measured_check(served, exported):
                                   "speedup"}
 
 
-def test_the_page_offers_the_default_models_passing_int8_form_first(served, exported, make_app):
-    check = entry(served, MODEL)["check"]
+def test_the_page_offers_the_default_models_passing_int8_form_first(exported, make_app):
+    """With the default settings (and bar): the default model's int8 form passes, so it is offered first."""
+    default = make_app(random_weights=False, keras_home=exported[0]).test_client()
+    check = entry(default, MODEL)["check"]
+    assert entry(default, MODEL)["ready"]
     text = f"{MODEL} — {check['speedup']}x faster, agrees {round(check['top1_agreement'] * 100)}%"
-    page = served.get("/").get_data(as_text=True)
+    page = default.get("/").get_data(as_text=True)
     assert re.search(rf'<option value="{MODEL}" selected>{text}</option>', page), page
     failing = make_app(random_weights=False, keras_home=exported[0], **SERVE_NONE).test_client()
     page = failing.get("/").get_data(as_text=True)
