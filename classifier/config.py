@@ -100,8 +100,8 @@ class Settings:
             "runtime": env.choice("CLASSIFIER_RUNTIME", RUNTIMES),
             "runtime_threads": env.number("CLASSIFIER_RUNTIME_THREADS", int),
             "export_timeout": env.number("CLASSIFIER_EXPORT_TIMEOUT", float),
-            "int8_min_top1": env.number("CLASSIFIER_INT8_MIN_TOP1", float),
-            "int8_min_top5": env.number("CLASSIFIER_INT8_MIN_TOP5", float),
+            "int8_min_top1": env.number("CLASSIFIER_INT8_MIN_TOP1", float, zero=True),
+            "int8_min_top5": env.number("CLASSIFIER_INT8_MIN_TOP5", float, zero=True),
             "log_format": env.choice("CLASSIFIER_LOG_FORMAT", LOG_FORMATS),
             "metrics_allow": env.text("CLASSIFIER_METRICS_ALLOW"),
         }
@@ -150,7 +150,8 @@ class _EnvReader:
             return False
         raise ValueError(f"{name}={self._environ[name]!r}: expected 1/0, true/false, yes/no or on/off")
 
-    def number(self, name: str, kind: type[int] | type[float]) -> int | float | None:
+    def number(self, name: str, kind: type[int] | type[float], zero: bool = False) -> int | float | None:
+        """A positive number, or with ``zero`` also 0 (a bar an operator may lower to nothing)."""
         value = self.text(name)
         if value is None:
             return None
@@ -158,6 +159,6 @@ class _EnvReader:
             number = kind(value)
         except ValueError:
             raise ValueError(f"{name}={value!r}: expected a {kind.__name__}") from None
-        if number <= 0:
-            raise ValueError(f"{name}={value!r}: must be greater than zero")
+        if number < 0 or (number == 0 and not zero):
+            raise ValueError(f"{name}={value!r}: must be {'zero or more' if zero else 'greater than zero'}")
         return number

@@ -14,6 +14,7 @@ next process to claim a slot may take it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import logging
@@ -74,9 +75,11 @@ class InFlight:
 
 def _mapped(path: Path) -> tuple[np.ndarray, int | None]:
     """The slots in the file at ``path``, made if missing, and the one this process claimed."""
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     fcntl.flock(descriptor, fcntl.LOCK_EX)  # only while claiming a slot
     try:
+        if os.fstat(descriptor).st_uid != os.getuid():  # planted by another user of a shared /dev/shm
+            raise PermissionError(f"{path} belongs to another user")
         if os.fstat(descriptor).st_size < SLOTS * _SLOT.itemsize:
             os.ftruncate(descriptor, SLOTS * _SLOT.itemsize)
         slots = np.frombuffer(mmap.mmap(descriptor, SLOTS * _SLOT.itemsize), dtype=_SLOT)
@@ -89,11 +92,16 @@ def _mapped(path: Path) -> tuple[np.ndarray, int | None]:
 
 
 def _claim(slots: np.ndarray, path: Path) -> int | None:
-    """A slot that is free, or whose process is gone (killed mid-pass, say)."""
+    """A free slot, after freeing every slot whose process is gone (killed mid-pass, say) or
+    that holds this process's id from an earlier life of it (a master or worker id reused):
+    left as they were, such slots would count a pass for ever and no pass would be lone."""
     me = os.getpid()
     for index, slot in enumerate(slots):
         pid = int(slot["pid"])
-        if pid == 0 or pid == me or not _alive(pid):
+        if pid == me or (pid and not _alive(pid)):
+            slots[index] = (0, 0)
+    for index, slot in enumerate(slots):
+        if int(slot["pid"]) == 0:
             slots[index] = (me, 0)
             return index
     log.warning("all %d slots of %s are taken: this process counts only its own passes", SLOTS, path)
@@ -142,4 +150,5 @@ def _remove_orphans(path: Path) -> None:
     for other in path.parent.glob(f"{prefix}-*"):
         owner = other.name.rsplit("-", 1)[1]
         if owner.isdigit() and other != path and not _alive(int(owner)):
-            other.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # one another user planted is theirs to remove
+                other.unlink()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -145,9 +146,11 @@ class OnnxRuntime:
     threads follow the load: a pass that is the only one running in the instance
     (``passes.py``: every worker process counts) runs on a session with a thread per core,
     one that overlaps others on a one-thread session, so a lone client gets the machine and
-    concurrent passes do not fight over cores. Two sessions cost one more copy of the
-    model's weights (uwsgi.ini has the figures). ``ran`` counts the passes by the threads
-    they ran on.
+    concurrent passes do not fight over cores. The one-thread session is made by the first
+    pass that overlaps another (a few hundred ms, once): a process whose passes never overlap
+    (one worker, one thread) never holds it, and one that does holds a second copy of the
+    model (~34 MB for EfficientNetLite0; uwsgi.ini has the figures). ``ran`` counts the
+    passes by the threads they ran on.
     """
 
     name = "onnx"
@@ -159,12 +162,13 @@ class OnnxRuntime:
 
     def __init__(self, path: Path, threads: int | None = None, head: DenseHead | None = None,
                  in_flight: InFlight | None = None) -> None:
-        cores = os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0))  # the cores this process may run on, not the host's
         self.following_load = threads is None and cores > 1
         self._in_flight = (in_flight or this_instance()) if self.following_load else None
-        counts = {cores, 1} if self.following_load else {threads or cores}
-        self._sessions = {count: _session(path, count) for count in counts}
-        self._busiest = max(self._sessions)
+        self._path = path
+        self._busiest = cores if threads is None else threads
+        self._sessions = {self._busiest: _session(path, self._busiest)}
+        self._making = threading.Lock()
         self.ran: Counter[int] = Counter()
         session = self._sessions[self._busiest]
         self._input = session.get_inputs()[0].name
@@ -188,7 +192,15 @@ class OnnxRuntime:
 
     def _run_on(self, threads: int, outputs: list[str], batch: np.ndarray) -> list[np.ndarray]:
         self.ran[threads] += 1  # a count lost to two threads at once would only be a statistic
-        return self._sessions[threads].run(outputs, {self._input: batch})
+        return self._session_on(threads).run(outputs, {self._input: batch})
+
+    def _session_on(self, threads: int) -> onnxruntime.InferenceSession:
+        session = self._sessions.get(threads)
+        if session is None:
+            with self._making:
+                session = self._sessions.get(threads) or _session(self._path, threads)
+                self._sessions[threads] = session
+        return session
 
     def class_map(self, batch: np.ndarray | None, features: np.ndarray, class_number: int) -> np.ndarray:
         return class_map(features[0], self.head, class_number)

@@ -295,7 +295,7 @@ class RuntimeProcess:
 
 @pytest.fixture
 def cores() -> int:
-    count = os.cpu_count()
+    count = len(os.sched_getaffinity(0))
     assert count > 1, "following the load needs a machine with more than one core"
     return count
 
@@ -341,6 +341,26 @@ def test_a_process_killed_mid_pass_is_not_counted_and_its_slot_is_taken_again(ex
         assert sorted(pids) == sorted([os.getpid(), after.process.pid])  # it took the dead one's slot
     finally:
         after.kill()
+
+
+def test_a_slot_left_by_an_earlier_life_of_this_process_id_is_freed(export, tmp_path, cores):
+    """Process ids come back (a restarted container, a busy host): a slot that holds this
+    process's id with a pass from that earlier life is freed when the process claims one, as
+    is a dead process's, so that no stale pass keeps every later pass off the other cores."""
+    slots = tmp_path / "passes"
+    stale = [(os.getpid(), 1), (0, 0), (dead_pid(), 1)]
+    np.array(stale + [(0, 0)] * (64 - len(stale)), dtype=np.int32).tofile(slots)
+    here = OnnxRuntime(export.onnx_path, in_flight=InFlight(slots))
+    here.scores(np.zeros((1, 224, 224, 3), np.float32))
+    assert here.ran == {cores: 1}
+    assert [slot for slot in slot_file(slots) if slot != (0, 0)] == [(os.getpid(), 0)]
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited and been reaped."""
+    process = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                             check=True)
+    return int(process.stdout)
 
 
 def test_a_fixed_thread_count_runs_every_pass_on_it(export, tmp_path):
@@ -389,5 +409,26 @@ def test_without_a_shared_file_a_process_still_counts_its_own_passes(tmp_path, c
     with in_flight.running() as first:
         with in_flight.running() as second:
             assert (first, second) == (1, 2)
+    with in_flight.running() as alone:
+        assert alone == 1
+
+
+@pytest.mark.parametrize("planted", ["symlink", "another user's file"])
+def test_a_pass_file_planted_by_someone_else_is_neither_used_nor_written(tmp_path, caplog, planted):
+    """/dev/shm is shared by every user: a link at the instance's file name (to a file the
+    service may write, say) or a file another user made there is refused, left as it was,
+    and the process counts only its own passes."""
+    target, path = tmp_path / "precious", tmp_path / "passes"
+    target.write_bytes(b"keep")
+    if planted == "symlink":
+        path.symlink_to(target)
+    else:
+        path.write_bytes(b"\0" * 8)
+        os.chown(path, 65534, 65534)  # nobody; the tests run as root, who may hand a file over
+    before = path.read_bytes()
+    with caplog.at_level(logging.WARNING, logger="classifier.passes"):
+        in_flight = InFlight(path)
+    assert "cannot share a pass count" in caplog.text
+    assert target.read_bytes() == b"keep" and path.read_bytes() == before
     with in_flight.running() as alone:
         assert alone == 1
