@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import int8  # noqa: E402
 import load  # noqa: E402
 import raw  # noqa: E402
 import stack  # noqa: E402
@@ -61,6 +62,7 @@ from classifier.config import Settings  # noqa: E402
 from classifier.engine import keras_runtime  # noqa: E402
 from classifier.exports import Export  # noqa: E402
 from classifier.models import REGISTRY, ModelSpec  # noqa: E402
+from classifier.quantize import Int8Form  # noqa: E402
 from classifier.runtimes import OnnxRuntime, use_tensorflow_threads  # noqa: E402
 from classifier.weights import loadable  # noqa: E402
 
@@ -68,6 +70,7 @@ IMAGE = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
 SPLITS = [(2, 1, 1), (1, 2, 1), (1, 2, 4)]  # all-core throughput: processes x threads, batch
 CORES = os.cpu_count() or 1
 # Worker layouts: processes, threads, runtime threads (0: follow the load, runtimes.OnnxRuntime).
+FP32 = [name for name, spec in REGISTRY.items() if spec.int8_of is None]  # each int8 form goes with its model
 SWEEP = [(2, 1, 1), (2, 1, CORES), (1, 2, CORES), (2, 1, 0), (1, 2, 0)]
 
 WORKER = """
@@ -101,6 +104,7 @@ class Model:
     raw: dict[str, dict] = field(default_factory=dict)
     serving: dict[str, dict] = field(default_factory=dict)
     worker: dict[str, dict] = field(default_factory=dict)
+    int8: dict[str, object] = field(default_factory=dict)
 
 
 def prepare(spec: ModelSpec, keras_home: Path, threads: int | None) -> tuple[Model, object]:
@@ -146,6 +150,17 @@ def goals(limits: dict, served: dict) -> dict:
     cores_limit = 1000 * CORES / (limits["F1_ms"] + limits["D_ms"])
     return {"lone": served["one"]["p50"] / lone_limit, "lone_limit_ms": lone_limit,
             "load": served["many"]["throughput"] / cores_limit, "load_limit_per_s": cores_limit}
+
+
+def measure_int8(model: Model) -> None:
+    """The int8 form made and checked as `classifier export` does, then its forward pass and
+    agreement against fp32 on one thread (bench/int8.py)."""
+    form = Int8Form(REGISTRY[f"{model.spec.name}-int8"], model.export)
+    with form.lock():
+        record = form.record() or form.make(1)
+    print(f"  {form.spec.name}: {record.reason}", flush=True)
+    model.int8 = {"check": record.check(), "passes": record.passes(Settings()),
+                  "raw": int8.compare(model.spec, model.export.onnx_path, form.onnx_path, threads=1)}
 
 
 def measure_raw(model: Model, keras: object, threads: int | None, seconds: float) -> None:
@@ -194,7 +209,10 @@ def measure_worker(models: list[Model], runtime: str, threads: int | None) -> di
 
 def serve(model: Model, kind: str, work: Path, args: argparse.Namespace, processes: int, threads: int,
           runtime_threads: int | None) -> dict:
-    """One server (``onnx``, ``keras`` or ``baseline``) behind NGINX, measured, then stopped."""
+    """One server (``onnx``, ``int8``, ``keras`` or ``baseline``) behind NGINX, measured, then stopped.
+
+    ``int8`` serves the model's int8 form (ONNX Runtime) whatever its agreement check found: the
+    bar is set to 0 here, and the check's figures are printed beside the speed."""
     name = f"{model.spec.name}-{kind}-{processes}x{threads}x{runtime_threads or 0}"
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
     address = f"127.0.0.1:{stack.free_port()}"
@@ -211,25 +229,27 @@ def serve(model: Model, kind: str, work: Path, args: argparse.Namespace, process
         else:
             random_weights = kind == "keras" or not model.app_takes_weights
             exports_per_worker = kind == "onnx" and random_weights
-            env.update(CLASSIFIER_RUNTIME=kind, CLASSIFIER_RANDOM_WEIGHTS="1" if random_weights else "0")
+            env.update(CLASSIFIER_RUNTIME="onnx" if kind == "int8" else kind,
+                       CLASSIFIER_RANDOM_WEIGHTS="1" if random_weights else "0",
+                       CLASSIFIER_INT8_MIN_TOP1="0", CLASSIFIER_INT8_MIN_TOP5="0")
             # Random weights under ONNX: each worker exports at start, longer than harakiri.
             extra = ["--harakiri", "300"] if exports_per_worker else []
             server = stack.start_uwsgi(folder, name, address, env, processes, threads, extra)
             weights = "random, export per worker" if exports_per_worker else \
                 "random" if random_weights else "file, checked export"
         healthz = stack.wait_for(nginx.url + "/healthz", server)
-        image = IMAGE.read_bytes()
-        first = load.sequential(nginx.url, image, model.spec.name, 1, 600)
+        image, served = IMAGE.read_bytes(), model.spec.name + ("-int8" if kind == "int8" else "")
+        first = load.sequential(nginx.url, image, served, 1, 600)
         first_seconds = time.monotonic() - server.started
-        load.warm(nginx.url, image, model.spec.name, processes * threads + 1)
-        one = load.sequential(nginx.url, image, model.spec.name, args.requests, args.seconds)
+        load.warm(nginx.url, image, served, processes * threads + 1)
+        one = load.sequential(nginx.url, image, served, args.requests, args.seconds)
         # The same upload naming no model: the app refuses it at once (400). What that costs
         # is the HTTP path alone: client, NGINX, uWSGI, Flask, reading the body. (The
         # baseline takes no model name.)
         floor = None if kind == "baseline" else \
             load.sequential(nginx.url, image, "-", args.requests, args.seconds, expect=400).percentile(50)
         before = (server.cpu_seconds(), nginx.cpu_seconds(), time.process_time(), time.monotonic())
-        many = load.concurrent(nginx.url, image, model.spec.name, args.clients, args.seconds)
+        many = load.concurrent(nginx.url, image, served, args.clients, args.seconds)
         after = (server.cpu_seconds(), nginx.cpu_seconds(), time.process_time(), time.monotonic())
         parts = ("workers", "nginx", "client")
         capacity = (after[3] - before[3]) * os.cpu_count()
@@ -254,7 +274,7 @@ def _summary(run: load.Run) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", choices=list(REGISTRY),
+    parser.add_argument("--models", nargs="+", choices=FP32,
                         help="default: all; with --sweep, MobileNetV2 and EfficientNetLite0")
     parser.add_argument("--clients", type=int, default=2 * CORES, help="concurrent clients for throughput")
     parser.add_argument("--seconds", type=float, default=10, help="length of each load run")
@@ -268,7 +288,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results",
                         help="folder for the JSON record of the run")
     args = parser.parse_args()
-    args.models = args.models or (["MobileNetV2", "EfficientNetLite0"] if args.sweep else list(REGISTRY))
+    args.models = args.models or (["MobileNetV2", "EfficientNetLite0"] if args.sweep else FP32)
     runtime_threads = args.runtime_threads or None
     use_tensorflow_threads(runtime_threads)  # before the first model is built
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
@@ -283,6 +303,7 @@ def main() -> None:
                 measure_raw(model, keras, runtime_threads, args.seconds)
                 for runtime in ("onnx", "keras"):
                     model.worker[runtime] = measure_worker([model], runtime, runtime_threads)
+                measure_int8(model)
             models.append(model)
             del keras
         if args.sweep:
@@ -294,6 +315,10 @@ def main() -> None:
                 print(f"  serving {model.spec.name} on {kind}", flush=True)
                 model.serving[kind] = serve(model, kind, work, args, args.processes, args.threads,
                                             runtime_threads)
+            if model.app_takes_weights:  # the others' workers run random weights, which int8 forms refuse
+                print(f"  serving {model.spec.name}-int8", flush=True)
+                model.int8["serving"] = serve(model, "int8", work, args, args.processes, args.threads,
+                                              runtime_threads)
         report(models, every_model, args, time.time() - started)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -370,6 +395,7 @@ def report(models: list[Model], every_model: dict, args: argparse.Namespace, sec
                   f"{many['throughput'] / all_core:>6.2f}{_shares(s['cpu_share']):>13}  {s['weights']}")
     _breakdown(models)
     _goals(models, args.clients)
+    _int8_table(models)
     print("\nworker: start (python, the app's imports, loading the model) until its first prediction; "
           "'all, in turn': one ONNX Runtime worker loading every model, its memory at the end")
     print(f"{'model':<18}{'runtime':<9}{'seconds':>9}{'RSS MB':>8}  tensorflow imported")
@@ -382,10 +408,28 @@ def report(models: list[Model], every_model: dict, args: argparse.Namespace, sec
           f"during the {args.clients}-client run (below 100%: other processes had the rest). The baseline's "
           f"p50/raw is against Model.predict at batch 1, its req/s against compiled Keras on all cores. {seconds / 60:.0f} min; load average now {os.getloadavg()[0]:.2f}")
     _save(args.results, "serving", {
-        "models": [{"model": m.spec.name, "raw": m.raw, "serving": m.serving, "worker": m.worker,
+        "models": [{"model": m.spec.name, "raw": m.raw, "serving": m.serving, "worker": m.worker, "int8": m.int8,
                     "goals": goals(m.raw["limits"], m.serving["onnx"])} for m in models],
         "worker_with_every_model": every_model,
     })
+
+
+def _int8_table(models: list[Model]) -> None:
+    """Each int8 form against its fp32 export: forward pass on one thread, agreement on the
+    held-out photos, and /predict served (for the models whose weights the app takes)."""
+    print("\nint8 against fp32 (forward b1 on one thread; agreement on the held-out photos and their augmentations; "
+          "/predict as above, int8 served whatever its check found)")
+    print(f"{'model':<18}{'fp32 ms':>8}{'int8 ms':>8}{'x':>6}{'top-1':>7}{'top-5':>6}{'served':>8}"
+          f"{'1c p50 fp32/int8':>18}{'req/s fp32/int8':>17}{'RSS MB':>12}")
+    for model in models:
+        got, served = model.int8["raw"], model.int8.get("serving")
+        fp32 = model.serving["onnx"]
+        latency = f"{fp32['one']['p50']:.1f}/{served['one']['p50']:.1f}" if served else "-"
+        rate = f"{fp32['many']['throughput']:.0f}/{served['many']['throughput']:.0f}" if served else "-"
+        rss = "/".join(map(str, served["worker_rss_mb"])) if served else "-"
+        print(f"{model.spec.name:<18}{got['fp32_ms']:>8.2f}{got['int8_ms']:>8.2f}{got['speedup']:>6.2f}"
+              f"{got['top1_agreement']:>7.1%}{got['top5_overlap']:>6.2f}{'yes' if model.int8['passes'] else 'no':>8}"
+              f"{latency:>18}{rate:>17}{rss:>12}")
 
 
 def _breakdown(models: list[Model]) -> None:

@@ -152,3 +152,21 @@ def test_the_many_images_benchmark_answers_every_request(tmp_path):
     lines = result.stdout.splitlines()
     assert sum("status 200  answered 2 " in line for line in lines) == 3, result.stdout
     assert sum("images/s" in line for line in lines) == 3, result.stdout
+
+
+def test_the_int8_form_is_measured_beside_its_fp32_export(serving):
+    """bench/serving.py makes the int8 form as `classifier export` does, times both forward
+    passes on one thread, counts their agreement on the held-out images, and serves it."""
+    printed, results = serving
+    assert "int8 against fp32" in printed
+    (model,) = results["models"]
+    int8 = model["int8"]
+    raw, check = int8["raw"], int8["check"]
+    assert raw["fp32_ms"] > 0 and raw["int8_ms"] > 0
+    assert raw["speedup"] == pytest.approx(raw["fp32_ms"] / raw["int8_ms"], abs=0.01)
+    assert 0 <= raw["top1_agreement"] <= 1 and 0 <= raw["top5_overlap"] <= 5
+    assert raw["images"] == check["images"] > 0
+    served = int8["serving"]
+    for load in ("one", "many"):
+        assert served[load]["requests"] > 0 and served[load]["errors"] == 0, load
+    assert served["weights"] == "file, checked export"
