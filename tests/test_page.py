@@ -504,7 +504,7 @@ def option_texts(page: sync_api.Page) -> list[str]:
 def expected_options(models: list[dict]) -> list[str]:
     """What the selector says for each model: its name, speed and size, and, when it is not
     ready, the server's own ``status_text``; for an int8 form its measured speed-up and
-    agreement (once checked) and its bare status."""
+    agreement (once measured) and, the same way, its ``status_text``."""
     return [int8_option(m) if m["precision"] == "int8" else
             f"{m['name']} · {', '.join(m['about'].split(', ')[:2])}" + ("" if m["ready"] else f" ({m['status_text']})")
             for m in models]
@@ -512,9 +512,8 @@ def expected_options(models: list[dict]) -> list[str]:
 
 def int8_option(model: dict) -> str:
     check = model["check"]
-    figures = (f"{check['speedup']}x faster, agrees {round(check['top1_agreement'] * 100)}%" if check
-               else "int8, checked on first use")
-    return f"{model['name']} — {figures}" + ("" if model["ready"] else f" ({model['status']})")
+    figures = f"{check['speedup']}x faster, agrees {round(check['top1_agreement'] * 100)}%" if check else "int8"
+    return f"{model['name']} — {figures}" + ("" if model["ready"] else f" ({model['status_text']})")
 
 
 def test_models_that_cannot_run_here_say_why_and_stay_chosen(open_page, real):
