@@ -299,8 +299,11 @@ def versions() -> dict[str, str]:
     return {**made, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
+@functools.cache
 def _version(distribution: str) -> str:
-    """Without importing the package: a serving worker never imports Keras."""
+    """Without importing the package: a serving worker never imports Keras. Read once per
+    process (0.4 ms each): an int8 prediction and ``GET /models`` key exports on every call,
+    and a process runs the versions it imported, whatever is installed since."""
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
