@@ -157,7 +157,8 @@ def _export(names: list[str]) -> int:
     """Make and check exports ahead of time, so that no worker spends a request on it.
 
     A serving worker that finds no checked export runs this same command in a child
-    process, so that TensorFlow is imported there and not in the worker.
+    process, so that TensorFlow is imported there and not in the worker. An int8 form is
+    made only here: a worker serves none that this command has not made and checked.
     """
     settings = Settings.from_env(runtime="onnx")
     if settings.random_weights:
@@ -175,32 +176,35 @@ def _export(names: list[str]) -> int:
         if reason:
             print(f"{spec.name}: {reason}", file=sys.stderr)
             failures += 1
-        elif spec.int8_of:
-            _int8_one(spec, settings)
-        else:
-            print(f"{spec.name}: checked export in {settings.exports_dir}")
     return 1 if failures else 0
 
 
-def _int8_one(spec: ModelSpec, settings: Settings) -> None:
-    """Make and measure the int8 entry ``spec`` and say whether it is served; one below the
-    bar is not a failure of the command: its fp32 model answers instead."""
-    record = make_int8(spec, Found(spec.weights.find(settings), spec.weights, settings), Serving.from_settings(settings))
-    print(f"{spec.name}: {'served' if record.passes(settings) else 'not served'}: {record.verdict(settings)}")
-
-
 def _export_one(spec: ModelSpec, settings: Settings) -> str | None:
-    """Why ``spec`` has no usable export, or ``None`` once it has one."""
+    """Why ``spec`` has no usable export (or int8 form), or ``None`` once it has one."""
     path = spec.weights.find(settings)
     if path is None:
         return Classifier(settings, downloads=None).catalog.state(spec).error_for(spec.name).message
+    found, serving = Found(path, spec.weights, settings), Serving.from_settings(settings)
     try:
-        base = get_spec(spec.int8_of or spec.name)
-        record, _ = make_export(base, Found(path, spec.weights, settings), Serving.from_settings(settings))
+        if spec.int8_of:
+            return _int8_one(spec, found, serving, settings)
+        record, _ = make_export(spec, found, serving)
     except WeightsRejected as error:
         return str(error)
     if not record.verified:
         return f"no usable export ({record.reason}); the server runs this model on Keras."
+    print(f"{spec.name}: checked export in {settings.exports_dir}")
+    return None
+
+
+def _int8_one(spec: ModelSpec, found: Found, serving: Serving, settings: Settings) -> str | None:
+    """Make and measure the int8 entry ``spec`` (its fp32 export first) and say whether it is
+    served. One measured below the bar is not a failure of the command (its fp32 model
+    answers instead); one that could not be made or run is. Either way its record says so."""
+    record = make_int8(spec, found, serving)
+    if not record.verified:
+        return f"no int8 form: {record.reason}"
+    print(f"{spec.name}: {'served' if record.passes(settings) else 'not served'}: {record.verdict(settings)}")
     return None
 
 

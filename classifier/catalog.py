@@ -5,7 +5,8 @@ The state of every model comes from what is already known, cheaply: which files 
 version), the shared download progress and notes, this process's loaded models and
 remembered load failures, and an int8 form's record (its file hashed once per version).
 ``GET /models`` and the page read states; only ``load`` (a prediction, the warm-up) hashes
-weights, converts, quantizes, moves a bad file aside or starts a download.
+weights, converts, moves a bad file aside or starts a download. Nothing here quantizes: an
+int8 form is served only once ``python3 -m classifier export`` has made and checked it.
 """
 
 from __future__ import annotations
@@ -63,18 +64,20 @@ class Catalog:
         } for spec in REGISTRY.values()]
 
     def _precision(self, spec: ModelSpec) -> dict[str, object]:
-        """fp32 or int8; an int8 form names its fp32 model and, once checked, the figures."""
+        """fp32 or int8; an int8 form names its fp32 model and, once measured, the figures
+        (``null`` while it has none: not made, or it could not be made or run)."""
         if spec.int8_of is None:
-            return {"precision": "fp32"}
+            return {"precision": spec.precision}
         record = self.int8_record(spec)
-        return {"precision": "int8", "int8_of": spec.int8_of, "check": record and record.check()}
+        measured = record is not None and record.verified
+        return {"precision": spec.precision, "int8_of": spec.int8_of, "check": record.check() if measured else None}
 
     def int8_record(self, spec: ModelSpec) -> Int8Record | None:
-        """The stored check of the int8 entry ``spec``, if it has been made here."""
-        found = None if self.settings.random_weights else spec.weights.find(self.settings)
-        if (found is None and not self.settings.random_weights) or self.serving.runtime == "keras":
+        """The stored check of the int8 entry ``spec``, if ``classifier export`` made it here."""
+        here, found = self._weights(spec)
+        if not here or self.serving.runtime == "keras":
             return None
-        return int8_form(spec, found and self._found(spec, found), self.serving).record()
+        return int8_form(spec, found, self.serving).record()
 
     def state(self, spec: ModelSpec) -> ModelState:
         """Where ``spec`` stands in the state machine of ``status.py``; no side effects."""
@@ -98,16 +101,17 @@ class Catalog:
         """``load``, and whether the model was loaded already (else this call loaded it or
         waited for it): a prediction's one look at the files and the pool."""
         spec = get_spec(name)
-        found = None if self.settings.random_weights else spec.weights.find(self.settings)
-        if found is not None or self.settings.random_weights:
+        here, found = self._weights(spec)
+        if here:
             try:
                 self._refuse_if_not_served(spec)
-                ready = self.pool.get_or_load(spec, found and self._found(spec, found), self.serving)
-                self._refuse_if_not_served(spec)  # an int8 form's check may have just been made
-                return ready
+                model, was_loaded = self.pool.get_or_load(spec, found, self.serving)
+                if not was_loaded:  # its record may have changed while it loaded
+                    self._refuse_if_not_served(spec)
+                return model, was_loaded
             except LoadFailed as failure:
                 if failure.rejected and found is not None:
-                    log.warning("%s: %s", spec.name, move_aside(found, failure.reason, self.settings))
+                    log.warning("%s: %s", spec.name, move_aside(found.path, failure.reason, self.settings))
         state = self.state(spec)
         if self._should_download(spec, state):
             self.downloads.start(spec.weights, self.settings)
@@ -115,14 +119,16 @@ class Catalog:
         raise state.error_for(spec.name)
 
     def _refuse_if_not_served(self, spec: ModelSpec) -> None:
-        """An int8 form that is unavailable (its check failed, or Keras runs) is not loaded."""
+        """An int8 form that is unavailable (not made, below the bar, or Keras runs) is not
+        loaded: it is refused before the pool, so a form made later is served without a restart."""
         state = self._int8_state(spec) if spec.int8_of is not None else None
         if state is not None and state.state == status.UNAVAILABLE:
             raise state.error_for(spec.name)
 
     def _int8_state(self, spec: ModelSpec) -> ModelState:
-        """Its fp32 model's state while that is not usable; unavailable under Keras or after a
-        failed check (with the figures); else ready, or loaded."""
+        """Its fp32 model's state while that is not usable; unavailable under Keras, before
+        ``classifier export`` has made it (or since its file changed) or after a failed check
+        (with the figures); else ready, or loaded."""
         fp32 = get_spec(spec.int8_of)
         state = self.state(fp32)
         if not state.usable:
@@ -132,11 +138,23 @@ class Catalog:
                       if self.settings.random_weights else "int8 forms run on ONNX Runtime (CLASSIFIER_RUNTIME=keras)")
             return status.unavailable(reason, f"use {fp32.name}, or set {INT8_NEEDS}")
         record = self.int8_record(spec)
-        if record is not None and not record.passes(self.settings):
+        if record is None:
+            return status.unavailable(
+                "it is not made and checked here (or its file changed since)",
+                f"use {fp32.name}, or run `python3 -m classifier export {spec.name}` "
+                "ahead of traffic (with ImageNet weights)")
+        if not record.passes(self.settings):
             return status.unavailable(record.verdict(self.settings),
                                       f"use {fp32.name}, which gives the answers it is checked against")
-        found = None if self.settings.random_weights else spec.weights.find(self.settings)
-        return self._loaded_or_ready(spec, found and self._found(spec, found))
+        return self._loaded_or_ready(spec, self._weights(spec)[1])
+
+    def _weights(self, spec: ModelSpec) -> tuple[bool, Found | None]:
+        """Whether ``spec`` has weights here, and the file as the pool keys it (``None``:
+        this process's random weights)."""
+        if self.settings.random_weights:
+            return True, None
+        found = spec.weights.find(self.settings)
+        return found is not None, found and self._found(spec, found)
 
     def _found(self, spec: ModelSpec, found: Path) -> Found:
         return Found(found, spec.weights, self.settings)

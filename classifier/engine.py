@@ -9,7 +9,9 @@ Which runtime runs it follows ``Serving.runtime`` (``CLASSIFIER_RUNTIME``):
 - ``keras``: the Keras model as a compiled ``tf.function`` (``runtimes.KerasRuntime``).
 - ``onnx``: ONNX Runtime on the model's export (``exports.py``), found already checked on
   disk or made and checked on first use by a child process (``python3 -m classifier export``),
-  so this process never imports TensorFlow (1.7 GB against 140 MB per worker). A model
+  so this process never imports TensorFlow (1.7 GB against 140 MB per worker). An int8
+  form (``quantize.py``) is served only once ``python3 -m classifier export`` has made and
+  checked it ahead of traffic: no request or child process quantizes. A model
   whose export fails twice, or differs from Keras, runs on Keras here, with a warning.
 - ``auto`` (the default): like ``onnx`` where the check also found ONNX Runtime the faster
   of the two, else Keras. With random weights ``auto`` means ``keras``: random weights are
@@ -189,32 +191,27 @@ def make_int8(spec: ModelSpec, found: Found | None, serving: Serving) -> Int8Rec
     record, _ = make_export(REGISTRY[spec.int8_of], found, serving)
     form = int8_form(spec, found, serving)
     if not record.verified:
-        return Int8Record(spec.name, spec.int8_of, None, False, f"its fp32 export is not served: {record.reason}")
+        with form.lock():
+            return form.store(Int8Record(spec.name, spec.int8_of, None, False,
+                                         f"its fp32 export is not served: {record.reason}"))
     with form.lock():
         int8 = form.record()
         if int8 is not None:
             return int8
-        int8 = form.make(serving.threads)
+        int8 = form.make()
     log.info("%s: checked %s: %s", spec.name, form.onnx_path.name, int8.reason)
     return int8
 
 
 def _int8_runtime(spec: ModelSpec, found: Found | None, serving: Serving) -> OnnxRuntime:
-    """ONNX Runtime on the int8 form if its check passed; made by a child process when the
-    weights come from settings this process can hand on, else (random weights) here."""
+    """ONNX Runtime on the int8 form that ``classifier export`` made and checked; never made
+    here (the catalog refuses a form without a record, or below the bar, before loading)."""
     if serving.runtime == "keras":
         raise LoadFailed(f"int8 forms run on ONNX Runtime, and this server runs Keras ({INT8_NEEDS})")
     form = int8_form(spec, found, serving)
     record = form.record()
-    if record is None and found is not None and found.settings is not None:
-        record = made_in_child(form, found.settings)
-        if record is None:  # never here: that would import TensorFlow and onnx into the worker
-            raise LoadFailed(f"no int8 form after {CHILD_ATTEMPTS} attempts of `classifier export {spec.name}` "
-                             "(the server log has its output)")
-    if record is None:
-        record = make_int8(spec, found, serving)
-    if not record.verified:
-        raise LoadFailed(record.reason)
+    if record is None or not record.verified:
+        raise LoadFailed(record.reason if record else f"not made: run `python3 -m classifier export {spec.name}`")
     return OnnxRuntime(form.onnx_path, serving.threads, form.export.head())
 
 

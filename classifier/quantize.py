@@ -11,10 +11,14 @@ where quantizing cost the most agreement (``SETTINGS``).
 It is then run beside the fp32 export on held-out photos (``data/photos`` and
 ``data/photos/held_out``, none of them calibration photos) and their augmentations: the share
 of images with the same top-1 class, the mean overlap of the two top-5 lists and both forward
-passes' time go into a JSON record beside the file holding its SHA-256, as for exports, so a
-worker trusts it without measuring again; a file that does not match its record is made and
-measured again. It is served only if those figures clear the bar in the settings
-(``CLASSIFIER_INT8_MIN_TOP1``, 97%, and ``CLASSIFIER_INT8_MIN_TOP5``, 4 of 5: ``passes``).
+passes' time (one thread each) go into a JSON record beside the file holding its SHA-256, as
+for exports, so a worker trusts it without measuring again. Only ``python3 -m classifier
+export`` makes and checks one, ahead of traffic: quantizing needs the ``onnx`` package, takes
+seconds to minutes and, calibrating, holds every intermediate output of every calibration
+image in memory, none of which a request should pay. A file without a record, or that no
+longer matches it, is not served until that command is run again. A form is served only if
+its figures clear the bar in the settings (``CLASSIFIER_INT8_MIN_TOP1``, 97%, and
+``CLASSIFIER_INT8_MIN_TOP5``, 4 of 5: ``passes``).
 
 Files are keyed on the fp32 export's file name (itself a key of the weights and versions),
 the quantization settings and the calibration photos' content. Only this module imports the
@@ -120,15 +124,15 @@ class Int8Form:
     def record(self) -> Int8Record | None:
         """The stored record if it describes the int8 file now on disk, else ``None``.
 
-        Hashed again only when either file's size or time stamp changes: ``GET /models`` and
-        the page read it on every call."""
+        Hashed again only when either file changes (inode, size or time stamps): ``GET /models``,
+        the page and every int8 prediction read it."""
         return _stored(self.record_path, self.onnx_path, _stamp(self.record_path), _stamp(self.onnx_path))
 
     def lock(self) -> FileLock:
         self.onnx_path.parent.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.record_path) + ".lock")
 
-    def make(self, threads: int | None = None) -> Int8Record:
+    def make(self) -> Int8Record:
         """Quantize the fp32 export (checked already) and check the result; call with ``lock()``
         held. A file without a matching record is made again: it may be cut short."""
         try:
@@ -137,29 +141,39 @@ class Int8Form:
             log.exception("%s: quantization failed", self.spec.name)
             return self.store(Int8Record(self.spec.name, self.spec.int8_of, None, False,
                                          f"quantization failed: {error}"))
-        return self.store(check(self.spec, self.export.onnx_path, self.onnx_path, threads))
+        return self.store(check(self.spec, self.export.onnx_path, self.onnx_path))
 
     def store(self, record: Int8Record) -> Int8Record:
+        """Keep ``record`` as this form's verdict. A form that could not be made has no file:
+        one left from before (damaged, or made from another export) goes, so that the record
+        describes what is on disk and ``/models`` shows why."""
+        if record.onnx_sha256 is None:
+            self.onnx_path.unlink(missing_ok=True)
         record = dataclasses.replace(record, settings=SETTINGS, made=versions())
         write_text(self.record_path, json.dumps(dataclasses.asdict(record), indent=1))
         return record
 
 
 @functools.lru_cache(maxsize=64)
-def _stored(record_path: Path, onnx_path: Path, *stamps: tuple[int, int] | None) -> Int8Record | None:
+def _stored(record_path: Path, onnx_path: Path, *stamps: tuple[int, ...] | None) -> Int8Record | None:
+    """The record at ``record_path`` if it describes ``onnx_path``; a file that cannot be read
+    (missing, a folder, no permission) has none: a state, not a failure of ``GET /models``."""
     try:
         record = Int8Record(**json.loads(record_path.read_text()))
+        digest = file_sha256(onnx_path)
     except (OSError, ValueError, TypeError):
         return None
-    return record if record.onnx_sha256 == file_sha256(onnx_path) else None
+    return record if record.onnx_sha256 == digest else None
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def _stamp(path: Path) -> tuple[int, ...] | None:
+    """What changes when the file does, short of hashing it: its inode and ctime too, so
+    that a same-size file copied in with its times kept (``cp -p``, ``rsync -t``) is noticed."""
     try:
         stat = path.stat()
-    except FileNotFoundError:
+    except OSError:
         return None
-    return stat.st_mtime_ns, stat.st_size
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 def quantize(source: Path, target: Path, spec: ModelSpec) -> None:
@@ -232,12 +246,14 @@ def augmented_batch(spec: ModelSpec, photos: tuple[Path, ...]) -> np.ndarray:
     return spec.preprocess(np.stack(crops))
 
 
-def check(spec: ModelSpec, fp32_path: Path, int8_path: Path, threads: int | None = None) -> Int8Record:
-    """Held-out photos and their augmentations through both; timed at batch 1 on ``threads``."""
+def check(spec: ModelSpec, fp32_path: Path, int8_path: Path) -> Int8Record:
+    """Held-out photos and their augmentations through both; timed at batch 1 on one thread
+    each, whatever ``CLASSIFIER_RUNTIME_THREADS`` says: the figures ``/models`` shows (and the
+    API describes) are per core, comparable from one machine or setting to another."""
     sha256 = file_sha256(int8_path)
     batch = augmented_batch(spec, HELD_OUT)
     try:
-        fp32, int8 = OnnxRuntime(fp32_path, threads or 1), OnnxRuntime(int8_path, threads or 1)
+        fp32, int8 = OnnxRuntime(fp32_path, 1), OnnxRuntime(int8_path, 1)
         expected, got = scores_each(fp32, batch), scores_each(int8, batch)
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         return Int8Record(spec.name, spec.int8_of, sha256, False, f"ONNX Runtime cannot run the int8 form: {error}")
@@ -275,6 +291,13 @@ def time_both(fp32: OnnxRuntime, int8: OnnxRuntime, batch: np.ndarray) -> tuple[
 
 
 def _key(export: Export) -> str:
-    photos = {path.name: file_sha256(path) for path in calibration_photos()}
-    parts = {"export": export.onnx_path.name, "settings": SETTINGS, "calibration": photos, "format": FORMAT}
+    parts = {"export": export.onnx_path.name, "settings": SETTINGS, "calibration": _calibration_sha256(),
+             "format": FORMAT}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@functools.cache
+def _calibration_sha256() -> dict[str, str | None]:
+    """The calibration photos' content, hashed once per process: they ship with the code,
+    and every int8 prediction and ``GET /models`` names an int8 form's files by it."""
+    return {path.name: file_sha256(path) for path in calibration_photos()}

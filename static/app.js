@@ -59,10 +59,10 @@
 
   function int8Text(model) {
     const check = model.check;
-    const figures = check
+    const figures = check // none until `classifier export` has measured it here
       ? `${check.speedup}x faster, agrees ${Math.round(check.top1_agreement * 100)}%`
-      : "int8, checked on first use";
-    return `${model.name} — ${figures}${model.ready ? "" : ` (${model.status})`}`;
+      : "int8";
+    return `${model.name} — ${figures}${model.ready ? "" : ` (${model.status_text})`}`;
   }
 
   function modelNote(model) {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -22,6 +23,8 @@ from playwright.sync_api import expect
 
 from classifier import quantize
 from classifier.config import Settings
+from classifier.engine import POOL, Serving, make_int8
+from classifier.models import REGISTRY
 from conftest import PHOTOS, run_classifier
 from test_page import CHROMIUM, CHROMIUM_ARGS, expected_options
 from test_real_photos import EXPECTED
@@ -29,6 +32,12 @@ from test_real_photos import EXPECTED
 MODEL = "EfficientNetLite0-int8"
 SERVE_ANY = {"int8_min_top1": 0.0, "int8_min_top5": 0.0}  # a bar every measured form clears
 SERVE_NONE = {"int8_min_top1": 1.01}  # a bar no form clears
+# Where the default form's verdict is known: this machine and CI's have AVX-512 VNNI, on which
+# EfficientNetLite0-int8 clears the default bar (35 of 36 images, one above it). Quantized
+# kernels differ on CPUs without VNNI, so there the verdict may flip; the tests still check that
+# the state follows the measured figures, and assert "the default form passes" only here.
+VNNI = "avx512_vnni" in Path("/proc/cpuinfo").read_text()
+COMMAND = f"`python3 -m classifier export {MODEL}`"
 
 
 @pytest.fixture(scope="session")
@@ -50,20 +59,28 @@ def entry(client, name: str) -> dict:
     return next(m for m in client.get("/models").json["models"] if m["name"] == name)
 
 
+def passes_default_bar(check: dict) -> bool:
+    defaults = Settings()
+    return check["top1_agreement"] >= defaults.int8_min_top1 and check["top5_overlap"] >= defaults.int8_min_top5
+
+
 def test_export_makes_and_measures_the_int8_form(exported):
+    """The figures are measured over every held-out image; the verdict printed follows them
+    against the default bar, and on a VNNI CPU (this machine, CI) the form passes it."""
     home, output = exported
     record = int8_record(home)
     assert record["verified"] and record["int8_of"] == "EfficientNetLite0"
     assert record["photos"] == len(quantize.HELD_OUT) and record["images"] == 9 * record["photos"]
-    # The default bar (97% top-1, 4 of 5): EfficientNetLite0's form clears it (97.2%, 4.86).
-    defaults = Settings()
-    assert defaults.int8_min_top1 <= record["top1_agreement"] <= 1
-    assert defaults.int8_min_top5 <= record["top5_overlap"] <= 5
+    agreeing = record["top1_agreement"] * record["images"]
+    assert abs(agreeing - round(agreeing)) < 0.01 and 0 <= record["top5_overlap"] <= 5  # a share of 36 images
     assert record["speedup"] == round(record["fp32_ms"] / record["int8_ms"], 2)
     int8_file = home / "models" / "exports" / (record_stem(home) + ".onnx")
     assert record["onnx_sha256"] == hashlib.sha256(int8_file.read_bytes()).hexdigest()
-    verdict = r"^EfficientNetLite0-int8: served: top-1 equal to fp32 on"
+    served = passes_default_bar(record)
+    verdict = rf"^EfficientNetLite0-int8: {'served' if served else 'not served'}: top-1 equal to fp32 on"
     assert re.search(verdict, output, re.M), output
+    if VNNI:  # this machine's known result (97.2%, 4.86 of 5)
+        assert served, record
 
 
 def record_stem(home: Path) -> str:
@@ -100,17 +117,24 @@ def test_models_shows_precision_and_the_measured_check(served, exported):
 
 
 def test_the_page_offers_the_default_models_passing_int8_form_first(exported, make_app):
-    """With the default settings (and bar): the default model's int8 form passes, so it is offered first."""
+    """With the default settings (and bar): the default model's int8 form is offered first iff
+    its figures clear the bar, which they do on a VNNI CPU (this machine, CI)."""
     default = make_app(random_weights=False, keras_home=exported[0]).test_client()
     check = entry(default, MODEL)["check"]
-    assert entry(default, MODEL)["ready"]
+    assert entry(default, MODEL)["ready"] == passes_default_bar(check)
+    if VNNI:
+        assert passes_default_bar(check), check
     text = f"{MODEL} — {check['speedup']}x faster, agrees {round(check['top1_agreement'] * 100)}%"
     page = default.get("/").get_data(as_text=True)
-    assert re.search(rf'<option value="{MODEL}" selected>{text}</option>', page), page
+    if passes_default_bar(check):
+        assert re.search(rf'<option value="{MODEL}" selected>{text}</option>', page), page
+    else:
+        assert re.search(r'<option value="EfficientNetLite0" selected>', page)
     failing = make_app(random_weights=False, keras_home=exported[0], **SERVE_NONE).test_client()
     page = failing.get("/").get_data(as_text=True)
     assert re.search(r'<option value="EfficientNetLite0" selected>', page)
-    assert f'<option value="{MODEL}">{text} (unavailable)</option>' in page
+    unavailable = entry(failing, MODEL)["status_text"].replace("'", "&#39;")
+    assert f'<option value="{MODEL}">{text} ({unavailable})</option>' in page
 
 
 def test_the_page_script_names_int8_forms_with_their_figures_and_classifies_with_one(exported, serve_app):
@@ -149,19 +173,119 @@ def test_a_form_below_the_bar_is_unavailable_with_its_figures(exported, make_app
     assert fp32.status_code == 200 and fp32.json["model"] == "EfficientNetLite0"
 
 
-def test_a_tampered_int8_file_is_made_again(exported, make_app, tmp_path):
+def copied_home(exported, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the exported Keras cache (a weights path of its own: its own pool entries), and its int8 file."""
     home = tmp_path / "home"
     shutil.copytree(exported[0], home)
-    int8_file = home / "models" / "exports" / (record_stem(home) + ".onnx")
+    return home, home / "models" / "exports" / (record_stem(home) + ".onnx")
+
+
+def predict_int8(client) -> object:
+    return client.post("/predict", data=PHOTOS["coffee"].read_bytes(), content_type="image/png",
+                       query_string={"model": MODEL})
+
+
+def test_a_refused_form_is_never_loaded(exported, make_app, tmp_path):
+    """Below the bar, a request is refused before the pool loads it (two ONNX Runtime sessions):
+    with a bar it clears, another app in the process finds it ready, not loaded."""
+    home, _ = copied_home(exported, tmp_path)
+    refused = predict_int8(make_app(random_weights=False, keras_home=home, **SERVE_NONE).test_client())
+    assert refused.status_code == 503 and "too rarely" in refused.json["error"]["message"]
+    serving = make_app(random_weights=False, keras_home=home, **SERVE_ANY).test_client()
+    assert entry(serving, MODEL)["status"] == "ready"
+    assert predict_int8(serving).status_code == 200
+    assert entry(serving, MODEL)["status"] == "loaded"
+
+
+def test_a_tampered_int8_file_is_refused_until_export_makes_it_again(exported, make_app, tmp_path):
+    """No request quantizes (nor starts a child that would): the changed file is refused with
+    the command that makes it again, and served once that command has run."""
+    home, int8_file = copied_home(exported, tmp_path)
     data = bytearray(int8_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     int8_file.write_bytes(bytes(data))
     client = make_app(random_weights=False, keras_home=home, **SERVE_ANY).test_client()
-    response = client.post("/predict", data=PHOTOS["coffee"].read_bytes(), content_type="image/png",
-                           query_string={"model": MODEL})
-    assert response.status_code == 200, response.json  # made again by an export child process
-    assert int8_file.read_bytes() != bytes(data)
+    response = predict_int8(client)
+    assert response.status_code == 503 and response.json["error"]["code"] == "model_unavailable"
+    assert COMMAND in response.json["error"]["message"], response.json
+    assert int8_file.read_bytes() == bytes(data)  # untouched: nothing made it again
+    assert entry(client, MODEL)["status"] == "unavailable" and entry(client, MODEL)["check"] is None
+    result = run_classifier("export", MODEL, KERAS_HOME=str(home))
+    assert result.returncode == 0, result.stderr
     assert int8_record(home)["onnx_sha256"] == hashlib.sha256(int8_file.read_bytes()).hexdigest()
+    assert predict_int8(client).status_code == 200
+
+
+def test_a_same_size_file_copied_in_with_its_times_kept_is_noticed(exported, make_app, tmp_path):
+    home, int8_file = copied_home(exported, tmp_path)
+    client = make_app(random_weights=False, keras_home=home, **SERVE_ANY).test_client()
+    assert entry(client, MODEL)["ready"]  # its record is cached now
+    data = bytearray(int8_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(bytes(data))
+    before = int8_file.stat()
+    os.utime(copy, ns=(before.st_atime_ns, before.st_mtime_ns))  # as `cp -p` leaves it
+    os.replace(copy, int8_file)
+    assert (int8_file.stat().st_size, int8_file.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert entry(client, MODEL)["status"] == "unavailable"
+
+
+def test_an_unreadable_int8_file_is_a_state_not_a_failure(exported, make_app, tmp_path):
+    home, int8_file = copied_home(exported, tmp_path)
+    int8_file.unlink()
+    int8_file.mkdir()  # reading it fails (IsADirectoryError), for root too
+    client = make_app(random_weights=False, keras_home=home, **SERVE_ANY).test_client()
+    models = client.get("/models")
+    assert models.status_code == 200
+    int8 = next(m for m in models.json["models"] if m["name"] == MODEL)
+    assert int8["status"] == "unavailable" and COMMAND in int8["hint"]
+    assert client.get("/").status_code == 200
+
+
+def test_a_form_that_could_not_be_made_leaves_the_page_and_models_answering(exported, make_app, tmp_path):
+    """``classifier export`` stores an int8 record without figures when the fp32 export failed
+    its check (as when quantizing fails): /models shows it unavailable with the reason, its
+    ``check`` null, and the page (which once computed None * 100) renders."""
+    home, int8_file = copied_home(exported, tmp_path)
+    (fp32_record,) = [path for path in (home / "models" / "exports").glob("EfficientNetLite0-*.json")
+                      if "-int8-" not in path.name]
+    planted = {**json.loads(fp32_record.read_text()), "verified": False, "reason": "planted: it differs from Keras"}
+    fp32_record.write_text(json.dumps(planted))  # what Export.store writes for a failed check
+    result = run_classifier("export", MODEL, KERAS_HOME=str(home))
+    assert result.returncode == 1 and "planted: it differs from Keras" in result.stderr, result.stderr
+    assert int8_record(home)["verified"] is False and not int8_file.exists()
+    client = make_app(random_weights=False, keras_home=home, **SERVE_ANY).test_client()
+    models = client.get("/models")
+    assert models.status_code == 200
+    int8 = next(m for m in models.json["models"] if m["name"] == MODEL)
+    assert int8["status"] == "unavailable" and int8["check"] is None
+    assert "its fp32 export is not served: planted: it differs from Keras" in int8["error"]
+    page = client.get("/")
+    assert page.status_code == 200
+    option = re.search(rf'<option value="{MODEL}">([^<]*)</option>', page.get_data(as_text=True))
+    assert option and option[1].startswith(f"{MODEL} — int8 (unavailable: its fp32 export is not served"), option
+    assert predict_int8(client).status_code == 503
+
+
+def test_hashing_happens_once_per_file_version_not_per_request(served):
+    """An int8 prediction and ``GET /models`` hash no file once the form is loaded: the
+    calibration photos are hashed once per process, the int8 file once per version.
+    (``hashlib.file_digest`` is counted, not replaced: it is the standard library's.)"""
+    assert predict_int8(served).status_code == 200
+    real = hashlib.file_digest
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    hashlib.file_digest = counted
+    try:
+        assert predict_int8(served).status_code == 200 and served.get("/models").status_code == 200
+    finally:
+        hashlib.file_digest = real
+    assert calls == []
 
 
 def test_random_weights_leave_int8_forms_unavailable_at_once(client):
@@ -174,11 +298,23 @@ def test_random_weights_leave_int8_forms_unavailable_at_once(client):
 
 
 def test_a_random_weights_int8_form_fails_its_check_and_the_server_keeps_serving(make_app):
-    client = make_app(runtime="onnx").test_client()
+    """A request never makes an int8 form; made here as a benchmark makes one (random weights
+    are this process's own), it fails its check, is refused and is never loaded."""
+    app = make_app(runtime="onnx")
+    client = app.test_client()
     response = client.post("/predict", data=PHOTOS["chelsea"].read_bytes(), content_type="image/png",
                            query_string={"model": "MobileNetV2-int8"})
     assert response.status_code == 503 and response.json["error"]["code"] == "model_unavailable"
+    assert "`python3 -m classifier export MobileNetV2-int8`" in response.json["error"]["message"]
+    serving = Serving.from_settings(app.extensions["classifier"].settings)
+    assert not list(serving.exports_dir.glob("*-int8-*"))  # nothing quantized for the request
+    spec = REGISTRY["MobileNetV2-int8"]
+    assert not make_int8(spec, None, serving).passes(app.extensions["classifier"].settings)
+    response = client.post("/predict", data=PHOTOS["chelsea"].read_bytes(), content_type="image/png",
+                           query_string={"model": "MobileNetV2-int8"})
+    assert response.status_code == 503
     assert "it agrees with fp32 too rarely: top-1 equal to fp32 on" in response.json["error"]["message"]
+    assert not POOL.is_loaded(spec, None, serving)
     int8 = entry(client, "MobileNetV2-int8")
     assert int8["status"] == "unavailable" and int8["check"]["top1_agreement"] < 0.97
     assert int8["check"]["images"] == 9 * len(quantize.HELD_OUT)
