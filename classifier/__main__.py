@@ -52,13 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     export = commands.add_parser("export", help="make and check the ONNX exports (and their int8 forms) the server runs")
     export.add_argument("models", nargs="*", metavar="MODEL",
                         help="default: every model whose weights are here, and its int8 form")
+    export.add_argument("--no-int8", action="store_true",
+                        help="leave out the int8 forms (quantizing one takes 3-8 GB of memory for a minute)")
     args = parser.parse_args(argv)
     configure_logging(logging.WARNING if args.command == "predict" else logging.INFO, "%(message)s")
     if args.command == "predict":
         _refuse_overwriting_inputs(predict, args)
         return _predict(args)
     if args.command == "export":
-        return _export(args.models)
+        return _export(args.models, int8=not args.no_int8)
     downloadable = [name for name, spec in REGISTRY.items() if spec.weights.downloadable and not spec.int8_of]
     return _download(args.models or downloadable)
 
@@ -153,7 +155,7 @@ def _write_overlay(image: bytes, explanation: dict[str, object], target: Path) -
     return target
 
 
-def _export(names: list[str]) -> int:
+def _export(names: list[str], int8: bool = True) -> int:
     """Make and check exports ahead of time, so that no worker spends a request on it.
 
     A serving worker that finds no checked export runs this same command in a child
@@ -171,7 +173,8 @@ def _export(names: list[str]) -> int:
         print(error.message, file=sys.stderr)
         return 2
     failures = 0
-    for spec in specs or [spec for spec in REGISTRY.values() if spec.weights.find(settings)]:
+    every = [spec for spec in REGISTRY.values() if spec.weights.find(settings) and (int8 or spec.int8_of is None)]
+    for spec in specs or every:
         reason = _export_one(spec, settings)
         if reason:
             print(f"{spec.name}: {reason}", file=sys.stderr)

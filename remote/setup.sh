@@ -159,8 +159,16 @@ EOF
     # spends a request on it (seconds to a minute per model). A model whose weights arrive
     # later is exported by the first worker that loads it. A model without a usable export
     # still works, on Keras, so that does not stop the deploy.
+    # Their int8 forms too where memory allows: quantizing one holds every calibration image's
+    # intermediate outputs, up to 7.5 GB for a minute (ResNet50; README, "int8 models"). On a
+    # smaller host, make them elsewhere with the same versions and copy the exports folder.
     log "ONNX exports"
-    classifier_cli export || echo "warning: the models named above run on Keras, not ONNX Runtime" >&2
+    int8=()
+    if (( $(awk '/^MemAvailable:/ {print $2}' /proc/meminfo) < 8 * 1024 * 1024 )); then
+        int8=(--no-int8)
+        echo "note: under 8 GiB of memory free: no int8 forms made (python3 -m classifier export NAME-int8 on a larger host)" >&2
+    fi
+    classifier_cli export "${int8[@]}" || echo "warning: the models named above run on Keras, not ONNX Runtime" >&2
 
     CHANGED=no
     render "$APP_DIR/remote/systemd/classifier.service" | install_text /etc/systemd/system/classifier.service 644

@@ -66,12 +66,13 @@ def test_invalid_options_exit_2(tmp_path):
 
 
 def test_export_prepares_what_a_worker_serves(tmp_path):
-    """``export`` makes and checks the export that a server would otherwise make in a request;
-    run again, it finds it checked (the engine serves a checked export without TensorFlow:
+    """``export`` makes and checks the export that a server would otherwise make in a request
+    (``--no-int8``: not the int8 forms, which tests/test_int8.py makes); run again, it finds it checked (the engine serves a checked export without TensorFlow:
     tests/test_runtimes.py)."""
-    result = run("export", tmp_path=tmp_path, random_weights=False)
+    result = run("export", "--no-int8", tmp_path=tmp_path, random_weights=False)
     assert result.returncode == 0, result.stderr
     assert "EfficientNetLite0: checked export in" in result.stdout
+    assert "int8" not in result.stdout and not list(tmp_path.rglob("*int8*"))  # left out, as asked
     assert "same top-5" in result.stderr  # what the check found, from the engine's log
     settings = Settings(keras_home=tmp_path)
     spec = REGISTRY["EfficientNetLite0"]
