@@ -426,7 +426,7 @@ def _int8_table(models: list[Model]) -> None:
     held-out photos, and /predict served (for the models whose weights the app takes)."""
     print("\nint8 against fp32 (forward b1 on one thread; agreement on the held-out photos and their augmentations; "
           "/predict as above, int8 served whatever its check found)")
-    print(f"{'model':<18}{'fp32 ms':>8}{'int8 ms':>8}{'x':>6}{'top-1':>7}{'top-5':>6}{'served':>8}"
+    print(f"{'model':<18}{'fp32 ms':>8}{'int8 ms':>8}{'x':>6}{'top-1':>7}{'top-5':>6}{'passes':>8}"
           f"{'1c p50 fp32/int8':>18}{'req/s fp32/int8':>17}{'RSS MB':>12}")
     for model in models:
         got, served = model.int8["raw"], model.int8.get("serving")
