@@ -176,6 +176,17 @@ def test_downloads_count_bytes_and_failures(stub_server, tmp_path):
                   kind="unreachable") == unreachable + 1
 
 
+def test_every_models_download_failures_are_exported_at_zero_before_any_download(client):
+    """So that Prometheus sees a model's first failure as an increase (the alert's timeline is
+    in classifier-alerts.test.yml; the real stack's below)."""
+    text = client.get("/metrics").text
+    exported = {(s.labels["model"], s.labels["kind"]) for f in text_string_to_metric_families(text)
+                if f.name == "classifier_weights_download_failures" for s in f.samples}
+    downloadable = {spec.weights.model for spec in MODELS.values() if spec.weights.downloadable}
+    assert exported >= {(model, kind) for model in downloadable for kind in ("unreachable", "failed")}
+    assert {"MobileNetV2", "ResNet50", "NASNetMobile"} <= downloadable
+
+
 class _Broken(QuietHandler):
     """A remote instance (out of our control) that fails every prediction."""
 
