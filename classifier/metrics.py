@@ -141,6 +141,7 @@ MODEL_LOAD_SECONDS = Histogram("classifier_model_load_seconds", "Time to load an
 MODELS_LOADED = Gauge("classifier_models_loaded", "Worker processes that have the model loaded.",
                       ["model", "runtime"], multiprocess_mode="livesum")
 DOWNLOAD_BYTES = Counter("classifier_weights_download_bytes", "Bytes of weights files downloaded.", ["model"])
+DOWNLOAD_FAILURE_KINDS = ("unreachable", "failed")  # download.py's Note kinds that count as failures
 DOWNLOAD_FAILURES = Counter("classifier_weights_download_failures", "Weights downloads that failed, by kind "
                             "(unreachable: the host could not be reached; failed: any other reason).",
                             ["model", "kind"])
@@ -160,6 +161,19 @@ BUILD_INFO.labels(
     keras=_version("keras"), onnxruntime=_version("onnxruntime"),
     tensorflow=_version("tensorflow-cpu") if _version("tensorflow-cpu") != "none" else _version("tensorflow"),
 ).set(1)
+
+
+def _zero_download_failures() -> None:
+    """Every model whose weights can be downloaded, and every kind of failure, at 0 from the
+    start. Prometheus' ``increase()`` counts from a series' first sample, so a series that
+    first appears at 1 shows no increase: ClassifierWeightsDownloadFailing
+    (remote/prometheus/classifier-alerts.yml) missed every model's first failed download."""
+    for model in sorted({spec.weights.model for spec in MODELS.values() if spec.weights.downloadable}):
+        for kind in DOWNLOAD_FAILURE_KINDS:
+            DOWNLOAD_FAILURES.labels(model, kind)
+
+
+_zero_download_failures()
 
 
 def model_label(name: str | None) -> str:

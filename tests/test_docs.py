@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ast
+import fnmatch
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from conftest import ROOT
 
@@ -13,6 +17,7 @@ from conftest import ROOT
 BARE_PYTHON = re.compile(r"(?<![\w/.])python (?=-m |-c |\S+\.py)")
 DOCS = ["README.md", "SECURITY.md", "remote/README.md", "uwsgi.ini", "remote/setup.sh"]
 SETUP = ROOT / "remote" / "setup.sh"
+NGINX_LOGROTATE = Path("/etc/logrotate.d/nginx")  # Debian's and Ubuntu's nginx package
 
 
 def python_files() -> Iterator[Path]:
@@ -54,3 +59,15 @@ def test_the_env_template_names_only_settings_that_exist():
                           + (ROOT / "uwsgi.ini").read_text()))
     named = set(re.findall(r"^# ?(CLASSIFIER_\w+)=", env_template(), re.M))
     assert named and named <= read, named - read
+
+
+def test_nginx_logs_go_where_the_nginx_package_rotates_them():
+    """remote/README.md ("Logs and their rotation") ships no logrotate file because the nginx
+    package's already rotates /var/log/nginx/*.log: a site log anywhere else would grow forever."""
+    if not NGINX_LOGROTATE.is_file():
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"{NGINX_LOGROTATE} missing: apt-get install nginx")
+    rotated = re.findall(r"^(/\S+)", NGINX_LOGROTATE.read_text(), re.M)
+    sites = "".join(path.read_text() for path in (ROOT / "remote" / "nginx").glob("*.conf"))
+    logs = re.findall(r"^\s*(?:access|error)_log\s+(/[^\s;]+)", sites, re.M)
+    assert logs and rotated
+    assert [log for log in logs if not any(fnmatch.fnmatch(log, pattern) for pattern in rotated)] == []

@@ -12,6 +12,7 @@ Every process a test starts is stopped by the test, by its own process id.
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import re
@@ -30,17 +31,19 @@ from prometheus_client import REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.prometheus import PROMETHEUS, PROMETHEUS_DIR, PROMTOOL, Prometheus, start_prometheus
+from bench.prometheus import (ALERTMANAGER, AMTOOL, PROMETHEUS, PROMETHEUS_DIR, PROMTOOL, Alertmanager, Prometheus,
+                              start_alertmanager, start_prometheus)
 from bench.stack import Nginx, start_nginx
 from classifier import Classifier, Settings, download, metrics
 from classifier.engine import ModelPool
 from classifier.models import REGISTRY as MODELS
 from conftest import ROOT, free_port
-from servers import QuietHandler
+from servers import QuietHandler, StubServer
 from test_deployment import Uwsgi, client_at, start_uwsgi
 
-if not (PROMETHEUS and PROMTOOL):
-    pytest.fail("prometheus and promtool not installed: apt-get install prometheus", pytrace=False)
+if not (PROMETHEUS and PROMTOOL and ALERTMANAGER and AMTOOL):
+    pytest.fail("prometheus, promtool, alertmanager or amtool not installed: "
+                "apt-get install prometheus prometheus-alertmanager", pytrace=False)
 
 NOT_AN_IMAGE = b"this is not an image"
 
@@ -173,6 +176,17 @@ def test_downloads_count_bytes_and_failures(stub_server, tmp_path):
                   kind="unreachable") == unreachable + 1
 
 
+def test_every_models_download_failures_are_exported_at_zero_before_any_download(client):
+    """So that Prometheus sees a model's first failure as an increase (the alert's timeline is
+    in classifier-alerts.test.yml; the real stack's below)."""
+    text = client.get("/metrics").text
+    exported = {(s.labels["model"], s.labels["kind"]) for f in text_string_to_metric_families(text)
+                if f.name == "classifier_weights_download_failures" for s in f.samples}
+    downloadable = {spec.weights.model for spec in MODELS.values() if spec.weights.downloadable}
+    assert exported >= {(model, kind) for model in downloadable for kind in ("unreachable", "failed")}
+    assert {"MobileNetV2", "ResNet50", "NASNetMobile"} <= downloadable
+
+
 class _Broken(QuietHandler):
     """A remote instance (out of our control) that fails every prediction."""
 
@@ -251,6 +265,12 @@ def test_promtool_accepts_the_scrape_config_and_rules():
         result = subprocess.run([PROMTOOL, *command], cwd=PROMETHEUS_DIR, capture_output=True, text=True,
                                 timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_amtool_accepts_the_alertmanager_config():
+    result = subprocess.run([AMTOOL, "check-config", "alertmanager.yml"], cwd=PROMETHEUS_DIR, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_each_alert_fires_when_it_should():
@@ -424,3 +444,75 @@ def test_metrics_through_nginx_only_for_the_allow_list(stack):
     # Prometheus, on loopback, scrapes it.
     up = stack.prometheus.query('up{job="classifier"}')
     assert list(up.values()) == [1]
+
+
+# --- an alert from the real stack to the operator: uWSGI, Prometheus, Alertmanager, a webhook --
+
+class _Webhook(QuietHandler):
+    """The operator's webhook (alertmanager.yml's receiver): keeps each notification's JSON."""
+
+    def do_POST(self) -> None:
+        self.server.notifications.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@dataclass
+class Alerting:
+    prometheus: Prometheus
+    alertmanager: Alertmanager
+    notifications: list[dict]  # what the webhook received
+
+
+@pytest.fixture(scope="module")
+def first_failed_download(tmp_path_factory: pytest.TempPathFactory, cat_png: bytes) -> Iterator[Alerting]:
+    """uwsgi.ini's workers, whose weights mirror does not answer, scraped every second by
+    Prometheus sending alerts to Alertmanager with alertmanager.yml (delivering to a webhook
+    here). Once Prometheus has scraped the app, one request for MobileNetV2 starts its
+    weights' first download, which fails: a 503, and the counter's first increment."""
+    base = tmp_path_factory.mktemp("alerting")
+    with StubServer(_Webhook) as webhook:
+        webhook.server.notifications = []
+        app = start_uwsgi(base, "uwsgi", CLASSIFIER_WARMUP="0", KERAS_HOME=str(base / "keras"),
+                          CLASSIFIER_WEIGHTS_MIRROR=f"http://127.0.0.1:{free_port()}/")
+        processes: list[Callable[[], None]] = [app.stop]
+        try:
+            alertmanager = start_alertmanager(base / "alertmanager", webhook.url)
+            processes.append(alertmanager.stop)
+            prometheus = start_prometheus(base / "prometheus", app.http.removeprefix("http://"),
+                                          alertmanager=alertmanager.address)
+            processes.append(prometheus.stop)
+            prometheus.wait_for('up{job="classifier"}', 1)
+            response = requests.post(app.http + "/predict", data={"model": "MobileNetV2"}, timeout=30,
+                                     files={"image": ("cat.jpg", cat_png, "image/jpeg")})
+            assert response.status_code == 503, response.text
+            yield Alerting(prometheus, alertmanager, webhook.server.notifications)
+        finally:
+            for stop_process in reversed(processes):
+                stop_process()
+
+
+def test_a_models_first_failed_download_fires_the_alert(first_failed_download):
+    """Before, the series first appeared at 1, increase() saw 0, and the alert never fired."""
+    prometheus = first_failed_download.prometheus
+    prometheus.wait_for('classifier_weights_download_failures_total{model="MobileNetV2", kind="unreachable"}', 1)
+    prometheus.wait_for('count(ALERTS{alertname="ClassifierWeightsDownloadFailing", alertstate="firing", '
+                        'model="MobileNetV2", severity="warning"})', 1, timeout=30)
+    # A lone 503 is not a host answering nothing.
+    assert prometheus.query('ALERTS{alertname="ClassifierNoPredictions"}') == {}
+
+
+def test_a_firing_alert_reaches_alertmanager_and_the_webhook(first_failed_download):
+    wanted = {"alertname": "ClassifierWeightsDownloadFailing", "model": "MobileNetV2", "severity": "warning"}
+    deadline = time.monotonic() + 60
+    while not (delivered := [alert for notification in first_failed_download.notifications
+                             for alert in notification["alerts"] if wanted.items() <= alert["labels"].items()]):
+        assert time.monotonic() < deadline, f"the webhook received {first_failed_download.notifications}"
+        time.sleep(0.25)
+    assert delivered[0]["status"] == "firing"
+    assert delivered[0]["annotations"]["summary"].endswith("downloading MobileNetV2's weights failed in the "
+                                                           "last 30 minutes")
+    held = [alert for alert in first_failed_download.alertmanager.alerts()
+            if wanted.items() <= alert["labels"].items()]
+    assert [alert["status"]["state"] for alert in held] == ["active"]
