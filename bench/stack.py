@@ -4,7 +4,7 @@ Also used by tests/test_deployment.py and remote/measure_memory.py. NGINX runs t
 project's own files, unchanged apart from loopback ports and paths; benchmarks also remove
 the per-client limits on predictions (``rate_limit=False``): a benchmark measures what the
 server computes, and its one client address would otherwise be held to 10 predictions a
-second and 8 at once. Every process started here is stopped by its own process id.
+second and 1 at once. Every process started here is stopped by its own process id.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ UWSGI = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.is_file() else shutil.which("uwsgi
 NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}{os.pathsep}/usr/sbin")
 # The per-client limits a benchmark removes: it measures the server, from one client address.
 PER_CLIENT_LIMITS = ("limit_req zone=classifier_predict burst=20 nodelay;",
-                     "limit_conn classifier_uploads_per_address 8;")
+                     "limit_conn classifier_uploads_per_address 1;")
 
 
 def free_port() -> int:

@@ -78,6 +78,13 @@ class TooManyImages(ClassifierError):
     status, code = 413, "too_many_images"
 
 
+class RequestTooCostly(ClassifierError):
+    """Guards the workers' time: the request's images together would cost more to decode than
+    ``CLASSIFIER_MAX_REQUEST_COST``, reckoned from their headers before any is decoded."""
+
+    status, code = 413, "request_too_costly"
+
+
 class ModelUnavailable(ClassifierError):
     """The model exists but cannot run here yet (weights missing or downloading)."""
 
