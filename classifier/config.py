@@ -53,8 +53,8 @@ class Settings:
     max_segments: int = 10_000
     max_decode_bytes: int = 256 * 2**20
     # What one request's images may cost to decode together, in pixel scans (image_checks.
-    # decode_cost): about 3-7 s of a core (SECURITY.md). 32 12-megapixel photos take 6.5 billion.
-    max_request_cost: int = 8_000_000_000
+    # decode_cost): up to about 14 s of a core (SECURITY.md). 32 12-megapixel photos take 12.7 billion.
+    max_request_cost: int = 16_000_000_000
     remote_url: str | None = None
     allow_custom_remote: bool = False
     remote_connect_timeout: float = 3.0
