@@ -27,15 +27,14 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Request, Response, current_app, g, jsonify, render_template, request, url_for
 from flask_cors import CORS
-from werkzeug.exceptions import (ClientDisconnected, Forbidden, HTTPException, MethodNotAllowed, NotFound,
-                                 RequestEntityTooLarge)
+from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.serving import WSGIRequestHandler
 
 from classifier import (Classification, Classifier, ClassifierError, PredictRequest, Settings, json_body, metrics,
                         request_ids)
 from classifier.access import AccessRecord, escaped
-from classifier.errors import (CrossOriginForbidden, ImageTooLarge, InvalidImage, InvalidRequest, RequestTooLarge,
-                               UnsupportedImageType)
+from classifier.errors import (ClientGone, CrossOriginForbidden, ImageTooLarge, InvalidImage, InvalidRequest,
+                               RequestTooLarge, UnsupportedImageType)
 from classifier.explain import overlay_png
 from classifier.image_checks import ImageLimits
 from classifier.logs import configure_logging
@@ -253,7 +252,7 @@ def classify_request(parsed: PredictRequest | ManyImagesRequest) -> Classificati
 
 
 def still_wanted() -> None:
-    """Stop (``ClientDisconnected``) a request whose connection NGINX or the client has closed.
+    """Stop (``ClientGone``) a request whose connection NGINX or the client has closed.
 
     NGINX closes it when its client goes, or at its uwsgi_read_timeout, which counts the time
     the request waited in uWSGI's queue: requests NGINX had answered 504 were still computed
@@ -271,7 +270,7 @@ def still_wanted() -> None:
         except OSError:
             closed = True
     if closed:
-        raise ClientDisconnected("The connection was closed before the answer was ready; the rest of the "
+        raise ClientGone("The connection was closed before the answer was ready; the rest of the "
                                  "request was not computed.")
 
 

@@ -35,6 +35,14 @@ class UnknownModel(InvalidRequest):
     code = "unknown_model"
 
 
+class ClientGone(InvalidRequest):
+    """The connection was closed before the answer (the client left, or NGINX gave up on the
+    request): the rest of it is not computed. No client reads it; the access line and
+    ``classifier_predictions_total`` say why the request stopped."""
+
+    code = "client_gone"
+
+
 class InvalidImage(ClassifierError):
     """The bytes claim to be an image we support but cannot be decoded."""
 

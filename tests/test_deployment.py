@@ -278,6 +278,9 @@ def test_uwsgi_and_nginx_numbers_agree():
     upload_limits = re.compile(r"^\s*((?:limit_conn|limit_req zone=classifier_predict) .*;)$", re.M)
     predict_limits = upload_limits.findall(nginx_location("= /predict"))
     assert len(predict_limits) == 3 and upload_limits.findall(nginx_location("= /")) == predict_limits
+    # One address holds one worker less than uWSGI has, so another address always finds one free.
+    per_address = re.search(r"limit_conn classifier_uploads_per_address (\d+);", nginx_location("= /predict"))
+    assert int(per_address.group(1)) == int(uwsgi_ini_value("processes")) - 1
     assert uwsgi_ini_value("lazy-apps") == "true"
 
 
