@@ -271,7 +271,7 @@ def still_wanted() -> None:
             closed = True
     if closed:
         raise ClientGone("The connection was closed before the answer was ready; the rest of the "
-                                 "request was not computed.")
+                         "request was not computed.")
 
 
 def predict_request_from(req: Request) -> PredictRequest | ManyImagesRequest:
