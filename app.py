@@ -16,6 +16,7 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -29,10 +30,11 @@ from flask_cors import CORS
 from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.serving import WSGIRequestHandler
 
-from classifier import Classification, Classifier, ClassifierError, PredictRequest, Settings, metrics, request_ids
+from classifier import (Classification, Classifier, ClassifierError, PredictRequest, Settings, json_body, metrics,
+                        request_ids)
 from classifier.access import AccessRecord, escaped
-from classifier.errors import (CrossOriginForbidden, ImageTooLarge, InvalidImage, InvalidRequest, RequestTooLarge,
-                               UnsupportedImageType)
+from classifier.errors import (ClientGone, CrossOriginForbidden, ImageTooLarge, InvalidImage, InvalidRequest,
+                               RequestTooLarge, UnsupportedImageType)
 from classifier.explain import overlay_png
 from classifier.image_checks import ImageLimits
 from classifier.logs import configure_logging
@@ -237,14 +239,39 @@ def classify_request(parsed: PredictRequest | ManyImagesRequest) -> Classificati
     access line; a request forwarded by another instance is answered here (no loops)."""
     classifier, record = current_classifier(), g.access
     forwarded = HOP_HEADER in request.headers
+    still_wanted()  # a request that waited in uWSGI's queue until NGINX gave up on it
     if isinstance(parsed, ManyImagesRequest):
         record.note_request(parsed.options, classifier.settings.remote_url, images=len(parsed.uploads))
-        answer: Classification | ManyClassifications = classifier.predict_many(parsed, forwarded=forwarded)
+        answer: Classification | ManyClassifications = classifier.predict_many(parsed, forwarded=forwarded,
+                                                                               still_wanted=still_wanted)
     else:
         record.note_request(parsed, classifier.settings.remote_url)
         answer = classifier.predict(parsed, forwarded=forwarded)
     record.note_answer(answer)
     return answer
+
+
+def still_wanted() -> None:
+    """Stop (``ClientGone``) a request whose connection NGINX or the client has closed.
+
+    NGINX closes it when its client goes, or at its uwsgi_read_timeout, which counts the time
+    the request waited in uWSGI's queue: requests NGINX had answered 504 were still computed
+    35 s later (issue 21). Under uWSGI the connection is peeked at, without blocking: end of
+    file means it is closed. Elsewhere (``python3 app.py``) nothing is checked."""
+    try:
+        import uwsgi
+    except ImportError:
+        return
+    with socket.fromfd(uwsgi.connection_fd(), socket.AF_INET, socket.SOCK_STREAM) as connection:  # a copy of it
+        try:
+            closed = connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return
+        except OSError:
+            closed = True
+    if closed:
+        raise ClientGone("The connection was closed before the answer was ready; the rest of the "
+                         "request was not computed.")
 
 
 def predict_request_from(req: Request) -> PredictRequest | ManyImagesRequest:
@@ -326,6 +353,7 @@ def _json_uploads(document: dict[str, Any]) -> list[Upload]:
         raise InvalidRequest("Send either 'image' (one) or 'images' (a list), not both.")
     if not isinstance(images, list) or not images:
         raise InvalidRequest("'images' must be a list of base64 strings or data: URLs.")
+    current_classifier().check_image_count(len(images))  # before any entry is looked at
     if names is None:
         names = [default_filename(index) for index in range(len(images))]
     if not (isinstance(names, list) and len(names) == len(images) and all(isinstance(n, str) for n in names)):
@@ -335,16 +363,14 @@ def _json_uploads(document: dict[str, Any]) -> list[Upload]:
         filename = name or default_filename(index)
         try:
             uploads.append(Upload(filename, decode_image_field(value, "This entry of 'images'")))
-        except ClassifierError as problem:
-            uploads.append(Upload(filename, problem=problem))
+        except ClassifierError as problem:  # kept without its traceback, which holds this frame
+            uploads.append(Upload(filename, problem=problem.with_traceback(None)))
     return uploads
 
 
 def _json_document(req: Request) -> dict[str, Any]:
-    try:
-        document = req.get_json(silent=True)
-    except RecursionError:
-        document = None
+    """The body as a JSON object, parsed within a memory bound (classifier/json_body.py)."""
+    document = json_body.parse(req.get_data(), current_classifier().settings.max_images)
     if not isinstance(document, dict):
         raise InvalidRequest("The body is not a JSON object.")
     return document

@@ -1,11 +1,21 @@
 """A bounded load of good and hostile requests against uWSGI + NGINX on 127.0.0.1.
 
     python3 bench/hostile_load.py [--requests 300] [--clients 4] [--json]
+    python3 bench/hostile_load.py --victim [--attack png|jpeg] [--seconds 40] [--json]
 
 Every third request is a real photo; the others cycle through the hostile inputs of
 tests/hostile.py (bombs, truncated files, huge bodies, malformed JSON, ...). It prints the
 answers by status, how many good requests failed, how many 5xx came back, and the uWSGI
 workers' memory before and after. tests/test_hostile_load.py runs it and checks the counts.
+
+``--victim`` measures one address's share of the workers (issue 21): from 127.0.0.1 an
+attacker keeps sending the costliest request the service accepts, from 4 threads (as many at
+once as NGINX lets through; a refused one is sent again 50 ms later), while a person at
+127.0.0.2 sends a photo every 2 s. NGINX runs with all its limits, uWSGI with uwsgi.ini's 2
+workers and the real EfficientNetLite0. It prints how many of the person's photos were
+answered 200 within 5 s, their latencies, the attacker's answers by status and the workers'
+CPU time. ``--attack png``: 10 RGBA PNGs of 7000x7000 (the costliest per pixel scan, 1.9 MB);
+``jpeg``: 32 copies of a 49-megapixel 32-scan progressive JPEG (the issue's form, 9.3 MB).
 """
 
 from __future__ import annotations
@@ -14,8 +24,10 @@ import argparse
 import collections
 import itertools
 import json
+import statistics
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from bench import stack  # noqa: E402
-from hostile import hostile_requests  # noqa: E402
+from hostile import blank_png, hostile_requests, progressive_jpeg_with_scans  # noqa: E402
 
 PHOTO = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
 
@@ -53,12 +65,105 @@ def run(url: str, jobs: list[tuple[str, dict, set[int]]], clients: int) -> list[
         return list(pool.map(send, jobs))
 
 
+ATTACKS = {
+    "png": lambda: [("image", (f"{n}.png", blank_png(7000, 7000, "RGBA"))) for n in range(10)],
+    "jpeg": lambda: [("image", (f"{n}.jpg", jpeg)) for jpeg in [progressive_jpeg_with_scans(7000, 32)]
+                     for n in range(32)],
+}
+VICTIM_EVERY, VICTIM_WITHIN = 2.0, 5.0  # seconds
+
+
+def _session_at(address: str) -> requests.Session:
+    """A client whose connections come from ``address`` (any 127.x.y.z is loopback)."""
+    class SourceAddress(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+            super().init_poolmanager(*args, **kwargs, source_address=(address, 0))
+
+    session = requests.Session()
+    session.mount("http://", SourceAddress())
+    return session
+
+
+def victim_run(url: str, attack: list, seconds: float) -> dict[str, object]:
+    """The attacker's load and the person's photos, for ``seconds``; the person's outcomes."""
+    stop, attacker_statuses = threading.Event(), collections.Counter()
+
+    def attacker() -> None:
+        with _session_at("127.0.0.1") as client:
+            while not stop.is_set():
+                try:
+                    status = client.post(f"{url}/predict", files=attack, timeout=(5, 120)).status_code
+                except requests.RequestException:
+                    status = 0
+                attacker_statuses[status] += 1
+                if status == 429:
+                    time.sleep(0.05)
+
+    threads = [threading.Thread(target=attacker, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3)  # the attacker's first requests are being computed
+    photo, latencies, statuses = PHOTO.read_bytes(), [], []
+    with _session_at("127.0.0.2") as client:
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            sent = time.monotonic()
+            try:
+                statuses.append(client.post(f"{url}/predict", files={"image": ("chelsea.jpg", photo)},
+                                            timeout=(5, VICTIM_WITHIN)).status_code)
+            except requests.RequestException:
+                statuses.append(0)  # no answer within VICTIM_WITHIN
+            latencies.append(time.monotonic() - sent)
+            time.sleep(max(0.0, sent + VICTIM_EVERY - time.monotonic()))
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=130)
+    on_time = sum(1 for status, latency in zip(statuses, latencies) if status == 200 and latency <= VICTIM_WITHIN)
+    return {
+        "victim_sent": len(statuses),
+        "victim_ok_within_5s": on_time,
+        "victim_ratio": round(on_time / len(statuses), 3),
+        "victim_statuses": dict(collections.Counter(statuses)),
+        "victim_latency_s": {"median": round(statistics.median(latencies), 2), "max": round(max(latencies), 2)},
+        "attacker_statuses": dict(sorted(attacker_statuses.items())),
+    }
+
+
+def _victim_main(args: argparse.Namespace) -> dict[str, object]:
+    """uWSGI (uwsgi.ini's 2 workers, EfficientNetLite0) behind NGINX with every limit on."""
+    with tempfile.TemporaryDirectory(prefix="victim-") as folder:
+        work = Path(folder)
+        address = f"127.0.0.1:{stack.free_port()}"
+        env = {"CLASSIFIER_DEFAULT_MODEL": "EfficientNetLite0", "TMPDIR": folder}
+        nginx = stack.start_nginx(work / "nginx", {"127.0.0.1:8001": address})
+        server = stack.start_uwsgi(work, "app", address, env, processes=2, threads=1)
+        try:
+            stack.wait_for(f"{nginx.url}/healthz", server)
+            with _session_at("127.0.0.3") as client:  # both workers load the model
+                for _ in range(6):
+                    client.post(f"{nginx.url}/predict", files={"image": ("a.jpg", PHOTO.read_bytes())}, timeout=300)
+            cpu = server.cpu_seconds()
+            report = victim_run(nginx.url, ATTACKS[args.attack](), args.seconds)
+            report["workers_cpu_s"] = round(server.cpu_seconds() - cpu, 1)
+            report["attack"] = args.attack
+        finally:
+            server.stop()
+            nginx.stop()
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--victim", action="store_true", help="one address's share of the workers (issue 21)")
+    parser.add_argument("--attack", choices=sorted(ATTACKS), default="png")
+    parser.add_argument("--seconds", type=float, default=40)
     parser.add_argument("--json", action="store_true", help="print one JSON document (for the test)")
     args = parser.parse_args()
+    if args.victim:
+        _print(_victim_main(args), args.json)
+        return
     with tempfile.TemporaryDirectory(prefix="hostile-load-") as folder:
         work = Path(folder)
         address = f"127.0.0.1:{stack.free_port()}"
@@ -88,7 +193,11 @@ def main() -> None:
         "worker_rss_mb_after": rss_after,
         "workers_respawned": len(set(pids_after) - set(pids_before)),
     }
-    if args.json:
+    _print(report, args.json)
+
+
+def _print(report: dict[str, object], as_json: bool) -> None:
+    if as_json:
         print(json.dumps(report))
         return
     for key, value in report.items():

@@ -4,7 +4,7 @@ Also used by tests/test_deployment.py and remote/measure_memory.py. NGINX runs t
 project's own files, unchanged apart from loopback ports and paths; benchmarks also remove
 the per-client limits on predictions (``rate_limit=False``): a benchmark measures what the
 server computes, and its one client address would otherwise be held to 10 predictions a
-second and 8 at once. Every process started here is stopped by its own process id.
+second and 1 at once. Every process started here is stopped by its own process id.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 import requests
@@ -26,9 +28,10 @@ NGINX_DIR = ROOT / "remote" / "nginx"
 _BESIDE_PYTHON = Path(sys.executable).with_name("uwsgi")
 UWSGI = str(_BESIDE_PYTHON) if _BESIDE_PYTHON.is_file() else shutil.which("uwsgi")
 NGINX = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}{os.pathsep}/usr/sbin")
+Answer = TypeVar("Answer")
 # The per-client limits a benchmark removes: it measures the server, from one client address.
 PER_CLIENT_LIMITS = ("limit_req zone=classifier_predict burst=20 nodelay;",
-                     "limit_conn classifier_uploads_per_address 8;")
+                     "limit_conn classifier_uploads_per_address 1;")
 
 
 def free_port() -> int:
@@ -64,6 +67,33 @@ class Server:
 
     def stop(self) -> None:
         stop(self.process)
+
+
+@dataclass
+class Worker:
+    """One uWSGI worker process: its CPU time, and its peak resident size since ``reset_peak``."""
+
+    process: psutil.Process
+
+    def cpu_seconds(self) -> float:
+        times = self.process.cpu_times()
+        return times.user + times.system
+
+    def reset_peak(self) -> None:
+        """Start VmHWM again from the current size."""
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+
+    def peak(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) * 1024
+
+    def measure(self, send: Callable[[], Answer]) -> tuple[Answer, float, int]:
+        """``send()``'s result, the CPU seconds this worker used meanwhile, and its peak
+        resident size in bytes (reset first)."""
+        self.reset_peak()
+        cpu = self.cpu_seconds()
+        result = send()
+        return result, self.cpu_seconds() - cpu, self.peak()
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -52,6 +52,9 @@ class Settings:
     max_jpeg_scans: int = 32
     max_segments: int = 10_000
     max_decode_bytes: int = 256 * 2**20
+    # What one request's images may cost to decode together, in pixel scans (image_checks.
+    # decode_cost): up to about 14 s of a core (SECURITY.md). 32 12-megapixel photos take 12.7 billion.
+    max_request_cost: int = 16_000_000_000
     remote_url: str | None = None
     allow_custom_remote: bool = False
     remote_connect_timeout: float = 3.0
@@ -91,6 +94,7 @@ class Settings:
             "max_jpeg_scans": env.number("CLASSIFIER_MAX_JPEG_SCANS", int),
             "max_segments": env.number("CLASSIFIER_MAX_SEGMENTS", int),
             "max_decode_bytes": env.number("CLASSIFIER_MAX_DECODE_BYTES", int),
+            "max_request_cost": env.number("CLASSIFIER_MAX_REQUEST_COST", int),
             "remote_url": env.text("CLASSIFIER_REMOTE_URL"),
             "allow_custom_remote": env.flag("CLASSIFIER_ALLOW_CUSTOM_REMOTE"),
             "remote_connect_timeout": env.number("CLASSIFIER_REMOTE_CONNECT_TIMEOUT", float),

@@ -35,6 +35,14 @@ class UnknownModel(InvalidRequest):
     code = "unknown_model"
 
 
+class ClientGone(InvalidRequest):
+    """The connection was closed before the answer (the client left, or NGINX gave up on the
+    request): the rest of it is not computed. No client reads it; the access line and
+    ``classifier_predictions_total`` say why the request stopped."""
+
+    code = "client_gone"
+
+
 class InvalidImage(ClassifierError):
     """The bytes claim to be an image we support but cannot be decoded."""
 
@@ -76,6 +84,13 @@ class TooManyImages(ClassifierError):
     """More images in one request than ``CLASSIFIER_MAX_IMAGES``, counted before any is decoded."""
 
     status, code = 413, "too_many_images"
+
+
+class RequestTooCostly(ClassifierError):
+    """Guards the workers' time: the request's images together would cost more to decode than
+    ``CLASSIFIER_MAX_REQUEST_COST``, reckoned from their headers before any is decoded."""
+
+    status, code = 413, "request_too_costly"
 
 
 class ModelUnavailable(ClassifierError):

@@ -32,6 +32,8 @@ _TIFF_ROWS_PER_STRIP, _TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH = 278, 322, 323
 _TIFF_BITS_PER_SAMPLE, _TIFF_PHOTOMETRIC, _TIFF_YCBCR = 258, 262, 6
 # libjpeg keeps every DCT coefficient (2 bytes a sample) of a multi-scan JPEG until the last scan.
 _COEFFICIENT_BYTES = 2
+# A pixel's decode and conversion in decode_cost, in scans of it.
+PIXEL_WEIGHT = 32
 _SOS = b"\xff\xda"  # start of scan
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_START = b"\xff\xd8"
@@ -112,6 +114,16 @@ def decode_bytes(image: Image.Image, full_size: tuple[int, int], data: bytes) ->
     if any(tile.codec_name == "libtiff" for tile in image.tile):
         total += _libtiff_buffer(image)
     return total
+
+
+def decode_cost(image: Image.Image, data: bytes) -> int:
+    """What decoding ``image`` costs, in pixel scans: its pixels times its JPEG scans plus
+    ``PIXEL_WEIGHT``. libjpeg reads every coefficient once per scan, whatever scale it decodes
+    at, and every format inflates and converts each pixel, which costs up to as much as 32
+    scans (an RGBA PNG; ``bench/image_bombs.py`` prints each file's cost and CPU time per
+    pixel scan, SECURITY.md has the figures)."""
+    width, height = image.size
+    return width * height * (PIXEL_WEIGHT + jpeg_scans(image, data))
 
 
 def jpeg_scans(image: Image.Image, data: bytes) -> int:

@@ -22,7 +22,7 @@ from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from . import image_checks
 from .config import Settings
-from .errors import InvalidImage, TooManyPixels, UnsupportedImageType
+from .errors import ClassifierError, InvalidImage, TooManyPixels, UnsupportedImageType
 from .image_checks import ImageLimits
 
 __all__ = ["FORMATS", "Framed", "ImageLimits", "center_crop", "decode", "decode_side_for", "framed", "model_input"]
@@ -133,6 +133,18 @@ def region(data: bytes, box: tuple[int, int, int, int], size: tuple[int, int],
     right, bottom = min(max(box[2], left + 1), upright_size[0]), min(max(box[3], top + 1), upright_size[1])
     return image.resize(size, Image.Resampling.BILINEAR,
                         box=(left * scale_x, top * scale_y, right * scale_x, bottom * scale_y))
+
+
+def decode_cost(data: bytes, limits: ImageLimits) -> int:
+    """``image_checks.decode_cost`` of ``data``, from its header alone; 0 for an upload that
+    will be refused before any pixel is decoded (it costs nothing to decode)."""
+    try:
+        image_checks.check_structure(data, limits)
+        with _WARNINGS_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # decoding it later logs them once
+            return image_checks.decode_cost(_open(data), data)
+    except ClassifierError:
+        return 0
 
 
 def center_crop(image: Image.Image, size: int) -> np.ndarray:

@@ -14,12 +14,13 @@ from typing import TypeVar
 
 import numpy as np
 
-from . import images, labels, metrics, remote
+from . import image_checks, images, labels, metrics, remote
 from .catalog import Catalog
 from .config import Settings
 from .download import BackgroundDownloads
 from .engine import POOL, LoadedModel, ModelPool
-from .errors import ClassifierError, ImageTooLarge, InvalidRequest, RemoteError, RemoteNotAllowed, TooManyImages
+from .errors import (ClassifierError, ImageTooLarge, InvalidRequest, RemoteError, RemoteNotAllowed, RequestTooCostly,
+                     TooManyImages)
 from .explain import Explanation
 from .models import ModelSpec, get_spec
 from .options import DEFAULT_TOP_K, MAX_TOP_K, ManyImagesRequest, PredictRequest, Upload
@@ -124,17 +125,37 @@ class Classifier:
                                  explain=request.explain, explain_class=request.explain_class)
         return _counted(request, forwarded, here, functools.partial(self._forward, request))
 
-    def predict_many(self, request: ManyImagesRequest, forwarded: bool = False) -> ManyClassifications:
+    def predict_many(self, request: ManyImagesRequest, forwarded: bool = False,
+                     still_wanted: Callable[[], None] = lambda: None) -> ManyClassifications:
         """Answer several images with the same options: one prediction (one count in
         ``classifier_predictions_total``), each image answered or failed on its own. Too
-        many images fail the request before any is decoded."""
+        many images fail the request before any is decoded; ``still_wanted`` (``classify_many``)
+        stops it between images."""
         options = request.options
-        if len(request.uploads) > self.settings.max_images:
-            raise TooManyImages(f"The request holds {len(request.uploads)} images; this server takes at most "
-                                f"{self.settings.max_images} in one request (CLASSIFIER_MAX_IMAGES).")
+        self.check_image_count(len(request.uploads))
         here = functools.partial(self.classify_many, request.uploads, options.model, options.top_k,
-                                 explain=options.explain, explain_class=options.explain_class)
+                                 explain=options.explain, explain_class=options.explain_class,
+                                 still_wanted=still_wanted)
         return _counted(options, forwarded, here, functools.partial(self._forward_many, request))
+
+    def check_image_count(self, count: int) -> None:
+        """Refuse a request of more images than ``CLASSIFIER_MAX_IMAGES``, from its count alone."""
+        if count > self.settings.max_images:
+            raise TooManyImages(f"The request holds {count:,} images; this server takes at most "
+                                f"{self.settings.max_images} in one request (CLASSIFIER_MAX_IMAGES).")
+
+    def check_cost(self, uploads: Sequence[Upload]) -> None:
+        """Refuse a request whose images together would cost more to decode than
+        ``CLASSIFIER_MAX_REQUEST_COST``, reckoned from their headers: 32 crafted 762-byte
+        JPEGs took 37 s of a worker's CPU (issue 21)."""
+        cost = sum(images.decode_cost(upload.data, self.limits) for upload in uploads
+                   if self._problem(upload) is None)
+        if cost > self.settings.max_request_cost:
+            raise RequestTooCostly(
+                f"Decoding these images would cost {cost:,} pixel scans (pixels times JPEG scans plus "
+                f"{image_checks.PIXEL_WEIGHT}); this server takes at most {self.settings.max_request_cost:,} "
+                "in one request (CLASSIFIER_MAX_REQUEST_COST). Send fewer or smaller images, or "
+                "baseline rather than progressive JPEGs.")
 
     def _forward(self, request: PredictRequest) -> Classification:
         started = time.perf_counter()
@@ -228,18 +249,23 @@ class Classifier:
         return Classification(loaded.spec.name, loaded.weights, predictions, timing, explanation=explanation)
 
     def classify_many(self, uploads: Sequence[Upload], model: str | None = None, top_k: int = DEFAULT_TOP_K, *,
-                      explain: bool = False, explain_class: str | None = None) -> ManyClassifications:
+                      explain: bool = False, explain_class: str | None = None,
+                      still_wanted: Callable[[], None] = lambda: None) -> ManyClassifications:
         """Classify each of ``uploads`` with ``model`` in this process, a batch at a time (the
         runtime's ``batch_size``, or ``CLASSIFIER_BATCH_SIZE``): a batch is decoded (an image that
         fails gets its error), run through the model in one pass, and let go before the next is
-        decoded, so a request never holds more than one batch of decoded images. The model is
-        loaded first: an unknown or unavailable model fails the whole request."""
+        decoded, so a request never holds more than one batch of decoded images. The request's
+        decode cost is checked first (``check_cost``), then the model is loaded: an unknown or
+        unavailable model fails the whole request. ``still_wanted`` is called before each
+        batch and raises to stop a request nobody waits for any more."""
         started = time.perf_counter()
+        self.check_cost(uploads)
         spec = get_spec(model or self.default_model)
         loaded, was_loaded = self._ready(spec, explain)
         totals = {"decode": 0.0, "inference": 0.0, **({} if was_loaded else {"load": _ms_since(started)})}
         results: list[ImageResult] = []
         for batch in _batches(uploads, self.settings.batch_size or loaded.runtime.batch_size):
+            still_wanted()
             framed = [self._framed_or_error(upload, spec, totals) for upload in batch]
             results += self._classify_batch(loaded, batch, framed, top_k, explain, explain_class, totals)
         timing = {name: round(value, 2) for name, value in totals.items()}

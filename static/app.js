@@ -520,7 +520,7 @@
   const queueCount = $("queue-count");
   const queueSaid = $("queue-said");
   const queueFilter = $("queue-filter");
-  const IN_FLIGHT = 2; // requests at once: the server's workers stay busy, the tab and the server are not flooded
+  const IN_FLIGHT = 1; // requests at once: NGINX takes one at a time per address (classifier-locations.conf)
   const PER_REQUEST = 8; // photos per request (the server takes up to CLASSIFIER_MAX_IMAGES, 32 by default)
   const BATCH_BYTES = 8 * 1024 * 1024; // per request, far below the server's 64 MiB body limit
   const STATE_WORDS = { waiting: "Waiting", working: "Working", done: "Done", failed: "Failed", cancelled: "Cancelled" };

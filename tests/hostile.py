@@ -214,3 +214,25 @@ IMAGE_BOMBS: dict[str, tuple[Callable[[], bytes], int, str | None]] = {
     "JPEG of 2.5 million empty segments": (lambda: jpeg_with_empty_segments(2_500_000), 400, "image_too_complex"),
     "PNG of 800 000 empty chunks": (lambda: png_with_empty_chunks(800_000), 400, "image_too_complex"),
 }
+
+
+# --- request bodies that are costly to parse (issue 21) -------------------------------------
+
+def _json_list(item: bytes, count: int, prefix: bytes = b'{"images": [', suffix: bytes = b"]}") -> bytes:
+    return prefix + b",".join([item] * count) + suffix
+
+
+def json_padded_past_the_shape_check() -> bytes:
+    """The costliest JSON the shape check lets through: as many empty strings as it allows in
+    'images', and a long string filling the rest of the 64 MiB body."""
+    head = _json_list(b'""', 4 * 2**20 - 1, suffix=b'], "pad": "')
+    return head + b"A" * (64 * 2**20 - len(head) - 2) + b'"}'
+
+
+# Each costly body: name -> (builder, the status it must get, its error code). Sent to a uWSGI
+# worker through NGINX by tests/test_image_bombs.py; bench/image_bombs.py --bodies measures them.
+HOSTILE_BODIES: dict[str, tuple[Callable[[], bytes], int, str]] = {
+    "JSON of 3 million empty images": (lambda: _json_list(b'""', 3_000_000), 413, "too_many_images"),
+    "JSON of 64 MiB of {}": (lambda: _json_list(b"{}", 64 * 2**20 // 3 - 1, b"[", b"]"), 400, "invalid_request"),
+    "JSON padded past the shape check": (json_padded_past_the_shape_check, 413, "too_many_images"),
+}

@@ -12,9 +12,10 @@ counts against the next.
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -23,6 +24,7 @@ import requests
 
 import hostile
 from bench import stack
+from bench.stack import Worker
 from conftest import CAT_LABELS, free_port
 
 CPU_SECONDS = 2.0
@@ -30,23 +32,6 @@ PEAK_GROWTH = 300 * 2**20
 HARAKIRI = 3  # seconds, for the test of the worker-time limit
 MODEL = "EfficientNetLite0"  # real weights, shipped in a pip package
 
-
-
-@dataclass
-class Worker:
-    process: psutil.Process
-
-    def cpu_seconds(self) -> float:
-        times = self.process.cpu_times()
-        return times.user + times.system
-
-    def reset_peak(self) -> None:
-        """Start VmHWM again from the current size."""
-        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
-
-    def peak(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(status.split("VmHWM:")[1].split()[0]) * 1024
 
 
 def start(folder: Path, *extra: str, **env: str) -> tuple[stack.Server, str, str]:
@@ -95,20 +80,28 @@ def post(url: str, data: bytes, name: str = "image") -> requests.Response:
     return requests.post(f"{url}/predict", files={"image": (name, data)}, timeout=120)
 
 
+def post_json(url: str, body: bytes) -> requests.Response:
+    return requests.post(f"{url}/predict", data=body, headers={"Content-Type": "application/json"}, timeout=120)
+
+
 def _lines_beyond_access(log: Path) -> list[bytes]:
     """The log's lines but the app's access lines (one per request, uwsgi.ini's JSON)."""
     return [line for line in log.read_bytes().splitlines() if b'"logger": "classifier.access"' not in line]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[stack.Server, str]]:
-    app, url, _ = start(tmp_path_factory.mktemp("bombs"))
-    yield app, url
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[stack.Server, str, str]]:
+    """The worker, its own HTTP URL, and NGINX's in front of it (uwsgi.ini and NGINX's files)."""
+    folder = tmp_path_factory.mktemp("bombs")
+    app, url, address = start(folder)
+    nginx = stack.start_nginx(folder / "nginx", {"127.0.0.1:8001": address})
+    yield app, url, nginx.url
+    nginx.stop()
     app.stop()
 
 
 def test_each_hostile_image_is_answered_within_its_cpu_and_memory_bounds(server, cat_png):
-    app, url = server
+    app, url, _ = server
     (worker,) = [Worker(p) for p in app.workers()]
     assert post(url, cat_png).status_code == 200
     idle = worker.process.memory_info().rss
@@ -117,10 +110,8 @@ def test_each_hostile_image_is_answered_within_its_cpu_and_memory_bounds(server,
         data = build()
         assert len(data) < 10 * 2**20, name
         log_lines = len(_lines_beyond_access(app.log))
-        worker.reset_peak()
-        cpu = worker.cpu_seconds()
-        response = post(url, data)
-        used, grown = worker.cpu_seconds() - cpu, worker.peak() - idle
+        response, used, peak = worker.measure(lambda: post(url, data))  # noqa: B023 (called at once)
+        grown = peak - idle
         new_lines = len(_lines_beyond_access(app.log)) - log_lines
         print(f"{name:40} {len(data):>9,} B  {response.status_code}  {used:5.2f} s CPU  "
               f"{grown / 2**20:6.0f} MiB peak growth  {new_lines} log line(s)")
@@ -163,3 +154,94 @@ def test_harakiri_ends_a_request_stuck_decoding_and_the_next_is_served(tmp_path,
     assert "HARAKIRI" in app.log.read_text(errors="replace")
     assert respawned and respawned != before
     assert after.status_code == 200 and after.json()["predictions"][0]["label"] in CAT_LABELS
+
+
+def test_costly_json_bodies_are_refused_within_the_bounds_through_nginx(server, cat_png):
+    """Issue 21: 3 million empty strings in 'images' (8.6 MiB) each became an upload holding an
+    exception before the 32-image limit was checked, 23 s of CPU and +2,955 MiB; 64 MiB of {}
+    became 1.7 GB of dicts. Now the list's length is checked before any entry is looked at and
+    the body's shape before it is parsed; the costliest JSON the shape check lets through is
+    measured too."""
+    app, _, site = server
+    (worker,) = [Worker(p) for p in app.workers()]
+    assert post(site, cat_png).status_code == 200
+    idle = worker.process.memory_info().rss
+    failures = []
+    for name, (build, status, code) in hostile.HOSTILE_BODIES.items():
+        body = build()
+        response, used, peak = worker.measure(lambda: post_json(site, body))  # noqa: B023 (called at once)
+        grown = peak - idle
+        print(f"{name:40} {len(body):>11,} B  {response.status_code}  {used:5.2f} s CPU  "
+              f"{grown / 2**20:6.0f} MiB peak growth")
+        if (response.status_code, response.json()["error"]["code"]) != (status, code):
+            failures.append(f"{name}: {response.status_code} {response.text[:300]}")
+        if used > CPU_SECONDS or grown > PEAK_GROWTH:
+            failures.append(f"{name}: {used:.2f} s CPU, {grown / 2**20:.0f} MiB")
+    assert not failures, "\n".join(failures)
+
+
+def _costly_form(side: int, copies: int) -> list[tuple[str, tuple[str, bytes]]]:
+    """``copies`` parts of the same 32-scan progressive JPEG, ``side`` pixels square."""
+    jpeg = hostile.progressive_jpeg_with_scans(side, 32)
+    return [("image", (f"{number}.jpg", jpeg)) for number in range(copies)]
+
+
+def test_a_request_over_the_decode_budget_is_refused_before_any_image_is_decoded(server):
+    """32 copies of a 290 KB 49-megapixel 32-scan JPEG: 34 s of a worker's CPU, each image
+    within every per-image limit. Their summed decode cost is over CLASSIFIER_MAX_REQUEST_COST."""
+    app, _, site = server
+    (worker,) = [Worker(p) for p in app.workers()]
+    cpu = worker.cpu_seconds()
+    response = requests.post(f"{site}/predict", files=_costly_form(7000, 32), timeout=120)
+    used = worker.cpu_seconds() - cpu
+    print(f"32 costly JPEGs: {response.status_code} after {used:.2f} s of the worker's CPU")
+    assert response.status_code == 413, response.text[:300]
+    assert response.json()["error"]["code"] == "request_too_costly"
+    assert "CLASSIFIER_MAX_REQUEST_COST" in response.json()["error"]["message"]
+    assert used < 1.0
+
+
+def _abandon(url: str, files: list, source: str, after: float) -> None:
+    """POST ``files`` to ``url``/predict from ``source``, and close the connection ``after``
+    seconds without reading the answer, as a client that gave up would."""
+    prepared = requests.Request("POST", f"{url}/predict", files=files).prepare()
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30, source_address=(source, 0)) as sock:
+        head = "".join(f"{name}: {value}\r\n" for name, value in prepared.headers.items())
+        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: test\r\n{head}\r\n".encode() + prepared.body)
+        time.sleep(after)
+
+
+def _idle_cpu(worker: Worker) -> float:
+    """The worker's CPU time once it has stopped working (unchanged for a second; bounded)."""
+    deadline, last = time.monotonic() + 60, -1.0
+    while time.monotonic() < deadline and (now := worker.cpu_seconds()) - last > 0.02:
+        last = now
+        time.sleep(1)
+    return worker.cpu_seconds()
+
+
+def test_a_request_whose_client_has_gone_is_not_computed(server):
+    """A client that closes its connection while its request is computed, or still waiting in
+    uWSGI's queue behind another, costs the worker one image at most: NGINX closes the
+    connection to uWSGI, and the app looks at it before it starts and between images. Issue 21:
+    requests NGINX had answered 504 were still computed 35 s later."""
+    app, _, site = server
+    (worker,) = [Worker(p) for p in app.workers()]
+    costly = _costly_form(4000, 8)  # 8 x 0.34 s of decoding, within the budget
+    cpu = _idle_cpu(worker)
+    assert requests.post(f"{site}/predict", files=costly, timeout=120).status_code == 200
+    whole = _idle_cpu(worker) - cpu
+    _abandon(site, costly, "127.0.0.3", after=whole / 8)  # gone during its first images
+    abandoned = _idle_cpu(worker) - cpu - whole
+    served = threading.Thread(target=requests.post, args=(f"{site}/predict",),
+                              kwargs={"files": costly, "timeout": 120})
+    served.start()
+    time.sleep(whole / 8)
+    _abandon(site, costly, "127.0.0.4", after=whole / 8)  # gone while it waits behind the other
+    served.join()
+    queued = _idle_cpu(worker) - cpu - whole - abandoned
+    print(f"8 costly JPEGs: {whole:.2f} s of CPU answered, {abandoned:.2f} s abandoned while computed, "
+          f"{queued - whole:.2f} s beyond the other when abandoned in the queue")
+    assert abandoned < whole / 2
+    assert queued - whole < whole / 4
