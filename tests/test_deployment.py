@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import json
 import os
 import re
 import signal
@@ -345,6 +346,31 @@ def test_page_form_without_javascript_through_nginx(site, cat_png):
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/html")
     assert re.search(r"Tabby|Tiger cat|Egyptian cat", response.text)
+
+
+def access_line(log: Path, request_id: str) -> dict:
+    """The app's access line (uwsgi.ini's JSON) for the request with ``request_id``."""
+    lines = [json.loads(line) for line in log.read_text().splitlines()
+             if line.startswith("{") and f'"request_id": "{request_id}"' in line]
+    (line,) = [line for line in lines if line["logger"] == "classifier.access"]
+    return line
+
+
+@pytest.mark.parametrize("body", ["json", "raw"])
+def test_the_page_refuses_json_and_raw_bodies_before_predicting_through_nginx(site, cat_png, body):
+    """POST / is the page's form. A JSON or raw image body once made a whole prediction, then
+    a 500 (the page names the form's file), which NGINX worded as "too many request headers":
+    now a 415 page that says where programs go, and no prediction is made."""
+    request_id = f"page-form-{body}"
+    sent = {"json": {"json": {"image": base64.b64encode(cat_png).decode()}},
+            "raw": {"data": cat_png, "headers": {"Content-Type": "image/png"}}}[body]
+    headers = {**sent.pop("headers", {}), "X-Request-ID": request_id}
+    response = requests.post(site.url + "/", **sent, headers=headers, timeout=90)
+    assert response.status_code == 415 and response.headers["Content-Type"].startswith("text/html")
+    assert "programs send JSON or a raw image to POST /predict" in response.text
+    line = access_line(site.uwsgi.log, request_id)
+    assert (line["status"], line["error"]) == (415, "unsupported_image_type")
+    assert line["images"] == 0 and line["decode_ms"] is None and line["inference_ms"] is None
 
 
 @pytest.mark.parametrize("name", ["app.js", "style.css", "favicon.svg"])
