@@ -16,6 +16,7 @@ import base64
 import fcntl
 import json
 import os
+import pwd
 import re
 import signal
 import socket
@@ -290,6 +291,36 @@ def test_broken_setting_stops_uwsgi(tmp_path):
         if process.poll() is None:
             stop(process)
     assert "NoSuchModel" in log.read_text()
+
+
+def test_the_default_metrics_folder_is_refused_when_another_user_planted_it(tmp_path):
+    """Without PROMETHEUS_MULTIPROC_DIR, uwsgi.ini names /tmp/classifier-metrics-<socket>: a
+    name another local user can take first, as a link to a folder of ours, whose files the
+    first worker used to delete. uWSGI now refuses to start, saying why, and touches nothing."""
+    port = free_port()
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "counter_1.db").write_bytes(b"keep")
+    planted = Path(f"/tmp/classifier-metrics-127.0.0.1:{port}")
+    planted.symlink_to(ours)
+    if os.geteuid() == 0:  # as the other user would have made it
+        nobody = pwd.getpwnam("nobody")
+        os.lchown(planted, nobody.pw_uid, nobody.pw_gid)
+    env = environment({"CLASSIFIER_UWSGI_SOCKET": f"127.0.0.1:{port}", "CLASSIFIER_UWSGI_PROCESSES": "1",
+                       "CLASSIFIER_WARMUP": "0", "CLASSIFIER_OFFLINE": "1", "KERAS_HOME": str(tmp_path / "keras")})
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = tmp_path / "uwsgi.log"
+    process = subprocess.Popen(uwsgi_command("--ini", str(ROOT / "uwsgi.ini")), cwd=tmp_path, env=env,
+                               stdout=log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        assert process.wait(timeout=90) != 0
+    finally:
+        if process.poll() is None:
+            stop(process)
+        planted.unlink()
+    assert f"PROMETHEUS_MULTIPROC_DIR {planted} is a symbolic link" in log.read_text()
+    assert [path.name for path in ours.iterdir()] == ["counter_1.db"]
+    assert (ours / "counter_1.db").read_bytes() == b"keep"
 
 
 # --- one host: NGINX in front of uWSGI, the real pretrained model -----------------------------
