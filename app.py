@@ -115,7 +115,7 @@ def index() -> Any:
         return render_page(classifier)
     try:
         parsed = predict_request_from(_page_form(request))
-        answer = classify_request(parsed).to_json()
+        classification = classify_request(parsed)
     except RequestEntityTooLarge:
         too_large = ImageTooLarge.over(classifier.settings.max_upload_bytes)
         g.access.error = too_large.code
@@ -123,9 +123,10 @@ def index() -> Any:
     except ClassifierError as error:
         g.access.error = error.code
         return render_page(classifier, error=error, form=request.form), error.status, retry_headers(error)
+    answer = classification.to_json()
     if isinstance(parsed, ManyImagesRequest):
         return render_page(classifier, result=answer, form=request.form)  # a table, a row per photo
-    overlay = overlay_url(parsed.image, answer, classifier.limits)
+    overlay = overlay_url(parsed.image, classification, classifier.limits)
     return render_page(classifier, result=answer, form=request.form, overlay=overlay, filename=parsed.filename)
 
 
@@ -139,14 +140,16 @@ def _page_form(req: Request) -> Request:
     return req
 
 
-def overlay_url(image: bytes, answer: dict[str, Any], limits: ImageLimits) -> str | None:
+def overlay_url(image: bytes, answer: Classification, limits: ImageLimits) -> str | None:
     """The explained crop as a ``data:`` URL (the CSP allows those for images): the no-JavaScript
-    page cannot draw the heatmap over a preview, so the server draws it into the photo. A photo
-    a remote classified but this server's ``limits`` refuse is answered without the picture."""
-    if "explanation" not in answer:
+    page cannot draw the heatmap over a preview, so the server draws it into the photo, as the
+    prediction decoded it (a costly upload is decoded once), or decoded here when a remote
+    classified it. A photo a remote classified but this server's ``limits`` refuse is answered
+    without the picture."""
+    if answer.explanation is None:
         return None
     try:
-        png = overlay_png(image, answer["explanation"], limits)
+        png = overlay_png(answer.photo or image, answer.explanation, limits)
     except ClassifierError as error:
         log.info("no explained crop drawn: %s", error.message)
         return None

@@ -31,7 +31,7 @@ from PIL import Image
 
 from .errors import ImageTooComplex
 from .image_checks import ImageLimits, check_structure
-from .images import region
+from .images import Decoded, region
 
 MAX_HEATMAP_SIDE = 512  # the heatmap's longer side, in pixels: enough to lay over a page's preview
 OVERLAY_OPACITY = 0.75  # how strongly the hottest part of the map covers the photo in overlay_png
@@ -203,17 +203,21 @@ def _region(row: int, column: int) -> str:
     return f"{_ROWS[row]}-{_COLUMNS[column]}"
 
 
-def overlay_png(image_bytes: bytes, explanation: Mapping[str, object], limits: ImageLimits | None = None) -> bytes:
+def overlay_png(photo: bytes | Decoded, explanation: Mapping[str, object], limits: ImageLimits | None = None) -> bytes:
     """The photo's crop with the explanation's heatmap blended over it, as PNG bytes, at the
-    heatmap's size: what the CLI writes and the page shows without JavaScript. The photo is
-    decoded within ``limits`` and no larger than the heatmap needs (JPEG draft), as for a prediction."""
+    heatmap's size: what the CLI writes and the page shows without JavaScript. ``photo`` is
+    the image as the prediction decoded it (``Framed.photo``), or its bytes, then decoded
+    within ``limits`` and no larger than the heatmap needs (JPEG draft), as for a prediction."""
     crop = tuple(int(value) for value in explanation["crop"])  # type: ignore[union-attr]
     heatmap = heatmap_image(explanation).convert("RGBA")
-    photo = region(image_bytes, crop, heatmap.size, limits).convert("RGBA")
+    if isinstance(photo, Decoded):
+        cropped = photo.region(crop, heatmap.size).convert("RGBA")  # type: ignore[arg-type]
+    else:
+        cropped = region(photo, crop, heatmap.size, limits).convert("RGBA")  # type: ignore[arg-type]
     alpha = np.asarray(heatmap)[..., 3].astype(np.float32) * OVERLAY_OPACITY
     heatmap.putalpha(Image.fromarray(alpha.astype(np.uint8), mode="L"))
     out = io.BytesIO()
-    Image.alpha_composite(photo, heatmap).convert("RGB").save(out, format="PNG")
+    Image.alpha_composite(cropped, heatmap).convert("RGB").save(out, format="PNG")
     return out.getvalue()
 
 

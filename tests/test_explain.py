@@ -444,6 +444,15 @@ def test_the_overlay_is_the_crop_with_the_heatmap_over_it(lite_client, cat_png):
     assert np.abs(overlay - crop).max() > 50  # the heat shows
 
 
+def test_the_page_without_javascript_draws_the_overlay_on_the_photo_the_prediction_decoded(lite_client, cat_png):
+    """The page no longer decodes the upload a second time for its picture; for a photo the
+    model's framing needs whole (chelsea.png), the picture is the very one drawn from the bytes."""
+    explanation = lite_client.post("/predict?explain=1", data=cat_png, content_type="image/png").json["explanation"]
+    page = lite_client.post("/", data={"image": (io.BytesIO(cat_png), "chelsea.png"), "explain": "1"})
+    drawn = re.search(r'class="explained-image" src="data:image/png;base64,([^"]+)"', page.text).group(1)
+    assert base64.b64decode(drawn) == overlay_png(cat_png, explanation)
+
+
 def test_cli_explain_writes_the_overlay_and_names_it(tmp_path):
     out = tmp_path / "out"
     result = run_classifier("predict", str(PHOTOS["chelsea"]), "--model", "MobileNetV2", "--explain", str(out),
