@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import ImageTooComplex
-from .image_checks import ImageLimits, check_structure
+from .errors import ClassifierError
+from .image_checks import ImageLimits, check_header, check_memory, check_structure
 from .images import Decoded, region
 
 MAX_HEATMAP_SIDE = 512  # the heatmap's longer side, in pixels: enough to lay over a page's preview
@@ -222,22 +222,23 @@ def overlay_png(photo: bytes | Decoded, explanation: Mapping[str, object], limit
 
 
 def heatmap_image(explanation: Mapping[str, object]) -> Image.Image:
-    """The explanation's heatmap PNG, decoded, once checked to be of few chunks
-    (``HEATMAP_LIMITS``: Pillow reads each in Python, and 60,000 empty ones took 0.2 s) and
-    the size ``crop_size`` gives its crop (at most ``MAX_HEATMAP_SIDE``): a remote's
-    explanation cannot make this server, or a browser, decode an image of a size it chose,
-    and one that does not decode (a corrupt IDAT) is refused here, not where it is drawn.
-    ``ValueError`` otherwise."""
+    """The explanation's heatmap PNG, decoded, once checked to be the size ``crop_size`` gives
+    its crop (at most ``MAX_HEATMAP_SIDE``) and within ``HEATMAP_LIMITS`` (image_checks: few
+    chunks, as Pillow reads each in Python and 60,000 empty ones took 0.2 s): a remote's
+    explanation cannot make this server, or a browser, decode an image of a size or cost it
+    chose, and one that does not decode (a corrupt IDAT) is refused here, not where it is
+    drawn. ``ValueError`` otherwise."""
     data = png_bytes(str(explanation["heatmap"]))
     try:
         check_structure(data, HEATMAP_LIMITS)
-    except ImageTooComplex as error:
-        raise ValueError(f"the heatmap has more than {HEATMAP_LIMITS.max_segments} chunks") from error
-    try:
         heatmap = Image.open(io.BytesIO(data), formats=("PNG",))  # reads the header only
         if heatmap.size != crop_size(explanation["crop"]):  # type: ignore[arg-type]
             raise ValueError("the heatmap is not the size of its crop")
+        check_header(heatmap, data, HEATMAP_LIMITS)
+        check_memory(heatmap, heatmap.size, data, HEATMAP_LIMITS)
         heatmap.load()
+    except ClassifierError as error:
+        raise ValueError(f"the heatmap costs too much to decode: {error.message}") from error
     except (OSError, SyntaxError, EOFError, IndexError, struct.error, Image.DecompressionBombError) as error:
         raise ValueError("the heatmap is not a readable PNG") from error
     return heatmap
