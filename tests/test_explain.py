@@ -31,7 +31,7 @@ from classifier.explain import MAX_HEATMAP_SIDE, OVERLAY_OPACITY, heatmap_png, o
 from classifier.models import REGISTRY
 from classifier.weights import loadable
 from conftest import KERAS_MODELS, PHOTOS, ROOT, run_classifier
-from servers import QuietHandler
+from servers import answering_json
 
 LITE = "EfficientNetLite0"
 DATA_URL = "data:image/png;base64,"
@@ -367,17 +367,7 @@ def remote_answering(stub_server, explanation: object) -> str:
     body = json.dumps({"model": "MobileNetV2", "weights": "imagenet", "server": "local",
                        "predictions": [{"label": "tabby", "class_id": "n02123045", "score": 0.5}],
                        "timing_ms": {"total": 1}, **({"explanation": explanation} if explanation else {})}).encode()
-
-    class Handler(QuietHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    return stub_server(Handler).url + "predict"
+    return stub_server(answering_json(body)).url + "predict"
 
 
 def good_explanation() -> dict:

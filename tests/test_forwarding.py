@@ -10,7 +10,6 @@ import base64
 import io
 import json
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -382,17 +381,8 @@ def answer_with(heatmap: bytes = b"", side: int = 20, **changes: object) -> byte
     return json.dumps(document).encode()
 
 
-def corrupt_pixels(png: bytes) -> bytes:
-    """``png`` with its compressed pixels made undecodable (a reserved deflate block type),
-    its length and CRC still right: the header reads, the pixels do not."""
-    at = png.index(b"IDAT")
-    length = int.from_bytes(png[at - 4:at], "big")
-    body = b"\x78\x9c" + b"\xff" * (length - 2)
-    return png[:at] + b"IDAT" + body + zlib.crc32(b"IDAT" + body).to_bytes(4, "big") + png[at + 4 + length + 4:]
-
-
 @pytest.mark.parametrize("heatmap, side", [
-    (corrupt_pixels(heatmap_png(np.eye(7), (20, 20))), 20),
+    (hostile.png_with_corrupt_pixels(heatmap_png(np.eye(7), (20, 20))), 20),
     (hostile.png_with_empty_chunks(60_000), 64),  # 720 KB; Pillow once read each chunk in Python
 ], ids=["corrupt pixels", "60,000 empty chunks"])
 def test_a_heatmap_that_would_not_decode_or_costs_more_than_ours_is_refused(front, fake_remote, cat_png, heatmap, side):
