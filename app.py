@@ -46,6 +46,7 @@ from classifier.sizes import size_limit
 log = logging.getLogger("classifier.app")
 
 OPTION_NAMES = ("model", "top_k", "server", "remote_url", "explain", "explain_class")
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")  # what HTML forms send
 # The API's description, written by hand and held to the code by tests/test_openapi.py.
 OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.json")
 
@@ -115,8 +116,8 @@ def index() -> Any:
     if request.method == "GET":
         return render_page(classifier)
     try:
-        parsed = predict_request_from(request)
-        answer = classify_request(parsed).to_json()
+        parsed = predict_request_from(_page_form(request))
+        classification = classify_request(parsed)
     except RequestEntityTooLarge:
         too_large = ImageTooLarge.over(classifier.settings.max_upload_bytes)
         g.access.error = too_large.code
@@ -124,20 +125,33 @@ def index() -> Any:
     except ClassifierError as error:
         g.access.error = error.code
         return render_page(classifier, error=error, form=request.form), error.status, retry_headers(error)
+    answer = classification.to_json()
     if isinstance(parsed, ManyImagesRequest):
         return render_page(classifier, result=answer, form=request.form)  # a table, a row per photo
-    overlay = overlay_url(parsed.image, answer, classifier.limits)
-    return render_page(classifier, result=answer, form=request.form, overlay=overlay)
+    overlay = overlay_url(parsed.image, classification, classifier.limits)
+    return render_page(classifier, result=answer, form=request.form, overlay=overlay, filename=parsed.filename)
 
 
-def overlay_url(image: bytes, answer: dict[str, Any], limits: ImageLimits) -> str | None:
+def _page_form(req: Request) -> Request:
+    """``req`` if it is what the page's form sends (multipart/form-data, or a form without
+    files, which gets its own 400); JSON or a raw image are for ``POST /predict``, and are
+    refused before any prediction is made, since the page could not show their answer."""
+    if req.mimetype not in FORM_TYPES:
+        raise UnsupportedImageType("POST / takes the page's form (multipart/form-data); programs send JSON or "
+                                   "a raw image to POST /predict.")
+    return req
+
+
+def overlay_url(image: bytes, answer: Classification, limits: ImageLimits) -> str | None:
     """The explained crop as a ``data:`` URL (the CSP allows those for images): the no-JavaScript
-    page cannot draw the heatmap over a preview, so the server draws it into the photo. A photo
-    a remote classified but this server's ``limits`` refuse is answered without the picture."""
-    if "explanation" not in answer:
+    page cannot draw the heatmap over a preview, so the server draws it into the photo, as the
+    prediction decoded it (a costly upload is decoded once), or decoded here when a remote
+    classified it. A photo a remote classified but this server's ``limits`` refuse is answered
+    without the picture."""
+    if answer.explanation is None:
         return None
     try:
-        png = overlay_png(image, answer["explanation"], limits)
+        png = overlay_png(answer.photo or image, answer.explanation, limits)
     except ClassifierError as error:
         log.info("no explained crop drawn: %s", error.message)
         return None
@@ -204,9 +218,10 @@ def render_page(
     error: ClassifierError | None = None,
     form: Mapping[str, str] | None = None,
     overlay: str | None = None,
+    filename: str | None = None,
 ) -> str:
     """``index.html``: the models and servers to offer, and the answer to a form post if any
-    (with ``overlay``, its explained crop as an image URL)."""
+    (of the photo ``filename``; with ``overlay``, its explained crop as an image URL)."""
     return render_template(
         "index.html",
         models=classifier.models(),
@@ -219,6 +234,7 @@ def render_page(
         error=error.to_json()["error"] if error else None,
         form=form or {},
         overlay=overlay,
+        filename=filename,
     )
 
 
@@ -313,7 +329,7 @@ def parse_predict_request(req: Request) -> PredictRequest | ManyImagesRequest:
     """Read any of the three request forms; query parameters apply to all of them. Several
     ``image`` parts, or JSON ``images``, make a request for several images."""
     mimetype = req.mimetype
-    if mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+    if mimetype in FORM_TYPES:
         return _form_request(req)
     if mimetype == "application/json":
         document = _json_document(req)

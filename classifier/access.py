@@ -3,9 +3,9 @@
 It replaces uWSGI's and the development server's own request lines, and says more: the
 model and server that answered, the images, and where the time went. It never holds what a
 client sent beyond the method, the path (without its query string) and the body's size: no
-image bytes, no data: URL, no option text except a registered model's name and the URL of a
-remote forwarded to, that only as scheme, host, port and path (no credentials, no query), cut
-to 200 characters.
+image bytes, no data: URL, no option text and nothing a remote answers except a registered
+model's name, and the URL of a remote forwarded to, that only as scheme, host, port and path
+(no credentials, no query), cut to 200 characters.
 """
 
 from __future__ import annotations
@@ -49,13 +49,13 @@ class AccessRecord:
     def note_request(self, request: PredictRequest, configured_remote: str | None, images: int = 1) -> None:
         """A parsed prediction request: how many images, and the model and server it asks for."""
         self.images = images
-        self.model = request.model if request.model in REGISTRY else None  # never a client's text
+        self.model = _registered(request.model)
         self.server = request.server
         url = request.remote_url if request.server == "custom" else configured_remote
         self.remote = _shortened(public_url(url)) if request.server != "local" and url else None
 
     def note_answer(self, answer: Classification | ManyClassifications) -> None:
-        self.model, self.server, self.timing_ms = answer.model, answer.server, answer.timing_ms
+        self.model, self.server, self.timing_ms = _registered(answer.model), answer.server, answer.timing_ms
         self.remote = _shortened(answer.server_url)  # already without credentials or query
 
     def fields(self, status: int) -> dict[str, object]:
@@ -72,6 +72,12 @@ class AccessRecord:
         """Write the line: in JSON its fields are the object's keys, in plain text its message."""
         fields = self.fields(status)
         log.info("%s", plain_text(fields), extra={"fields": fields})
+
+
+def _registered(model: str | None) -> str | None:
+    """``model`` if it is a registered model's name, else ``None``: a client's option and a
+    remote's answer are text of any length and content, which the line never holds."""
+    return model if model in REGISTRY else None
 
 
 def _shortened(url: str | None) -> str | None:

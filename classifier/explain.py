@@ -29,12 +29,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .image_checks import ImageLimits
-from .images import region
+from .errors import ClassifierError
+from .image_checks import ImageLimits, check_header, check_memory, check_structure
+from .images import Decoded, region
 
 MAX_HEATMAP_SIDE = 512  # the heatmap's longer side, in pixels: enough to lay over a page's preview
 OVERLAY_OPACITY = 0.75  # how strongly the hottest part of the map covers the photo in overlay_png
 DATA_URL_PREFIX = "data:image/png;base64,"
+# What decoding a heatmap may cost, a remote's included: ours is one palette PNG of 5 chunks
+# (IHDR, PLTE, tRNS, IDAT, IEND) and at most MAX_HEATMAP_SIDE on its longer side.
+HEATMAP_LIMITS = ImageLimits(max_pixels=MAX_HEATMAP_SIDE ** 2, max_aspect_ratio=MAX_HEATMAP_SIDE, max_jpeg_scans=0,
+                             max_segments=16, max_decode_bytes=4 * MAX_HEATMAP_SIDE ** 2)
 _ROWS = ("top", "centre", "bottom")
 _COLUMNS = ("left", "centre", "right")
 _CONCENTRATED = 0.5  # the share of the heat one ninth of the crop must hold to be named alone
@@ -198,33 +203,45 @@ def _region(row: int, column: int) -> str:
     return f"{_ROWS[row]}-{_COLUMNS[column]}"
 
 
-def overlay_png(image_bytes: bytes, explanation: Mapping[str, object], limits: ImageLimits | None = None) -> bytes:
+def overlay_png(photo: bytes | Decoded, explanation: Mapping[str, object], limits: ImageLimits | None = None) -> bytes:
     """The photo's crop with the explanation's heatmap blended over it, as PNG bytes, at the
-    heatmap's size: what the CLI writes and the page shows without JavaScript. The photo is
-    decoded within ``limits`` and no larger than the heatmap needs (JPEG draft), as for a prediction."""
+    heatmap's size: what the CLI writes and the page shows without JavaScript. ``photo`` is
+    the image as the prediction decoded it (``Framed.photo``), or its bytes, then decoded
+    within ``limits`` and no larger than the heatmap needs (JPEG draft), as for a prediction."""
     crop = tuple(int(value) for value in explanation["crop"])  # type: ignore[union-attr]
-    heatmap = Image.open(io.BytesIO(heatmap_png_bytes(explanation))).convert("RGBA")
-    photo = region(image_bytes, crop, heatmap.size, limits).convert("RGBA")
+    heatmap = heatmap_image(explanation).convert("RGBA")
+    if isinstance(photo, Decoded):
+        cropped = photo.region(crop, heatmap.size).convert("RGBA")  # type: ignore[arg-type]
+    else:
+        cropped = region(photo, crop, heatmap.size, limits).convert("RGBA")  # type: ignore[arg-type]
     alpha = np.asarray(heatmap)[..., 3].astype(np.float32) * OVERLAY_OPACITY
     heatmap.putalpha(Image.fromarray(alpha.astype(np.uint8), mode="L"))
     out = io.BytesIO()
-    Image.alpha_composite(photo, heatmap).convert("RGB").save(out, format="PNG")
+    Image.alpha_composite(cropped, heatmap).convert("RGB").save(out, format="PNG")
     return out.getvalue()
 
 
-def heatmap_png_bytes(explanation: Mapping[str, object]) -> bytes:
-    """The explanation's heatmap PNG, checked to be the size ``crop_size`` gives its crop (at
-    most ``MAX_HEATMAP_SIDE``): a remote's explanation cannot make this server, or a browser,
-    decode an image of a size it chose. ``ValueError`` otherwise."""
+def heatmap_image(explanation: Mapping[str, object]) -> Image.Image:
+    """The explanation's heatmap PNG, decoded, once checked to be the size ``crop_size`` gives
+    its crop (at most ``MAX_HEATMAP_SIDE``) and within ``HEATMAP_LIMITS`` (image_checks: few
+    chunks, as Pillow reads each in Python and 60,000 empty ones took 0.2 s): a remote's
+    explanation cannot make this server, or a browser, decode an image of a size or cost it
+    chose, and one that does not decode (a corrupt IDAT) is refused here, not where it is
+    drawn. ``ValueError`` otherwise."""
     data = png_bytes(str(explanation["heatmap"]))
     try:
-        with Image.open(io.BytesIO(data)) as heatmap:  # reads the header only
-            size = heatmap.size
-    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        check_structure(data, HEATMAP_LIMITS)
+        heatmap = Image.open(io.BytesIO(data), formats=("PNG",))  # reads the header only
+        if heatmap.size != crop_size(explanation["crop"]):  # type: ignore[arg-type]
+            raise ValueError("the heatmap is not the size of its crop")
+        check_header(heatmap, data, HEATMAP_LIMITS)
+        check_memory(heatmap, heatmap.size, data, HEATMAP_LIMITS)
+        heatmap.load()
+    except ClassifierError as error:
+        raise ValueError(f"the heatmap costs too much to decode: {error.message}") from error
+    except (OSError, SyntaxError, EOFError, IndexError, struct.error, Image.DecompressionBombError) as error:
         raise ValueError("the heatmap is not a readable PNG") from error
-    if size != crop_size(explanation["crop"]):  # type: ignore[arg-type]
-        raise ValueError("the heatmap is not the size of its crop")
-    return data
+    return heatmap
 
 
 def png_bytes(url: str) -> bytes:

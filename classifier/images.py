@@ -25,7 +25,8 @@ from .config import Settings
 from .errors import ClassifierError, InvalidImage, TooManyPixels, UnsupportedImageType
 from .image_checks import ImageLimits
 
-__all__ = ["FORMATS", "Framed", "ImageLimits", "center_crop", "decode", "decode_side_for", "framed", "model_input"]
+__all__ = ["FORMATS", "Decoded", "Framed", "ImageLimits", "center_crop", "decode", "decode_side_for", "framed",
+           "model_input", "region"]
 
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
@@ -62,13 +63,32 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Decoded:
+    """An upright 8-bit RGB ``image`` as decoded, perhaps reduced, and ``full_size``, the
+    size of the whole image upright, in whose pixels boxes such as ``Framed.crop`` are given."""
+
+    image: Image.Image
+    full_size: tuple[int, int]
+
+    def region(self, box: tuple[int, int, int, int], size: tuple[int, int]) -> Image.Image:
+        """The part ``box`` of the whole upright image, resized to ``size``."""
+        (width, height), image = self.full_size, self.image
+        scale_x, scale_y = image.size[0] / width, image.size[1] / height
+        left, top = min(max(box[0], 0), width - 1), min(max(box[1], 0), height - 1)
+        right, bottom = min(max(box[2], left + 1), width), min(max(box[3], top + 1), height)
+        return image.resize(size, Image.Resampling.BILINEAR,
+                            box=(left * scale_x, top * scale_y, right * scale_x, bottom * scale_y))
+
+
+@dataclass(frozen=True)
 class Framed:
     """A model's input and where it came from: ``crop`` is ``(left, top, right, bottom)`` in
     the pixels of the uploaded image after EXIF orientation, so a heatmap over the input can
-    be laid over the photo."""
+    be laid over the photo; ``photo`` is the image it was cut from, when asked to keep it."""
 
     pixels: np.ndarray
     crop: tuple[int, int, int, int]
+    photo: Decoded | None = None
 
 
 def model_input(data: bytes, size: int, limits: ImageLimits | None = None) -> np.ndarray:
@@ -81,15 +101,18 @@ def model_input(data: bytes, size: int, limits: ImageLimits | None = None) -> np
     return framed(data, size, limits).pixels
 
 
-def framed(data: bytes, size: int, limits: ImageLimits | None = None) -> Framed:
-    """``model_input`` with the crop box it took, in the uploaded image's upright pixels."""
-    image, upright_size = _decode(data, limits, decode_side_for(size))
+def framed(data: bytes, size: int, limits: ImageLimits | None = None, keep_photo: bool = False) -> Framed:
+    """``model_input`` with the crop box it took, in the uploaded image's upright pixels; with
+    ``keep_photo``, the decoded image too, so a heatmap can be drawn over it without decoding
+    the upload again (its shorter side is at least ``decode_side_for(size)``)."""
+    photo = _decode(data, limits, decode_side_for(size))
+    image, upright_size = photo.image, photo.full_size
     scale_x, scale_y = upright_size[0] / image.size[0], upright_size[1] / image.size[1]
     left, top, right, bottom = crop_box(image.size)
     left, top, width, height = (round(left * scale_x), round(top * scale_y),
                                 round((right - left) * scale_x), round((bottom - top) * scale_y))
     crop = (left, top, min(left + width, upright_size[0]), min(top + height, upright_size[1]))
-    return Framed(center_crop(image, size), crop)
+    return Framed(center_crop(image, size), crop, photo if keep_photo else None)
 
 
 def decode(data: bytes, limits: ImageLimits | None = None, *, min_side: int | None = None) -> Image.Image:
@@ -98,10 +121,10 @@ def decode(data: bytes, limits: ImageLimits | None = None, *, min_side: int | No
 
     Decoder warnings (a corrupt EXIF block gives one per tag) become one log line.
     """
-    return _decode(data, limits, min_side)[0]
+    return _decode(data, limits, min_side).image
 
 
-def _decode(data: bytes, limits: ImageLimits | None, min_side: int | None) -> tuple[Image.Image, tuple[int, int]]:
+def _decode(data: bytes, limits: ImageLimits | None, min_side: int | None) -> Decoded:
     """``decode``, with the size of the whole image once upright (before any reduction)."""
     if not data:
         raise InvalidImage("The image is empty.")
@@ -118,21 +141,16 @@ def _decode(data: bytes, limits: ImageLimits | None, min_side: int | None) -> tu
         orientation = _orientation(image)
         reduced = _reduced_rgb(image, _reduction(image.size, min_side))
     if orientation not in _UPRIGHT:
-        return reduced, full_size
+        return Decoded(reduced, full_size)
     swapped = _UPRIGHT[orientation] in _SWAPPING_SIDES
-    return reduced.transpose(_UPRIGHT[orientation]), (full_size[::-1] if swapped else full_size)
+    return Decoded(reduced.transpose(_UPRIGHT[orientation]), full_size[::-1] if swapped else full_size)
 
 
 def region(data: bytes, box: tuple[int, int, int, int], size: tuple[int, int],
            limits: ImageLimits | None = None) -> Image.Image:
     """The part ``box`` of the upright image (its full-size pixels, as ``Framed.crop``), resized
     to ``size``: decoded only as large as a crop of the model's framing needs at that size."""
-    image, upright_size = _decode(data, limits, decode_side_for(max(size)))
-    scale_x, scale_y = image.size[0] / upright_size[0], image.size[1] / upright_size[1]
-    left, top = min(max(box[0], 0), upright_size[0] - 1), min(max(box[1], 0), upright_size[1] - 1)
-    right, bottom = min(max(box[2], left + 1), upright_size[0]), min(max(box[3], top + 1), upright_size[1])
-    return image.resize(size, Image.Resampling.BILINEAR,
-                        box=(left * scale_x, top * scale_y, right * scale_x, bottom * scale_y))
+    return _decode(data, limits, decode_side_for(max(size))).region(box, size)
 
 
 def decode_cost(data: bytes, limits: ImageLimits) -> int:

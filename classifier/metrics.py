@@ -22,9 +22,11 @@ one process) the metrics live in the process, and the folder is not needed.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -84,6 +86,26 @@ def _under_uwsgi() -> bool:
     return True
 
 
+def _private_folder(folder: Path) -> None:
+    """Create ``folder`` for this user alone (0700), or refuse one that is not this user's
+    alone. Its name may be predictable in a shared /tmp (uwsgi.ini's default): another user
+    could have made it first, or made it a symbolic link to a folder of ours, whose ``*.db``
+    files the first worker would then delete. ``mkdir`` never follows a link, and the folder
+    is checked as it is (``lstat``), not where a link points."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    found = folder.lstat()
+    problem = ("is a symbolic link" if stat.S_ISLNK(found.st_mode) else
+               "is not a folder" if not stat.S_ISDIR(found.st_mode) else
+               "belongs to another user" if found.st_uid != os.geteuid() else
+               f"is open to other users (mode {stat.S_IMODE(found.st_mode):o}, not 700)" if found.st_mode & 0o077 else
+               None)
+    if problem:
+        raise RuntimeError(f"{FOLDER_VARIABLE} {folder} {problem}; set it to a folder of this user's only "
+                           "(one that does not exist yet is made so).")
+
+
 def _prepare_folder(folder: Path) -> None:
     """Create ``folder``; in a uWSGI worker whose master is new, empty it of an earlier run's files.
 
@@ -95,9 +117,7 @@ def _prepare_folder(folder: Path) -> None:
     beside the one it replaces; so are any left by a dead process that had this process id,
     whose values this one would inherit.
     """
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if folder.stat().st_uid != os.geteuid():  # a folder in a shared /tmp that another user made first
-        raise RuntimeError(f"{FOLDER_VARIABLE} {folder} belongs to another user; choose a folder of this one's.")
+    _private_folder(folder)
     with FileLock(str(folder / ".lock")):
         mark = folder / "master"
         owner = _master_identity()

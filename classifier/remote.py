@@ -9,14 +9,16 @@ being forwarded (``X-Request-ID``), so the remote logs the prediction under the 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import math
 import re
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -25,7 +27,7 @@ import urllib3.exceptions
 from urllib3.exceptions import NameResolutionError
 
 from .errors import RemoteBusy, RemoteError, RemoteNotAllowed, RemoteRejected, RemoteTimeout, RemoteUnavailable
-from .explain import heatmap_png_bytes
+from .explain import heatmap_image
 from .labels import Prediction
 from .request_ids import HEADER as REQUEST_ID_HEADER
 from .request_ids import current_request_id
@@ -40,6 +42,10 @@ _ERROR_CODE = re.compile(r"[a-z_]{1,64}")  # what this service's codes look like
 MAX_GRID_SIDE = 64  # rows or columns of a relayed explanation grid (this service's models give 7)
 MAX_CROP_COORDINATE = 1 << 20  # pixels: more than any image the limits let through
 MAX_SUMMARY_CHARS = 300
+# A model's name, its weights, a class's id or label: this service's are at most 30 characters.
+# Longer text is not this service's answer (a label is repeated three times in ours).
+MAX_NAME_CHARS = 100
+MAX_TIMINGS = 16  # entries of a relayed timing_ms
 
 # Never connected to, however the address is written. Loopback and private ranges stay
 # allowed: a remote instance on the same host or network is the normal case.
@@ -62,6 +68,9 @@ _IPV4_IN_LAST_32_BITS = tuple(ipaddress.ip_network(net) for net in (
     "64:ff9b::/96",         # NAT64, well-known prefix
 ))
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # NAT64 local use: prefix /48 to /96
+
+
+Checked = TypeVar("Checked")
 
 
 @dataclass(frozen=True)
@@ -249,18 +258,41 @@ def forward_many(
     shown = public_url(url)
     document = _post(url, uploads, fields, timeouts, MAX_RESPONSE_BYTES * len(uploads))
     try:
-        answer = _expect(document, dict)
-        if len(uploads) == 1:  # one part: the remote answers as to one image
-            results = [_predictions(answer, explanation_expected)]
-        else:
-            results = [_result(item, explanation_expected) for item in _expect(answer["results"], list)]
-        if len(results) != len(uploads):
-            raise ValueError("results")
-        return RemoteAnswer(_expect(answer["model"], str), _expect(answer["weights"], str), results,
-                            _timing(answer))
-    except (KeyError, TypeError, ValueError):
+        return checked_answer(document, len(uploads), explanation_expected)
+    except ValueError:
         message = f"The remote server at {shown} answered in an unexpected format."
         raise RemoteError(message + _predict_hint(shown)) from None
+
+
+def _malformed_is_value_error(check: Callable[..., Checked]) -> Callable[..., Checked]:
+    """``check`` raising ``ValueError`` for anything malformed, a missing key or a wrong type
+    included, so that its callers catch one exception."""
+
+    @functools.wraps(check)
+    def checked(*args: Any, **kwargs: Any) -> Checked:
+        try:
+            return check(*args, **kwargs)
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"not this service's answer ({type(error).__name__} {error})") from None
+
+    return checked
+
+
+@_malformed_is_value_error
+def checked_answer(document: object, images: int, explanation_expected: bool = False) -> RemoteAnswer:
+    """A 200 answer's JSON ``document`` to ``images`` images, checked as this service's
+    answer: one image is answered at the top level, several with ``results``, one each in
+    order. With ``explanation_expected``, explanations are checked and kept (a missing one,
+    from an instance older than explanations, is left out). ``ValueError`` if anything in
+    it is not this service's shape, or larger than this service ever sends."""
+    answer = _expect(document, dict)
+    if images == 1:  # one part: the remote answers as to one image
+        results = [_predictions(answer, explanation_expected)]
+    else:
+        results = [checked_result(item, explanation_expected) for item in _expect(answer["results"], list)]
+    if len(results) != images:
+        raise ValueError("results")
+    return RemoteAnswer(_name(answer["model"]), _name(answer["weights"]), results, _timing(answer))
 
 
 def _post(url: str, uploads: Sequence[tuple[str, bytes]], fields: Mapping[str, str], timeouts: Timeouts,
@@ -364,12 +396,18 @@ def _predict_hint(url: str) -> str:
 
 
 def _timing(answer: dict) -> dict[str, float]:
-    return {name: _finite(value, 0, math.inf) for name, value in _expect(answer.get("timing_ms", {}), dict).items()}
+    """``timing_ms``: a few named times (this service sends up to five)."""
+    timing = _expect(answer.get("timing_ms", {}), dict)
+    if len(timing) > MAX_TIMINGS:
+        raise ValueError("timing_ms")
+    return {_name(name): _finite(value, 0, math.inf) for name, value in timing.items()}
 
 
-def _result(value: object, explanation_expected: bool) -> RemoteResult:
-    """One of several images' answers: its predictions, or an error in this service's shape,
-    its message shortened as a relayed refusal's is."""
+@_malformed_is_value_error
+def checked_result(value: object, explanation_expected: bool = False) -> RemoteResult:
+    """One of several images' answers (an entry of ``results``): its predictions, or an error
+    in this service's shape, its message shortened as a relayed refusal's is. ``ValueError`` if it is
+    neither."""
     item = _expect(value, dict)
     if "error" not in item:
         return _predictions(item, explanation_expected)
@@ -383,16 +421,20 @@ def _predictions(item: dict, explanation_expected: bool) -> RemoteResult:
     """An image's predictions and times, and its explanation if asked for and given."""
     explanation = item.get("explanation") if explanation_expected else None
     return RemoteResult([_prediction(entry) for entry in _expect(item["predictions"], list)], _timing(item),
-                        None if explanation is None else _explanation(explanation))
+                        None if explanation is None else checked_explanation(explanation))
 
 
 def _prediction(item: dict) -> Prediction:
-    return Prediction(_expect(item["label"], str), _expect(item["class_id"], str), _finite(item["score"], 0, 1))
+    return Prediction(_name(item["label"]), _name(item["class_id"]), _finite(item["score"], 0, 1))
 
 
-def _explanation(value: object) -> dict[str, object]:
+@_malformed_is_value_error
+def checked_explanation(value: object) -> dict[str, object]:
     """The remote's explanation with the contract's fields only, each checked: a crop of four
-    ordered pixel coordinates, a rectangular grid of numbers in [0, 1], a PNG data URL."""
+    ordered pixel coordinates, a rectangular grid of numbers in [0, 1], a PNG data URL whose
+    image is the crop's size, of few chunks and decodes (``explain.heatmap_image``), so
+    neither this server nor a client decoding it spends more than a small PNG's work.
+    ``ValueError`` otherwise."""
     item = _expect(value, dict)
     crop = [_expect(number, int) for number in _expect(item["crop"], list)]
     if len(crop) != 4 or not (0 <= crop[0] < crop[2] <= MAX_CROP_COORDINATE
@@ -404,12 +446,21 @@ def _explanation(value: object) -> dict[str, object]:
             and all(len(row) == len(grid[0]) for row in grid)):
         raise ValueError("grid")
     heatmap = _expect(item["heatmap"], str)
-    heatmap_png_bytes({"heatmap": heatmap, "crop": crop})  # a PNG the size of the crop, or ValueError
-    summary = _expect(item["summary"], str)
-    if len(summary) > MAX_SUMMARY_CHARS:
-        raise ValueError("summary")
-    return {"class_id": _expect(item["class_id"], str), "label": _expect(item["label"], str), "crop": crop,
-            "grid": grid, "heatmap": heatmap, "summary": summary}
+    heatmap_image({"heatmap": heatmap, "crop": crop})  # a small PNG that decodes, or ValueError
+    return {"class_id": _name(item["class_id"]), "label": _name(item["label"]), "crop": crop,
+            "grid": grid, "heatmap": heatmap, "summary": _text(item["summary"], MAX_SUMMARY_CHARS)}
+
+
+def _name(value: object) -> str:
+    return _text(value, MAX_NAME_CHARS)
+
+
+def _text(value: object, most: int) -> str:
+    """A JSON string of at most ``most`` characters."""
+    text = _expect(value, str)
+    if len(text) > most:
+        raise ValueError(f"a text of {len(text)} characters")
+    return text
 
 
 def _finite(value: object, low: float, high: float) -> float:

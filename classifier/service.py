@@ -41,6 +41,9 @@ class Classification:
     server_url: str | None = None
     explanation: dict[str, object] | None = None
     """The ``explanation`` object (``explain.Explanation.to_json``, or a remote's, checked)."""
+    photo: images.Decoded | None = field(default=None, repr=False, compare=False)
+    """An explained photo as this process decoded it (not part of the answer): the page draws
+    the heatmap over it (``explain.overlay_png``) without decoding the upload a second time."""
 
     def to_json(self) -> dict[str, object]:
         document: dict[str, object] = {"model": self.model, "weights": self.weights, "server": self.server,
@@ -227,7 +230,7 @@ class Classifier:
         started = time.perf_counter()
         self._check_size(image)
         spec = get_spec(model or self.default_model)
-        framed = images.framed(image, spec.input_size, self.limits)
+        framed = images.framed(image, spec.input_size, self.limits, keep_photo=explain)
         decoded = time.perf_counter()
         loaded, was_loaded = self._ready(spec, explain)
         ready = time.perf_counter()
@@ -246,7 +249,8 @@ class Classifier:
         if not was_loaded:
             timing["load"] = _ms_since(decoded, ready)
         timing["total"] = _ms_since(started)
-        return Classification(loaded.spec.name, loaded.weights, predictions, timing, explanation=explanation)
+        return Classification(loaded.spec.name, loaded.weights, predictions, timing, explanation=explanation,
+                              photo=framed.photo)
 
     def classify_many(self, uploads: Sequence[Upload], model: str | None = None, top_k: int = DEFAULT_TOP_K, *,
                       explain: bool = False, explain_class: str | None = None,

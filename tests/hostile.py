@@ -185,6 +185,15 @@ def png_with_empty_chunks(count: int) -> bytes:
     return png[:pixels_at] + _chunk(b"prVt", b"") * count + png[pixels_at:]
 
 
+def png_with_corrupt_pixels(png: bytes) -> bytes:
+    """``png`` with its compressed pixels made undecodable (a reserved deflate block type),
+    its chunk's length and CRC still right: the header reads, the pixels do not."""
+    at = png.index(b"IDAT")
+    length = int.from_bytes(png[at - 4:at], "big")
+    body = b"\x78\x9c" + b"\xff" * (length - 2)
+    return png[:at - 4] + _chunk(b"IDAT", body) + png[at + 4 + length + 4:]
+
+
 def blank_webp(width: int, height: int, mode: str = "RGBA") -> bytes:
     """A lossless black WebP: a 16383 x 2990 one is a few dozen bytes."""
     return encode(Image.new(mode, (width, height)), "WEBP", lossless=True, method=0)

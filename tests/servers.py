@@ -20,6 +20,22 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def answering_json(body: bytes) -> type[QuietHandler]:
+    """A handler that reads any POST and answers 200 with the JSON ``body``: a remote instance
+    whose answer a test or a benchmark chose."""
+
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
 class StubServer:
     """``handler`` served on 127.0.0.1 at a free port from a daemon thread until ``close()``."""
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import json
 import os
+import pwd
 import queue
 import re
 import signal
@@ -301,6 +303,36 @@ def test_broken_setting_stops_uwsgi(tmp_path):
     assert "NoSuchModel" in log.read_text()
 
 
+def test_the_default_metrics_folder_is_refused_when_another_user_planted_it(tmp_path):
+    """Without PROMETHEUS_MULTIPROC_DIR, uwsgi.ini names /tmp/classifier-metrics-<socket>: a
+    name another local user can take first, as a link to a folder of ours, whose files the
+    first worker used to delete. uWSGI now refuses to start, saying why, and touches nothing."""
+    port = free_port()
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "counter_1.db").write_bytes(b"keep")
+    planted = Path(f"/tmp/classifier-metrics-127.0.0.1:{port}")
+    planted.symlink_to(ours)
+    if os.geteuid() == 0:  # as the other user would have made it
+        nobody = pwd.getpwnam("nobody")
+        os.lchown(planted, nobody.pw_uid, nobody.pw_gid)
+    env = environment({"CLASSIFIER_UWSGI_SOCKET": f"127.0.0.1:{port}", "CLASSIFIER_UWSGI_PROCESSES": "1",
+                       "CLASSIFIER_WARMUP": "0", "CLASSIFIER_OFFLINE": "1", "KERAS_HOME": str(tmp_path / "keras")})
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = tmp_path / "uwsgi.log"
+    process = subprocess.Popen(uwsgi_command("--ini", str(ROOT / "uwsgi.ini")), cwd=tmp_path, env=env,
+                               stdout=log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        assert process.wait(timeout=90) != 0
+    finally:
+        if process.poll() is None:
+            stop(process)
+        planted.unlink()
+    assert f"PROMETHEUS_MULTIPROC_DIR {planted} is a symbolic link" in log.read_text()
+    assert [path.name for path in ours.iterdir()] == ["counter_1.db"]
+    assert (ours / "counter_1.db").read_bytes() == b"keep"
+
+
 # --- one host: NGINX in front of uWSGI, the real pretrained model -----------------------------
 
 @dataclass
@@ -355,6 +387,31 @@ def test_page_form_without_javascript_through_nginx(site, cat_png):
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/html")
     assert re.search(r"Tabby|Tiger cat|Egyptian cat", response.text)
+
+
+def access_line(log: Path, request_id: str) -> dict:
+    """The app's access line (uwsgi.ini's JSON) for the request with ``request_id``."""
+    lines = [json.loads(line) for line in log.read_text().splitlines()
+             if line.startswith("{") and f'"request_id": "{request_id}"' in line]
+    (line,) = [line for line in lines if line["logger"] == "classifier.access"]
+    return line
+
+
+@pytest.mark.parametrize("body", ["json", "raw"])
+def test_the_page_refuses_json_and_raw_bodies_before_predicting_through_nginx(site, cat_png, body):
+    """POST / is the page's form. A JSON or raw image body once made a whole prediction, then
+    a 500 (the page names the form's file), which NGINX worded as "too many request headers":
+    now a 415 page that says where programs go, and no prediction is made."""
+    request_id = f"page-form-{body}"
+    sent = {"json": {"json": {"image": base64.b64encode(cat_png).decode()}},
+            "raw": {"data": cat_png, "headers": {"Content-Type": "image/png"}}}[body]
+    headers = {**sent.pop("headers", {}), "X-Request-ID": request_id}
+    response = requests.post(site.url + "/", **sent, headers=headers, timeout=90)
+    assert response.status_code == 415 and response.headers["Content-Type"].startswith("text/html")
+    assert "programs send JSON or a raw image to POST /predict" in response.text
+    line = access_line(site.uwsgi.log, request_id)
+    assert (line["status"], line["error"]) == (415, "unsupported_image_type")
+    assert line["images"] == 0 and line["decode_ms"] is None and line["inference_ms"] is None
 
 
 @pytest.mark.parametrize("name", ["app.js", "style.css", "favicon.svg"])

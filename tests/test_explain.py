@@ -31,7 +31,7 @@ from classifier.explain import MAX_HEATMAP_SIDE, OVERLAY_OPACITY, heatmap_png, o
 from classifier.models import REGISTRY
 from classifier.weights import loadable
 from conftest import KERAS_MODELS, PHOTOS, ROOT, run_classifier
-from servers import QuietHandler
+from servers import answering_json
 
 LITE = "EfficientNetLite0"
 DATA_URL = "data:image/png;base64,"
@@ -367,17 +367,7 @@ def remote_answering(stub_server, explanation: object) -> str:
     body = json.dumps({"model": "MobileNetV2", "weights": "imagenet", "server": "local",
                        "predictions": [{"label": "tabby", "class_id": "n02123045", "score": 0.5}],
                        "timing_ms": {"total": 1}, **({"explanation": explanation} if explanation else {})}).encode()
-
-    class Handler(QuietHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    return stub_server(Handler).url + "predict"
+    return stub_server(answering_json(body)).url + "predict"
 
 
 def good_explanation() -> dict:
@@ -442,6 +432,15 @@ def test_the_overlay_is_the_crop_with_the_heatmap_over_it(lite_client, cat_png):
     assert overlay.shape == crop.shape
     np.testing.assert_allclose(overlay, crop * (1 - alpha) + heatmap[..., :3] * alpha, atol=2)
     assert np.abs(overlay - crop).max() > 50  # the heat shows
+
+
+def test_the_page_without_javascript_draws_the_overlay_on_the_photo_the_prediction_decoded(lite_client, cat_png):
+    """The page no longer decodes the upload a second time for its picture; for a photo the
+    model's framing needs whole (chelsea.png), the picture is the very one drawn from the bytes."""
+    explanation = lite_client.post("/predict?explain=1", data=cat_png, content_type="image/png").json["explanation"]
+    page = lite_client.post("/", data={"image": (io.BytesIO(cat_png), "chelsea.png"), "explain": "1"})
+    drawn = re.search(r'class="explained-image" src="data:image/png;base64,([^"]+)"', page.text).group(1)
+    assert base64.b64decode(drawn) == overlay_png(cat_png, explanation)
 
 
 def test_cli_explain_writes_the_overlay_and_names_it(tmp_path):

@@ -11,11 +11,15 @@ import io
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 import requests
 
+import hostile
+from classifier.explain import DATA_URL_PREFIX, heatmap_png
 from classifier.remote import HOP_HEADER, MAX_RELAYED_MESSAGE_CHARS, MAX_RETRY_AFTER_SECONDS
 from conftest import free_port
 from servers import QuietHandler
@@ -352,3 +356,70 @@ def test_another_origin_may_still_classify_here_and_on_the_configured_remote(pai
         response = predict(pair[0], cat_png, headers={"Origin": "http://127.0.0.2:8000"}, server=server)
         assert response.status_code == 200 and response.json()["server"] == server
         assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.2:8000"
+
+
+# A hostile remote, through a real server: what it answers costs this server no more than
+# this service's own answer would, is relayed no larger, and reaches the log only as a
+# registered model's name.
+
+@pytest.fixture(scope="module")
+def front(serve_app, tmp_path_factory) -> tuple[str, Path]:
+    """``python3 app.py`` (custom remotes allowed) and its JSON log; it only forwards, so warms up no model."""
+    log = tmp_path_factory.mktemp("front") / "app.log"
+    return serve_app(log=log, CLASSIFIER_WARMUP="0", CLASSIFIER_LOG_FORMAT="json"), log
+
+
+def answer_with(heatmap: bytes = b"", side: int = 20, **changes: object) -> bytes:
+    """A remote's answer to one image: well formed, with an explanation whose heatmap is
+    ``heatmap`` (a crop of ``side`` pixels; by default a good map), and ``changes`` over it."""
+    heatmap = heatmap or heatmap_png(np.eye(7), (side, side))
+    explanation = {"class_id": "n02123045", "label": "tabby", "crop": [0, 0, side, side], "grid": np.eye(7).tolist(),
+                   "heatmap": DATA_URL_PREFIX + base64.b64encode(heatmap).decode(), "summary": "Heat in the centre"}
+    document = {"model": "MobileNetV2", "weights": "imagenet", "timing_ms": {"total": 1},
+                "predictions": [{"label": "tabby", "class_id": "n02123045", "score": 0.5}],
+                "explanation": explanation, **changes}
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize("heatmap, side", [
+    (hostile.png_with_corrupt_pixels(heatmap_png(np.eye(7), (20, 20))), 20),
+    (hostile.png_with_empty_chunks(60_000), 64),  # 720 KB; Pillow once read each chunk in Python
+], ids=["corrupt pixels", "60,000 empty chunks"])
+def test_a_heatmap_that_would_not_decode_or_costs_more_than_ours_is_refused(front, fake_remote, cat_png, heatmap, side):
+    """The page without JavaScript draws the heatmap into the photo: a corrupt one gave a 500;
+    one of many chunks cost 0.2 s of CPU each (7 s for 32 images)."""
+    url = fake_remote(200, answer_with(heatmap, side))
+    api = predict(front[0], cat_png, server="custom", remote_url=url, explain="1")
+    assert api.status_code == 502 and "unexpected format" in api.json()["error"]["message"]
+    page = post_form(front[0], cat_png, server="custom", remote_url=url, explain="1")
+    assert page.status_code == 502 and "The other server could not classify the image." in page.text
+
+
+@pytest.mark.parametrize("changes", [
+    {"model": "M" * 600_000},
+    {"weights": "w" * 600_000},
+    {"predictions": [{"label": "x" * 600_000, "class_id": "n02123045", "score": 0.5}]},
+    {"predictions": [{"label": "tabby", "class_id": "n" * 600_000, "score": 0.5}]},
+    {"timing_ms": {"t" * 600_000: 1}},
+    {"timing_ms": {f"t{i}": 1 for i in range(17)}},
+], ids=["model", "weights", "label", "class_id", "timing name", "17 timings"])
+def test_remote_text_longer_than_this_service_sends_is_refused(front, fake_remote, cat_png, changes):
+    """A 600 KB label came back three times (label, display label, the original page's
+    shape), and to the page in full."""
+    url = fake_remote(200, answer_with(**changes))
+    api = predict(front[0], cat_png, server="custom", remote_url=url)
+    assert api.status_code == 502 and len(api.content) < 1000
+    page = post_form(front[0], cat_png, server="custom", remote_url=url)
+    assert page.status_code == 502 and "The other server could not classify the image." in page.text
+
+
+def test_the_access_line_names_only_registered_models(front, fake_remote, cat_png):
+    """The answer relays the remote's model as it named it; the log takes no remote's text."""
+    for model, logged in (("MobileNetV2", "MobileNetV2"), ("Evil\x1b]0;owned\x07", None)):
+        request_id = f"remote-model-{logged}"
+        url = fake_remote(200, answer_with(model=model))
+        response = predict(front[0], cat_png, headers={"X-Request-ID": request_id}, server="custom", remote_url=url)
+        assert response.status_code == 200 and response.json()["model"] == model
+        (line,) = [json.loads(line) for line in front[1].read_text().splitlines()
+                   if f'"request_id": "{request_id}"' in line and '"classifier.access"' in line]
+        assert line["model"] == logged and "owned" not in line["message"]

@@ -126,6 +126,24 @@ def test_each_hostile_image_is_answered_within_its_cpu_and_memory_bounds(server,
     assert [p.pid for p in app.workers()] == [worker.process.pid]  # never killed nor respawned
 
 
+def test_the_page_decodes_an_explained_photo_once(server):
+    """The page without JavaScript draws the heatmap into the photo. It decoded the upload a
+    second time for that: a costly JPEG (1.1 s to decode) cost it twice what the API's
+    explained answer costs. Now the photo the prediction decoded is drawn on."""
+    app, url = server
+    (worker,) = [Worker(p) for p in app.workers()]
+    photo = hostile.progressive_jpeg_with_scans(7000, 32)
+    spent = {}
+    for where, path in (("api", "/predict"), ("page", "/")):
+        cpu = worker.cpu_seconds()
+        response = requests.post(url + path, files={"image": ("photo.jpg", photo)}, data={"explain": "1"}, timeout=120)
+        spent[where] = worker.cpu_seconds() - cpu
+        assert response.status_code == 200, response.text[:300]
+    assert 'class="explained-image"' in response.text
+    print(f"explained 7000x7000 32-scan JPEG: API {spent['api']:.2f} s, page {spent['page']:.2f} s of CPU")
+    assert spent["page"] < 1.5 * spent["api"]
+
+
 def test_harakiri_ends_a_request_stuck_decoding_and_the_next_is_served(tmp_path, cat_png):
     """uWSGI 2.0's post-buffering adds harakiri's whole limit to the deadline at each read of
     the body, so a slow decode after a large upload was never killed (uwsgi.ini explains). Here

@@ -1,0 +1,93 @@
+"""What a hostile remote costs the instance that forwards to it (issue 21, F).
+
+    python3 bench/hostile_remote.py
+
+Starts ``python3 app.py`` (custom remotes allowed, no warm-up) and, for each answer below, a
+loopback remote that gives it; sends the request that remote answers and prints the status,
+the size of the answer and the app's CPU seconds for it:
+- 32 images whose heatmaps each hold 60,000 empty PNG chunks (720 KB, under the 1 MiB an
+  image's answer may take);
+- a label of 600 KB, which an answer repeats three times;
+- a heatmap whose header reads and whose pixels do not, to the page without JavaScript.
+Run it in an older checkout to see what the checks in classifier/remote.py save.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from bench.stack import free_port, stop  # noqa: E402
+from classifier.explain import DATA_URL_PREFIX, heatmap_png  # noqa: E402
+from hostile import png_with_corrupt_pixels, png_with_empty_chunks  # noqa: E402
+from servers import StubServer, answering_json  # noqa: E402
+
+PHOTO = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
+ANSWER = {"model": "MobileNetV2", "weights": "imagenet", "timing_ms": {"total": 1}}
+
+
+def result(label: str = "tabby", heatmap: bytes | None = None, side: int = 20) -> dict:
+    """One image's part of a remote's answer, its prediction ``label``, explained with ``heatmap``
+    over a ``side`` square crop."""
+    png = heatmap or heatmap_png(np.eye(7), (side, side))
+    explanation = {"class_id": "n02123045", "label": "tabby", "crop": [0, 0, side, side], "grid": np.eye(7).tolist(),
+                   "heatmap": DATA_URL_PREFIX + base64.b64encode(png).decode(), "summary": "Heat in the centre"}
+    return {"predictions": [{"label": label, "class_id": "n02123045", "score": 0.5}], "timing_ms": {"total": 1},
+            "explanation": explanation}
+
+
+def scenarios() -> dict[str, tuple[dict, int, str]]:
+    """name: (the remote's answer, images sent, the path they are sent to)."""
+    chunks = png_with_empty_chunks(60_000)
+    many = [{"filename": f"{i}.jpg", **result(heatmap=chunks, side=64)} for i in range(32)]
+    return {
+        "32 heatmaps of 60,000 empty chunks, POST /predict": ({**ANSWER, "results": many}, 32, "/predict"),
+        "a label of 600 KB, POST /predict": ({**ANSWER, **result(label="x" * 600_000)}, 1, "/predict"),
+        "a heatmap with corrupt pixels, POST / (the page)":
+            ({**ANSWER, **result(heatmap=png_with_corrupt_pixels(heatmap_png(np.eye(7), (20, 20))))}, 1, "/"),
+    }
+
+
+def main() -> None:
+    port = free_port()
+    env = {**os.environ, "CLASSIFIER_WARMUP": "0", "CLASSIFIER_RANDOM_WEIGHTS": "1"}
+    app = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url, photo = f"http://127.0.0.1:{port}", PHOTO.read_bytes()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                requests.get(url + "/healthz", timeout=1)
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        process = psutil.Process(app.pid)
+        for name, (document, images, path) in scenarios().items():
+            with StubServer(answering_json(json.dumps(document).encode())) as remote:
+                cpu = sum(process.cpu_times()[:2])
+                fields = {"server": "custom", "remote_url": remote.url + "predict", "explain": "1"}
+                response = requests.post(url + path, files=[("image", (f"{i}.jpg", photo)) for i in range(images)],
+                                         data=fields, timeout=300)
+                spent = sum(process.cpu_times()[:2]) - cpu
+            print(f"{name:52} {response.status_code}  {len(response.content):>11,} bytes  {spent:5.2f} s CPU")
+    finally:
+        stop(app)
+
+
+if __name__ == "__main__":
+    main()
