@@ -21,7 +21,8 @@ import referencing.jsonschema
 import requests
 import schemathesis
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from openapi_core import OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
 from openapi_spec_validator import validate
@@ -33,7 +34,9 @@ from schemathesis.specs.openapi.checks import (allow_header_conformance, content
 from werkzeug.test import EnvironBuilder, TestResponse
 from werkzeug.wrappers import Request
 
+from classifier.errors import InvalidRequest
 from classifier.models import REGISTRY
+from classifier.options import PredictRequest
 from conftest import ROOT, free_port
 from hostile import png_declaring
 from servers import QuietHandler
@@ -348,6 +351,31 @@ def test_the_servers_own_refusals_keep_to_the_description(running_instance, requ
     assert answer.headers["Content-Type"] in media
     validator_for(f"/components/responses/{response}/content/application~1json/schema").validate(answer.json())
     assert requests.get(running_instance + "/healthz", timeout=30).status_code == 200
+
+
+OPTION_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 25), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8), st.text(alphabet=" 0125+_\t\n\u0665TtRrUuEeFfAaLlSs", max_size=8),
+    st.sampled_from(["local", "remote", "custom", " local", "1", "0", "True", "FALSE", " 5 ", "+5", "1_0", "\u0665"]),
+    st.lists(st.integers(), max_size=1), st.dictionaries(st.text(max_size=1), st.integers(), max_size=1))
+
+
+@pytest.mark.parametrize("name", ["top_k", "server", "explain", "remote_url"])
+@settings(max_examples=300, deadline=None, database=None)
+@given(value=OPTION_VALUES)
+@example(value=None)
+def test_an_option_is_taken_exactly_when_the_description_allows_it(name, value):
+    """What the description allows for an option (JSON, form or query text alike) is what the
+    server takes, no more: a null, "+5" or "1_0" for top_k was taken while the description said
+    otherwise. (``model`` and ``explain_class`` are any text here, refused later by name.)"""
+    allowed = validator_for(f"/components/schemas/Options/properties/{name}").is_valid(value)
+    try:
+        PredictRequest.from_options(b"", {name: value})
+    except InvalidRequest:
+        taken = False
+    else:
+        taken = True
+    assert taken == allowed, (name, value)
 
 
 # Schemathesis against a running instance.
