@@ -38,14 +38,13 @@ from classifier.errors import (ClientGone, CrossOriginForbidden, ImageTooLarge, 
 from classifier.explain import overlay_png
 from classifier.image_checks import ImageLimits
 from classifier.logs import configure_logging
-from classifier.options import DEFAULT_TOP_K, MAX_TOP_K, default_filename
+from classifier.options import DEFAULT_TOP_K, MAX_TOP_K, OPTION_NAMES, default_filename
 from classifier.remote import HOP_HEADER
 from classifier.service import ManyClassifications, ManyImagesRequest, Upload
 from classifier.sizes import size_limit
 
 log = logging.getLogger("classifier.app")
 
-OPTION_NAMES = ("model", "top_k", "server", "remote_url", "explain", "explain_class")
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")  # what HTML forms send
 # The API's description, written by hand and held to the code by tests/test_openapi.py.
 OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.json")
@@ -334,7 +333,7 @@ def parse_predict_request(req: Request) -> PredictRequest | ManyImagesRequest:
     if mimetype == "application/json":
         document = _json_document(req)
         options = {name: document[name] for name in OPTION_NAMES if name in document}
-        settings = document.get("settings") or {}
+        settings = {} if document.get("settings") is None else document["settings"]
         if not isinstance(settings, dict):
             raise InvalidRequest("'settings' must be a JSON object.")
         options = {**req.args, **options, **settings}
@@ -370,7 +369,9 @@ def _json_uploads(document: dict[str, Any]) -> list[Upload]:
     if not isinstance(images, list) or not images:
         raise InvalidRequest("'images' must be a list of base64 strings or data: URLs.")
     current_classifier().check_image_count(len(images))  # before any entry is looked at
-    if names is None:
+    if not all(isinstance(image, str) for image in images):
+        raise InvalidRequest("'images' must be a list of base64 strings or data: URLs.")
+    if "filenames" not in document:
         names = [default_filename(index) for index in range(len(images))]
     if not (isinstance(names, list) and len(names) == len(images) and all(isinstance(n, str) for n in names)):
         raise InvalidRequest("'filenames' must be a list of strings, one for each of 'images'.")

@@ -4,6 +4,7 @@ one image (``PredictRequest``) or several with the same options (``ManyImagesReq
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -13,6 +14,8 @@ from .errors import ClassifierError, InvalidRequest
 DEFAULT_TOP_K = 3
 MAX_TOP_K = 20
 SERVERS = ("local", "remote", "custom")
+OPTION_NAMES = ("model", "top_k", "server", "remote_url", "explain", "explain_class")
+_WHOLE_NUMBER = re.compile(r"\s*[0-9]+\s*")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class PredictRequest:
     def from_options(cls, image: bytes, options: Mapping[str, object], filename: str = "image") -> PredictRequest:
         """Validate loosely typed options (form fields, JSON values, query parameters). Naming
         a class to explain asks for an explanation: ``explain_class`` alone implies ``explain``."""
+        _refuse_nulls(options)
         explain_class = _explain_class(options)
         return cls(
             image=image,
@@ -86,6 +90,14 @@ def default_filename(index: int) -> str:
     return f"image-{index + 1}"
 
 
+def _refuse_nulls(options: Mapping[str, object]) -> None:
+    """A JSON null is not an option's default (leaving it out, or "", is): openapi.json says
+    what each option takes, and null is none of it."""
+    for name in OPTION_NAMES:
+        if name in options and options[name] is None:
+            raise InvalidRequest(f"{name} is null: leave it out (or send it empty) for its default.")
+
+
 def _text(options: Mapping[str, object], name: str) -> str | None:
     value = options.get(name)
     if value is None or value == "":
@@ -104,7 +116,7 @@ def _flag(options: Mapping[str, object], name: str) -> bool:
     value = options.get(name)
     if value is None or value == "":
         return False
-    if isinstance(value, (bool, int)) and value in (0, 1):
+    if isinstance(value, (bool, int, float)) and value in (0, 1):
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _FLAGS:
         return _FLAGS[value.strip().lower()]
@@ -124,7 +136,8 @@ def _top_k(value: object) -> int:
     if value is None or value == "":
         return DEFAULT_TOP_K
     try:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        if (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())
+                or (isinstance(value, str) and not _WHOLE_NUMBER.fullmatch(value))):
             raise ValueError
         top_k = int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):

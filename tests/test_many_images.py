@@ -86,11 +86,11 @@ def test_json_images_with_filenames_data_urls_and_a_bad_entry(real_app, photos):
     client = real_app().test_client()
     data_url = "data:image/png;base64," + base64.b64encode(photos["coffee"]).decode()
     response = client.post("/predict", json={
-        "images": [base64.b64encode(photos["chelsea"]).decode(), "not base64 at all!", data_url, 7],
-        "filenames": ["cat.png", "x", "", "seven"], "settings": {"top_k": 2}})
+        "images": [base64.b64encode(photos["chelsea"]).decode(), "not base64 at all!", data_url, ""],
+        "filenames": ["cat.png", "x", "", "empty"], "settings": {"top_k": 2}})
     assert response.status_code == 200, response.json
     results = response.json["results"]
-    assert [result["filename"] for result in results] == ["cat.png", "x", "image-3", "seven"]
+    assert [result["filename"] for result in results] == ["cat.png", "x", "image-3", "empty"]
     assert labels_of(results[0], 2) & CAT_LABELS and labels_of(results[2], 2) & COFFEE_LABELS
     assert results[1]["error"] == {"code": "invalid_image", "message": "This entry of 'images' is not valid base64."}
     assert results[3]["error"]["code"] == "invalid_request"
@@ -102,6 +102,8 @@ def test_json_images_with_filenames_data_urls_and_a_bad_entry(real_app, photos):
 @pytest.mark.parametrize("document, message", [
     ({"images": "abc"}, "'images' must be a list"),
     ({"images": []}, "'images' must be a list"),
+    ({"images": ["abc", 7]}, "'images' must be a list"),  # a client's bug, not an image's: openapi.json says strings
+    ({"images": ["abc"], "filenames": None}, "'filenames' must be a list"),
     ({"images": ["abc"], "image": "abc"}, "not both"),
     ({"images": ["abc", "def"], "filenames": ["one"]}, "'filenames' must be a list"),
 ])

@@ -21,18 +21,22 @@ import referencing.jsonschema
 import requests
 import schemathesis
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from openapi_core import OpenAPI
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
 from openapi_spec_validator import validate
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (allow_header_conformance, content_type_conformance,
-                                               response_headers_conformance, response_schema_conformance,
-                                               status_code_conformance, unsupported_method)
+                                               negative_data_rejection, response_headers_conformance,
+                                               response_schema_conformance, status_code_conformance,
+                                               unsupported_method)
 from werkzeug.test import EnvironBuilder, TestResponse
 from werkzeug.wrappers import Request
 
+from classifier.errors import InvalidRequest
 from classifier.models import REGISTRY
+from classifier.options import PredictRequest
 from conftest import ROOT, free_port
 from hostile import png_declaring
 from servers import QuietHandler
@@ -94,9 +98,8 @@ def documented_errors() -> set[tuple[int, str]]:
             for status, response in operation["responses"].items():
                 response = responses.get(response.get("$ref", "").rpartition("/")[2], response)
                 schema = response.get("content", {}).get("application/json", {}).get("schema", {})
-                for part in schema.get("allOf", []):
-                    codes = part.get("properties", {}).get("error", {}).get("properties", {}).get("code", {})
-                    found |= {(int(status), code) for code in codes.get("enum", [])}
+                codes = schema.get("properties", {}).get("error", {}).get("properties", {}).get("code", {})
+                found |= {(int(status), code) for code in codes.get("enum", [])}
     return found
 
 
@@ -186,6 +189,13 @@ SCHEMA_INVALID = object()  # marks a request the description itself refuses: onl
     ({}, dict(json={"settings": {"top_k": 2}}, marker=SCHEMA_INVALID), (400, "invalid_request")),
     ({}, dict(json={"image": "aGVsbG8=", "top_k": 21}, marker=SCHEMA_INVALID), (400, "invalid_request")),
     ({}, dict(json={"image": "aGVsbG8=", "model": "AlexNet"}, marker=SCHEMA_INVALID), (400, "unknown_model")),
+    # A null is not an option's default (leaving it out is): the description says what each takes.
+    ({}, dict(json={"image": "aGVsbG8=", "settings": {"model": None}}, marker=SCHEMA_INVALID), (400, "invalid_request")),
+    ({}, dict(json={"image": "aGVsbG8=", "explain_class": None}, marker=SCHEMA_INVALID), (400, "invalid_request")),
+    ({}, dict(json={"images": ["aGVsbG8="], "filenames": None}, marker=SCHEMA_INVALID), (400, "invalid_request")),
+    ({}, dict(json={"images": [5]}, marker=SCHEMA_INVALID), (400, "invalid_request")),
+    ({}, dict(json={"image": "aGVsbG8=", "settings": False}, marker=SCHEMA_INVALID), (400, "invalid_request")),
+    ({}, dict(json={"image": "aGVsbG8=", "top_k": "+5"}, marker=SCHEMA_INVALID), (400, "invalid_request")),
     ({}, dict(data=b"", content_type="image/png", marker=SCHEMA_INVALID), (400, "invalid_image")),
     ({}, dict(json={"image": "%%% not base64 %%%"}), (400, "invalid_image")),
     ({}, dict(data=png_declaring(30000, 30000), content_type="image/png"), (400, "too_many_pixels")),
@@ -343,6 +353,32 @@ def test_the_servers_own_refusals_keep_to_the_description(running_instance, requ
     assert requests.get(running_instance + "/healthz", timeout=30).status_code == 200
 
 
+OPTION_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 25), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8), st.text(alphabet=" 0125+_\t\n\u0665TtRrUuEeFfAaLlSs", max_size=8),
+    st.sampled_from(["local", "remote", "custom", " local", "1", "0", "True", "FALSE", " 5 ", "+5", "1_0", "\u0665"]),
+    st.lists(st.integers(), max_size=1), st.dictionaries(st.text(max_size=1), st.integers(), max_size=1))
+
+
+@pytest.mark.parametrize("name", ["top_k", "server", "explain", "remote_url"])
+@settings(max_examples=500, deadline=None, database=None, derandomize=True)
+@given(value=OPTION_VALUES)
+@example(value=None)
+@example(value="\n")  # a pattern's $ matches before a final newline: "" and "\n" differ here
+def test_an_option_is_taken_exactly_when_the_description_allows_it(name, value):
+    """What the description allows for an option (JSON, form or query text alike) is what the
+    server takes, no more: a null, "+5" or "1_0" for top_k was taken while the description said
+    otherwise. (``model`` and ``explain_class`` are any text here, refused later by name.)"""
+    allowed = validator_for(f"/components/schemas/Options/properties/{name}").is_valid(value)
+    try:
+        PredictRequest.from_options(b"", {name: value})
+    except InvalidRequest:
+        taken = False
+    else:
+        taken = True
+    assert taken == allowed, (name, value)
+
+
 # Schemathesis against a running instance.
 
 STATUSES_SEEN: collections.Counter[tuple[str, int]] = collections.Counter()
@@ -355,6 +391,9 @@ def fuzzed_schema(running_instance) -> Iterator[schemathesis.BaseSchema]:
     schema = schemathesis.openapi.from_dict(document)
     schema.config.update(base_url=running_instance, request_timeout=120)
     schema.config.generation.update(max_examples=30, deterministic=True)
+    # A refusal of what the description refuses: its own defaults, and 413 (33 JSON `images`).
+    refusals = schema.config.checks.negative_data_rejection
+    refusals.expected_statuses = [*refusals.expected_statuses, "413"]
     yield schema
     # Proof the fuzzing reached the models, not only the refusals: real predictions from JSON
     # (the description's examples) and raw bodies (Schemathesis' own small image files). A
@@ -383,7 +422,7 @@ def _about_an_int8_form(response, case) -> bool:
 
 
 CHECKS = [not_a_server_error_but_int8, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance, unsupported_method, allow_header_conformance]
+          response_headers_conformance, unsupported_method, allow_header_conformance, negative_data_rejection]
 fuzzed = schemathesis.pytest.from_fixture("fuzzed_schema")
 
 
@@ -391,11 +430,12 @@ fuzzed = schemathesis.pytest.from_fixture("fuzzed_schema")
 @settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 def test_a_running_instance_keeps_to_its_description(case):
     """No 5xx, and no status, content type, header or body the description does not declare; a
-    method an operation does not take is 405 with Allow, which lists the methods it declares.
+    method an operation does not take is 405 with Allow, which lists the methods it declares;
+    a request the description refuses (a null option, a wrong type) is refused, not answered.
 
     Schemathesis' other default checks are left out on purpose: "schema-valid request
     rejected" would fail on any random bytes sent as an image (no schema can say "a decodable
-    photo"), and the negative-data and security checks test what this API does not promise."""
+    photo"), and the security checks test what this API does not promise."""
     response = case.call_and_validate(checks=CHECKS)
     if case.path == "/predict":
         STATUSES_SEEN[(case.media_type, response.status_code)] += 1
