@@ -130,7 +130,7 @@ def test_the_page_decodes_an_explained_photo_once(server):
     """The page without JavaScript draws the heatmap into the photo. It decoded the upload a
     second time for that: a costly JPEG (1.1 s to decode) cost it twice what the API's
     explained answer costs. Now the photo the prediction decoded is drawn on."""
-    app, url = server
+    app, url, _ = server
     (worker,) = [Worker(p) for p in app.workers()]
     photo = hostile.progressive_jpeg_with_scans(7000, 32)
     spent = {}
