@@ -709,11 +709,16 @@
   const cameraLabels = $("camera-labels");
   const cameraFps = $("camera-fps");
   const frameCanvas = document.createElement("canvas");
+  // Who stopped the camera decides what helps: the person (allow it again), the site's own
+  // Permissions-Policy header (only whoever runs the site can change it), or a page on plain
+  // http:// elsewhere than this machine (browsers offer cameras to secure pages only).
   const CAMERA_PROBLEMS = {
     NotAllowedError: "The camera was refused. Allow it for this site (the camera icon in the address bar or the site settings), then press Use camera again.",
+    policy: "This site does not allow its pages to use the camera (its Permissions-Policy header forbids it), so the browser never asks. Choose or drop a photo instead; whoever runs the site can allow camera=(self).",
+    insecure: "Browsers offer a camera only to https:// pages (or localhost), and this page came over plain http://. Open it at its https:// address, or choose or drop a photo instead.",
     NotFoundError: "No camera was found on this device.",
     NotReadableError: "The camera is busy: another program is using it.",
-    absent: "This browser offers no camera here (browsers allow one only on https:// pages or localhost).",
+    absent: "This browser offers no camera here.",
   };
   const CAMERA_RETRY_MS = 1000;
   let camera = null; // { stream, controller } while the camera is on
@@ -721,8 +726,9 @@
 
   async function startCamera() {
     cameraProblem.hidden = true;
-    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      explainCamera("absent");
+    const blocked = cameraBlocked();
+    if (blocked || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      explainCamera(blocked || "absent");
       return;
     }
     let stream;
@@ -730,7 +736,7 @@
       // The rear lens on a phone (what is in front of the person), any camera elsewhere.
       stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: { ideal: "environment" } }, audio: false });
     } catch (failure) {
-      explainCamera(failure.name);
+      explainCamera(cameraBlocked() || failure.name);
       return;
     }
     camera = { stream, controller: new AbortController() };
@@ -739,6 +745,13 @@
     cameraPanel.hidden = false;
     cameraStart.hidden = true;
     classifyFrames(camera);
+  }
+
+  // "insecure" or "policy" when the browser will not offer the camera whatever the person says.
+  function cameraBlocked() {
+    if (!window.isSecureContext) return "insecure";
+    const policy = document.permissionsPolicy || document.featurePolicy; // Chromium's; others say NotAllowedError only
+    return policy && !policy.allowsFeature("camera") ? "policy" : null;
   }
 
   function explainCamera(reason) {
