@@ -51,10 +51,18 @@
     return score > 0 && score < 0.001 ? "<0.1%" : `${(score * 100).toFixed(1)}%`;
   }
 
+  // The page speaks to the person choosing a model: a few words (the server's note), never the
+  // operator's files, settings or commands, which GET /models, the docs and the logs carry.
+  function optionTag(model) {
+    if (model.ready) return "";
+    const words = { unavailable: "not available here", preparing: "preparing" }[model.status] || model.status_text;
+    return ` (${words})`;
+  }
+
   function optionText(model) {
     if (model.precision === "int8") return int8Text(model);
     const short = model.about.split(", ").slice(0, 2).join(", "); // speed and size
-    return `${model.name} · ${short}${model.ready ? "" : ` (${model.status_text})`}`;
+    return `${model.name} · ${short}${optionTag(model)}`;
   }
 
   function int8Text(model) {
@@ -62,13 +70,17 @@
     const figures = check // none until `classifier export` has measured it here
       ? `${check.speedup}x faster, agrees ${Math.round(check.top1_agreement * 100)}%`
       : "int8";
-    return `${model.name} — ${figures}${model.ready ? "" : ` (${model.status_text})`}`;
+    return `${model.name} — ${figures}${optionTag(model)}`;
   }
 
-  function modelNote(model) {
-    const why = `${model.status_text}.${model.hint ? ` ${model.hint}` : ""}`; // status_text carries the reason
-    return codeParts(why);
+  // "Preparing EfficientNetLite0 for first use, about 15 s, once." or "NASNetMobile: its weights are not on this server."
+  function modelLine(model) {
+    if (model.status === "preparing") return `Preparing ${model.name}${model.status_text.slice("preparing".length)}.`;
+    return `${model.name}: ${model.note}.`;
   }
+
+  const usableNames = () =>
+    models.filter((m) => ["loaded", "ready", "preparing"].includes(m.status)).map((m) => m.name).join(", ") || "none";
 
   // ---- Models and servers ----
 
@@ -87,12 +99,13 @@
     modelNotes.hidden = notReady.length === 0;
     modelNotes.querySelector("summary").textContent =
       `${notReady.length} of ${models.length} models are not ready here`;
+    $("models-usable").textContent = `Can run here now: ${usableNames()}.`;
     modelNotes.querySelector("ul").replaceChildren(
       ...notReady.map((m) => {
         const item = document.createElement("li");
         const name = document.createElement("strong");
         name.textContent = m.name;
-        item.append(name, ": ", ...modelNote(m));
+        item.append(name, `: ${m.note}.`);
         return item;
       })
     );
@@ -107,7 +120,7 @@
       ? `${model.about} · ${model.weights} weights`
       : "The other server runs this model with its own weights.";
     modelState.hidden = !local || model.ready;
-    modelState.replaceChildren(`${model.name}: `, ...modelNote(model));
+    modelState.textContent = modelLine(model);
   }
 
   async function refreshModels() {
@@ -122,7 +135,7 @@
     } catch {
       return; // the list the server rendered into the page stays
     }
-    if (models.some((m) => m.status === "downloading")) pollTimer = setTimeout(refreshModels, 2000);
+    if (models.some((m) => ["downloading", "preparing"].includes(m.status))) pollTimer = setTimeout(refreshModels, 2000);
   }
 
   function showServer() {
@@ -250,9 +263,11 @@
 
   function setBusy(busy) {
     status.classList.toggle("busy", busy);
+    const model = models.find((m) => m.name === modelSelect.value);
+    const preparing = model && model.status === "preparing" ? `${modelLine(model)} ` : ""; // say why it takes a while
     status.textContent = busy
       ? serverChoice() === "local"
-        ? "Classifying…"
+        ? `${preparing}Classifying…`
         : "Asking the other server…"
       : "";
     output.setAttribute("aria-busy", String(busy));
@@ -455,9 +470,13 @@
     setBusy(false);
     if (!answer.error) {
       showResult(answer, file);
+    } else if (answer.error.code === "model_unavailable") {
+      await refreshModels(); // its state now, in a person's words (the message is for operators)
+      const model = models.find((m) => m.name === modelSelect.value);
+      if (controller) return; // a newer request took over meanwhile
+      showError(answer.error.code, model ? `${modelLine(model)} Can run here now: ${usableNames()}.` : answer.error.message);
     } else {
       showError(answer.error.code, answer.error.message);
-      if (answer.error.code === "model_unavailable") refreshModels();
     }
   }
 
