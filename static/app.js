@@ -53,16 +53,17 @@
 
   // The page speaks to the person choosing a model: a few words (the server's note), never the
   // operator's files, settings or commands, which GET /models, the docs and the logs carry.
-  function optionTag(model) {
-    if (model.ready) return "";
-    const words = { unavailable: "not available here", preparing: "preparing" }[model.status] || model.status_text;
-    return ` (${words})`;
-  }
-
+  // A model that is not ready is its name and a word or two, which fit a phone's menu.
   function optionText(model) {
+    if (!model.ready) return `${model.name} (${optionTag(model)})`;
     if (model.precision === "int8") return int8Text(model);
     const short = model.about.split(", ").slice(0, 2).join(", "); // speed and size
-    return `${model.name} · ${short}${optionTag(model)}`;
+    return `${model.name} · ${short}`;
+  }
+
+  function optionTag(model) {
+    const words = { unavailable: "unavailable", preparing: "preparing" }[model.status];
+    return words || model.status_text.replace(/^weights /, "");
   }
 
   function int8Text(model) {
@@ -70,7 +71,7 @@
     const figures = check // none until `classifier export` has measured it here
       ? `${check.speedup}x faster, agrees ${Math.round(check.top1_agreement * 100)}%`
       : "int8";
-    return `${model.name} — ${figures}${optionTag(model)}`;
+    return `${model.name} — ${figures}`;
   }
 
   // "Preparing EfficientNetLite0 for first use, about 15 s, once." or "NASNetMobile: its weights are not on this server."
@@ -219,7 +220,7 @@
 
   function imageChosen() {
     if (input.files.length > 1) {
-      enqueue(Array.from(input.files));
+      queueChosen(Array.from(input.files));
       input.value = ""; // the cards hold the files; one chosen later is the single-photo flow
       return;
     }
@@ -271,8 +272,11 @@
         : "Asking the other server…"
       : "";
     output.setAttribute("aria-busy", String(busy));
-    // Stacked layout (phones): bring the answer's place into view.
-    if (busy && output.getBoundingClientRect().top > window.innerHeight * 0.75) reveal(output, "start");
+    // Stacked layout (phones): the photo, where the heatmap appears with its label just below,
+    // stays in view; only a file the browser cannot show brings the answer's place into view.
+    if (!busy) return;
+    if (!preview.hidden) reveal(preview, "nearest");
+    else if (output.getBoundingClientRect().top > window.innerHeight * 0.75) reveal(output, "start");
   }
 
   function reveal(element, block) {
@@ -525,6 +529,7 @@
 
   function clearAll() {
     dropAnswer();
+    clearQueue();
     input.value = "";
     showPreview(null);
     empty.hidden = false;
@@ -539,6 +544,10 @@
   const queueCount = $("queue-count");
   const queueSaid = $("queue-said");
   const queueFilter = $("queue-filter");
+  const dropzoneTitle = $("dropzone-title");
+  const dropzoneSub = $("dropzone-sub");
+  dropzoneTitle.dataset.empty = dropzoneTitle.textContent;
+  dropzoneSub.dataset.empty = dropzoneSub.textContent;
   const IN_FLIGHT = 2; // requests at once: the server's workers stay busy, the tab and the server are not flooded
   const PER_REQUEST = 8; // photos per request (the server takes up to CLASSIFIER_MAX_IMAGES, 32 by default)
   const BATCH_BYTES = 8 * 1024 * 1024; // per request, far below the server's 64 MiB body limit
@@ -564,6 +573,32 @@
     filterTiles();
     showProgress();
     pump();
+  }
+
+  // Files chosen, dropped or picked as a folder: queued as cards, said in the drop zone (which
+  // would still read "Drop an image here"), and the grid brought into view (it starts below the fold).
+  function queueChosen(files, skipped = 0) {
+    showPreview(null); // the drop zone now speaks for the queue; a card shows its photo when opened
+    dropAnswer();
+    empty.hidden = false;
+    enqueue(files);
+    const photos = `${tiles.length} ${tiles.length === 1 ? "photo" : "photos"}`;
+    dropzoneTitle.textContent = `${photos} queued`;
+    const others = skipped === 1 ? "1 file that is not an image was" : `${skipped} files that are not images were`;
+    dropzoneSub.textContent = `${skipped ? `${others} skipped. ` : ""}Their cards are below; choose or drop more to add them.`;
+    queueSaid.textContent = `${dropzoneTitle.textContent}. ${dropzoneSub.textContent}`;
+    reveal(queue, "start");
+  }
+
+  function clearQueue() {
+    if (!tiles.length) return;
+    cancelQueue();
+    tiles = [];
+    grid.replaceChildren();
+    queue.hidden = true;
+    toldTenth = -1;
+    dropzoneTitle.textContent = dropzoneTitle.dataset.empty;
+    dropzoneSub.textContent = dropzoneSub.dataset.empty;
   }
 
   function setState(tile, state) {
@@ -711,7 +746,10 @@
 
   $("folder-pick").hidden = false;
   $("folder").addEventListener("change", (event) => {
-    enqueue(Array.from(event.target.files).filter(looksLikeImage));
+    const files = Array.from(event.target.files);
+    const images = files.filter(looksLikeImage);
+    if (images.length) queueChosen(images, files.length - images.length);
+    else showError("unsupported_image_type", `That folder holds no images (${files.length} other ${files.length === 1 ? "file" : "files"}).`);
     event.target.value = "";
   });
   $("queue-cancel").addEventListener("click", cancelQueue);
@@ -916,7 +954,7 @@
     dragDepth = 0;
     dropzone.classList.remove("dragging");
     const files = Array.from(event.dataTransfer.files);
-    if (files.length > 1) enqueue(files);
+    if (files.length > 1) queueChosen(files);
     else if (files.length) useFile(files[0]);
   });
   document.addEventListener("paste", (event) => {

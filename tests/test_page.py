@@ -506,24 +506,24 @@ def option_texts(page: sync_api.Page) -> list[str]:
 
 
 def expected_options(models: list[dict]) -> list[str]:
-    """What the selector says for each model: its name, speed and size, and, when it is not
-    ready, a short tag ("not available here", "preparing", else the server's ``status_text``);
-    for an int8 form its measured speed-up and agreement (once measured) and the same tag."""
-    return [int8_option(m) if m["precision"] == "int8" else
-            f"{m['name']} · {', '.join(m['about'].split(', ')[:2])}{option_tag(m)}" for m in models]
-
-
-OPTION_TAGS = {"unavailable": "not available here", "preparing": "preparing"}
+    """What the selector says for each model: when ready, its name, speed and size, or for an
+    int8 form its measured speed-up and agreement (once measured); else its name and a word or
+    two that fit a phone's menu ("unavailable", "preparing", else its ``status_text`` without
+    "weights ")."""
+    return [f"{m['name']} ({option_tag(m)})" if not m["ready"] else int8_option(m) if m["precision"] == "int8"
+            else f"{m['name']} · {', '.join(m['about'].split(', ')[:2])}" for m in models]
 
 
 def option_tag(model: dict) -> str:
-    return "" if model["ready"] else f" ({OPTION_TAGS.get(model['status'], model['status_text'])})"
+    if model["status"] in ("unavailable", "preparing"):
+        return model["status"]
+    return model["status_text"].removeprefix("weights ")
 
 
 def int8_option(model: dict) -> str:
     check = model["check"]
     figures = f"{check['speedup']}x faster, agrees {round(check['top1_agreement'] * 100)}%" if check else "int8"
-    return f"{model['name']} — {figures}{option_tag(model)}"
+    return f"{model['name']} — {figures}"
 
 
 # What only an operator can act on: it belongs in GET /models, the docs and the logs, not the page.
