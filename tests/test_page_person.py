@@ -84,3 +84,17 @@ def test_on_a_phone_the_photo_and_its_heatmap_stay_in_view(open_page, real):
     expect(page.locator("#preview")).to_be_in_viewport(ratio=0.9, timeout=1000)
     expect(page.locator("#heatmap")).to_be_in_viewport(ratio=0.9, timeout=1000)
     expect(page.locator("#heat-caption")).to_be_in_viewport(timeout=1000)  # it names the top label
+
+
+def test_without_javascript_a_model_that_cannot_run_is_explained_for_a_person(open_page, real):
+    """The form posted with a model this server cannot run: the 503 page says why in a person's
+    words and which models can run, not what an operator would do (that is in GET /models)."""
+    page = open_page(real, javascript=False, allow=(503,))
+    page.get_by_label("Model").select_option("NASNetMobile")
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    page.get_by_role("button", name="Classify").click()
+    expect(page.locator("#error .error-title")).to_have_text("That model is not ready yet.")
+    expect(page.locator("#error .error-message")).to_have_text(
+        "NASNetMobile: its weights are not on this server. Can run here now: EfficientNetLite0.")
+    expect(page.locator("#model-state")).to_have_text("NASNetMobile: its weights are not on this server.")
+    expect_words_for_a_person(page)
