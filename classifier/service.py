@@ -17,7 +17,7 @@ from typing import TypeVar
 import numpy as np
 
 from . import images, labels, metrics, remote, status
-from .catalog import Catalog
+from .catalog import FIRST_USE_SECONDS, Catalog
 from .config import Settings
 from .download import BackgroundDownloads
 from .engine import POOL, LoadedModel, ModelPool
@@ -339,7 +339,7 @@ class Classifier:
         if self.catalog.state(spec).state != status.READY:
             return None
         preparing = self.catalog.preparing(spec)
-        return preparing if preparing.once or preparing.seconds >= 5 else None
+        return preparing if preparing.once or preparing.seconds > FIRST_USE_SECONDS["open"] else None
 
     def check_ready(self) -> str:
         """The default model's name if it answers at once here (loaded in this process), else

@@ -347,8 +347,9 @@ def test_page_and_assets_are_small_cached_and_load_nothing_from_elsewhere(real):
         total += len(response.content)
     # Uncompressed, no framework: 48.4 KB with one photo; 62.6 KB with the grid of many, the
     # camera, the examples and the "Use via API" panel; 66.5 KB with the int8 forms in the
-    # model list and, for those waiting for weights, in its notes.
-    assert total < 68_000, f"page and assets weigh {total} bytes"
+    # model list and, for those waiting for weights, in its notes; 69.1 KB with the camera's
+    # three causes told apart, the queue's words, and a person's notes instead of the hints.
+    assert total < 70_000, f"page and assets weigh {total} bytes"
 
 
 # ---- Choosing an image, seeing the bars ----
