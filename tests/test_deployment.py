@@ -35,7 +35,7 @@ import urllib3
 
 from bench import stack
 from bench.stack import NGINX, UWSGI, Nginx, start_nginx
-from conftest import CAT_LABELS, ROOT, Site, Uwsgi, free_port, site, start_uwsgi, stop  # noqa: F401 (site: a fixture)
+from conftest import CAT_LABELS, ROOT, Site, Uwsgi, free_port, start_uwsgi, stop
 
 REMOTE = ROOT / "remote"
 NGINX_DIR = REMOTE / "nginx"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import PHOTOS, site  # noqa: F401 (a fixture)
+from conftest import PHOTOS
 from PIL import Image
 from playwright import sync_api
 from playwright.sync_api import expect
