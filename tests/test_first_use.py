@@ -78,3 +78,14 @@ def test_classifier_predict_says_it_prepares_the_model_once(tmp_path):
     assert first.stderr.startswith(line), first.stderr
     again = run_classifier("predict", str(PHOTOS["chelsea"]), **env)
     assert again.returncode == 0 and "Preparing" not in again.stderr, again.stderr
+
+
+def test_a_photo_sent_while_the_model_prepares_says_why_it_waits(serve_app, open_page, tmp_path):
+    """The page said "Classifying…" for 18 s; now it says what the wait is, then answers."""
+    url = serve_app(KERAS_HOME=str(tmp_path / "keras"), **FRESH)
+    page = open_page(url)
+    expect(page.locator("#model-state")).to_be_visible()  # still preparing
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    expect(page.locator("#status")).to_have_text(f"Preparing {MODEL} for first use, about 15 s, once. Classifying…")
+    expect(page.locator("#result .prediction")).to_have_count(3, timeout=FIRST_ANSWER)
+    expect(page.locator("#status")).to_be_empty()
