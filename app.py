@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
@@ -98,8 +97,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     _add_error_handlers(app, settings.max_request_bytes)
     app.after_request(_add_security_headers)
     install_metrics(app, settings.metrics_allow)
-    if settings.warmup:
-        threading.Thread(target=_warm_up, args=(classifier,), daemon=True, name="warm-up").start()
+    if settings.warmup:  # at start (uWSGI's workers call this too), not at the first request
+        classifier.prepare_default()
     return app
 
 
@@ -171,7 +170,15 @@ def models() -> Any:
 
 @classify.get("/healthz")
 def healthz() -> Any:
+    """Liveness: the app answers. It loads nothing, so a model still preparing does not fail it."""
     return jsonify({"status": "ok"})
+
+
+@classify.get("/readyz")
+def readyz() -> Any:
+    """Readiness, for load balancers and probes: 200 once the default model answers at once in
+    this worker; else the 503 a prediction would explain (preparing, downloading, unavailable)."""
+    return jsonify({"status": "ready", "model": current_classifier().check_ready()})
 
 
 @classify.get("/openapi.json")
@@ -490,17 +497,6 @@ def _http_error_message(error: HTTPException) -> str:
         allowed = [method for method in error.valid_methods or () if method not in ("HEAD", "OPTIONS")]
         return f"{request.path} does not take {request.method}; it takes {' or '.join(allowed)}."
     return error.description or error.name
-
-
-def _warm_up(classifier: Classifier) -> None:
-    """Load the default model before the first request needs it."""
-    model = classifier.default_model
-    try:
-        classifier.load_model(model)
-    except ClassifierError as error:
-        log.warning("default model %s not warmed up: %s", model, error.message)
-    else:
-        log.info("default model %s loaded", model)
 
 
 def main() -> None:

@@ -83,6 +83,7 @@ def _predict(args: argparse.Namespace) -> int:
         outcomes = run(batches(found.images), client.classify, REQUESTS_IN_FLIGHT)
     else:
         classifier = Classifier(settings, downloads=None)
+        _say_first_use(classifier, args.model)
         outcomes = run([[path] for path in found.images],
                        classify_here(classifier, args.model, args.top_k, args.explain is not None), in_flight=1)
     finished: list[Outcome] = []
@@ -96,6 +97,18 @@ def _predict(args: argparse.Namespace) -> int:
         write_json(Path(args.json), finished)
     print(summary.line(), file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def _say_first_use(classifier: Classifier, model: str | None) -> None:
+    """"Preparing EfficientNetLite0 for first use, about 15 s, once." before a wait that long,
+    which would otherwise pass in silence (an unknown model fails per image, as before)."""
+    try:
+        name = model or classifier.default_model
+        preparing = classifier.first_use(name)
+    except ClassifierError:
+        return
+    if preparing:
+        _say(preparing.preparing_line(name), sys.stderr)
 
 
 def _show(outcome: Outcome, args: argparse.Namespace, heatmaps: set[Path]) -> Outcome:

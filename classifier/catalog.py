@@ -19,6 +19,7 @@ from . import download, status
 from .config import Settings
 from .download import BackgroundDownloads, may_retry
 from .engine import INT8_NEEDS, LoadedModel, LoadFailed, ModelPool, Serving, int8_form
+from .exports import Export
 from .models import REGISTRY, ModelSpec, get_spec
 from .quantize import Int8Record
 from .status import ModelState
@@ -27,6 +28,12 @@ from .weights import Found, KerasWeights, Note, move_aside
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 30  # what a 503 for a model whose weights are downloading suggests
+# Roughly how long a model's first load takes, said while it runs (GET /models, the page, the
+# CLI). Measured with `python3 app.py` and a fresh KERAS_HOME on 2 shared cores: making and
+# checking EfficientNetLite0's ONNX export took 13-20 s (once per host and weights file); a
+# model whose export is checked opens in about a second; building a Keras model takes up to 8 s
+# (NASNetMobile; remote/README.md).
+FIRST_USE_SECONDS = {"export": 15, "keras": 8, "open": 2}
 
 
 @dataclass
@@ -90,7 +97,8 @@ class Catalog:
             return self._missing(spec)
         problem = spec.weights.problem(found)
         if problem:
-            return status.unavailable(f"the weights file {found.name} {problem}", self._replace_hint(spec))
+            return status.unavailable(f"the weights file {found.name} {problem}", self._replace_hint(spec),
+                                      note="its weights on this server are damaged")
         return self._loaded_or_ready(spec, self._found(spec, found))
 
     def load(self, name: str) -> LoadedModel:
@@ -136,16 +144,19 @@ class Catalog:
         if self.serving.runtime == "keras":
             reason = ("int8 forms are checked only for real weights (CLASSIFIER_RANDOM_WEIGHTS=1 runs Keras)"
                       if self.settings.random_weights else "int8 forms run on ONNX Runtime (CLASSIFIER_RUNTIME=keras)")
-            return status.unavailable(reason, f"use {fp32.name}, or set {INT8_NEEDS}")
+            return status.unavailable(reason, f"use {fp32.name}, or set {INT8_NEEDS}",
+                                      note=f"this server does not offer int8 forms; {fp32.name} gives the same answers")
         record = self.int8_record(spec)
         if record is None:
             return status.unavailable(
                 "it is not made and checked here (or its file changed since)",
                 f"use {fp32.name}, or run `python3 -m classifier export {spec.name}` "
-                "ahead of traffic (with ImageNet weights)")
+                "ahead of traffic (with ImageNet weights)",
+                note=f"not prepared on this server; {fp32.name} gives the same answers")
         if not record.passes(self.settings):
             return status.unavailable(record.verdict(self.settings),
-                                      f"use {fp32.name}, which gives the answers it is checked against")
+                                      f"use {fp32.name}, which gives the answers it is checked against",
+                                      note=f"its answers differ too often from {fp32.name}'s")
         return self._loaded_or_ready(spec, self._weights(spec)[1])
 
     def _weights(self, spec: ModelSpec) -> tuple[bool, Found | None]:
@@ -164,13 +175,29 @@ class Catalog:
             return status.loaded()
         failure = self.pool.failure(spec, found, self.serving)
         if failure:
-            return status.unavailable(f"it failed to load: {failure}", self._replace_hint(spec))
+            return status.unavailable(f"it failed to load: {failure}", self._replace_hint(spec),
+                                      note="it failed to load on this server")
+        if self.pool.is_loading(spec, self.serving):
+            return self.preparing(spec)
         return status.ready()
+
+    def preparing(self, spec: ModelSpec) -> ModelState:
+        """``spec`` being loaded, with roughly how long that takes here: a conversion (its ONNX
+        export not made and checked yet, once per host), building a Keras model, or opening."""
+        serving = self.serving
+        if serving.runtime == "keras" or spec.explained_by_gradients:
+            return status.preparing(FIRST_USE_SECONDS["keras"], once=False)
+        here, found = self._weights(spec)
+        export = Export(spec, found and found.path, serving.exports_dir)
+        if spec.int8_of is None and here and export.record() is None:
+            return status.preparing(FIRST_USE_SECONDS["export"], once=not self.settings.random_weights)
+        return status.preparing(FIRST_USE_SECONDS["open"], once=False)
 
     def _missing(self, spec: ModelSpec) -> ModelState:
         weights = spec.weights
         if not isinstance(weights, KerasWeights):
-            return status.unavailable(f"the {weights.package} package is not installed", weights.how_to_get())
+            return status.unavailable(f"the {weights.package} package is not installed", weights.how_to_get(),
+                                      note="it is not installed on this server")
         progress = download.progress(weights, self.settings)  # exists once the host has answered
         if progress is not None:
             return status.downloading(progress, RETRY_AFTER_SECONDS)
@@ -179,7 +206,7 @@ class Catalog:
         note = Note.read(self.settings, weights.file_name)
         if self.settings.offline and (note is None or note.kind != "rejected"):
             return status.unavailable(f"{weights.file_name} is not here and downloads are off "
-                                      "(CLASSIFIER_OFFLINE=1)", copy)
+                                      "(CLASSIFIER_OFFLINE=1)", copy, note="its weights are not on this server")
         if note is not None:  # what went wrong last stays the state while a retry connects
             return self._after(note, copy)
         if self.downloads is not None and self.downloads.running(weights):
@@ -191,13 +218,14 @@ class Catalog:
 
     def _after(self, note: Note, copy: str) -> ModelState:
         """The state after a download or a file went wrong, as every process noted it."""
+        failed = "its weights could not be downloaded"
         if note.kind == "unreachable":
-            return status.unavailable(note.reason, f"{copy}; or set CLASSIFIER_OFFLINE=1 to stop trying")
+            return status.unavailable(note.reason, f"{copy}; or set CLASSIFIER_OFFLINE=1 to stop trying", note=failed)
         if note.kind == "failed":
             wait = max(1, round(download.RETRY_FAILED_AFTER - note.age()))
-            return status.unavailable(f"the download failed: {note.reason}", copy, retry_after=wait)
+            return status.unavailable(f"the download failed: {note.reason}", copy, retry_after=wait, note=failed)
         again = "the next request downloads it again" if self.downloads and not self.settings.offline else copy
-        return status.unavailable(note.reason, again)
+        return status.unavailable(note.reason, again, note="its weights on this server are damaged")
 
     def _replace_hint(self, spec: ModelSpec) -> str:
         weights = spec.weights

@@ -240,6 +240,8 @@ class ModelPool:
         self._failures: dict[Key, LoadFailed] = {}
         self._locks: dict[Key, threading.Lock] = {}
         self._guard = threading.Lock()
+        # Models being loaded now, by name and runtime: a conversion changes the weights' key midway.
+        self._loading: set[tuple[str, Serving]] = set()
 
     def get(self, spec: ModelSpec, weights: Found | Path | None, serving: Serving = Serving()) -> LoadedModel:
         """The loaded model, loading it now if needed; ``LoadFailed`` if it cannot load."""
@@ -260,8 +262,12 @@ class ModelPool:
             if key in self._failures:
                 raise self._failures[key]
             if key not in self._models:
-                # Stored under the key after loading as well: a conversion adds a file to it.
-                self._models[key] = self._models[_key(spec, found, serving)] = self._load(spec, found, serving)
+                self._loading.add((spec.name, serving))
+                try:
+                    # Stored under the key after loading as well: a conversion adds a file to it.
+                    self._models[key] = self._models[_key(spec, found, serving)] = self._load(spec, found, serving)
+                finally:
+                    self._loading.discard((spec.name, serving))
         return self._models[key], False
 
     def _load(self, spec: ModelSpec, found: Found | None, serving: Serving) -> LoadedModel:
@@ -280,6 +286,10 @@ class ModelPool:
             raise failure from error
         metrics.model_loaded(spec.name, loaded.runtime.name, time.perf_counter() - started)
         return loaded
+
+    def is_loading(self, spec: ModelSpec, serving: Serving = Serving()) -> bool:
+        """Whether this process is loading ``spec`` now (requests for it wait)."""
+        return (spec.name, serving) in self._loading
 
     def is_loaded(self, spec: ModelSpec, weights: Found | Path | None, serving: Serving = Serving()) -> bool:
         return _key(spec, weights, serving) in self._models

@@ -7,6 +7,8 @@ Which models can run and loading them is ``catalog.py``; parsing options is ``op
 from __future__ import annotations
 
 import functools
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -14,8 +16,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from . import image_checks, images, labels, metrics, remote
-from .catalog import Catalog
+from . import image_checks, images, labels, metrics, remote, status
+from .catalog import FIRST_USE_SECONDS, Catalog
 from .config import Settings
 from .download import BackgroundDownloads
 from .engine import POOL, LoadedModel, ModelPool
@@ -24,6 +26,9 @@ from .errors import (ClassifierError, ImageTooLarge, InvalidRequest, RemoteError
 from .explain import Explanation
 from .models import ModelSpec, get_spec
 from .options import DEFAULT_TOP_K, MAX_TOP_K, ManyImagesRequest, PredictRequest, Upload
+from .status import ModelState
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_TOP_K", "MAX_TOP_K", "Classification", "Classifier", "ImageResult", "ManyClassifications",
            "ManyImagesRequest", "PredictRequest", "Upload"]
@@ -121,6 +126,7 @@ class Classifier:
         self.catalog = Catalog(self.settings, self.pool, self.downloads)
         self.limits = images.ImageLimits.from_settings(self.settings)
         """What decoding one upload may cost: the settings are fixed, so made once, not per image."""
+        self._preparing = threading.Lock()  # held by the one warm-up of this classifier, once started
 
     def predict(self, request: PredictRequest, forwarded: bool = False) -> Classification:
         """Answer ``request``; a ``forwarded`` request is always answered here (no loops)."""
@@ -338,6 +344,44 @@ class Classifier:
     def load_model(self, name: str) -> LoadedModel:
         """The loaded model, or ``ModelUnavailable`` saying why and what to do."""
         return self.catalog.load(name)
+
+    def prepare_default(self) -> None:
+        """Start loading the default model in the background, once (the warm-up at start, or a
+        readiness probe of a server started without one), so that no request waits for it."""
+        if self._preparing.acquire(blocking=False):
+            threading.Thread(target=self._warm_up, daemon=True, name="warm-up").start()
+
+    def _warm_up(self) -> None:
+        model = self.default_model
+        if preparation := self.first_use(model):
+            log.info("%s", preparation.preparing_line(model))
+        try:
+            self.load_model(model)
+        except ClassifierError as error:
+            log.warning("default model %s not warmed up: %s", model, error.message)
+        else:
+            log.info("default model %s loaded", model)
+
+    def first_use(self, model: str) -> ModelState | None:
+        """How ``model``'s first use here would be prepared, when it is not loaded and that
+        takes long enough to say (a conversion, or building a Keras model)."""
+        spec = get_spec(model)
+        if self.catalog.state(spec).state != status.READY:
+            return None
+        preparing = self.catalog.preparing(spec)
+        return preparing if preparing.once or preparing.seconds > FIRST_USE_SECONDS["open"] else None
+
+    def check_ready(self) -> str:
+        """The default model's name if it answers at once here (loaded in this process), else
+        ``ModelUnavailable`` in the words of its state; a model nothing prepares yet is started."""
+        model = self.default_model
+        state = self.catalog.state(get_spec(model))
+        if state.state == status.LOADED:
+            return model
+        if state.state == status.READY:
+            self.prepare_default()
+            state = self.catalog.preparing(get_spec(model))
+        raise state.error_for(model)
 
     def models(self) -> list[dict[str, object]]:
         """What ``GET /models`` reports for each registered model (cheap, no side effects)."""

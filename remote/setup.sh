@@ -209,8 +209,8 @@ fi
 
 if [[ $APP == yes && $NGINX == yes ]]; then
     log "check"
-    # The first start imports TensorFlow and loads the default model: give it a minute.
-    curl -fsS --retry 30 --retry-delay 2 --retry-all-errors http://127.0.0.1/healthz >/dev/null \
+    # The first start loads the default model (GET /readyz: 503 until then): give it a minute.
+    curl -fsS --retry 30 --retry-delay 2 --retry-all-errors http://127.0.0.1/readyz >/dev/null \
         || die "the site does not answer; see: journalctl -u classifier; tail /var/log/nginx/error.log"
     echo "the classifier answers on http://${DOMAIN:-$(hostname -I | awk '{print $1}')}/"
 fi

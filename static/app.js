@@ -51,10 +51,19 @@
     return score > 0 && score < 0.001 ? "<0.1%" : `${(score * 100).toFixed(1)}%`;
   }
 
+  // The page speaks to the person choosing a model: a few words (the server's note), never the
+  // operator's files, settings or commands, which GET /models, the docs and the logs carry.
+  // A model that is not ready is its name and a word or two, which fit a phone's menu.
   function optionText(model) {
+    if (!model.ready) return `${model.name} (${optionTag(model)})`;
     if (model.precision === "int8") return int8Text(model);
     const short = model.about.split(", ").slice(0, 2).join(", "); // speed and size
-    return `${model.name} · ${short}${model.ready ? "" : ` (${model.status_text})`}`;
+    return `${model.name} · ${short}`;
+  }
+
+  function optionTag(model) {
+    const words = { unavailable: "unavailable", preparing: "preparing" }[model.status];
+    return words || model.status_text.replace(/^weights /, "");
   }
 
   function int8Text(model) {
@@ -62,13 +71,17 @@
     const figures = check // none until `classifier export` has measured it here
       ? `${check.speedup}x faster, agrees ${Math.round(check.top1_agreement * 100)}%`
       : "int8";
-    return `${model.name} — ${figures}${model.ready ? "" : ` (${model.status_text})`}`;
+    return `${model.name} — ${figures}`;
   }
 
-  function modelNote(model) {
-    const why = `${model.status_text}.${model.hint ? ` ${model.hint}` : ""}`; // status_text carries the reason
-    return codeParts(why);
+  // "Preparing EfficientNetLite0 for first use, about 15 s, once." or "NASNetMobile: its weights are not on this server."
+  function modelLine(model) {
+    if (model.status === "preparing") return `Preparing ${model.name}${model.status_text.slice("preparing".length)}.`;
+    return `${model.name}: ${model.note}.`;
   }
+
+  const usableNames = () =>
+    models.filter((m) => ["loaded", "ready", "preparing"].includes(m.status)).map((m) => m.name).join(", ") || "none";
 
   // ---- Models and servers ----
 
@@ -87,12 +100,13 @@
     modelNotes.hidden = notReady.length === 0;
     modelNotes.querySelector("summary").textContent =
       `${notReady.length} of ${models.length} models are not ready here`;
+    $("models-usable").textContent = `Can run here now: ${usableNames()}.`;
     modelNotes.querySelector("ul").replaceChildren(
       ...notReady.map((m) => {
         const item = document.createElement("li");
         const name = document.createElement("strong");
         name.textContent = m.name;
-        item.append(name, ": ", ...modelNote(m));
+        item.append(name, `: ${m.note}.`);
         return item;
       })
     );
@@ -107,7 +121,7 @@
       ? `${model.about} · ${model.weights} weights`
       : "The other server runs this model with its own weights.";
     modelState.hidden = !local || model.ready;
-    modelState.replaceChildren(`${model.name}: `, ...modelNote(model));
+    modelState.textContent = modelLine(model);
   }
 
   async function refreshModels() {
@@ -122,7 +136,7 @@
     } catch {
       return; // the list the server rendered into the page stays
     }
-    if (models.some((m) => m.status === "downloading")) pollTimer = setTimeout(refreshModels, 2000);
+    if (models.some((m) => ["downloading", "preparing"].includes(m.status))) pollTimer = setTimeout(refreshModels, 2000);
   }
 
   function showServer() {
@@ -206,7 +220,7 @@
 
   function imageChosen() {
     if (input.files.length > 1) {
-      enqueue(Array.from(input.files));
+      queueChosen(Array.from(input.files));
       input.value = ""; // the cards hold the files; one chosen later is the single-photo flow
       return;
     }
@@ -250,14 +264,19 @@
 
   function setBusy(busy) {
     status.classList.toggle("busy", busy);
+    const model = models.find((m) => m.name === modelSelect.value);
+    const preparing = model && model.status === "preparing" ? `${modelLine(model)} ` : ""; // say why it takes a while
     status.textContent = busy
       ? serverChoice() === "local"
-        ? "Classifying…"
+        ? `${preparing}Classifying…`
         : "Asking the other server…"
       : "";
     output.setAttribute("aria-busy", String(busy));
-    // Stacked layout (phones): bring the answer's place into view.
-    if (busy && output.getBoundingClientRect().top > window.innerHeight * 0.75) reveal(output, "start");
+    // Stacked layout (phones): the photo, where the heatmap appears with its label just below,
+    // stays in view; only a file the browser cannot show brings the answer's place into view.
+    if (!busy) return;
+    if (!preview.hidden) reveal(preview, "nearest");
+    else if (output.getBoundingClientRect().top > window.innerHeight * 0.75) reveal(output, "start");
   }
 
   function reveal(element, block) {
@@ -455,9 +474,13 @@
     setBusy(false);
     if (!answer.error) {
       showResult(answer, file);
+    } else if (answer.error.code === "model_unavailable") {
+      await refreshModels(); // its state now, in a person's words (the message is for operators)
+      const model = models.find((m) => m.name === modelSelect.value);
+      if (controller) return; // a newer request took over meanwhile
+      showError(answer.error.code, model ? `${modelLine(model)} Can run here now: ${usableNames()}.` : answer.error.message);
     } else {
       showError(answer.error.code, answer.error.message);
-      if (answer.error.code === "model_unavailable") refreshModels();
     }
   }
 
@@ -506,6 +529,7 @@
 
   function clearAll() {
     dropAnswer();
+    clearQueue();
     input.value = "";
     showPreview(null);
     empty.hidden = false;
@@ -520,6 +544,10 @@
   const queueCount = $("queue-count");
   const queueSaid = $("queue-said");
   const queueFilter = $("queue-filter");
+  const dropzoneTitle = $("dropzone-title");
+  const dropzoneSub = $("dropzone-sub");
+  dropzoneTitle.dataset.empty = dropzoneTitle.textContent;
+  dropzoneSub.dataset.empty = dropzoneSub.textContent;
   const IN_FLIGHT = 1; // requests at once: NGINX takes one at a time per address (classifier-locations.conf)
   const PER_REQUEST = 8; // photos per request (the server takes up to CLASSIFIER_MAX_IMAGES, 32 by default)
   const BATCH_BYTES = 8 * 1024 * 1024; // per request, far below the server's 64 MiB body limit
@@ -545,6 +573,32 @@
     filterTiles();
     showProgress();
     pump();
+  }
+
+  // Files chosen, dropped or picked as a folder: queued as cards, said in the drop zone (which
+  // would still read "Drop an image here"), and the grid brought into view (it starts below the fold).
+  function queueChosen(files, skipped = 0) {
+    showPreview(null); // the drop zone now speaks for the queue; a card shows its photo when opened
+    dropAnswer();
+    empty.hidden = false;
+    enqueue(files);
+    const photos = `${tiles.length} ${tiles.length === 1 ? "photo" : "photos"}`;
+    dropzoneTitle.textContent = `${photos} queued`;
+    const others = skipped === 1 ? "1 file that is not an image was" : `${skipped} files that are not images were`;
+    dropzoneSub.textContent = `${skipped ? `${others} skipped. ` : ""}Their cards are below; choose or drop more to add them.`;
+    queueSaid.textContent = `${dropzoneTitle.textContent}. ${dropzoneSub.textContent}`;
+    reveal(queue, "start");
+  }
+
+  function clearQueue() {
+    if (!tiles.length) return;
+    cancelQueue();
+    tiles = [];
+    grid.replaceChildren();
+    queue.hidden = true;
+    toldTenth = -1;
+    dropzoneTitle.textContent = dropzoneTitle.dataset.empty;
+    dropzoneSub.textContent = dropzoneSub.dataset.empty;
   }
 
   function setState(tile, state) {
@@ -692,7 +746,10 @@
 
   $("folder-pick").hidden = false;
   $("folder").addEventListener("change", (event) => {
-    enqueue(Array.from(event.target.files).filter(looksLikeImage));
+    const files = Array.from(event.target.files);
+    const images = files.filter(looksLikeImage);
+    if (images.length) queueChosen(images, files.length - images.length);
+    else showError("unsupported_image_type", `That folder holds no images (${files.length} other ${files.length === 1 ? "file" : "files"}).`);
     event.target.value = "";
   });
   $("queue-cancel").addEventListener("click", cancelQueue);
@@ -709,11 +766,16 @@
   const cameraLabels = $("camera-labels");
   const cameraFps = $("camera-fps");
   const frameCanvas = document.createElement("canvas");
+  // Who stopped the camera decides what helps: the person (allow it again), the site's own
+  // Permissions-Policy header (only whoever runs the site can change it), or a page on plain
+  // http:// elsewhere than this machine (browsers offer cameras to secure pages only).
   const CAMERA_PROBLEMS = {
     NotAllowedError: "The camera was refused. Allow it for this site (the camera icon in the address bar or the site settings), then press Use camera again.",
+    policy: "This site does not allow its pages to use the camera (its Permissions-Policy header forbids it), so the browser never asks. Choose or drop a photo instead; whoever runs the site can allow camera=(self).",
+    insecure: "Browsers offer a camera only to https:// pages (or localhost), and this page came over plain http://. Open it at its https:// address, or choose or drop a photo instead.",
     NotFoundError: "No camera was found on this device.",
     NotReadableError: "The camera is busy: another program is using it.",
-    absent: "This browser offers no camera here (browsers allow one only on https:// pages or localhost).",
+    absent: "This browser offers no camera here.",
   };
   const CAMERA_RETRY_MS = 1000;
   let camera = null; // { stream, controller } while the camera is on
@@ -721,8 +783,9 @@
 
   async function startCamera() {
     cameraProblem.hidden = true;
-    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      explainCamera("absent");
+    const blocked = cameraBlocked();
+    if (blocked || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      explainCamera(blocked || "absent");
       return;
     }
     let stream;
@@ -730,7 +793,7 @@
       // The rear lens on a phone (what is in front of the person), any camera elsewhere.
       stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: { ideal: "environment" } }, audio: false });
     } catch (failure) {
-      explainCamera(failure.name);
+      explainCamera(cameraBlocked() || failure.name);
       return;
     }
     camera = { stream, controller: new AbortController() };
@@ -739,6 +802,13 @@
     cameraPanel.hidden = false;
     cameraStart.hidden = true;
     classifyFrames(camera);
+  }
+
+  // "insecure" or "policy" when the browser will not offer the camera whatever the person says.
+  function cameraBlocked() {
+    if (!window.isSecureContext) return "insecure";
+    const policy = document.permissionsPolicy || document.featurePolicy; // Chromium's; others say NotAllowedError only
+    return policy && !policy.allowsFeature("camera") ? "policy" : null;
   }
 
   function explainCamera(reason) {
@@ -884,7 +954,7 @@
     dragDepth = 0;
     dropzone.classList.remove("dragging");
     const files = Array.from(event.dataTransfer.files);
-    if (files.length > 1) enqueue(files);
+    if (files.length > 1) queueChosen(files);
     else if (files.length) useFile(files[0]);
   });
   document.addEventListener("paste", (event) => {

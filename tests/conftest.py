@@ -7,18 +7,22 @@ however many apps the tests create.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
+import psutil
 import pytest
 import skimage.data
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bench.stack import free_port, stop, wait_until_ok  # noqa: F401  (tests import free_port and stop from here)
+from bench.stack import (Nginx, environment, free_port, start_nginx, stop,  # noqa: F401  (tests import free_port and stop from here)
+                         uwsgi_command, wait_until_ok)
 from hostile import encode  # noqa: F401  (tests import it from here)
 from servers import StubServer, silent_listener
 
@@ -137,3 +141,116 @@ def serve_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[...
     yield serve
     for process in processes:
         stop(process)
+
+
+# --- the production stack: uWSGI with uwsgi.ini behind NGINX with remote/nginx/ ------------------
+
+@dataclass
+class Uwsgi:
+    """``uwsgi --ini uwsgi.ini`` with its own sockets; ``http`` answers plain HTTP for checks."""
+
+    process: subprocess.Popen
+    port: int
+    http_port: int
+    settings: dict[str, str]
+    log: Path
+    known_workers: set[int] = field(default_factory=set)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def workers(self) -> set[int]:
+        try:
+            pids = {child.pid for child in psutil.Process(self.process.pid).children()}
+        except psutil.NoSuchProcess:
+            return set()
+        self.known_workers |= pids
+        return pids
+
+    def kill(self) -> None:
+        """A host dying: the master and its workers get SIGKILL at once."""
+        pids = [self.process.pid, *self.workers()]
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
+        self.process.wait(timeout=20)
+        self._wait_for_workers()
+
+    def stop(self) -> None:
+        self.workers()
+        stop(self.process)
+        self._wait_for_workers()
+
+    def _wait_for_workers(self) -> None:
+        procs = []
+        for pid in self.known_workers:
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=20)
+        for proc in alive:
+            _signal(proc.pid, signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=10)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def start_uwsgi(folder: Path, name: str, port: int | None = None, http_port: int | None = None,
+                **settings: str) -> Uwsgi:
+    port, http_port = port or free_port(), http_port or free_port()
+    env = environment({"CLASSIFIER_UWSGI_SOCKET": f"127.0.0.1:{port}",
+                       "CLASSIFIER_UWSGI_HTTP": f"127.0.0.1:{http_port}",
+                       "PROMETHEUS_MULTIPROC_DIR": str(folder / f"{name}.metrics"), **settings})
+    log = folder / f"{name}.log"
+    process = subprocess.Popen(uwsgi_command("--ini", str(ROOT / "uwsgi.ini")), cwd=folder, env=env,
+                               stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    instance = Uwsgi(process, port, http_port, settings, log)
+    try:
+        wait_until_healthy(instance.http, process, timeout=120)
+    except BaseException:
+        instance.stop()
+        raise
+    instance.workers()
+    return instance
+
+
+@dataclass
+class Site:
+    nginx: Nginx
+    uwsgi: Uwsgi
+    fifo: Path
+
+    @property
+    def url(self) -> str:
+        return self.nginx.url
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """classifier.conf + uwsgi.ini with production settings (its default 2 workers of one
+    thread): the bundled pretrained EfficientNetLite0 (no download: offline), custom remotes
+    asked for but forced off by uwsgi.ini."""
+    folder = tmp_path_factory.mktemp("site")
+    fifo = folder / "uwsgi.fifo"
+    app = start_uwsgi(folder, "uwsgi", CLASSIFIER_UWSGI_FIFO=str(fifo), CLASSIFIER_OFFLINE="1",
+                      CLASSIFIER_ALLOW_CUSTOM_REMOTE="1", KERAS_HOME=str(folder / "keras"))
+    try:
+        nginx = start_nginx(folder / "nginx", {"127.0.0.1:8001": app.address})
+    except BaseException:
+        app.stop()
+        raise
+    try:
+        yield Site(nginx, app, fifo)
+    finally:
+        nginx.stop()
+        app.stop()

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -38,7 +38,7 @@ import urllib3
 
 from bench import stack
 from bench.stack import NGINX, UWSGI, Nginx, environment, start_nginx, uwsgi_command
-from conftest import CAT_LABELS, ROOT, free_port, stop, wait_until_healthy
+from conftest import CAT_LABELS, ROOT, Site, Uwsgi, free_port, start_uwsgi, stop
 
 REMOTE = ROOT / "remote"
 NGINX_DIR = REMOTE / "nginx"
@@ -84,85 +84,6 @@ def nginx_bytes(value: str) -> int:
 
 
 # --- processes --------------------------------------------------------------------------------
-
-@dataclass
-class Uwsgi:
-    """``uwsgi --ini uwsgi.ini`` with its own sockets; ``http`` answers plain HTTP for checks."""
-
-    process: subprocess.Popen
-    port: int
-    http_port: int
-    settings: dict[str, str]
-    log: Path
-    known_workers: set[int] = field(default_factory=set)
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def workers(self) -> set[int]:
-        try:
-            pids = {child.pid for child in psutil.Process(self.process.pid).children()}
-        except psutil.NoSuchProcess:
-            return set()
-        self.known_workers |= pids
-        return pids
-
-    def kill(self) -> None:
-        """A host dying: the master and its workers get SIGKILL at once."""
-        pids = [self.process.pid, *self.workers()]
-        for pid in pids:
-            _signal(pid, signal.SIGKILL)
-        self.process.wait(timeout=20)
-        self._wait_for_workers()
-
-    def stop(self) -> None:
-        self.workers()
-        stop(self.process)
-        self._wait_for_workers()
-
-    def _wait_for_workers(self) -> None:
-        procs = []
-        for pid in self.known_workers:
-            try:
-                procs.append(psutil.Process(pid))
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=20)
-        for proc in alive:
-            _signal(proc.pid, signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=10)
-
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def start_uwsgi(folder: Path, name: str, port: int | None = None, http_port: int | None = None,
-                **settings: str) -> Uwsgi:
-    port, http_port = port or free_port(), http_port or free_port()
-    env = environment({"CLASSIFIER_UWSGI_SOCKET": f"127.0.0.1:{port}",
-                       "CLASSIFIER_UWSGI_HTTP": f"127.0.0.1:{http_port}",
-                       "PROMETHEUS_MULTIPROC_DIR": str(folder / f"{name}.metrics"), **settings})
-    log = folder / f"{name}.log"
-    process = subprocess.Popen(uwsgi_command("--ini", str(ROOT / "uwsgi.ini")), cwd=folder, env=env,
-                               stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    instance = Uwsgi(process, port, http_port, settings, log)
-    try:
-        wait_until_healthy(instance.http, process, timeout=120)
-    except BaseException:
-        instance.stop()
-        raise
-    instance.workers()
-    return instance
-
 
 def restart(instance: Uwsgi, folder: Path, name: str) -> Uwsgi:
     """The same instance started again on the same sockets."""
@@ -334,38 +255,6 @@ def test_the_default_metrics_folder_is_refused_when_another_user_planted_it(tmp_
 
 
 # --- one host: NGINX in front of uWSGI, the real pretrained model -----------------------------
-
-@dataclass
-class Site:
-    nginx: Nginx
-    uwsgi: Uwsgi
-    fifo: Path
-
-    @property
-    def url(self) -> str:
-        return self.nginx.url
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """classifier.conf + uwsgi.ini with production settings (its default 2 workers of one
-    thread): the bundled pretrained EfficientNetLite0 (no download: offline), custom remotes
-    asked for but forced off by uwsgi.ini."""
-    folder = tmp_path_factory.mktemp("site")
-    fifo = folder / "uwsgi.fifo"
-    app = start_uwsgi(folder, "uwsgi", CLASSIFIER_UWSGI_FIFO=str(fifo), CLASSIFIER_OFFLINE="1",
-                      CLASSIFIER_ALLOW_CUSTOM_REMOTE="1", KERAS_HOME=str(folder / "keras"))
-    try:
-        nginx = start_nginx(folder / "nginx", {"127.0.0.1:8001": app.address})
-    except BaseException:
-        app.stop()
-        raise
-    try:
-        yield Site(nginx, app, fifo)
-    finally:
-        nginx.stop()
-        app.stop()
-
 
 def test_page_loads_through_nginx(site):
     response = requests.get(site.url + "/", timeout=30)

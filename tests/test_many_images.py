@@ -17,7 +17,6 @@ from prometheus_client import REGISTRY
 
 from classifier.remote import HOP_HEADER
 from conftest import CAT_LABELS, PHOTOS
-from test_deployment import site  # noqa: F401  (uWSGI + NGINX with the production files)
 from test_forwarding import fake_remote  # noqa: F401  (a remote answering what a test chooses)
 
 MODEL = "EfficientNetLite0"
@@ -205,7 +204,7 @@ def test_metrics_count_each_image_and_one_prediction(real_app, photos, caplog):
 
 # --- through NGINX and uWSGI, with the production files -------------------------------------
 
-def test_several_images_and_the_limits_through_nginx(site, photos):  # noqa: F811
+def test_several_images_and_the_limits_through_nginx(site, photos):
     sent = [("cat.png", photos["chelsea"]), ("notes.txt", NOT_AN_IMAGE), ("coffee.png", photos["coffee"])]
     response = requests.post(site.url + "/predict", files=[("image", item) for item in sent], timeout=90)
     assert response.status_code == 200, response.text

@@ -1,0 +1,91 @@
+"""The first wait on a fresh install: the default model is prepared when the server starts
+(``python3 app.py`` and uWSGI), not at the first request; ``GET /readyz`` says when it can
+answer, ``GET /models``, the page and ``classifier predict`` say what is happening and roughly
+how long it takes. Each server runs the pretrained EfficientNetLite0 offline with an empty
+Keras cache of its own, so each converts it (about 15 s) as a fresh install does."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+from conftest import PHOTOS, run_classifier, start_uwsgi
+from playwright.sync_api import expect
+from test_page import FIRST_ANSWER, browser, open_page  # noqa: F401 (fixtures)
+
+MODEL = "EfficientNetLite0"
+PREPARING = "preparing for first use, about 15 s, once"
+FRESH = {"CLASSIFIER_RANDOM_WEIGHTS": "0", "CLASSIFIER_OFFLINE": "1", "CLASSIFIER_DEFAULT_MODEL": MODEL,
+         "CLASSIFIER_WEIGHTS_DIR": ""}
+
+
+def expect_preparing(url: str) -> None:
+    """/readyz answers 503 in the API's error shape, and /models says why and for how long."""
+    answer = requests.get(f"{url}/readyz", timeout=30)
+    assert answer.status_code == 503, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "model_unavailable" and error["message"].startswith(f"{MODEL}: {PREPARING}."), error
+    assert answer.headers["Retry-After"] == "15"
+    assert requests.get(f"{url}/healthz", timeout=30).status_code == 200  # alive all along
+    models = requests.get(f"{url}/models", timeout=30).json()
+    default = next(m for m in models["models"] if m["name"] == models["default"])
+    assert (default["name"], default["status"], default["status_text"], default["ready"]) == (
+        MODEL, "preparing", PREPARING, False), default
+
+
+def wait_until_ready(url: str, timeout: float = FIRST_ANSWER / 1000) -> dict:
+    """Poll /readyz (nothing else) until it answers 200; its answer."""
+    deadline = time.monotonic() + timeout
+    while (answer := requests.get(f"{url}/readyz", timeout=30)).status_code != 200:
+        assert answer.status_code == 503, answer.text
+        assert time.monotonic() < deadline, f"/readyz still answers {answer.text}"
+        time.sleep(0.5)  # between polls only; the loop ends on the answer
+    return answer.json()
+
+
+def test_app_py_prepares_its_model_at_start_and_says_so(serve_app, open_page, tmp_path):
+    log = tmp_path / "server.log"
+    url = serve_app(log=log, KERAS_HOME=str(tmp_path / "keras"), **FRESH)
+    expect_preparing(url)
+    page = open_page(url)
+    state = page.locator("#model-state")
+    expect(state).to_have_text(f"Preparing {MODEL} for first use, about 15 s, once.")
+    expect(page.get_by_label("Model").locator("option:checked")).to_contain_text("(preparing)")
+
+    assert wait_until_ready(url) == {"status": "ready", "model": MODEL}
+    expect(state).to_be_hidden()  # the page's poll of /models saw it loaded
+    text = log.read_text()
+    assert f"Preparing {MODEL} for first use, about 15 s, once." in text
+    assert "/predict" not in text  # no request made it ready
+
+
+def test_uwsgi_workers_prepare_the_model_at_start(tmp_path):
+    app = start_uwsgi(tmp_path, "uwsgi", CLASSIFIER_UWSGI_PROCESSES="1", KERAS_HOME=str(tmp_path / "keras"),
+                      CLASSIFIER_LOG_FORMAT="plain", **FRESH)
+    try:
+        expect_preparing(app.http)
+        assert wait_until_ready(app.http) == {"status": "ready", "model": MODEL}
+    finally:
+        app.stop()
+    assert "/predict" not in app.log.read_text()
+
+
+def test_classifier_predict_says_it_prepares_the_model_once(tmp_path):
+    env = {**FRESH, "KERAS_HOME": str(tmp_path / "keras")}
+    line = f"Preparing {MODEL} for first use, about 15 s, once."
+    first = run_classifier("predict", str(PHOTOS["chelsea"]), **env)
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.startswith(line), first.stderr
+    again = run_classifier("predict", str(PHOTOS["chelsea"]), **env)
+    assert again.returncode == 0 and "Preparing" not in again.stderr, again.stderr
+
+
+def test_a_photo_sent_while_the_model_prepares_says_why_it_waits(serve_app, open_page, tmp_path):
+    """The page said "Classifying…" for 18 s; now it says what the wait is, then answers."""
+    url = serve_app(KERAS_HOME=str(tmp_path / "keras"), **FRESH)
+    page = open_page(url)
+    expect(page.locator("#model-state")).to_be_visible()  # still preparing
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    expect(page.locator("#status")).to_have_text(f"Preparing {MODEL} for first use, about 15 s, once. Classifying…")
+    expect(page.locator("#result .prediction")).to_have_count(3, timeout=FIRST_ANSWER)
+    expect(page.locator("#status")).to_be_empty()
