@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PHOTOS, ROOT, classifier_command, free_port, run_classifier
+from servers import HOSTILE_ANSWERS, hostile_handler
 from test_deployment import _first_answer, _hold_upload, access_log_entries, start_uwsgi
 
 from bench.stack import Nginx, start_nginx
@@ -274,3 +276,43 @@ def test_remote_refusal_for_every_image_is_not_retried_in_vain(tmp_path, serve_a
     for row in rows:
         assert "ResNet50" in row["error_message"]
         assert f"{row['path']}: {row['error_message']}" in result.stderr
+
+
+# --- a server that is not to be trusted -------------------------------------------------------
+
+def run_measured(*args: str, tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, int]:
+    """``run``, and the CLI's peak resident memory in KiB (GNU time's, from the kernel); killed
+    with GNU time after 60 s (the hangs this guards against had no end)."""
+    peak = tmp_path / "peak-kib"
+    process = subprocess.Popen(["/usr/bin/time", "-o", str(peak), "-f", "%M", *classifier_command(*args)], cwd=ROOT,
+                               env={**os.environ, "CLASSIFIER_RANDOM_WEIGHTS": "1", "KERAS_HOME": str(tmp_path),
+                                    "CLASSIFIER_OFFLINE": "1", **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), int(peak.read_text().split()[-1])
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE_ANSWERS))
+def test_a_hostile_server_fails_its_images_and_the_reports_are_still_written(tmp_path, stub_server, kind):
+    """An answer that never ends, one that trickles for ever, and answers that break the
+    contract (a crop "abc", a heatmap that is not a PNG, no ``weights``): each image fails
+    with a reason, as forwarding would refuse the same answer; the run ends, in bounded
+    memory (the endless answer used to take the CLI to 2.65 GB in 13 s), and writes its
+    reports. Figures: bench/hostile_cli.py."""
+    server = stub_server(hostile_handler(kind))
+    reports = tmp_path / "answers.csv", tmp_path / "answers.json"
+    result, peak_kib = run_measured("predict", str(PHOTOS["chelsea"]), str(PHOTOS["coffee"]), "--remote", server.url,
+                                    "--explain", str(tmp_path / "heatmaps"), "--csv", str(reports[0]),
+                                    "--json", str(reports[1]), tmp_path=tmp_path,
+                                    CLASSIFIER_REMOTE_READ_TIMEOUT="2")  # the whole answer within 3 + 2 s
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    expected = "remote_timeout" if kind == "slow drip" else "remote_error"
+    assert [row["error_code"] for row in csv_rows(reports[0])] == [expected] * 2
+    assert [d["error"]["code"] for d in json.loads(reports[1].read_text())] == [expected] * 2
+    assert "0 done, 2 failed" in result.stderr
+    assert peak_kib < 600 * 1024, peak_kib
