@@ -24,7 +24,7 @@ from .files import write_bytes
 from .logs import configure_logging
 from .models import REGISTRY, ModelSpec, get_spec
 from .options import DEFAULT_TOP_K, MAX_TOP_K
-from .reports import json_line, terminal_lines, write_csv, write_json
+from .reports import json_line, printable, terminal_lines, write_csv, write_json
 from .weights import Found, WeightsRejected
 
 
@@ -131,7 +131,9 @@ def _unused(folder: Path, stem: str, taken: set[Path]) -> Path:
 
 def _say(line: str, file: TextIO) -> None:
     """A line above the progress bar in a terminal; plainly into a pipe or file, where
-    moving the bar out of the way would only repeat it."""
+    moving the bar out of the way would only repeat it. Lines carry a server's text (labels,
+    messages): its control characters are shown, never sent to the terminal as such."""
+    line = printable(line)
     if file.isatty():
         tqdm.write(line, file=file)
     else:

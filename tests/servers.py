@@ -72,8 +72,17 @@ HOSTILE_ANSWERS = {
 }
 
 
+# An answer forwarding accepts whose text would drive a terminal (retitle it, set the
+# clipboard through OSC 52, clear the screen, CSI in one byte) or a spreadsheet (formulas).
+ESCAPES = "\x1b]0;owned\x07\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\x9b1m"
+TEXT_THAT_RUNS = {"model": "MobileNetV2" + ESCAPES, "weights": "imagenet" + ESCAPES, "server": "local", "results": [
+    {"predictions": [{"label": '=HYPERLINK("http://example.com","tabby")' + ESCAPES, "class_id": "n02123045",
+                      "score": 0.5}], "timing_ms": {}},
+    {"error": {"code": "invalid_image", "message": "@SUM(1)" + ESCAPES}}]}
+
+
 def hostile_handler(kind: str) -> type[QuietHandler]:
-    """A /predict that answers every request with ``HOSTILE_ANSWERS[kind]``."""
+    """A /predict that answers every request with ``HOSTILE_ANSWERS[kind]``, or ``TEXT_THAT_RUNS``."""
 
     class Hostile(QuietHandler):
         def do_POST(self) -> None:
@@ -93,7 +102,7 @@ def hostile_handler(kind: str) -> type[QuietHandler]:
                         self.wfile.flush()
                         time.sleep(0.5)
                 else:
-                    self.wfile.write(json.dumps(HOSTILE_ANSWERS[kind]).encode())
+                    self.wfile.write(json.dumps(HOSTILE_ANSWERS.get(kind, TEXT_THAT_RUNS)).encode())
             except OSError:  # the client hung up, as it should
                 pass
 

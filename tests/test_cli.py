@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PHOTOS, ROOT, classifier_command, free_port, run_classifier
-from servers import HOSTILE_ANSWERS, hostile_handler
+from servers import ESCAPES, HOSTILE_ANSWERS, hostile_handler
 from test_deployment import _first_answer, _hold_upload, access_log_entries, start_uwsgi
 
 from bench.stack import Nginx, start_nginx
@@ -128,10 +128,10 @@ def assert_photo_rows(rows: list[dict[str, str]], images: list[Path], model: str
     assert [row["path"] for row in rows] == [str(path) for path in images]
     for row in rows:
         if row["path"].endswith("broken.jpg"):
-            assert (row["error_code"], row["label"]) == ("invalid_image", ""), row
+            assert (row["state"], row["error_code"], row["label"]) == ("failed", "invalid_image", ""), row
             assert "truncated or corrupt" in row["error_message"]
             continue
-        assert row["model"] == model and row["error_code"] == "" and row["label"], row
+        assert row["state"] == "done" and row["model"] == model and row["error_code"] == "" and row["label"], row
         ranked = [item.rsplit(":", 1) for item in row["top_k"].split(";")]
         assert len(ranked) == 3 and ranked[0][0] == row["label"]
         assert abs(float(ranked[0][1]) - float(row["score"])) < 1e-4
@@ -316,3 +316,22 @@ def test_a_hostile_server_fails_its_images_and_the_reports_are_still_written(tmp
     assert [d["error"]["code"] for d in json.loads(reports[1].read_text())] == [expected] * 2
     assert "0 done, 2 failed" in result.stderr
     assert peak_kib < 600 * 1024, peak_kib
+
+
+def test_a_servers_text_neither_drives_the_terminal_nor_runs_in_a_spreadsheet(tmp_path, stub_server):
+    """Labels, model, weights and messages that carry escape sequences (a window title, the
+    clipboard through OSC 52, a cleared screen) are printed with their control characters
+    shown; CSV cells that a spreadsheet would run as formulas start with ``'`` (OWASP)."""
+    server = stub_server(hostile_handler("text that runs"))
+    report = tmp_path / "answers.csv"
+    result = run("predict", str(PHOTOS["chelsea"]), str(PHOTOS["coffee"]), "--remote", server.url,
+                 "--csv", str(report), tmp_path=tmp_path)
+    assert result.returncode == 1, result.stderr
+    for output in (result.stdout, result.stderr):
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", output), output
+    shown = ascii(ESCAPES)[1:-1]  # \x1b]0;owned\x07...
+    assert f"(MobileNetV2{shown}, imagenet{shown} weights)" in result.stdout
+    assert f"{PHOTOS['coffee']}: @SUM(1){shown}" in result.stderr
+    done, failed = csv_rows(report)
+    assert done["label"].startswith("'=HYPERLINK(") and done["top_k"].startswith("'=HYPERLINK(")
+    assert failed["error_message"].startswith("'@SUM(1)") and failed["state"] == "failed"
