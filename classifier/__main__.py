@@ -27,16 +27,21 @@ from .options import DEFAULT_TOP_K, MAX_TOP_K
 from .reports import json_line, printable, terminal_lines, write_csv, write_json
 from .weights import Found, WeightsRejected
 
+# --help's words: plain text, where the module's docstring has reStructuredText's ``code``.
+DESCRIPTION = ("Classify image files and folders (predict), fetch ImageNet weights (download) and make the "
+               "ONNX exports the server runs (export). 'pip install .' installs it as the classifier "
+               "script; 'python3 -m classifier' is the same. 'classifier COMMAND --help' says more.")
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="classifier", description=__doc__)
+    parser = argparse.ArgumentParser(prog="classifier", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="classify image files and folders of them")
     predict.add_argument("images", nargs="+", type=Path, metavar="PATH",
                          help="an image file, or a folder: every image in it and its subfolders")
     predict.add_argument("--model", choices=list(REGISTRY), help="default: the server's default model")
     predict.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, choices=range(1, MAX_TOP_K + 1),
-                         metavar=f"1..{MAX_TOP_K}")
+                         metavar=f"1..{MAX_TOP_K}", help=f"how many ranked labels per image (default: {DEFAULT_TOP_K})")
     predict.add_argument("--json", nargs="?", const="-", metavar="FILE",
                          help="alone: print one JSON document per image, in the API's shape; "
                               "with FILE: write there a JSON list with one record per image")

@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -335,3 +336,25 @@ def test_a_servers_text_neither_drives_the_terminal_nor_runs_in_a_spreadsheet(tm
     done, failed = csv_rows(report)
     assert done["label"].startswith("'=HYPERLINK(") and done["top_k"].startswith("'=HYPERLINK(")
     assert failed["error_message"].startswith("'@SUM(1)") and failed["state"] == "failed"
+
+
+def test_help_is_plain_text_and_describes_every_option(tmp_path):
+    """``--help`` of the CLI, its commands and ``app.py``: no reStructuredText backticks, and
+    a description beside every option (argparse prints an option without one alone)."""
+    pages = [run(*command, "--help", tmp_path=tmp_path) for command in ([], ["predict"], ["download"], ["export"])]
+    pages.append(subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True))
+    for page in pages:
+        assert page.returncode == 0 and "``" not in page.stdout, page.stdout
+        lines = page.stdout.split("options:\n", 1)[1].splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("  -") and not re.search(r"\S {2,}\S", line.strip()):  # no words beside it
+                assert i + 1 < len(lines) and lines[i + 1].startswith(" " * 8), page.stdout  # nor under it
+
+
+def test_a_run_where_nothing_was_classified_states_no_rate(tmp_path):
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_text("shopping list")
+    result = run("predict", str(not_an_image), tmp_path=tmp_path)
+    assert result.returncode == 1
+    summary = result.stderr.splitlines()[-1]
+    assert re.fullmatch(r"0 done, 1 failed in \d+\.\d s", summary), summary
