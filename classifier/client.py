@@ -11,12 +11,13 @@ and sends one image per request from then on.
 
 The server is not trusted any more than forwarding trusts a remote: an answer is read up to
 ``remote.MAX_RESPONSE_BYTES`` per image and within one deadline for the whole request (connect
-and read timeouts together, however slowly it trickles), and checked by forwarding's own
+and read timeouts together, however slowly it trickles: ``_Deadline`` cuts the connection), and checked by forwarding's own
 checks (``remote``); an answer that fails them fails its images, and the run goes on.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import urllib3
 import urllib3.exceptions
 
 from . import remote
@@ -70,6 +72,76 @@ def batches(paths: list[Path]) -> list[list[Path]]:
     return groups
 
 
+class _Deadline:
+    """Cuts a request's connection once its time is up, whatever it is waiting for: the
+    server reading the body, the status line, a header, the answer. A timeout per read
+    never fires on a server that sends a byte now and then."""
+
+    _this_thread = threading.local()  # the deadline of the request this thread is making
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._connection: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        _Deadline._this_thread.current = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        _Deadline._this_thread.current = None
+
+    @classmethod
+    def watch(cls, connection: socket.socket | None) -> None:
+        """The socket this thread's request goes over, to be cut at its deadline."""
+        deadline = getattr(cls._this_thread, "current", None)
+        if deadline is not None and connection is not None:
+            with deadline._lock:
+                deadline._connection = connection
+            if deadline.expired:
+                deadline._cut()
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._connection is not None:
+                try:
+                    self._connection.shutdown(socket.SHUT_RDWR)  # a blocked send or recv returns at once
+                except OSError:  # closed already
+                    pass
+
+
+class _Watched:
+    """A connection that hands its socket to this thread's ``_Deadline``: a new one once
+    connected, a kept-alive one when a request starts on it."""
+
+    def connect(self) -> None:
+        super().connect()
+        _Deadline.watch(self.sock)
+
+    def request(self, *args: object, **kwargs: object) -> None:
+        _Deadline.watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = type("WatchedHTTPConnection", (_Watched, urllib3.connection.HTTPConnection), {})
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = type("WatchedHTTPSConnection", (_Watched, urllib3.connection.HTTPSConnection), {})
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
 class _Failure(Exception):
     """A request that got no usable answer: every image in it fails with this reason."""
 
@@ -92,7 +164,7 @@ class RemoteClient:
 
     def __post_init__(self) -> None:
         self.session.headers["User-Agent"] = USER_AGENT
-        self.session.mount(self.url, requests.adapters.HTTPAdapter(pool_maxsize=REQUESTS_IN_FLIGHT))
+        self.session.mount(self.url, _WatchedAdapter(pool_maxsize=REQUESTS_IN_FLIGHT))
         self.shown = public_url(self.url)
 
     def classify(self, paths: list[Path]) -> list[Outcome]:
@@ -153,20 +225,27 @@ class RemoteClient:
 
     def _exchange(self, images: list[tuple[Path, bytes]]) -> tuple[int, str | None, object]:
         """One request: the status, ``Retry-After`` and JSON answer, read as forwarding reads
-        a remote's (capped, within one deadline); a request with no answer is a ``_Failure``."""
-        deadline = time.monotonic() + sum(self.timeouts)
-        try:
-            with self.session.post(self.url, files=[("image", (path.name, data)) for path, data in images],
-                                   data=dict(self.fields), timeout=self.timeouts, allow_redirects=False,
-                                   stream=True) as response:
-                body = remote._read_capped(response, deadline, remote.MAX_RESPONSE_BYTES * len(images))
+        a remote's (capped), all of it within one deadline; a request with no answer is a ``_Failure``."""
+        seconds = sum(self.timeouts)
+        timed_out = _Failure("remote_timeout", f"{self.shown} did not answer within {seconds:g} s.")
+        ends = time.monotonic() + seconds
+        with _Deadline(seconds) as deadline:
+            try:
+                with self.session.post(self.url, files=[("image", (path.name, data)) for path, data in images],
+                                       data=dict(self.fields), timeout=self.timeouts, allow_redirects=False,
+                                       stream=True) as response:
+                    body = remote._read_capped(response, ends, remote.MAX_RESPONSE_BYTES * len(images))
+                if deadline.expired:  # cut short: what was read up to then may look like an answer
+                    raise timed_out
                 return response.status_code, response.headers.get("Retry-After"), remote._json_or_none(body)
-        except ClassifierError as error:  # too long an answer, or too slow a one
-            raise _Failure(error.code, f"{self.shown}: {error.message}") from None
-        except (requests.Timeout, urllib3.exceptions.TimeoutError):
-            raise _Failure("remote_timeout", f"{self.shown} did not answer within {sum(self.timeouts):g} s.") from None
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-            raise _Failure("remote_error", f"{self.shown} could not be reached ({type(error).__name__}).") from None
+            except ClassifierError as error:  # too long an answer
+                raise _Failure(error.code, f"{self.shown}: {error.message}") from None
+            except (requests.Timeout, urllib3.exceptions.TimeoutError):
+                raise timed_out from None
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
+                if deadline.expired:  # cut at the deadline
+                    raise timed_out from None
+                raise _Failure("remote_error", f"{self.shown} could not be reached ({type(error).__name__}).") from None
 
     def _results(self, images: list[tuple[Path, bytes]], document: dict) -> list[Outcome]:
         results = document["results"]

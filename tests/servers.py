@@ -64,6 +64,7 @@ def without_weights() -> dict[str, object]:
 HOSTILE_ANSWERS = {
     "endless answer": None,  # sent as fast as the client reads, for ever
     "slow drip": None,  # a byte every 0.5 s, for ever
+    "slow headers": None,  # a status line, then a header a byte every 0.5 s, for ever
     "crop abc": answer_of_two(item={"explanation": {**GOOD_EXPLANATION, "crop": "abc",
                                                     "heatmap": "data:image/png;base64,"}}),
     "heatmap not a PNG": answer_of_two(item={"explanation": {**GOOD_EXPLANATION,
@@ -87,20 +88,21 @@ def hostile_handler(kind: str) -> type[QuietHandler]:
     class Hostile(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
+            if kind != "slow headers":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
             try:
-                if kind == "endless answer":
-                    self.wfile.write(b'{"model": "')
-                    while True:
-                        self.wfile.write(b"x" * 65536)
-                elif kind == "slow drip":
-                    self.wfile.write(b'{"model": "')
+                if kind in ("slow drip", "slow headers"):
+                    self.wfile.write(b'{"model": "' if kind == "slow drip" else b"HTTP/1.1 200 OK\r\nX-Drip: ")
                     while True:
                         self.wfile.write(b"x")
                         self.wfile.flush()
                         time.sleep(0.5)
+                elif kind == "endless answer":
+                    self.wfile.write(b'{"model": "')
+                    while True:
+                        self.wfile.write(b"x" * 65536)
                 else:
                     self.wfile.write(json.dumps(HOSTILE_ANSWERS.get(kind, TEXT_THAT_RUNS)).encode())
             except OSError:  # the client hung up, as it should
