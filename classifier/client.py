@@ -11,8 +11,9 @@ and sends one image per request from then on.
 
 The server is not trusted any more than forwarding trusts a remote: an answer is read up to
 ``remote.MAX_RESPONSE_BYTES`` per image and within one deadline for the whole request (connect
-and read timeouts together, however slowly it trickles: ``_Deadline`` cuts the connection), and checked by forwarding's own
-checks (``remote``); an answer that fails them fails its images, and the run goes on.
+and read timeouts together, however slowly it trickles: ``_Deadline`` cuts the connection),
+and checked by forwarding's own checks (``remote``); an answer that fails them fails its
+images, and the run goes on.
 """
 
 from __future__ import annotations
