@@ -500,10 +500,16 @@ def _http_error_message(error: HTTPException) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve the image classifier for local use.")
-    parser.add_argument("--host", default="localhost")
-    parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--debug", action="store_true")
+    parser = argparse.ArgumentParser(
+        description="Serve the image classifier for local use: the page at http://HOST:PORT/, the API at "
+                    "/predict. For a hosted server, run it under uWSGI (uwsgi.ini). Settings come from "
+                    "CLASSIFIER_* environment variables (README, Settings).")
+    parser.add_argument("--host", default="localhost",
+                        help="the address to listen on (default: localhost, this machine only; "
+                             "0.0.0.0 for every network)")
+    parser.add_argument("--port", type=int, default=5000, help="the port to listen on (default: 5000)")
+    parser.add_argument("--debug", action="store_true",
+                        help="Flask's debug mode: tracebacks in the browser; never where others can reach it")
     args = parser.parse_args()
     # Local use: a person may point the page at any remote they run (production turns this off).
     os.environ.setdefault("CLASSIFIER_ALLOW_CUSTOM_REMOTE", "1")

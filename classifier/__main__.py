@@ -24,19 +24,24 @@ from .files import write_bytes
 from .logs import configure_logging
 from .models import REGISTRY, ModelSpec, get_spec
 from .options import DEFAULT_TOP_K, MAX_TOP_K
-from .reports import json_line, terminal_lines, write_csv, write_json
+from .reports import json_line, printable, terminal_lines, write_csv, write_json
 from .weights import Found, WeightsRejected
+
+# --help's words: plain text, where the module's docstring has reStructuredText's ``code``.
+DESCRIPTION = ("Classify image files and folders (predict), fetch ImageNet weights (download) and make the "
+               "ONNX exports the server runs (export). 'pip install .' installs it as the classifier "
+               "script; 'python3 -m classifier' is the same. 'classifier COMMAND --help' says more.")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="classifier", description=__doc__)
+    parser = argparse.ArgumentParser(prog="classifier", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser("predict", help="classify image files and folders of them")
     predict.add_argument("images", nargs="+", type=Path, metavar="PATH",
                          help="an image file, or a folder: every image in it and its subfolders")
     predict.add_argument("--model", choices=list(REGISTRY), help="default: the server's default model")
     predict.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, choices=range(1, MAX_TOP_K + 1),
-                         metavar=f"1..{MAX_TOP_K}")
+                         metavar=f"1..{MAX_TOP_K}", help=f"how many ranked labels per image (default: {DEFAULT_TOP_K})")
     predict.add_argument("--json", nargs="?", const="-", metavar="FILE",
                          help="alone: print one JSON document per image, in the API's shape; "
                               "with FILE: write there a JSON list with one record per image")
@@ -144,7 +149,9 @@ def _unused(folder: Path, stem: str, taken: set[Path]) -> Path:
 
 def _say(line: str, file: TextIO) -> None:
     """A line above the progress bar in a terminal; plainly into a pipe or file, where
-    moving the bar out of the way would only repeat it."""
+    moving the bar out of the way would only repeat it. Lines carry a server's text (labels,
+    messages): its control characters are shown, never sent to the terminal as such."""
+    line = printable(line)
     if file.isatty():
         tqdm.write(line, file=file)
     else:

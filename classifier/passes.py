@@ -76,18 +76,24 @@ class InFlight:
 def _mapped(path: Path) -> tuple[np.ndarray, int | None]:
     """The slots in the file at ``path``, made if missing, and the one this process claimed."""
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    fcntl.flock(descriptor, fcntl.LOCK_EX)  # only while claiming a slot
     try:
-        if os.fstat(descriptor).st_uid != os.getuid():  # planted by another user of a shared /dev/shm
-            raise PermissionError(f"{path} belongs to another user")
-        if os.fstat(descriptor).st_size < SLOTS * _SLOT.itemsize:
-            os.ftruncate(descriptor, SLOTS * _SLOT.itemsize)
-        slots = np.frombuffer(mmap.mmap(descriptor, SLOTS * _SLOT.itemsize), dtype=_SLOT)
-        return slots, _claim(slots, path)
+        # Checked before locking: another user who planted the file (a shared /dev/shm) could
+        # hold a lock on it for ever, and every prediction would wait on it. A file only this
+        # user can open has no lock but ours, each held for a moment.
+        status = os.fstat(descriptor)
+        if status.st_uid != os.getuid() or status.st_mode & 0o077:
+            raise PermissionError(f"{path} belongs to another user or others may open it")
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # only while claiming a slot
+        try:
+            if status.st_size < SLOTS * _SLOT.itemsize:
+                os.ftruncate(descriptor, SLOTS * _SLOT.itemsize)
+            slots = np.frombuffer(mmap.mmap(descriptor, SLOTS * _SLOT.itemsize), dtype=_SLOT)
+            return slots, _claim(slots, path)
+        finally:
+            # Unlocked explicitly: the map holds a duplicate of the descriptor, which would keep
+            # the lock (and every other process waiting for it) after closing this one.
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
     finally:
-        # Unlocked explicitly: the map holds a duplicate of the descriptor, which would keep
-        # the lock (and every other process waiting for it) after closing this one.
-        fcntl.flock(descriptor, fcntl.LOCK_UN)
         os.close(descriptor)
 
 

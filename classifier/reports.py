@@ -4,6 +4,12 @@ The files are for the person who classified a folder and now sorts, filters or c
 answers: CSV opens in a spreadsheet (a header row; UTF-8 with the byte-order mark, so that
 Excel reads accented file names right), JSON for a program. Both hold every image, the
 failed ones with the error's code and message, in the order the images were found.
+
+The CSV columns are the page's "Download CSV" too (static/app.js; README, "CSV reports"): one
+format, whichever way a folder was classified. A cell a spreadsheet would take for a formula
+(a label or message from a server, a file name) starts with ``'``, as OWASP recommends
+against CSV injection. Terminal lines show control characters as escapes: a server's text
+cannot move the cursor, retitle the window or set the clipboard.
 """
 
 from __future__ import annotations
@@ -11,13 +17,28 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from .batch import Outcome
 from .files import write_bytes
 
-CSV_COLUMNS = ["path", "model", "label", "class_id", "score", "top_k", "error_code", "error_message"]
+CSV_COLUMNS = ["path", "state", "model", "label", "class_id", "score", "top_k", "error_code", "error_message"]
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP's list: what makes a cell a formula
+# C0 and C1 controls and DEL (escape sequences start with ESC or CSI), and the bidirectional
+# overrides that make text read other than it is.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(line: str) -> str:
+    """``line`` with every control character written as its escape (``\\x1b``), for a terminal."""
+    return _CONTROL.sub(lambda match: ascii(match.group())[1:-1], line)
+
+
+def csv_cell(value: object) -> object:
+    """``value``, with ``'`` before a text that a spreadsheet would run as a formula."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
 def terminal_lines(outcome: Outcome, heatmap: Path | None = None) -> list[str]:
@@ -55,17 +76,18 @@ def write_json(target: Path, outcomes: Iterable[Outcome]) -> None:
 
 
 def write_csv(target: Path, outcomes: Iterable[Outcome]) -> None:
-    """``CSV_COLUMNS``; ``top_k`` is ``label:score;label:score;...``, best first."""
+    """``CSV_COLUMNS``; ``top_k`` is ``label:score;label:score;...``, best first, scores to 4 places."""
     text = io.StringIO()
     writer = csv.DictWriter(text, CSV_COLUMNS)
     writer.writeheader()
     for outcome in outcomes:
         row = record(outcome)
         error = row["error"] or {}
-        writer.writerow({
-            "path": row["path"], "model": row["model"], "label": row["label"], "class_id": row["class_id"],
-            "score": row["score"],
+        writer.writerow({key: csv_cell(value) for key, value in {
+            "path": row["path"], "state": "done" if outcome.ok else "failed", "model": row["model"],
+            "label": row["label"], "class_id": row["class_id"],
+            "score": None if row["score"] is None else f"{row['score']:.4f}",
             "top_k": ";".join(f"{p['label']}:{p['score']:.4f}" for p in row["predictions"]),
             "error_code": error.get("code"), "error_message": error.get("message"),
-        })
+        }.items()})
     write_bytes(target, text.getvalue().encode("utf-8-sig"))

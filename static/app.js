@@ -724,16 +724,25 @@
     }));
   }
 
-  const csvCell = (value) => (/[",\n\r]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value);
+  // One CSV format with `classifier predict --csv` (classifier/reports.py; README, "CSV reports").
+  // A cell a spreadsheet would run as a formula starts with ' (OWASP's advice on CSV injection).
+  const csvCell = (value) => {
+    const text = /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
+    return /[",\n\r]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+  };
 
   function toCsv() {
-    const lines = [["filename", "state", "top_label", "top_score", "predictions", "error"]];
-    for (const row of rows()) {
-      const top = row.predictions[0];
-      lines.push([row.filename, row.state, top ? top.label : "", top ? top.score.toFixed(4) : "",
-        row.predictions.map((p) => `${p.label} ${p.score.toFixed(4)}`).join("; "), row.error ? row.error.code : ""]);
+    const lines = [["path", "state", "model", "label", "class_id", "score", "top_k", "error_code", "error_message"]];
+    for (const tile of tiles) {
+      const predictions = tile.answer ? tile.answer.predictions : [];
+      const top = predictions[0];
+      lines.push([tile.file.webkitRelativePath || tile.file.name, tile.state, tile.answer ? tile.answer.model : "",
+        top ? top.label : "", top ? top.class_id : "", top ? top.score.toFixed(4) : "",
+        predictions.map((p) => `${p.label}:${p.score.toFixed(4)}`).join(";"),
+        tile.error ? tile.error.code : "", tile.error ? tile.error.message : ""]);
     }
-    return lines.map((line) => line.map((value) => csvCell(String(value))).join(",")).join("\r\n") + "\r\n";
+    // UTF-8 with a byte-order mark, as the CLI writes it, so that Excel reads accented names right.
+    return "\ufeff" + lines.map((line) => line.map((value) => csvCell(String(value))).join(",")).join("\r\n") + "\r\n";
   }
 
   function download(name, type, text) {

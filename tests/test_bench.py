@@ -154,6 +154,18 @@ def test_the_many_images_benchmark_answers_every_request(tmp_path):
     assert sum("images/s" in line for line in lines) == 3, result.stdout
 
 
+def test_the_hostile_cli_benchmark_ends_every_run_with_its_reports():
+    """bench/hostile_cli.py, with a 2 s read timeout: every hostile answer ends the CLI's run
+    (none is killed), each photo failing with a reason in the CSV report."""
+    result = subprocess.run([sys.executable, "bench/hostile_cli.py", "--seconds", "60"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "CLASSIFIER_REMOTE_READ_TIMEOUT": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = result.stdout.splitlines()[1:]
+    assert len(rows) == 6 and all(" exit 1 " in row for row in rows), result.stdout
+    assert all(row.endswith(("remote_error remote_error", "remote_timeout remote_timeout")) for row in rows), rows
+
+
 def test_the_int8_form_is_measured_beside_its_fp32_export(serving):
     """bench/serving.py makes the int8 form as `classifier export` does, times both forward
     passes on one thread, counts their agreement on the held-out images, and serves it."""

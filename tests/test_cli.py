@@ -7,13 +7,16 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import PHOTOS, ROOT, classifier_command, free_port, run_classifier
+from servers import ESCAPES, HOSTILE_ANSWERS, hostile_handler
 from test_deployment import _first_answer, _hold_upload, access_log_entries, start_uwsgi
 
 from bench.stack import Nginx, start_nginx
@@ -126,10 +129,10 @@ def assert_photo_rows(rows: list[dict[str, str]], images: list[Path], model: str
     assert [row["path"] for row in rows] == [str(path) for path in images]
     for row in rows:
         if row["path"].endswith("broken.jpg"):
-            assert (row["error_code"], row["label"]) == ("invalid_image", ""), row
+            assert (row["state"], row["error_code"], row["label"]) == ("failed", "invalid_image", ""), row
             assert "truncated or corrupt" in row["error_message"]
             continue
-        assert row["model"] == model and row["error_code"] == "" and row["label"], row
+        assert row["state"] == "done" and row["model"] == model and row["error_code"] == "" and row["label"], row
         ranked = [item.rsplit(":", 1) for item in row["top_k"].split(";")]
         assert len(ranked) == 3 and ranked[0][0] == row["label"]
         assert abs(float(ranked[0][1]) - float(row["score"])) < 1e-4
@@ -274,3 +277,84 @@ def test_remote_refusal_for_every_image_is_not_retried_in_vain(tmp_path, serve_a
     for row in rows:
         assert "ResNet50" in row["error_message"]
         assert f"{row['path']}: {row['error_message']}" in result.stderr
+
+
+# --- a server that is not to be trusted -------------------------------------------------------
+
+def run_measured(*args: str, tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, int]:
+    """``run``, and the CLI's peak resident memory in KiB (GNU time's, from the kernel); killed
+    with GNU time after 60 s (the hangs this guards against had no end)."""
+    peak = tmp_path / "peak-kib"
+    process = subprocess.Popen(["/usr/bin/time", "-o", str(peak), "-f", "%M", *classifier_command(*args)], cwd=ROOT,
+                               env={**os.environ, "CLASSIFIER_RANDOM_WEIGHTS": "1", "KERAS_HOME": str(tmp_path),
+                                    "CLASSIFIER_OFFLINE": "1", **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), int(peak.read_text().split()[-1])
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE_ANSWERS))
+def test_a_hostile_server_fails_its_images_and_the_reports_are_still_written(tmp_path, stub_server, kind):
+    """An answer that never ends, one that trickles for ever, and answers that break the
+    contract (a crop "abc", a heatmap that is not a PNG, no ``weights``): each image fails
+    with a reason, as forwarding would refuse the same answer; the run ends, in bounded
+    memory (the endless answer used to take the CLI to 2.65 GB in 13 s), and writes its
+    reports. Figures: bench/hostile_cli.py."""
+    server = stub_server(hostile_handler(kind))
+    reports = tmp_path / "answers.csv", tmp_path / "answers.json"
+    result, peak_kib = run_measured("predict", str(PHOTOS["chelsea"]), str(PHOTOS["coffee"]), "--remote", server.url,
+                                    "--explain", str(tmp_path / "heatmaps"), "--csv", str(reports[0]),
+                                    "--json", str(reports[1]), tmp_path=tmp_path,
+                                    CLASSIFIER_REMOTE_READ_TIMEOUT="2")  # the whole answer within 3 + 2 s
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    expected = "remote_timeout" if kind.startswith("slow") else "remote_error"
+    assert [row["error_code"] for row in csv_rows(reports[0])] == [expected] * 2
+    assert [d["error"]["code"] for d in json.loads(reports[1].read_text())] == [expected] * 2
+    assert "0 done, 2 failed" in result.stderr
+    assert peak_kib < 600 * 1024, peak_kib
+
+
+def test_a_servers_text_neither_drives_the_terminal_nor_runs_in_a_spreadsheet(tmp_path, stub_server):
+    """Labels, model, weights and messages that carry escape sequences (a window title, the
+    clipboard through OSC 52, a cleared screen) are printed with their control characters
+    shown; CSV cells that a spreadsheet would run as formulas start with ``'`` (OWASP)."""
+    server = stub_server(hostile_handler("text that runs"))
+    report = tmp_path / "answers.csv"
+    result = run("predict", str(PHOTOS["chelsea"]), str(PHOTOS["coffee"]), "--remote", server.url,
+                 "--csv", str(report), tmp_path=tmp_path)
+    assert result.returncode == 1, result.stderr
+    for output in (result.stdout, result.stderr):
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", output), output
+    shown = ascii(ESCAPES)[1:-1]  # \x1b]0;owned\x07...
+    assert f"(MobileNetV2{shown}, imagenet{shown} weights)" in result.stdout
+    assert f"{PHOTOS['coffee']}: @SUM(1){shown}" in result.stderr
+    done, failed = csv_rows(report)
+    assert done["label"].startswith("'=HYPERLINK(") and done["top_k"].startswith("'=HYPERLINK(")
+    assert failed["error_message"].startswith("'@SUM(1)") and failed["state"] == "failed"
+
+
+def test_help_is_plain_text_and_describes_every_option(tmp_path):
+    """``--help`` of the CLI, its commands and ``app.py``: no reStructuredText backticks, and
+    a description beside every option (argparse prints an option without one alone)."""
+    pages = [run(*command, "--help", tmp_path=tmp_path) for command in ([], ["predict"], ["download"], ["export"])]
+    pages.append(subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True))
+    for page in pages:
+        assert page.returncode == 0 and "``" not in page.stdout, page.stdout
+        lines = page.stdout.split("options:\n", 1)[1].splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("  -") and not re.search(r"\S {2,}\S", line.strip()):  # no words beside it
+                assert i + 1 < len(lines) and lines[i + 1].startswith(" " * 8), page.stdout  # nor under it
+
+
+def test_a_run_where_nothing_was_classified_states_no_rate(tmp_path):
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_text("shopping list")
+    result = run("predict", str(not_an_image), tmp_path=tmp_path)
+    assert result.returncode == 1
+    summary = result.stderr.splitlines()[-1]
+    assert re.fullmatch(r"0 done, 1 failed in \d+\.\d s", summary), summary

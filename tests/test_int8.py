@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -41,13 +42,30 @@ COMMAND = f"`python3 -m classifier export {MODEL}`"
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A Keras cache in which ``classifier export`` made both forms; its output. (A worker's
-    export child makes one: ``export EfficientNetLite0`` makes no int8 form.)"""
+def export_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A Keras cache in which ``classifier export`` made both forms, and how the command ran.
+    (A worker's export child makes one: ``export EfficientNetLite0`` makes no int8 form.)"""
     home = tmp_path_factory.mktemp("int8_home")
     result = run_classifier("export", "EfficientNetLite0", "EfficientNetLite0-int8", KERAS_HOME=str(home))
     assert result.returncode == 0, result.stderr
+    return home, result
+
+
+@pytest.fixture(scope="session")
+def exported(export_run) -> tuple[Path, str]:
+    """``export_run``'s Keras cache and what the command printed."""
+    home, result = export_run
     return home, result.stdout
+
+
+def test_export_sums_up_the_quantizers_scale_notes_in_one_line(export_run):
+    """ONNX Runtime's quantizer logs a line per weight scale it widens (73 for this model):
+    ``classifier export`` says how many in one line instead."""
+    _, result = export_run
+    assert "Increased scale" not in result.stderr and "Increasing scale" not in result.stderr
+    summary = re.findall(r"^EfficientNetLite0-int8: the quantizer widened (\d+) weight scale\(s\) of (\d+) weight",
+                         result.stderr, re.M)
+    assert len(summary) == 1 and int(summary[0][0]) >= int(summary[0][1]) > 0, result.stderr
 
 
 def int8_record(home: Path) -> dict:

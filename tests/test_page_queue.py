@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import PHOTOS
 from playwright.sync_api import expect
+
+from classifier.reports import CSV_COLUMNS
 from test_page import (DESKTOP, FIRST_ANSWER, PHONE, SCREENSHOTS, browser, expect_bars,  # noqa: F401 (fixtures)
                        open_page, other, real)
 from test_page_axe import expect_no_serious_violations, open_checked_page  # noqa: F401 (fixture)
@@ -25,11 +27,12 @@ CAT_LABELS = {"Tabby", "Tiger cat", "Egyptian cat"}
 
 @pytest.fixture
 def forty_files(tmp_path) -> list[Path]:
-    """36 real photos (cats and coffee, in turn) and 4 broken files among them."""
+    """36 real photos (cats and coffee, in turn) and 4 broken files among them, one named as
+    a spreadsheet formula would start."""
     files = []
     for i in range(40):
         if i % 10 == 7:
-            broken = tmp_path / f"broken-{i:02}.jpg"
+            broken = tmp_path / f"{'=' if i == 27 else ''}broken-{i:02}.jpg"
             broken.write_bytes(b"not a picture\n" if i < 20 else b"\xff\xd8\xff\xe0 cut short")
             files.append(broken)
         else:
@@ -52,7 +55,7 @@ def test_forty_files_become_cards_that_all_end_done_or_failed(open_page, real, f
     expect(page.locator("#queue-bar")).to_have_js_property("value", 40)
     assert 5 <= len(posts) < 40, "several photos per request (up to 8)"
     states = tiles.evaluate_all("tiles => tiles.map(t => t.dataset.state)")
-    broken = {i for i, path in enumerate(forty_files) if path.name.startswith("broken")}
+    broken = {i for i, path in enumerate(forty_files) if "broken" in path.name}
     assert [i for i, state in enumerate(states) if state == "failed"] == sorted(broken), states
     assert states.count("done") == 36, states
     for i in (1, 3):  # cats
@@ -67,34 +70,42 @@ def test_forty_files_become_cards_that_all_end_done_or_failed(open_page, real, f
 
     with page.expect_download() as download:
         page.get_by_role("button", name="Download CSV").click()
-    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
-    assert [row["filename"] for row in rows] == [path.name for path in forty_files]
+    text = Path(download.value.path()).read_bytes().decode()
+    assert text.startswith("\ufeffpath,state,model,label,class_id,score,top_k,error_code,error_message\r\n")
+    rows = list(csv.DictReader(io.StringIO(text.removeprefix("\ufeff"))))
+    assert list(rows[0]) == CSV_COLUMNS  # the CLI's format (classifier/reports.py)
+    # A name a spreadsheet would run as a formula is neutralised, as OWASP advises.
+    assert [row["path"] for row in rows] == [("'" if path.name.startswith("=") else "") + path.name
+                                             for path in forty_files]
     assert [row["state"] for row in rows] == states
     for i, row in enumerate(rows):
         if i in broken:
-            assert row["error"] in ("unsupported_image_type", "invalid_image") and not row["top_label"], row
+            assert row["error_code"] in ("unsupported_image_type", "invalid_image") and row["error_message"], row
+            assert not row["label"] and not row["model"], row
         else:
-            assert row["top_label"] and 0 < float(row["top_score"]) <= 1 and not row["error"], row
-    assert {rows[1]["top_label"], rows[3]["top_label"]} <= CAT_LABELS, rows[:4]
+            assert row["label"] and 0 < float(row["score"]) <= 1 and not row["error_code"], row
+            assert row["model"] == "EfficientNetLite0" and row["top_k"].startswith(f"{row['label']}:{row['score']}")
     with page.expect_download() as download:
         page.get_by_role("button", name="Download JSON").click()
     answers = json.loads(Path(download.value.path()).read_text())
-    assert [a["predictions"][0]["label"] if a["predictions"] else None for a in answers] == [
-        row["top_label"] or None for row in rows]
+    assert [a["predictions"][0]["class_id"] if a["predictions"] else "" for a in answers] == [
+        row["class_id"] for row in rows]
+    top_labels = [a["predictions"][0]["label"] if a["predictions"] else None for a in answers]
+    assert {top_labels[1], top_labels[3]} <= CAT_LABELS, answers[:4]
 
     # A card opens its full answer, heatmap included, as one chosen photo shows it.
     tiles.nth(1).click()
     labels = expect_bars(page, 3)
-    assert labels[0][0] == rows[1]["top_label"]
+    assert labels[0][0] == top_labels[1]
     expect(page.locator("#crop-frame")).to_be_visible()
     expect(page.locator(".meta-model")).to_have_text("EfficientNetLite0")
     expect(page.locator(".meta-time")).to_have_text(re.compile(r"^\d+ ms"))
     tiles.nth(7).click()
     expect(page.locator("#error .error-title")).to_have_text("That file is not an image this server can read.")
 
-    page.get_by_label("Filter by label").fill(rows[1]["top_label"])
+    page.get_by_label("Filter by label").fill(top_labels[1])
     visible = tiles.evaluate_all("tiles => tiles.filter(t => !t.hidden).length")
-    assert visible == sum(row["top_label"] == rows[1]["top_label"] for row in rows)
+    assert visible == top_labels.count(top_labels[1])
 
 
 def test_the_queue_can_be_cancelled(open_page, real, forty_files):

@@ -432,3 +432,36 @@ def test_a_pass_file_planted_by_someone_else_is_neither_used_nor_written(tmp_pat
     assert target.read_bytes() == b"keep" and path.read_bytes() == before
     with in_flight.running() as alone:
         assert alone == 1
+
+
+# Run as another user (nobody): plants the instance's pass file, open to all (umask 0),
+# and holds a shared lock on it until killed, as someone else on a shared /dev/shm could.
+LOCK_HOLDER = 'umask 0 && exec flock --shared "$0" sh -c "echo locked && exec sleep 600"'
+
+
+def test_a_pass_file_another_user_planted_and_locks_does_not_hold_predictions(export, keras_home, tmp_path):
+    """Another local user who guesses a uWSGI master's id plants its pass file (mode 0666)
+    and keeps a shared lock on it: the workers see the file is not theirs before waiting for
+    any lock, count their own passes and answer (they used to wait on the lock until
+    harakiri while /healthz stayed 200)."""
+    http = f"127.0.0.1:{free_port()}"
+    env = {"KERAS_HOME": str(keras_home), "CLASSIFIER_RUNTIME": "onnx", "CLASSIFIER_DEFAULT_MODEL": MODEL,
+           "CLASSIFIER_RANDOM_WEIGHTS": "0", "CLASSIFIER_OFFLINE": "1", "CLASSIFIER_UWSGI_HTTP": http,
+           "CLASSIFIER_WARMUP": "0"}  # no worker opens the file before it is planted
+    server = stack.start_uwsgi(tmp_path, "app", f"127.0.0.1:{free_port()}", env, processes=2, threads=1)
+    planted = instance_file().with_name(f"classifier-passes-{os.getuid()}-{server.process.pid}")
+    holder = subprocess.Popen(["sh", "-c", LOCK_HOLDER, str(planted)], user=65534, group=65534,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        wait_until_healthy(f"http://{http}", server.process)
+        for _ in range(2):  # both workers, in turn or not
+            answer = requests.post(f"http://{http}/predict", files={"image": PHOTOS["chelsea"].read_bytes()},
+                                   timeout=45)  # under harakiri (60 s): a worker waiting on the lock never answers
+            assert answer.status_code == 200, answer.text
+    finally:
+        holder.kill()
+        holder.wait()
+        stop(server.process)
+        planted.unlink(missing_ok=True)
+    assert "belongs to another user" in server.log.read_text(errors="replace")
