@@ -33,10 +33,11 @@ from test_real_photos import EXPECTED
 MODEL = "EfficientNetLite0-int8"
 SERVE_ANY = {"int8_min_top1": 0.0, "int8_min_top5": 0.0}  # a bar every measured form clears
 SERVE_NONE = {"int8_min_top1": 1.01}  # a bar no form clears
-# Where the default form's verdict is known: this machine and CI's have AVX-512 VNNI, on which
-# EfficientNetLite0-int8 clears the default bar (35 of 36 images, one above it). Quantized
-# kernels differ on CPUs without VNNI, so there the verdict may flip; the tests still check that
-# the state follows the measured figures, and assert "the default form passes" only here.
+# Where the default form's verdict is known: on a CPU with AVX-512 VNNI EfficientNetLite0-int8
+# clears the default bar (35 of 36 images, one above it). Quantized kernels differ on CPUs
+# without VNNI (an AMD EPYC without it agrees on 31 of 36, 86.1%), so there it is not served;
+# the tests check that the state follows the measured figures either way, and assert "the
+# default form passes" only on VNNI.
 VNNI = "avx512_vnni" in Path("/proc/cpuinfo").read_text()
 COMMAND = f"`python3 -m classifier export {MODEL}`"
 
@@ -95,7 +96,8 @@ def test_export_makes_and_measures_the_int8_form(exported):
     int8_file = home / "models" / "exports" / (record_stem(home) + ".onnx")
     assert record["onnx_sha256"] == hashlib.sha256(int8_file.read_bytes()).hexdigest()
     served = passes_default_bar(record)
-    verdict = rf"^EfficientNetLite0-int8: {'served' if served else 'not served'}: top-1 equal to fp32 on"
+    said = "served" if served else "not served: it agrees with fp32 too rarely"
+    verdict = rf"^EfficientNetLite0-int8: {said}: top-1 equal to fp32 on"
     assert re.search(verdict, output, re.M), output
     if VNNI:  # this machine's known result (97.2%, 4.86 of 5)
         assert served, record
@@ -151,8 +153,8 @@ def test_the_page_offers_the_default_models_passing_int8_form_first(exported, ma
     failing = make_app(random_weights=False, keras_home=exported[0], **SERVE_NONE).test_client()
     page = failing.get("/").get_data(as_text=True)
     assert re.search(r'<option value="EfficientNetLite0" selected>', page)
-    unavailable = entry(failing, MODEL)["status_text"].replace("'", "&#39;")
-    assert f'<option value="{MODEL}">{text} ({unavailable})</option>' in page
+    assert entry(failing, MODEL)["status"] == "unavailable"
+    assert f'<option value="{MODEL}">{MODEL} (unavailable)</option>' in page  # the reason is in /models
 
 
 def test_the_page_script_names_int8_forms_with_their_figures_and_classifies_with_one(exported, serve_app):
@@ -282,7 +284,7 @@ def test_a_form_that_could_not_be_made_leaves_the_page_and_models_answering(expo
     page = client.get("/")
     assert page.status_code == 200
     option = re.search(rf'<option value="{MODEL}">([^<]*)</option>', page.get_data(as_text=True))
-    assert option and option[1].startswith(f"{MODEL} — int8 (unavailable: its fp32 export is not served"), option
+    assert option and option[1] == f"{MODEL} (unavailable)", option  # the reason is in /models, above
     assert predict_int8(client).status_code == 503
 
 
