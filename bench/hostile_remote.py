@@ -9,7 +9,7 @@ the size of the answer and the app's CPU seconds for it:
   image's answer may take);
 - a label of 600 KB, which an answer repeats three times;
 - a heatmap whose header reads and whose pixels do not, to the page without JavaScript.
-Run it in an older checkout to see what the checks in classifier/remote.py save.
+Run it in an older checkout to see what the checks in classifier/forwarding/answers.py save.
 """
 
 from __future__ import annotations
