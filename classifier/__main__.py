@@ -82,7 +82,7 @@ def _predict(args: argparse.Namespace) -> int:
     summary = Summary(skipped=found.skipped)
     if args.remote:
         options = PredictRequest(b"", model=args.model, top_k=args.top_k, explain=args.explain is not None)
-        client = RemoteClient(predict_url(args.remote), options.forwarded_options(),
+        client = RemoteClient(predict_url(args.remote), options,
                               Timeouts(settings.remote_connect_timeout, settings.remote_read_timeout),
                               settings.max_upload_bytes, notify=lambda line: _say(line, sys.stderr))
         outcomes = run(batches(found.images), client.classify, REQUESTS_IN_FLIGHT)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from .batch import Outcome, read_image
 from .errors import ClassifierError
 from .forwarding.answers import checked_name, checked_result, service_error
 from .forwarding.client import Exchange, PredictClient, Timeouts
-from .options import SERVERS
+from .options import SERVERS, PredictRequest
 from .service import Classification
 from .urls import public_url
 
@@ -66,7 +66,7 @@ class RemoteClient:
     """Sends batches of image files to one server; ``classify`` is thread-safe."""
 
     url: str
-    fields: Mapping[str, str]
+    options: PredictRequest  # what the server is asked (its image unused)
     timeouts: Timeouts
     max_image_bytes: int
     notify: Notify
@@ -123,7 +123,8 @@ class RemoteClient:
         and the total wait allow, then returns the last refusal."""
         waited = 0.0
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            answer = self.client.exchange([(path.name, data) for path, data in images], self.fields)
+            answer = self.client.exchange([(path.name, data) for path, data in images],
+                                          self.options.forwarded_options())
             delay = _retry_delay(answer)
             if delay is None or attempt == MAX_ATTEMPTS or waited + delay > MAX_WAIT_SECONDS:
                 return answer
@@ -148,7 +149,7 @@ class RemoteClient:
         if (isinstance(document, dict) and "error" in document) or status != 200:
             return Outcome.failed(path, *self._refusal(status, document))
         try:
-            checked = checked_result(document, "explain" in self.fields)
+            checked = checked_result(document, self.options.explain)
             answer = Classification(checked_name(document["model"]), checked_name(document["weights"]),
                                     checked.predictions, checked.timing_ms,
                                     server=document.get("server") if document.get("server") in SERVERS else "remote",
