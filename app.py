@@ -38,7 +38,7 @@ from classifier.explain import overlay_png
 from classifier.image_checks import ImageLimits
 from classifier.logs import configure_logging
 from classifier.options import DEFAULT_TOP_K, MAX_TOP_K, OPTION_NAMES, default_filename
-from classifier.remote import HOP_HEADER
+from classifier.forwarding.client import HOP_HEADER
 from classifier.service import ManyClassifications, ManyImagesRequest, Upload
 from classifier.sizes import size_limit
 

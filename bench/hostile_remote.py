@@ -4,12 +4,15 @@
 
 Starts ``python3 app.py`` (custom remotes allowed, no warm-up) and, for each answer below, a
 loopback remote that gives it; sends the request that remote answers and prints the status,
-the size of the answer and the app's CPU seconds for it:
+the size of the answer, the app's CPU seconds for it and the wall time:
 - 32 images whose heatmaps each hold 60,000 empty PNG chunks (720 KB, under the 1 MiB an
   image's answer may take);
 - a label of 600 KB, which an answer repeats three times;
-- a heatmap whose header reads and whose pixels do not, to the page without JavaScript.
-Run it in an older checkout to see what the checks in classifier/remote.py save.
+- a heatmap whose header reads and whose pixels do not, to the page without JavaScript;
+- a status line, then a header one byte every 0.5 s, for ever (the deadline of the whole
+  exchange, 3 + 30 s by default, ends it).
+Run it in an older checkout to see what the checks in classifier/forwarding/ save (before
+issue 22, forwarding waited for the last one's headers without end: no answer in 90 s).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from bench.stack import free_port, stop  # noqa: E402
 from classifier.explain import DATA_URL_PREFIX, heatmap_png  # noqa: E402
 from hostile import png_with_corrupt_pixels, png_with_empty_chunks  # noqa: E402
-from servers import StubServer, answering_json  # noqa: E402
+from servers import StubServer, answering_json, hostile_handler  # noqa: E402
 
 PHOTO = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
 ANSWER = {"model": "MobileNetV2", "weights": "imagenet", "timing_ms": {"total": 1}}
@@ -48,16 +51,22 @@ def result(label: str = "tabby", heatmap: bytes | None = None, side: int = 20) -
             "explanation": explanation}
 
 
-def scenarios() -> dict[str, tuple[dict, int, str]]:
-    """name: (the remote's answer, images sent, the path they are sent to)."""
+def scenarios() -> dict[str, tuple[type, int, str]]:
+    """name: (the remote's request handler, images sent, the path they are sent to)."""
     chunks = png_with_empty_chunks(60_000)
     many = [{"filename": f"{i}.jpg", **result(heatmap=chunks, side=64)} for i in range(32)]
     return {
-        "32 heatmaps of 60,000 empty chunks, POST /predict": ({**ANSWER, "results": many}, 32, "/predict"),
-        "a label of 600 KB, POST /predict": ({**ANSWER, **result(label="x" * 600_000)}, 1, "/predict"),
+        "32 heatmaps of 60,000 empty chunks, POST /predict": (answering({**ANSWER, "results": many}), 32, "/predict"),
+        "a label of 600 KB, POST /predict": (answering({**ANSWER, **result(label="x" * 600_000)}), 1, "/predict"),
         "a heatmap with corrupt pixels, POST / (the page)":
-            ({**ANSWER, **result(heatmap=png_with_corrupt_pixels(heatmap_png(np.eye(7), (20, 20))))}, 1, "/"),
+            (answering({**ANSWER, **result(heatmap=png_with_corrupt_pixels(heatmap_png(np.eye(7), (20, 20))))}),
+             1, "/"),
+        "a header byte every 0.5 s, for ever, POST /predict": (hostile_handler("slow headers"), 1, "/predict"),
     }
+
+
+def answering(document: dict) -> type:
+    return answering_json(json.dumps(document).encode())
 
 
 def main() -> None:
@@ -77,14 +86,15 @@ def main() -> None:
                     raise
                 time.sleep(0.2)
         process = psutil.Process(app.pid)
-        for name, (document, images, path) in scenarios().items():
-            with StubServer(answering_json(json.dumps(document).encode())) as remote:
-                cpu = sum(process.cpu_times()[:2])
+        for name, (handler, images, path) in scenarios().items():
+            with StubServer(handler) as remote:
+                cpu, started = sum(process.cpu_times()[:2]), time.monotonic()
                 fields = {"server": "custom", "remote_url": remote.url + "predict", "explain": "1"}
                 response = requests.post(url + path, files=[("image", (f"{i}.jpg", photo)) for i in range(images)],
                                          data=fields, timeout=300)
-                spent = sum(process.cpu_times()[:2]) - cpu
-            print(f"{name:52} {response.status_code}  {len(response.content):>11,} bytes  {spent:5.2f} s CPU")
+                spent, wall = sum(process.cpu_times()[:2]) - cpu, time.monotonic() - started
+            print(f"{name:52} {response.status_code}  {len(response.content):>11,} bytes  {spent:5.2f} s CPU  "
+                  f"{wall:5.1f} s")
     finally:
         stop(app)
 

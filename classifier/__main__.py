@@ -16,14 +16,15 @@ from tqdm import tqdm
 
 from . import Classifier, ClassifierError, Settings
 from .batch import IMAGE_SUFFIXES, Outcome, Summary, classify_here, find_images, run
-from .client import REQUESTS_IN_FLIGHT, RemoteClient, batches, predict_url
+from .client import REQUESTS_IN_FLIGHT, RemoteClient, batches
 from .download import Unreachable, describe, download
 from .engine import Serving, make_export, make_int8
 from .explain import overlay_png
 from .files import write_bytes
+from .forwarding.client import Timeouts, predict_url
 from .logs import configure_logging
 from .models import REGISTRY, ModelSpec, get_spec
-from .options import DEFAULT_TOP_K, MAX_TOP_K
+from .options import DEFAULT_TOP_K, MAX_TOP_K, PredictRequest
 from .reports import json_line, printable, terminal_lines, write_csv, write_json
 from .weights import Found, WeightsRejected
 
@@ -80,10 +81,9 @@ def _predict(args: argparse.Namespace) -> int:
         return 1
     summary = Summary(skipped=found.skipped)
     if args.remote:
-        fields = {"top_k": str(args.top_k), **({"model": args.model} if args.model else {}),
-                  **({"explain": "1"} if args.explain else {})}
-        client = RemoteClient(predict_url(args.remote), fields,
-                              (settings.remote_connect_timeout, settings.remote_read_timeout),
+        options = PredictRequest(b"", model=args.model, top_k=args.top_k, explain=args.explain is not None)
+        client = RemoteClient(predict_url(args.remote), options,
+                              Timeouts(settings.remote_connect_timeout, settings.remote_read_timeout),
                               settings.max_upload_bytes, notify=lambda line: _say(line, sys.stderr))
         outcomes = run(batches(found.images), client.classify, REQUESTS_IN_FLIGHT)
     else:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .models import REGISTRY
-from .remote import public_url
+from .urls import public_url
 
 if TYPE_CHECKING:
     from .options import PredictRequest

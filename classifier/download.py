@@ -22,7 +22,7 @@ from filelock import FileLock, Timeout
 from . import metrics
 from .config import Settings
 from .files import atomic_write, write_text
-from .remote import public_url  # a mirror's URL may carry credentials
+from .urls import public_url  # a mirror's URL may carry credentials
 from .weights import KerasWeights, Note, WeightsRejected, rejected_path
 
 log = logging.getLogger(__name__)

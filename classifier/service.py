@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from . import image_checks, images, labels, metrics, remote, status
+from . import image_checks, images, labels, metrics, status
 from .catalog import FIRST_USE_SECONDS, Catalog
 from .config import Settings
 from .download import BackgroundDownloads
@@ -24,9 +24,13 @@ from .engine import POOL, LoadedModel, ModelPool
 from .errors import (ClassifierError, ImageTooLarge, InvalidRequest, RemoteError, RemoteNotAllowed, RequestTooCostly,
                      TooManyImages)
 from .explain import Explanation
+from .forwarding.answers import RemoteAnswer, RemoteResult
+from .forwarding.client import Timeouts, forward
+from .forwarding.policy import check_url
 from .models import ModelSpec, get_spec
 from .options import DEFAULT_TOP_K, MAX_TOP_K, ManyImagesRequest, PredictRequest, Upload
 from .status import ModelState
+from .urls import public_url
 
 log = logging.getLogger(__name__)
 
@@ -170,14 +174,14 @@ class Classifier:
         started = time.perf_counter()
         self._check_size(request.image)
         url = self._remote_url(request)
-        timeouts = remote.Timeouts(self.settings.remote_connect_timeout, self.settings.remote_read_timeout)
+        timeouts = Timeouts(self.settings.remote_connect_timeout, self.settings.remote_read_timeout)
         with metrics.FORWARD_SECONDS.labels(request.server).time():
-            answer = remote.forward(url, request.image, request.filename, request.forwarded_options(), timeouts,
-                                    explanation_expected=request.explain)
+            answer = forward(url, [(request.filename, request.image)], request.forwarded_options(), timeouts,
+                             explanation_expected=request.explain)
         _check_explained(answer, request.explain_class, url)
         timing, result = {**answer.timing_ms, "total": _ms_since(started)}, answer.results[0]
         return Classification(answer.model, answer.weights, result.predictions[: request.top_k], timing,
-                              server=request.server, server_url=remote.public_url(url),
+                              server=request.server, server_url=public_url(url),
                               explanation=result.explanation)
 
     def _forward_many(self, request: ManyImagesRequest) -> ManyClassifications:
@@ -187,13 +191,12 @@ class Classifier:
         url = self._remote_url(options)
         problems = {index: self._problem(upload) for index, upload in enumerate(request.uploads)}
         sent = [upload for index, upload in enumerate(request.uploads) if problems[index] is None]
-        timeouts = remote.Timeouts(self.settings.remote_connect_timeout, self.settings.remote_read_timeout)
-        answer = remote.RemoteAnswer(options.model or "default", "unknown", [], {})  # if nothing is sent
+        timeouts = Timeouts(self.settings.remote_connect_timeout, self.settings.remote_read_timeout)
+        answer = RemoteAnswer(options.model or "default", "unknown", [], {})  # if nothing is sent
         if sent:
             with metrics.FORWARD_SECONDS.labels(options.server).time():
-                answer = remote.forward_many(url, [(upload.filename, upload.data) for upload in sent],
-                                             options.forwarded_options(), timeouts,
-                                             explanation_expected=options.explain)
+                answer = forward(url, [(upload.filename, upload.data) for upload in sent],
+                                 options.forwarded_options(), timeouts, explanation_expected=options.explain)
             _check_explained(answer, options.explain_class, url)
         relayed = iter(answer.results)
         results = [ImageResult.failed(upload.filename, problem) if (problem := problems[index])
@@ -201,7 +204,7 @@ class Classifier:
                    for index, upload in enumerate(request.uploads)]
         return ManyClassifications(answer.model, answer.weights, results,
                                    {**answer.timing_ms, "total": _ms_since(started)},
-                                   server=options.server, server_url=remote.public_url(url))
+                                   server=options.server, server_url=public_url(url))
 
     def _problem(self, upload: Upload) -> ClassifierError | None:
         """Why ``upload`` is not sent on or decoded: unreadable, or over the image limit."""
@@ -220,7 +223,7 @@ class Classifier:
             raise RemoteNotAllowed("Custom remote URLs are disabled on this server.")
         if not request.remote_url:
             raise InvalidRequest("server=custom needs a remote_url.")
-        remote.check_url(request.remote_url)
+        check_url(request.remote_url)
         return request.remote_url
 
     def classify(self, image: bytes, model: str | None = None, top_k: int = DEFAULT_TOP_K, *,
@@ -397,14 +400,14 @@ def _explanation(loaded: LoadedModel, framed: images.Framed, scores: np.ndarray,
     return Explanation(class_id, label, framed.crop, loaded.class_map(framed.pixels[None], features, number))
 
 
-def _check_explained(answer: remote.RemoteAnswer, explain_class: str | None, url: str) -> None:
+def _check_explained(answer: RemoteAnswer, explain_class: str | None, url: str) -> None:
     """A remote's maps must be of the class the request named (by class_id or label): one of
     another class would be shown under the wrong name."""
     if explain_class is None:
         return
     wanted = {labels.class_index()[number][0] for number in labels.class_numbers(explain_class)}
     if any(result.explanation and result.explanation["class_id"] not in wanted for result in answer.results):
-        raise RemoteError(f"The remote server at {remote.public_url(url)} explained another class than "
+        raise RemoteError(f"The remote server at {public_url(url)} explained another class than "
                           f"{explain_class}.")
 
 
@@ -441,7 +444,7 @@ def _batches(uploads: Sequence[Upload], size: int) -> Iterator[Sequence[Upload]]
         yield uploads[start:start + size]
 
 
-def _relayed(filename: str, result: remote.RemoteResult, top_k: int) -> ImageResult:
+def _relayed(filename: str, result: RemoteResult, top_k: int) -> ImageResult:
     """A remote's answer for one image, under the name the client gave it here."""
     if result.error is not None:
         return ImageResult(filename, error=result.error)

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import create_app  # noqa: E402
-from classifier import remote  # noqa: E402
+from classifier.forwarding.client import Timeouts, forward  # noqa: E402
 from classifier.errors import ClassifierError  # noqa: E402
 from servers import QuietHandler, StubServer  # noqa: E402  (next to this script, so on sys.path)
 
@@ -92,7 +92,7 @@ def redirecting_remote() -> str:
 def forward_directly(url: str, image: bytes) -> str:
     """Forward without the up-front ``check_url``: only the connection-time guard stands in the way."""
     try:
-        remote.forward(url, image, "cat.png", {}, remote.Timeouts(connect=2, read=2))
+        forward(url, [("cat.png", image)], {}, Timeouts(connect=2, read=2))
     except ClassifierError as error:
         return error.code
     return "answered"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +21,10 @@ import requests
 
 import hostile
 from classifier.explain import DATA_URL_PREFIX, heatmap_png
-from classifier.remote import HOP_HEADER, MAX_RELAYED_MESSAGE_CHARS, MAX_RETRY_AFTER_SECONDS
+from classifier.forwarding.answers import MAX_RELAYED_MESSAGE_CHARS
+from classifier.forwarding.client import HOP_HEADER, MAX_RETRY_AFTER_SECONDS
 from conftest import free_port
-from servers import QuietHandler
+from servers import QuietHandler, hostile_handler
 
 MODEL = "ResNet50"  # random ResNet50 weights give distinct, non-uniform scores
 
@@ -214,6 +216,21 @@ def test_remote_that_trickles_forever_is_cut_off_in_time(make_app, fake_remote, 
     response = forward_with(make_app, url, cat_png, remote_connect_timeout=1.0, remote_read_timeout=1.0)
     assert response.status_code == 504
     assert time.monotonic() - started < 5
+
+
+def test_remote_that_drips_its_headers_is_cut_off_at_the_deadline(make_app, stub_server, cat_png):
+    """A status line, then one header a byte every 0.5 s, for ever: each read gets a byte well
+    within the read timeout, so only the deadline for the whole exchange (connect and read
+    timeouts together) ends it, with the documented 504. The 60 s bound only keeps a broken
+    build from hanging the suite; the remote would never finish by itself."""
+    url = stub_server(hostile_handler("slow headers")).url + "predict"
+    answers = []
+    forwarding = threading.Thread(daemon=True, target=lambda: answers.append(forward_with(
+        make_app, url, cat_png, remote_connect_timeout=1.0, remote_read_timeout=1.0)))
+    forwarding.start()
+    forwarding.join(timeout=60)
+    assert answers, "forwarding still waited for the remote's headers"
+    assert answers[0].status_code == 504 and answers[0].json["error"]["code"] == "remote_timeout"
 
 
 def test_remote_with_a_huge_answer_is_capped(make_app, fake_remote, cat_png):

@@ -15,7 +15,7 @@ import pytest
 import requests
 from prometheus_client import REGISTRY
 
-from classifier.remote import HOP_HEADER
+from classifier.forwarding.client import HOP_HEADER
 from conftest import CAT_LABELS, PHOTOS
 from test_forwarding import fake_remote  # noqa: F401  (a remote answering what a test chooses)
 

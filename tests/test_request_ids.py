@@ -23,7 +23,7 @@ import requests
 
 from bench import stack
 from classifier import request_ids
-from classifier.remote import public_url
+from classifier.urls import public_url
 from classifier.logs import JsonFormatter, PlainFormatter
 from conftest import ROOT, free_port
 from hostile import jpeg_with_corrupt_exif
