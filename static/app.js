@@ -339,6 +339,9 @@
       shown.maps.set(answer.explanation.class_id, answer.explanation);
       showExplanation(answer.explanation.class_id);
     }
+    // A model that has just answered here is loaded: a menu still saying "preparing" is out of date.
+    const answering = models.find((m) => m.name === answer.model);
+    if (answer.server === "local" && answering && !answering.ready) refreshModels();
   }
 
   // ---- Where it looked: the heatmap over the photo ----

@@ -382,6 +382,9 @@ def test_file_chooser_shows_bars_for_a_real_photo_on_desktop_and_phone(open_page
         assert ("loading the model" in time_text) == ("load" in response.value.json()["timing_ms"])
         assert page.title() == f"{rows[0][0]} · Image classifier"
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "no sideways scroll"
+        # The model that answered is loaded: the menu no longer says it is being prepared.
+        expect(page.locator("#model option:checked")).to_have_text(re.compile(r"^EfficientNetLite0 · "))
+        expect(page.locator("#model-state")).to_be_hidden()
         page.mouse.move(0, 0)
         page.evaluate("document.activeElement.blur()")
         page.wait_for_timeout(300)  # transitions and the phone's scroll to the answer
