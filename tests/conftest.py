@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,10 @@ from flask.testing import FlaskClient
 from bench.stack import (Nginx, environment, free_port, start_nginx, stop,  # noqa: F401  (tests import free_port and stop from here)
                          uwsgi_command, wait_until_ok)
 from hostile import encode  # noqa: F401  (tests import it from here)
-from servers import StubServer, silent_listener
+from servers import QuietHandler, StubServer, silent_listener
+
+# The browser tests' fixtures (Chromium, the servers it opens) live in a module of their own.
+pytest_plugins = ["support.page_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = {
@@ -34,6 +38,19 @@ PHOTOS = {
 }
 KERAS_MODELS = ("MobileNetV2", "ResNet50", "NASNetMobile")
 CAT_LABELS = {"tabby", "tiger_cat", "Egyptian_cat"}  # a right answer for chelsea (ImageNet's cats)
+# photo: (how many of a pretrained model's top predictions to look in, labels of which one must be there)
+RIGHT_LABELS = {
+    "chelsea": (3, CAT_LABELS),
+    "coffee": (3, {"espresso", "cup", "coffee_mug"}),
+    "grace_hopper": (5, {"military_uniform"}),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that opens Chromium is a ``browser`` test, whichever module it is in."""
+    for item in items:
+        if "browser" in item.fixturenames:
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture
@@ -93,6 +110,39 @@ def stub_server() -> Iterator[Callable[[type], StubServer]]:
     yield start
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def fake_remote(stub_server) -> Callable[..., str]:
+    """A remote answering fixed status, headers and body, to test what we accept from it.
+
+    With ``pause``, the body goes out one byte at a time, ``pause`` seconds apart. The paths
+    of the requests that reached any of them are in ``fake_remote.received``.
+    """
+
+    def start(status: int, body: bytes, headers: dict[str, str] | None = None, pause: float = 0) -> str:
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                start.received.append(self.path)
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                step = 1 if pause else max(len(body), 1)
+                try:
+                    for offset in range(0, len(body), step):
+                        self.wfile.write(body[offset:offset + step])
+                        self.wfile.flush()
+                        time.sleep(pause)
+                except OSError:
+                    pass  # we hung up on it: the point of the test
+
+        return stub_server(Handler).url + "predict"
+
+    start.received = []  # the paths of the requests that reached any of them
+    return start
 
 
 @pytest.fixture

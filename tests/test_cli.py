@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PHOTOS, ROOT, classifier_command, free_port, run_classifier
+from conftest import PHOTOS, ROOT, classifier_command, free_port, run_classifier, start_uwsgi
 from servers import ESCAPES, HOSTILE_ANSWERS, hostile_handler
-from test_deployment import _first_answer, _hold_upload, access_log_entries, start_uwsgi
+from support.nginx import access_log_entries, first_answer, hold_upload
 
 from bench.stack import Nginx, start_nginx
 from classifier import Settings
@@ -236,7 +236,7 @@ def test_remote_waits_out_nginx_rate_limit_and_finishes(tmp_path, nginx_site):
     log_start = nginx_site.access_log.stat().st_size if nginx_site.access_log.exists() else 0
     report = tmp_path / "answers.csv"
     photos = [PHOTOS["chelsea"], PHOTOS["coffee"], PHOTOS["grace_hopper"]]
-    held = [_hold_upload(port, "127.0.0.1", 1024)]
+    held = [hold_upload(port, "127.0.0.1", 1024)]
     try:
         cli = subprocess.Popen(classifier_command("predict", *map(str, photos), "--remote", nginx_site.url,
                                                   "--csv", str(report)),
@@ -247,7 +247,7 @@ def test_remote_waits_out_nginx_rate_limit_and_finishes(tmp_path, nginx_site):
             time.sleep(0.05)
     finally:
         for sock in held:
-            _first_answer(sock)
+            first_answer(sock)
     stdout, stderr = cli.communicate(timeout=300)
     assert cli.returncode == 0, stderr
     assert stdout.count("(MobileNetV2, random weights)") == 3

@@ -11,7 +11,7 @@ import time
 import requests
 from conftest import PHOTOS, run_classifier, start_uwsgi
 from playwright.sync_api import expect
-from test_page import FIRST_ANSWER, browser, open_page  # noqa: F401 (fixtures)
+from support.page import FIRST_ANSWER
 
 MODEL = "EfficientNetLite0"
 PREPARING = "preparing for first use, about 15 s, once"

@@ -17,7 +17,6 @@ from prometheus_client import REGISTRY
 
 from classifier.remote import HOP_HEADER
 from conftest import CAT_LABELS, PHOTOS
-from test_forwarding import fake_remote  # noqa: F401  (a remote answering what a test chooses)
 
 MODEL = "EfficientNetLite0"
 COFFEE_LABELS = {"espresso", "cup", "coffee_mug"}

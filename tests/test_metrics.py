@@ -37,9 +37,9 @@ from bench.stack import Nginx, start_nginx
 from classifier import Classifier, Settings, download, metrics
 from classifier.engine import ModelPool
 from classifier.models import REGISTRY as MODELS
-from conftest import ROOT, free_port
+from conftest import ROOT, Uwsgi, free_port, start_uwsgi
 from servers import QuietHandler, StubServer
-from test_deployment import Uwsgi, client_at, start_uwsgi
+from support.nginx import client_at
 
 if not (PROMETHEUS and PROMTOOL and ALERTMANAGER and AMTOOL):
     pytest.fail("prometheus, promtool, alertmanager or amtool not installed: "
