@@ -10,13 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import PHOTOS, ROOT, classifier_command, free_port, run_classifier, start_uwsgi
 from servers import ESCAPES, HOSTILE_ANSWERS, hostile_handler
+from bench.polling import wait_until
 from support.nginx import access_log_entries, first_answer, hold_upload
 
 from bench.stack import Nginx, start_nginx
@@ -242,9 +242,7 @@ def test_remote_waits_out_nginx_rate_limit_and_finishes(tmp_path, nginx_site):
                                                   "--csv", str(report)),
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "CLASSIFIER_REMOTE_READ_TIMEOUT": "120"})
-        deadline = time.monotonic() + 60
-        while not cli_answers(nginx_site, log_start) and cli.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: cli_answers(nginx_site, log_start) or cli.poll() is not None, 60, interval=0.05)
     finally:
         for sock in held:
             first_answer(sock)

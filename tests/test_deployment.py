@@ -38,6 +38,7 @@ import urllib3
 
 from bench import stack
 from bench.stack import NGINX, UWSGI, Nginx, environment, start_nginx, uwsgi_command
+from bench.polling import wait_until
 from conftest import CAT_LABELS, ROOT, Site, Uwsgi, free_port, start_uwsgi, stop
 from support.nginx import access_log_entries, client_at, first_answer, hold_upload
 
@@ -422,9 +423,7 @@ def _unread_bytes(sock: socket.socket, server_port: int) -> int:
 
 def _nginx_rss_once_read(worker: psutil.Process, socks: list[socket.socket], port: int) -> int:
     """NGINX's worker's RSS once it has read everything sent on ``socks``; bounded wait."""
-    deadline = time.monotonic() + 60
-    while any(_unread_bytes(sock, port) for sock in socks) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not any(_unread_bytes(sock, port) for sock in socks), 60, interval=0.05)
     return worker.memory_info().rss
 
 
@@ -696,9 +695,8 @@ def test_client_requests_never_count_against_a_host(cluster, cat_png):
     outcomes = [post_cat(url, cat_png) for _ in range(6)]
     assert failures(outcomes) == [], failures(outcomes)[:3]
     # NGINX logs a request just after answering it: wait (bounded) for all 15 lines.
-    deadline = time.monotonic() + 10
-    while len(entries := access_log_entries(cluster.nginx, log_size, request="")) < 15 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    entries = wait_until(lambda: access_log_entries(cluster.nginx, log_size, request=""), 10,
+                         lambda entries: len(entries) >= 15, interval=0.05)
     assert {e["upstream"] for e in entries[-6:]} == {app.address for app in cluster.apps}
     # Each request went to one host, once: none was retried.
     assert len(entries) == 15 and not any(", " in e["upstream"] for e in entries), entries

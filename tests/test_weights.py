@@ -21,6 +21,7 @@ from classifier.engine import ModelPool
 from classifier.errors import ModelUnavailable, UnsupportedImageType
 from classifier.layouts import expected_layouts, layout_of
 from classifier.models import REGISTRY
+from bench.polling import wait_until
 from conftest import ROOT, classifier_command, free_port, run_classifier, wait_until_healthy
 from servers import QuietHandler, StubServer
 
@@ -89,12 +90,8 @@ def by_name(models: list[dict]) -> dict[str, dict]:
 
 def wait_for_status(client, name: str, wanted: set[str], seconds: float = 60) -> dict:
     """Poll ``/models`` (bounded) until ``name`` is in one of the ``wanted`` states."""
-    deadline = time.monotonic() + seconds
-    while True:
-        model = by_name(client.get("/models").json["models"])[name]
-        if model["status"] in wanted or time.monotonic() > deadline:
-            return model
-        time.sleep(0.1)
+    return wait_until(lambda: by_name(client.get("/models").json["models"])[name], seconds,
+                      lambda model: model["status"] in wanted, interval=0.1)
 
 
 def test_shipped_layouts_are_those_keras_writes():

@@ -13,7 +13,7 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright import sync_api
 from playwright.sync_api import expect
 
-from support.polling import wait_until
+from bench.polling import wait_until
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's (apt-get install chromium): Playwright cannot download one here
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -31,8 +31,10 @@ BLOCKING = ("serious", "critical")  # "moderate" and "minor" are advice, not bar
 
 def wait_for_models(url: str, condition: Callable[[dict[str, dict]], bool], timeout: float = 120) -> dict:
     """GET /models until ``condition`` holds for {name: model}; bounded by ``timeout``."""
-    return wait_until(lambda: {m["name"]: m for m in requests.get(f"{url}/models", timeout=30).json()["models"]},
-                      timeout, condition, what="GET /models meeting the condition")
+    models = wait_until(lambda: {m["name"]: m for m in requests.get(f"{url}/models", timeout=30).json()["models"]},
+                        timeout, condition)
+    assert condition(models), f"GET /models never met the condition: {models}"
+    return models
 
 
 def expect_bars(page: sync_api.Page, count: int) -> list[tuple[str, float, str]]:
