@@ -7,6 +7,7 @@ however many apps the tests create.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,11 +47,21 @@ RIGHT_LABELS = {
 }
 
 
+# What a test's fixtures say about its kind (pyproject.toml's markers); modules whose tests
+# start such things themselves say so with ``pytestmark``.
+KIND_OF_FIXTURE = {
+    "browser": "browser",  # Chromium
+    "site": "stack",  # uWSGI behind NGINX
+    "serve_app": "slow",  # python3 app.py processes
+    "prepared_keras_home": "slow",  # the pretrained EfficientNetLite0, converted and exported
+}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that opens Chromium is a ``browser`` test, whichever module it is in."""
+    """Mark each test with the kinds its fixtures bring (directly or through other fixtures)."""
     for item in items:
-        if "browser" in item.fixturenames:
-            item.add_marker(pytest.mark.browser)
+        for kind in {KIND_OF_FIXTURE[name] for name in item.fixturenames if name in KIND_OF_FIXTURE}:
+            item.add_marker(kind)
 
 
 @pytest.fixture
@@ -92,10 +103,29 @@ def cat_png() -> bytes:
     return PHOTOS["chelsea"].read_bytes()
 
 
+@pytest.fixture(scope="session")
+def prepared_keras_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Keras cache holding what first use of the bundled EfficientNetLite0 makes (its
+    converted weights and its checked ONNX export, feature map and head included), made once
+    per session by ``classifier export`` (about 15 s). Never used directly: ``keras_home`` and
+    the stack fixtures take copies, so a test may add to its cache without touching another's."""
+    home = tmp_path_factory.mktemp("prepared_keras_home")
+    result = run_classifier("export", "EfficientNetLite0", KERAS_HOME=str(home), CLASSIFIER_OFFLINE="1")
+    assert result.returncode == 0, result.stderr
+    return home
+
+
+def copy_of(prepared_keras_home: Path, to: Path) -> Path:
+    """``to``, a Keras cache of its own holding what ``prepared_keras_home`` holds."""
+    shutil.copytree(prepared_keras_home, to)
+    return to
+
+
 @pytest.fixture(scope="module")
-def keras_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One Keras cache per test module, so its downloads and conversions happen once."""
-    return tmp_path_factory.mktemp("keras_home")
+def keras_home(prepared_keras_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One Keras cache per test module, EfficientNetLite0 already prepared in it (a copy of
+    ``prepared_keras_home``), so its other downloads and conversions happen once per module."""
+    return copy_of(prepared_keras_home, tmp_path_factory.mktemp("keras_home") / "keras")
 
 
 @pytest.fixture
@@ -286,14 +316,16 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, prepared_keras_home: Path) -> Iterator[Site]:
     """classifier.conf + uwsgi.ini with production settings (its default 2 workers of one
-    thread): the bundled pretrained EfficientNetLite0 (no download: offline), custom remotes
-    asked for but forced off by uwsgi.ini."""
+    thread): the bundled pretrained EfficientNetLite0 (no download: offline; prepared already,
+    in a copy of the session's cache), custom remotes asked for but forced off by uwsgi.ini.
+    One per module: tests kill and reload its workers and use up NGINX's per-address limits."""
     folder = tmp_path_factory.mktemp("site")
     fifo = folder / "uwsgi.fifo"
+    keras = copy_of(prepared_keras_home, folder / "keras")
     app = start_uwsgi(folder, "uwsgi", CLASSIFIER_UWSGI_FIFO=str(fifo), CLASSIFIER_OFFLINE="1",
-                      CLASSIFIER_ALLOW_CUSTOM_REMOTE="1", KERAS_HOME=str(folder / "keras"))
+                      CLASSIFIER_ALLOW_CUSTOM_REMOTE="1", KERAS_HOME=str(keras))
     try:
         nginx = start_nginx(folder / "nginx", {"127.0.0.1:8001": app.address})
     except BaseException:

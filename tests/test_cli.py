@@ -26,6 +26,8 @@ from classifier.exports import Export
 from classifier.models import REGISTRY
 from classifier.reports import CSV_COLUMNS
 
+pytestmark = pytest.mark.slow  # most tests run `python -m classifier` as a process
+
 
 def run(*args: str, tmp_path, random_weights: bool = True, **env: str) -> subprocess.CompletedProcess:
     return run_classifier(*args, CLASSIFIER_RANDOM_WEIGHTS="1" if random_weights else "0", KERAS_HOME=str(tmp_path),

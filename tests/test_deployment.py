@@ -39,8 +39,10 @@ import urllib3
 from bench import stack
 from bench.stack import NGINX, UWSGI, Nginx, environment, start_nginx, uwsgi_command
 from bench.polling import wait_until
-from conftest import CAT_LABELS, ROOT, Site, Uwsgi, free_port, start_uwsgi, stop
+from conftest import CAT_LABELS, ROOT, Site, Uwsgi, copy_of, free_port, start_uwsgi, stop
 from support.nginx import access_log_entries, client_at, first_answer, hold_upload
+
+pytestmark = pytest.mark.stack  # uWSGI and NGINX, run for real
 
 REMOTE = ROOT / "remote"
 NGINX_DIR = REMOTE / "nginx"
@@ -652,10 +654,12 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, prepared_keras_home: Path) -> Iterator[Cluster]:
     """classifier-cluster.conf over two single-worker uWSGI instances with the bundled
-    pretrained EfficientNetLite0 and no other weights (offline)."""
+    pretrained EfficientNetLite0 (prepared: a copy of the session's cache) and no other
+    weights (offline)."""
     folder = tmp_path_factory.mktemp("cluster")
+    copy_of(prepared_keras_home, folder / "keras")
     apps: list[Uwsgi] = []
     nginx = None
     try:

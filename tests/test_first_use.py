@@ -6,12 +6,14 @@ Keras cache of its own, so each converts it (about 15 s) as a fresh install does
 
 from __future__ import annotations
 
-
+import pytest
 import requests
 from bench.polling import wait_until
 from conftest import PHOTOS, run_classifier, start_uwsgi
 from playwright.sync_api import expect
 from support.page import FIRST_ANSWER
+
+pytestmark = pytest.mark.slow  # each test prepares the pretrained model on a fresh cache, as a fresh install does
 
 MODEL = "EfficientNetLite0"
 PREPARING = "preparing for first use, about 15 s, once"

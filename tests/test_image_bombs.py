@@ -28,6 +28,8 @@ from bench.stack import Worker
 from bench.polling import wait_until
 from conftest import CAT_LABELS, free_port
 
+pytestmark = pytest.mark.stack  # each hostile image goes to a uWSGI worker, most through NGINX
+
 CPU_SECONDS = 2.0
 PEAK_GROWTH = 300 * 2**20
 HARAKIRI = 3  # seconds, for the test of the worker-time limit

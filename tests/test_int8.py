@@ -28,6 +28,8 @@ from classifier.models import REGISTRY
 from conftest import PHOTOS, RIGHT_LABELS, run_classifier
 from support.page import expected_options
 
+pytestmark = pytest.mark.slow  # quantizes the pretrained EfficientNetLite0 and runs the command line
+
 MODEL = "EfficientNetLite0-int8"
 SERVE_ANY = {"int8_min_top1": 0.0, "int8_min_top5": 0.0}  # a bar every measured form clears
 SERVE_NONE = {"int8_min_top1": 1.01}  # a bar no form clears

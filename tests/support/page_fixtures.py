@@ -1,8 +1,9 @@
 """The browser tests' fixtures (a plugin named by tests/conftest.py): one Chromium and one pair
 of servers, ``real`` and ``other``, for the whole session, and a fresh browser context per page.
 
-``real`` runs the pretrained EfficientNetLite0, offline with an empty Keras cache, so the
-Keras models cannot run there; it forwards to ``other`` as its configured remote, allows no
+``real`` runs the pretrained EfficientNetLite0, offline with a Keras cache holding only that
+model, prepared (a copy of the session's ``prepared_keras_home``), so the Keras models cannot
+run there; it forwards to ``other`` as its configured remote, allows no
 custom URLs and takes images up to 1 MB. ``other`` runs random weights, has no remote and
 allows custom URLs (as ``python3 app.py`` does by default), with short remote timeouts. No
 page test changes what either server holds (a page's own state lives in its browser context),
@@ -21,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import copy_of
 from playwright import sync_api
 
 from support.page import CHROMIUM, CHROMIUM_ARGS, DESKTOP, FIRST_ANSWER, MAX_UPLOAD, PHONE, wait_for_models
@@ -29,10 +31,10 @@ FAILED_LOAD = re.compile(r"Failed to load resource: the server responded with a 
 
 
 @pytest.fixture(scope="session")
-def real(serve_app, other, tmp_path_factory) -> str:
-    """Once its default model is prepared (the warm-up converts it at start): the page then
-    shows no "Preparing..." line, which tests/test_first_use.py checks."""
-    keras_home = tmp_path_factory.mktemp("page_keras_home")
+def real(serve_app, other, prepared_keras_home, tmp_path_factory) -> str:
+    """Once its default model is loaded (the warm-up loads it at start): the page then shows
+    no "Preparing..." line, which tests/test_first_use.py checks on a cache of its own."""
+    keras_home = copy_of(prepared_keras_home, tmp_path_factory.mktemp("page") / "keras")
     url = serve_app(
         CLASSIFIER_RANDOM_WEIGHTS="0",
         CLASSIFIER_OFFLINE="1",
