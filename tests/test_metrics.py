@@ -368,6 +368,7 @@ def wait_for_workers(uwsgi: Uwsgi, done: Callable[[set[int]], bool], timeout: fl
     assert len(now) == 2 and done(now), f"uWSGI's workers are {now}"
 
 
+@pytest.mark.stack  # Prometheus scraping uWSGI behind NGINX
 def test_prometheus_totals_match_what_was_sent_across_workers_a_killed_worker_and_a_reload(stack, cat_png):
     prometheus, uwsgi = stack.prometheus, stack.uwsgi
     prometheus.wait_for("sum(classifier_models_loaded)", 2, timeout=120)  # both workers warmed up
@@ -432,6 +433,7 @@ def test_prometheus_totals_match_what_was_sent_across_workers_a_killed_worker_an
     assert max(value for _, value in loaded) == 2
 
 
+@pytest.mark.stack  # Prometheus scraping uWSGI behind NGINX
 def test_metrics_through_nginx_only_for_the_allow_list(stack):
     allowed = requests.get(stack.nginx.url + "/metrics", timeout=10)
     assert allowed.status_code == 200 and allowed.headers["Content-Type"].startswith("text/plain")
@@ -492,6 +494,7 @@ def first_failed_download(tmp_path_factory: pytest.TempPathFactory, cat_png: byt
                 stop_process()
 
 
+@pytest.mark.stack  # Prometheus scraping uWSGI behind NGINX
 def test_a_models_first_failed_download_fires_the_alert(first_failed_download):
     """Before, the series first appeared at 1, increase() saw 0, and the alert never fired."""
     prometheus = first_failed_download.prometheus
@@ -502,6 +505,7 @@ def test_a_models_first_failed_download_fires_the_alert(first_failed_download):
     assert prometheus.query('ALERTS{alertname="ClassifierNoPredictions"}') == {}
 
 
+@pytest.mark.stack  # Prometheus scraping uWSGI behind NGINX
 def test_a_firing_alert_reaches_alertmanager_and_the_webhook(first_failed_download):
     wanted = {"alertname": "ClassifierWeightsDownloadFailing", "model": "MobileNetV2", "severity": "warning"}
     delivered = wait_until(lambda: [alert for notification in first_failed_download.notifications
