@@ -5,9 +5,9 @@ of servers, ``real`` and ``other``, for the whole session, and a fresh browser c
 model, prepared (a copy of the session's ``prepared_keras_home``), so the Keras models cannot
 run there; it forwards to ``other`` as its configured remote, allows no
 custom URLs and takes images up to 1 MB. ``other`` runs random weights, has no remote and
-allows custom URLs (as ``python3 app.py`` does by default), with short remote timeouts. No
-page test changes what either server holds (a page's own state lives in its browser context),
-so every page module shares them instead of converting EfficientNetLite0 again for each.
+allows custom URLs (as ``python3 app.py`` does by default), with short remote timeouts. A
+page's own state lives in its browser context; the servers only load models as pages ask for
+them, which no test needs undone, so every page module shares them instead of starting its own.
 
 Every page records console errors, uncaught exceptions and dialogs (an ``alert()``); a test
 fails on any of them except the "Failed to load resource" line Chromium logs for the error
