@@ -32,7 +32,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from bench.stack import free_port, stop  # noqa: E402
+from bench.stack import free_port, stop, wait_until_ok  # noqa: E402
 from classifier.explain import DATA_URL_PREFIX, heatmap_png  # noqa: E402
 from hostile import png_with_corrupt_pixels, png_with_empty_chunks  # noqa: E402
 from servers import StubServer, answering_json, hostile_handler  # noqa: E402
@@ -76,15 +76,7 @@ def main() -> None:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url, photo = f"http://127.0.0.1:{port}", PHOTO.read_bytes()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                requests.get(url + "/healthz", timeout=1)
-                break
-            except requests.RequestException:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        wait_until_ok(url + "/healthz", app, 120)
         process = psutil.Process(app.pid)
         for name, (handler, images, path) in scenarios().items():
             with StubServer(handler) as remote:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
+from bench.polling import wait_until
 from bench.stack import ROOT, free_port, stop, wait_until_ok
 
 PROMETHEUS_DIR = ROOT / "remote" / "prometheus"
@@ -50,11 +50,8 @@ class Prometheus:
 
     def wait_for(self, expr: str, expected: float, timeout: float = 60) -> None:
         """Until ``expr`` equals ``expected`` (a few scrapes); TimeoutError with what it was."""
-        deadline = time.monotonic() + timeout
-        while (value := self.value(expr)) != expected:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{expr} is {value}, expected {expected}")
-            time.sleep(0.25)
+        if (value := wait_until(lambda: self.value(expr), timeout, lambda v: v == expected, 0.25)) != expected:
+            raise TimeoutError(f"{expr} is {value}, expected {expected}")
 
     def stop(self) -> None:
         stop(self.process)

@@ -23,6 +23,8 @@ from typing import TypeVar
 import psutil
 import requests
 
+from bench.polling import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_DIR = ROOT / "remote" / "nginx"
 _BESIDE_PYTHON = Path(sys.executable).with_name("uwsgi")
@@ -220,13 +222,18 @@ http {{
                                stdout=(folder / "nginx.out").open("wb"), stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)
     nginx = Nginx(process, f"http://127.0.0.1:{port}", folder)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and process.poll() is None:
+
+    def state() -> str:
+        if process.poll() is not None:
+            return "exited"
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return nginx
+            return "listening"
         except OSError:
-            time.sleep(0.05)
+            return "starting"
+
+    if wait_until(state, 15, lambda now: now != "starting", interval=0.05) == "listening":
+        return nginx
     nginx.stop()
     errors = (folder / "nginx.out").read_text() + _read(folder / "error.log")
     raise RuntimeError(f"nginx did not start:\n{errors}")
@@ -254,17 +261,17 @@ def wait_for(url: str, server: Server, timeout: float = 300) -> float:
 def wait_until_ok(url: str, process: subprocess.Popen, timeout: float, log: Path | None = None) -> None:
     """Poll ``url`` until it answers 200; fail at once if ``process`` exits first."""
     see = f"; see {log}" if log else ""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answered() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with {process.returncode}{see}")
         try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
+            return requests.get(url, timeout=2).status_code == 200
         except requests.RequestException:
-            pass
-        time.sleep(0.02)
-    raise TimeoutError(f"{url} did not answer within {timeout}s{see}")
+            return False
+
+    if not wait_until(answered, timeout, interval=0.02):
+        raise TimeoutError(f"{url} did not answer within {timeout}s{see}")
 
 
 def _render(text: str, substitutions: dict[str, str]) -> str:

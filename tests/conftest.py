@@ -7,9 +7,11 @@ however many apps the tests create.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,10 @@ from flask.testing import FlaskClient
 from bench.stack import (Nginx, environment, free_port, start_nginx, stop,  # noqa: F401  (tests import free_port and stop from here)
                          uwsgi_command, wait_until_ok)
 from hostile import encode  # noqa: F401  (tests import it from here)
-from servers import StubServer, silent_listener
+from servers import QuietHandler, StubServer, silent_listener
+
+# The browser tests' fixtures (Chromium, the servers it opens) live in a module of their own.
+pytest_plugins = ["support.page_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = {
@@ -34,6 +39,29 @@ PHOTOS = {
 }
 KERAS_MODELS = ("MobileNetV2", "ResNet50", "NASNetMobile")
 CAT_LABELS = {"tabby", "tiger_cat", "Egyptian_cat"}  # a right answer for chelsea (ImageNet's cats)
+# photo: (how many of a pretrained model's top predictions to look in, labels of which one must be there)
+RIGHT_LABELS = {
+    "chelsea": (3, CAT_LABELS),
+    "coffee": (3, {"espresso", "cup", "coffee_mug"}),
+    "grace_hopper": (5, {"military_uniform"}),
+}
+
+
+# What a test's fixtures say about its kind (pyproject.toml's markers); modules whose tests
+# start such things themselves say so with ``pytestmark``.
+KIND_OF_FIXTURE = {
+    "browser": "browser",  # Chromium
+    "site": "stack",  # uWSGI behind NGINX
+    "serve_app": "slow",  # python3 app.py processes
+    "prepared_keras_home": "slow",  # the pretrained EfficientNetLite0, converted and exported
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the kinds its fixtures bring (directly or through other fixtures)."""
+    for item in items:
+        for kind in {KIND_OF_FIXTURE[name] for name in item.fixturenames if name in KIND_OF_FIXTURE}:
+            item.add_marker(kind)
 
 
 @pytest.fixture
@@ -75,10 +103,29 @@ def cat_png() -> bytes:
     return PHOTOS["chelsea"].read_bytes()
 
 
+@pytest.fixture(scope="session")
+def prepared_keras_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Keras cache holding what first use of the bundled EfficientNetLite0 makes (its
+    converted weights and its checked ONNX export, feature map and head included), made once
+    per session by ``classifier export`` (about 15 s). Never used directly: ``keras_home`` and
+    the stack fixtures take copies, so a test may add to its cache without touching another's."""
+    home = tmp_path_factory.mktemp("prepared_keras_home")
+    result = run_classifier("export", "EfficientNetLite0", KERAS_HOME=str(home), CLASSIFIER_OFFLINE="1")
+    assert result.returncode == 0, result.stderr
+    return home
+
+
+def copy_of(prepared_keras_home: Path, to: Path) -> Path:
+    """``to``, a Keras cache of its own holding what ``prepared_keras_home`` holds."""
+    shutil.copytree(prepared_keras_home, to)
+    return to
+
+
 @pytest.fixture(scope="module")
-def keras_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One Keras cache per test module, so its downloads and conversions happen once."""
-    return tmp_path_factory.mktemp("keras_home")
+def keras_home(prepared_keras_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One Keras cache per test module, EfficientNetLite0 already prepared in it (a copy of
+    ``prepared_keras_home``), so its other downloads and conversions happen once per module."""
+    return copy_of(prepared_keras_home, tmp_path_factory.mktemp("keras_home") / "keras")
 
 
 @pytest.fixture
@@ -93,6 +140,39 @@ def stub_server() -> Iterator[Callable[[type], StubServer]]:
     yield start
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def fake_remote(stub_server) -> Callable[..., str]:
+    """A remote answering fixed status, headers and body, to test what we accept from it.
+
+    With ``pause``, the body goes out one byte at a time, ``pause`` seconds apart. The paths
+    of the requests that reached any of them are in ``fake_remote.received``.
+    """
+
+    def start(status: int, body: bytes, headers: dict[str, str] | None = None, pause: float = 0) -> str:
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                start.received.append(self.path)
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                step = 1 if pause else max(len(body), 1)
+                try:
+                    for offset in range(0, len(body), step):
+                        self.wfile.write(body[offset:offset + step])
+                        self.wfile.flush()
+                        time.sleep(pause)
+                except OSError:
+                    pass  # we hung up on it: the point of the test
+
+        return stub_server(Handler).url + "predict"
+
+    start.received = []  # the paths of the requests that reached any of them
+    return start
 
 
 @pytest.fixture
@@ -236,14 +316,16 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(tmp_path_factory: pytest.TempPathFactory, prepared_keras_home: Path) -> Iterator[Site]:
     """classifier.conf + uwsgi.ini with production settings (its default 2 workers of one
-    thread): the bundled pretrained EfficientNetLite0 (no download: offline), custom remotes
-    asked for but forced off by uwsgi.ini."""
+    thread): the bundled pretrained EfficientNetLite0 (no download: offline; prepared already,
+    in a copy of the session's cache), custom remotes asked for but forced off by uwsgi.ini.
+    One per module: tests kill and reload its workers and use up NGINX's per-address limits."""
     folder = tmp_path_factory.mktemp("site")
     fifo = folder / "uwsgi.fifo"
+    keras = copy_of(prepared_keras_home, folder / "keras")
     app = start_uwsgi(folder, "uwsgi", CLASSIFIER_UWSGI_FIFO=str(fifo), CLASSIFIER_OFFLINE="1",
-                      CLASSIFIER_ALLOW_CUSTOM_REMOTE="1", KERAS_HOME=str(folder / "keras"))
+                      CLASSIFIER_ALLOW_CUSTOM_REMOTE="1", KERAS_HOME=str(keras))
     try:
         nginx = start_nginx(folder / "nginx", {"127.0.0.1:8001": app.address})
     except BaseException:

@@ -35,6 +35,7 @@ def assert_prediction_shape(body: dict, model: str, top_k: int) -> None:
     assert {"decode", "inference", "total"} <= set(body["timing_ms"]) <= {"decode", "load", "inference", "total"}
 
 
+@pytest.mark.slow  # builds every architecture
 @pytest.mark.parametrize("model", KERAS_MODELS + ("EfficientNetLite0",))
 def test_multipart_each_model(client, cat_png, model):
     response = client.post("/predict", data=multipart(cat_png, model=model, top_k="5"))

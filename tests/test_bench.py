@@ -14,6 +14,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # runs the benchmark scripts as processes, some with uWSGI and NGINX
+
 MODEL = "EfficientNetLite0"  # real weights from pip: the ONNX server runs the production path
 SECONDS, REQUESTS, CLIENTS = 1, 10, 4  # each load run's length, one-client requests, clients
 SERVERS = ("onnx", "keras", "baseline")

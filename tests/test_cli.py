@@ -10,14 +10,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PHOTOS, ROOT, classifier_command, free_port, run_classifier
+from conftest import PHOTOS, ROOT, classifier_command, free_port, run_classifier, start_uwsgi
 from servers import ESCAPES, HOSTILE_ANSWERS, hostile_handler
-from test_deployment import _first_answer, _hold_upload, access_log_entries, start_uwsgi
+from bench.polling import wait_until
+from support.nginx import access_log_entries, first_answer, hold_upload
 
 from bench.stack import Nginx, start_nginx
 from classifier import Settings
@@ -25,6 +25,8 @@ from classifier.client import USER_AGENT
 from classifier.exports import Export
 from classifier.models import REGISTRY
 from classifier.reports import CSV_COLUMNS
+
+pytestmark = pytest.mark.slow  # most tests run `python -m classifier` as a process
 
 
 def run(*args: str, tmp_path, random_weights: bool = True, **env: str) -> subprocess.CompletedProcess:
@@ -236,18 +238,16 @@ def test_remote_waits_out_nginx_rate_limit_and_finishes(tmp_path, nginx_site):
     log_start = nginx_site.access_log.stat().st_size if nginx_site.access_log.exists() else 0
     report = tmp_path / "answers.csv"
     photos = [PHOTOS["chelsea"], PHOTOS["coffee"], PHOTOS["grace_hopper"]]
-    held = [_hold_upload(port, "127.0.0.1", 1024)]
+    held = [hold_upload(port, "127.0.0.1", 1024)]
     try:
         cli = subprocess.Popen(classifier_command("predict", *map(str, photos), "--remote", nginx_site.url,
                                                   "--csv", str(report)),
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "CLASSIFIER_REMOTE_READ_TIMEOUT": "120"})
-        deadline = time.monotonic() + 60
-        while not cli_answers(nginx_site, log_start) and cli.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: cli_answers(nginx_site, log_start) or cli.poll() is not None, 60, interval=0.05)
     finally:
         for sock in held:
-            _first_answer(sock)
+            first_answer(sock)
     stdout, stderr = cli.communicate(timeout=300)
     assert cli.returncode == 0, stderr
     assert stdout.count("(MobileNetV2, random weights)") == 3

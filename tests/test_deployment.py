@@ -38,7 +38,11 @@ import urllib3
 
 from bench import stack
 from bench.stack import NGINX, UWSGI, Nginx, environment, start_nginx, uwsgi_command
-from conftest import CAT_LABELS, ROOT, Site, Uwsgi, free_port, start_uwsgi, stop
+from bench.polling import wait_until
+from conftest import CAT_LABELS, ROOT, Site, Uwsgi, copy_of, free_port, start_uwsgi, stop
+from support.nginx import access_log_entries, client_at, first_answer, hold_upload
+
+pytestmark = pytest.mark.stack  # uWSGI and NGINX, run for real
 
 REMOTE = ROOT / "remote"
 NGINX_DIR = REMOTE / "nginx"
@@ -109,23 +113,6 @@ def post_cat(url: str, image: bytes, timeout: float = 90, client: requests.Sessi
     except ValueError:
         body = response.text[:300]
     return Outcome(response.status_code, body)
-
-
-class _SourceAddressAdapter(requests.adapters.HTTPAdapter):
-    def __init__(self, address: str) -> None:
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
-        super().init_poolmanager(*args, **kwargs, source_address=(self.address, 0))
-
-
-def client_at(address: str) -> requests.Session:
-    """A client connecting from ``address`` (any 127.x.y.z is loopback), so that NGINX's
-    per-address limits count it apart from the other tests' 127.0.0.1."""
-    session = requests.Session()
-    session.mount("http://", _SourceAddressAdapter(address))
-    return session
 
 
 def paced_run(url: str, image: bytes, *, limit: int, seconds: float,
@@ -420,30 +407,6 @@ def test_chunked_uploads_without_nginx(serve_app, cat_png):
     assert too_large.status_code == 413
 
 
-def _hold_upload(port: int, source: str, size: int) -> socket.socket:
-    """A /predict upload from ``source`` of all but the last byte of ``size``: NGINX holds
-    it in memory, waiting for the rest, unless it refused it when the headers came."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=60, source_address=(source, 0))
-    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\n"
-                 b"Content-Length: %d\r\n\r\n" % size)
-    sock.sendall(bytes(size - 1))
-    return sock
-
-
-def _first_answer(sock: socket.socket) -> bytes:
-    """The status line NGINX answered an upload with, once the client gives up on it: a
-    refusal was sent when the headers came; an upload NGINX held has no answer (b"")."""
-    sock.shutdown(socket.SHUT_WR)
-    answer = b""
-    try:
-        while b"\r\n" not in answer and (chunk := sock.recv(4096)):
-            answer += chunk
-    except ConnectionResetError:
-        pass
-    sock.close()
-    return answer.split(b"\r\n", 1)[0]
-
-
 def _unread_bytes(sock: socket.socket, server_port: int) -> int:
     """Bytes sent on ``sock`` that the server has not read yet: still in the client's send
     queue, or in the server side's receive queue (/proc/net/tcp)."""
@@ -462,9 +425,7 @@ def _unread_bytes(sock: socket.socket, server_port: int) -> int:
 
 def _nginx_rss_once_read(worker: psutil.Process, socks: list[socket.socket], port: int) -> int:
     """NGINX's worker's RSS once it has read everything sent on ``socks``; bounded wait."""
-    deadline = time.monotonic() + 60
-    while any(_unread_bytes(sock, port) for sock in socks) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not any(_unread_bytes(sock, port) for sock in socks), 60, interval=0.05)
     return worker.memory_info().rss
 
 
@@ -480,14 +441,14 @@ def test_held_uploads_are_bounded_per_address_and_in_all(site):
     uploads: dict[str, list[socket.socket]] = {}
     others = [f"127.0.2.{number}" for number in range(1, 32)]
     try:
-        uploads["127.0.0.3"] = [_hold_upload(port, "127.0.0.3", size) for _ in range(2)]
+        uploads["127.0.0.3"] = [hold_upload(port, "127.0.0.3", size) for _ in range(2)]
         one_address = _nginx_rss_once_read(worker, uploads["127.0.0.3"], port)
         for source in others:
-            uploads[source] = [_hold_upload(port, source, size)]
-        uploads["127.0.0.7"] = [_hold_upload(port, "127.0.0.7", size)]  # within its address's limit
+            uploads[source] = [hold_upload(port, source, size)]
+        uploads["127.0.0.7"] = [hold_upload(port, "127.0.0.7", size)]  # within its address's limit
         in_all = _nginx_rss_once_read(worker, [sock for socks in uploads.values() for sock in socks], port)
     finally:
-        answers = {source: [_first_answer(sock) for sock in socks] for source, socks in uploads.items()}
+        answers = {source: [first_answer(sock) for sock in socks] for source, socks in uploads.items()}
     print(f"\nNGINX worker RSS: {start / 2**20:.0f} MiB at the start, {one_address / 2**20:.0f} MiB "
           f"holding 1 upload from one address, {in_all / 2**20:.0f} MiB holding 32 in all")
     refused = b"HTTP/1.1 429 Too Many Requests"
@@ -693,10 +654,12 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, prepared_keras_home: Path) -> Iterator[Cluster]:
     """classifier-cluster.conf over two single-worker uWSGI instances with the bundled
-    pretrained EfficientNetLite0 and no other weights (offline)."""
+    pretrained EfficientNetLite0 (prepared: a copy of the session's cache) and no other
+    weights (offline)."""
     folder = tmp_path_factory.mktemp("cluster")
+    copy_of(prepared_keras_home, folder / "keras")
     apps: list[Uwsgi] = []
     nginx = None
     try:
@@ -714,12 +677,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             nginx.stop()
         for app in apps:
             app.stop()
-
-
-def access_log_entries(nginx: Nginx, since: int = 0, request: str = "POST /predict") -> list[dict[str, str]]:
-    text = nginx.access_log.read_bytes()[since:].decode(errors="replace")
-    return [dict(re.findall(r"(\w+)=([^\s,]+(?:, [^\s,]+)*)", line)) | {"line": line}
-            for line in text.splitlines() if f'"{request}' in line]
 
 
 def test_client_requests_never_count_against_a_host(cluster, cat_png):
@@ -742,9 +699,8 @@ def test_client_requests_never_count_against_a_host(cluster, cat_png):
     outcomes = [post_cat(url, cat_png) for _ in range(6)]
     assert failures(outcomes) == [], failures(outcomes)[:3]
     # NGINX logs a request just after answering it: wait (bounded) for all 15 lines.
-    deadline = time.monotonic() + 10
-    while len(entries := access_log_entries(cluster.nginx, log_size, request="")) < 15 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    entries = wait_until(lambda: access_log_entries(cluster.nginx, log_size, request=""), 10,
+                         lambda entries: len(entries) >= 15, interval=0.05)
     assert {e["upstream"] for e in entries[-6:]} == {app.address for app in cluster.apps}
     # Each request went to one host, once: none was retried.
     assert len(entries) == 15 and not any(", " in e["upstream"] for e in entries), entries

@@ -138,6 +138,7 @@ def test_converted_weights_match_checkpoint_layouts(model, state_dict):
     )
 
 
+@pytest.mark.slow  # builds and converts the model twice
 def test_saved_weights_reproduce_the_directly_converted_model(model, state_dict):
     direct = build_model()
     efficientnet_lite._assign_state_dict(direct, state_dict)
@@ -179,6 +180,7 @@ print(json.dumps({"attempts": attempts, "torch_loaded": "torch" in sys.modules,
 """
 
 
+@pytest.mark.slow  # converts in a process of its own
 def test_conversion_and_loading_work_where_torch_cannot_be_imported(tmp_path, state_dict):
     target = tmp_path / "lite0.weights.h5"
     result = subprocess.run(

@@ -88,6 +88,7 @@ def assert_same_map(served: dict, keras_model, spec, photo: Path) -> bool:
     return bool(expected.max() > 0)
 
 
+@pytest.mark.slow  # builds each Keras model and its gradient twin
 @pytest.mark.parametrize("model", KERAS_MODELS)
 def test_the_served_map_is_keras_io_grad_cam_for_the_keras_models(client, model):
     """Random weights, served by Keras: the top class (whose map cannot be all zeros: its
@@ -114,7 +115,7 @@ def lite_weights(keras_home) -> Path:
 @pytest.fixture(scope="module")
 def lite_client(keras_home, lite_weights) -> Flask:
     """EfficientNetLite0 with its real weights on ONNX Runtime, through its checked export
-    (made, with the feature map output and the head beside it, on first use)."""
+    (with the feature map output and the head beside it; the module's cache holds it prepared)."""
     from app import create_app
 
     app = create_app({"keras_home": keras_home, "warmup": False, "runtime": "onnx", "random_weights": False})
@@ -443,6 +444,7 @@ def test_the_page_without_javascript_draws_the_overlay_on_the_photo_the_predicti
     assert base64.b64decode(drawn) == overlay_png(cat_png, explanation)
 
 
+@pytest.mark.slow  # the command line as a process
 def test_cli_explain_writes_the_overlay_and_names_it(tmp_path):
     out = tmp_path / "out"
     result = run_classifier("predict", str(PHOTOS["chelsea"]), "--model", "MobileNetV2", "--explain", str(out),
@@ -455,6 +457,7 @@ def test_cli_explain_writes_the_overlay_and_names_it(tmp_path):
     assert overlay.format == "PNG" and overlay.size == (262, 262)  # chelsea.png is 451x300: crop (94, 19, 356, 281)
 
 
+@pytest.mark.slow  # the command line as a process
 def test_cli_explain_never_writes_one_photos_heatmap_over_anothers(tmp_path):
     """Two folders' photos of the same name get a heatmap each."""
     for folder, photo in (("a", "chelsea"), ("b", "coffee")):
@@ -492,6 +495,7 @@ def mobilenet_v1(feature_map):
                      about="test only", feature_map=feature_map)
 
 
+@pytest.mark.slow  # builds a model with a head of its own
 def test_a_head_that_is_not_pooling_then_dense_is_explained_with_gradients(make_app, registry_with, cat_png):
     import keras
 

@@ -6,12 +6,14 @@ Keras cache of its own, so each converts it (about 15 s) as a fresh install does
 
 from __future__ import annotations
 
-import time
-
+import pytest
 import requests
+from bench.polling import wait_until
 from conftest import PHOTOS, run_classifier, start_uwsgi
 from playwright.sync_api import expect
-from test_page import FIRST_ANSWER, browser, open_page  # noqa: F401 (fixtures)
+from support.page import FIRST_ANSWER
+
+pytestmark = pytest.mark.slow  # each test prepares the pretrained model on a fresh cache, as a fresh install does
 
 MODEL = "EfficientNetLite0"
 PREPARING = "preparing for first use, about 15 s, once"
@@ -35,11 +37,13 @@ def expect_preparing(url: str) -> None:
 
 def wait_until_ready(url: str, timeout: float = FIRST_ANSWER / 1000) -> dict:
     """Poll /readyz (nothing else) until it answers 200; its answer."""
-    deadline = time.monotonic() + timeout
-    while (answer := requests.get(f"{url}/readyz", timeout=30)).status_code != 200:
-        assert answer.status_code == 503, answer.text
-        assert time.monotonic() < deadline, f"/readyz still answers {answer.text}"
-        time.sleep(0.5)  # between polls only; the loop ends on the answer
+    def ready() -> requests.Response:
+        answer = requests.get(f"{url}/readyz", timeout=30)
+        assert answer.status_code in (200, 503), answer.text
+        return answer
+
+    answer = wait_until(ready, timeout, lambda answer: answer.status_code == 200, interval=0.5)
+    assert answer.status_code == 200, f"/readyz still answers {answer.text}"
     return answer.json()
 
 

@@ -11,7 +11,6 @@ import io
 import json
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,7 +23,7 @@ from classifier.explain import DATA_URL_PREFIX, heatmap_png
 from classifier.forwarding.answers import MAX_RELAYED_MESSAGE_CHARS
 from classifier.forwarding.client import HOP_HEADER, MAX_RETRY_AFTER_SECONDS
 from conftest import free_port
-from servers import QuietHandler, hostile_handler
+from servers import hostile_handler
 
 MODEL = "ResNet50"  # random ResNet50 weights give distinct, non-uniform scores
 
@@ -114,39 +113,6 @@ def test_custom_remote_url_is_allowed_for_python_app_py(pair, cat_png):
 
 # The failure cases need no second model: a test client forwards over real HTTP to
 # listeners that misbehave on purpose (a remote we do not control).
-
-@pytest.fixture
-def fake_remote(stub_server) -> Callable[..., str]:
-    """A remote answering fixed status, headers and body, to test what we accept from it.
-
-    With ``pause``, the body goes out one byte at a time, ``pause`` seconds apart. The paths
-    of the requests that reached any of them are in ``fake_remote.received``.
-    """
-
-    def start(status: int, body: bytes, headers: dict[str, str] | None = None, pause: float = 0) -> str:
-        class Handler(QuietHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                start.received.append(self.path)
-                self.send_response(status)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                step = 1 if pause else max(len(body), 1)
-                try:
-                    for offset in range(0, len(body), step):
-                        self.wfile.write(body[offset:offset + step])
-                        self.wfile.flush()
-                        time.sleep(pause)
-                except OSError:
-                    pass  # we hung up on it: the point of the test
-
-        return stub_server(Handler).url + "predict"
-
-    start.received = []  # the paths of the requests that reached any of them
-    return start
-
 
 def forward_with(make_app, remote_url: str, cat_png: bytes, **settings: object):
     client = make_app(remote_url=remote_url, **settings).test_client()

@@ -84,6 +84,7 @@ def random_requests(draw) -> dict:
     return dict(data=fields, content_type="multipart/form-data")
 
 
+@pytest.mark.slow  # 300 random requests
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(request=random_requests())
 def test_random_requests_never_give_an_undocumented_5xx(client, request):

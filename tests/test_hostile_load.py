@@ -7,7 +7,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
+
+pytestmark = pytest.mark.stack  # loads uWSGI behind NGINX for a minute
 
 
 def test_mixed_good_and_hostile_load_loses_nothing():

@@ -25,7 +25,10 @@ import requests
 import hostile
 from bench import stack
 from bench.stack import Worker
+from bench.polling import wait_until
 from conftest import CAT_LABELS, free_port
+
+pytestmark = pytest.mark.stack  # each hostile image goes to a uWSGI worker, most through NGINX
 
 CPU_SECONDS = 2.0
 PEAK_GROWTH = 300 * 2**20
@@ -53,11 +56,9 @@ def start(folder: Path, *extra: str, **env: str) -> tuple[stack.Server, str, str
 def wait_until_loaded(url: str, server: stack.Server) -> None:
     """Until the worker has loaded the default model (its warm-up thread does, at start)."""
     stack.wait_for(f"{url}/healthz", server)
-    deadline = time.monotonic() + 300
-    while not any(m["name"] == MODEL and m["status"] == "loaded"
-                  for m in requests.get(f"{url}/models", timeout=10).json()["models"]):
-        assert time.monotonic() < deadline, f"{MODEL} not loaded; see {server.log}"
-        time.sleep(0.2)
+    loaded = wait_until(lambda: any(m["name"] == MODEL and m["status"] == "loaded"
+                                    for m in requests.get(f"{url}/models", timeout=10).json()["models"]), 300)
+    assert loaded, f"{MODEL} not loaded; see {server.log}"
 
 
 def reaped_cpu_seconds(server: stack.Server) -> float:

@@ -19,16 +19,16 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-from playwright import sync_api
 from playwright.sync_api import expect
 
 from classifier import quantize
 from classifier.config import Settings
 from classifier.engine import POOL, Serving, make_int8
 from classifier.models import REGISTRY
-from conftest import PHOTOS, run_classifier
-from test_page import CHROMIUM, CHROMIUM_ARGS, expected_options
-from test_real_photos import EXPECTED
+from conftest import PHOTOS, RIGHT_LABELS, run_classifier
+from support.page import expected_options
+
+pytestmark = pytest.mark.slow  # quantizes the pretrained EfficientNetLite0 and runs the command line
 
 MODEL = "EfficientNetLite0-int8"
 SERVE_ANY = {"int8_min_top1": 0.0, "int8_min_top5": 0.0}  # a bar every measured form clears
@@ -113,9 +113,9 @@ def served(exported, make_app):
     return make_app(random_weights=False, keras_home=exported[0], **SERVE_ANY).test_client()
 
 
-@pytest.mark.parametrize("photo", EXPECTED)
+@pytest.mark.parametrize("photo", RIGHT_LABELS)
 def test_the_int8_form_gets_the_right_labels_over_http(served, photo):
-    depth, acceptable = EXPECTED[photo]
+    depth, acceptable = RIGHT_LABELS[photo]
     response = served.post("/predict", data=PHOTOS[photo].read_bytes(), content_type="image/png",
                            query_string={"model": MODEL, "top_k": 5, "explain": 1})
     assert response.status_code == 200, response.json
@@ -157,15 +157,14 @@ def test_the_page_offers_the_default_models_passing_int8_form_first(exported, ma
     assert f'<option value="{MODEL}">{MODEL} (unavailable)</option>' in page  # the reason is in /models
 
 
-def test_the_page_script_names_int8_forms_with_their_figures_and_classifies_with_one(exported, serve_app):
+def test_the_page_script_names_int8_forms_with_their_figures_and_classifies_with_one(exported, serve_app, browser):
     """In Chromium: the script's own model list (rebuilt from GET /models) says what the
     template says, the passing int8 form stays chosen, and a photo is classified with it."""
     url = serve_app(CLASSIFIER_RANDOM_WEIGHTS="0", CLASSIFIER_OFFLINE="1", KERAS_HOME=str(exported[0]),
                     CLASSIFIER_DEFAULT_MODEL="", CLASSIFIER_INT8_MIN_TOP1="0.01", CLASSIFIER_INT8_MIN_TOP5="0.01")
     models = requests.get(f"{url}/models", timeout=30).json()["models"]
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page()
+    page = browser.new_page()
+    try:
         page.add_init_script("""new MutationObserver((changes) => {
             if (changes.some((c) => c.target.id === "model" && c.removedNodes.length))
                 document.documentElement.dataset.modelRendered = "1";
@@ -177,7 +176,8 @@ def test_the_page_script_names_int8_forms_with_their_figures_and_classifies_with
         page.set_input_files("#image", PHOTOS["chelsea"])
         expect(page.locator("#result .prediction")).to_have_count(3, timeout=120_000)
         expect(page.locator(".meta-model")).to_have_text(MODEL)
-        browser.close()
+    finally:
+        page.context.close()
 
 
 def test_a_form_below_the_bar_is_unavailable_with_its_figures(exported, make_app):

@@ -17,7 +17,6 @@ from prometheus_client import REGISTRY
 
 from classifier.forwarding.client import HOP_HEADER
 from conftest import CAT_LABELS, PHOTOS
-from test_forwarding import fake_remote  # noqa: F401  (a remote answering what a test chooses)
 
 MODEL = "EfficientNetLite0"
 COFFEE_LABELS = {"espresso", "cup", "coffee_mug"}
@@ -132,6 +131,7 @@ def test_more_images_than_allowed_is_413_before_decoding(real_app, photos, caplo
     assert client.post("/predict", data=multipart(*four[:3])).status_code == 200
 
 
+@pytest.mark.slow  # decodes the largest requests
 def test_the_default_image_limit_and_the_form_part_limit(client):
     """32 images by default; a form of hundreds of parts is refused by Werkzeug's part count
     before any is read, as JSON too."""

@@ -37,9 +37,10 @@ from bench.stack import Nginx, start_nginx
 from classifier import Classifier, Settings, download, metrics
 from classifier.engine import ModelPool
 from classifier.models import REGISTRY as MODELS
-from conftest import ROOT, free_port
+from bench.polling import wait_until
+from conftest import ROOT, Uwsgi, free_port, start_uwsgi
 from servers import QuietHandler, StubServer
-from test_deployment import Uwsgi, client_at, start_uwsgi
+from support.nginx import client_at
 
 if not (PROMETHEUS and PROMTOOL and ALERTMANAGER and AMTOOL):
     pytest.fail("prometheus, promtool, alertmanager or amtool not installed: "
@@ -363,12 +364,11 @@ def bucket_bounds(value: float) -> tuple[float, float]:
 
 def wait_for_workers(uwsgi: Uwsgi, done: Callable[[set[int]], bool], timeout: float = 180) -> None:
     """Until uWSGI runs 2 workers and ``done`` holds for their process ids (respawn, reload)."""
-    deadline = time.monotonic() + timeout
-    while not (len(now := uwsgi.workers()) == 2 and done(now)):
-        assert time.monotonic() < deadline, f"uWSGI's workers are {now}"
-        time.sleep(0.1)
+    now = wait_until(uwsgi.workers, timeout, lambda now: len(now) == 2 and done(now), interval=0.1)
+    assert len(now) == 2 and done(now), f"uWSGI's workers are {now}"
 
 
+@pytest.mark.stack  # Prometheus scraping uWSGI behind NGINX
 def test_prometheus_totals_match_what_was_sent_across_workers_a_killed_worker_and_a_reload(stack, cat_png):
     prometheus, uwsgi = stack.prometheus, stack.uwsgi
     prometheus.wait_for("sum(classifier_models_loaded)", 2, timeout=120)  # both workers warmed up
@@ -433,6 +433,7 @@ def test_prometheus_totals_match_what_was_sent_across_workers_a_killed_worker_an
     assert max(value for _, value in loaded) == 2
 
 
+@pytest.mark.stack  # Prometheus scraping uWSGI behind NGINX
 def test_metrics_through_nginx_only_for_the_allow_list(stack):
     allowed = requests.get(stack.nginx.url + "/metrics", timeout=10)
     assert allowed.status_code == 200 and allowed.headers["Content-Type"].startswith("text/plain")
@@ -493,6 +494,7 @@ def first_failed_download(tmp_path_factory: pytest.TempPathFactory, cat_png: byt
                 stop_process()
 
 
+@pytest.mark.stack  # Prometheus scraping uWSGI behind NGINX
 def test_a_models_first_failed_download_fires_the_alert(first_failed_download):
     """Before, the series first appeared at 1, increase() saw 0, and the alert never fired."""
     prometheus = first_failed_download.prometheus
@@ -503,13 +505,13 @@ def test_a_models_first_failed_download_fires_the_alert(first_failed_download):
     assert prometheus.query('ALERTS{alertname="ClassifierNoPredictions"}') == {}
 
 
+@pytest.mark.stack  # Prometheus scraping uWSGI behind NGINX
 def test_a_firing_alert_reaches_alertmanager_and_the_webhook(first_failed_download):
     wanted = {"alertname": "ClassifierWeightsDownloadFailing", "model": "MobileNetV2", "severity": "warning"}
-    deadline = time.monotonic() + 60
-    while not (delivered := [alert for notification in first_failed_download.notifications
-                             for alert in notification["alerts"] if wanted.items() <= alert["labels"].items()]):
-        assert time.monotonic() < deadline, f"the webhook received {first_failed_download.notifications}"
-        time.sleep(0.25)
+    delivered = wait_until(lambda: [alert for notification in first_failed_download.notifications
+                                    for alert in notification["alerts"] if wanted.items() <= alert["labels"].items()],
+                           60, interval=0.25)
+    assert delivered, f"the webhook received {first_failed_download.notifications}"
     assert delivered[0]["status"] == "firing"
     assert delivered[0]["annotations"]["summary"].endswith("downloading MobileNetV2's weights failed in the "
                                                            "last 30 minutes")

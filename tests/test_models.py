@@ -14,6 +14,7 @@ from classifier.models import REGISTRY
 FP32 = [name for name, spec in REGISTRY.items() if spec.int8_of is None]  # int8 forms: tests/test_int8.py
 
 
+@pytest.mark.slow  # builds every architecture
 @pytest.mark.parametrize("name", FP32)
 def test_each_model_gives_1000_probabilities(name):
     model = POOL.get(REGISTRY[name], None)
@@ -43,6 +44,7 @@ def test_every_registered_model_has_its_architecture_written_down():
     assert list(ARCHITECTURES) == FP32
 
 
+@pytest.mark.slow  # builds every architecture
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_the_registry_builds_the_architecture_of_that_name(name):
     keras_model = REGISTRY[name].build()
@@ -52,6 +54,7 @@ def test_the_registry_builds_the_architecture_of_that_name(name):
     assert keras_model.output_shape == (None, 1000)
 
 
+@pytest.mark.slow  # builds every architecture
 def test_compiled_forward_pass_equals_model_predict():
     """The fast path computes exactly what Keras' own predict does."""
     spec = REGISTRY["MobileNetV2"]

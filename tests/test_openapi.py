@@ -40,7 +40,7 @@ from classifier.options import PredictRequest
 from conftest import ROOT, free_port
 from hostile import png_declaring
 from servers import QuietHandler
-from test_readme import app_errors, nginx_errors
+from support.errors import app_errors, nginx_errors
 
 DOCUMENT = json.loads((ROOT / "openapi.json").read_text())
 CONTRACT = OpenAPI.from_dict(DOCUMENT)

@@ -14,6 +14,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # builds a wheel and runs the installed script
+
 SCRIPT = Path(sys.executable).with_name("classifier")  # where pip installed it (the two commands' -e .)
 
 

@@ -1,16 +1,12 @@
 """The upload page in a real browser: Playwright's Python package drives Debian's Chromium
 against two instances of ``python3 app.py`` on loopback ports.
 
-``real`` runs the pretrained EfficientNetLite0, offline with an empty Keras cache, so the
-Keras models cannot run there; it forwards to ``other`` as its configured remote, allows no
-custom URLs and takes images up to 1 MB. ``other`` runs random weights, has no remote and
-allows custom URLs (as ``python3 app.py`` does by default), with short remote timeouts.
-``plain`` is ``python3 app.py`` as a person first runs it (the README's screenshots), and
+``real`` and ``other``, the browser and ``open_page`` are the page tests' shared fixtures
+(tests/support/page_fixtures.py, which says what each server runs). ``plain`` is ``python3 app.py`` as a person first runs it (the README's screenshots), and
 ``mirrored`` fetches Keras weights from a loopback mirror the test holds mid-download.
 
-Every page records console errors, uncaught exceptions and dialogs (an ``alert()``); a test
-fails on any of them except the "Failed to load resource" line Chromium logs for the error
-status a test provokes on purpose. Screenshots go to tests/screenshots/.
+Every page fails its test on a console error, an uncaught exception or a dialog (open_page).
+Screenshots go to tests/screenshots/.
 """
 
 from __future__ import annotations
@@ -19,7 +15,6 @@ import base64
 import html.parser
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -27,54 +22,18 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 import requests
 
-from conftest import PHOTOS, ROOT, free_port
+from conftest import PHOTOS, free_port
 from servers import QuietHandler, StubServer
 
 from classifier.models import REGISTRY
 from PIL import Image
 from playwright import sync_api
 from playwright.sync_api import expect
+from support.page import (DESKTOP, FIRST_ANSWER, MAX_UPLOAD, OPERATOR_WORDS, PHONE, SCREENSHOTS, expect_bars,
+                          expect_words_for_a_person, expected_options, wait_for_models)
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's (apt-get install chromium): Playwright cannot download one here
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-SCREENSHOTS = ROOT / "tests" / "screenshots"
-DESKTOP = {"width": 1280, "height": 860}
-PHONE = {"width": 390, "height": 844}
 CAT_LABELS = {"Tabby", "Tiger cat", "Egyptian cat"}
 KERAS_MODELS = ("MobileNetV2", "ResNet50", "NASNetMobile")
-MAX_UPLOAD = 1_000_000  # on ``real``; the photos are smaller
-FAILED_LOAD = re.compile(r"Failed to load resource: the server responded with a status of (\d{3}) .*")
-
-expect.set_options(timeout=60_000)  # first use of a model builds it; two CPUs are shared
-FIRST_ANSWER = 180_000  # ms: a server's first request exports its model (with the feature map) while others run
-
-
-@pytest.fixture(scope="module")
-def real(serve_app, other, tmp_path_factory) -> str:
-    """Once its default model is prepared (the warm-up converts it at start): the page then
-    shows no "Preparing..." line, which tests/test_first_use.py checks."""
-    keras_home = tmp_path_factory.mktemp("page_keras_home")
-    url = serve_app(
-        CLASSIFIER_RANDOM_WEIGHTS="0",
-        CLASSIFIER_OFFLINE="1",
-        KERAS_HOME=str(keras_home),
-        CLASSIFIER_WEIGHTS_DIR="",
-        CLASSIFIER_DEFAULT_MODEL="",
-        CLASSIFIER_REMOTE_URL=f"{other}/predict",
-        CLASSIFIER_ALLOW_CUSTOM_REMOTE="0",
-        CLASSIFIER_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
-    )
-    wait_for_models(url, lambda models: models["EfficientNetLite0"]["status"] == "loaded", FIRST_ANSWER / 1000)
-    return url
-
-
-@pytest.fixture(scope="module")
-def other(serve_app) -> str:
-    return serve_app(
-        CLASSIFIER_DEFAULT_MODEL="ResNet50",  # random ResNet50 weights give distinct scores
-        CLASSIFIER_REMOTE_CONNECT_TIMEOUT="2",
-        CLASSIFIER_REMOTE_READ_TIMEOUT="2",
-    )
 
 
 @pytest.fixture(scope="module")
@@ -154,97 +113,12 @@ def mirrored(serve_app, held_mirror, tmp_path_factory) -> str:
     )
 
 
-def wait_for_models(url: str, condition: Callable[[dict[str, dict]], bool], timeout: float = 120) -> dict:
-    """GET /models until ``condition`` holds for {name: model}; bounded by ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        models = {m["name"]: m for m in requests.get(f"{url}/models", timeout=30).json()["models"]}
-        if condition(models):
-            return models
-        assert time.monotonic() < deadline, f"GET /models never met the condition: {models}"
-        time.sleep(0.2)  # between polls only; the loop ends on the condition
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[sync_api.Browser]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def open_page(browser) -> Iterator[Callable[..., sync_api.Page]]:
-    """``open_page(url, allow=(415,), javascript=True, viewport=DESKTOP, context=None)``: a
-    page, in a fresh context unless one is given. When the test ends, no page may have logged
-    a console error (but "Failed to load resource" with an allowed status), thrown an
-    uncaught exception or opened a dialog."""
-    contexts: list[sync_api.BrowserContext] = []
-    problems: list[str] = []
-
-    def open_(url: str, *, allow: tuple[int, ...] = (), javascript: bool = True,
-              viewport: dict[str, int] = DESKTOP, context: sync_api.BrowserContext | None = None,
-              ) -> sync_api.Page:
-        if context is None:
-            phone = viewport is PHONE
-            context = browser.new_context(viewport=viewport, java_script_enabled=javascript,
-                                          is_mobile=phone, has_touch=phone, device_scale_factor=2 if phone else 1)
-            contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-
-        def on_console(message: sync_api.ConsoleMessage) -> None:
-            if message.type != "error":
-                return
-            failed = FAILED_LOAD.fullmatch(message.text)
-            path = urlsplit(message.location.get("url", "")).path
-            if failed and int(failed[1]) in allow and path in ("/", "/predict"):
-                return
-            problems.append(f"console error: {message.text} ({message.location})")
-
-        def on_dialog(dialog: sync_api.Dialog) -> None:
-            problems.append(f"dialog: {dialog.message}")
-            dialog.dismiss()
-
-        page.on("console", on_console)
-        page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
-        page.on("dialog", on_dialog)
-        page.goto(url)
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-    assert not problems, problems
-
-
-def expect_bars(page: sync_api.Page, count: int) -> list[tuple[str, float, str]]:
-    """Wait for ``count`` bars; return (label, bar value, percentage) for each, best first."""
-    expect(page.locator("#result .prediction")).to_have_count(count)
-    rows = page.locator("#result .prediction").evaluate_all("""rows => rows.map(row => [
-        row.querySelector(".prediction-label").textContent,
-        row.querySelector("meter").value,
-        row.querySelector(".prediction-score").textContent])""")
-    values = [value for _, value, _ in rows]
-    assert values == sorted(values, reverse=True), rows
-    for _, value, text in rows:
-        assert 0 <= value <= 1 and re.fullmatch(r"(\d{1,3}\.\d|<0\.1)%", text), rows
-    return [tuple(row) for row in rows]
-
-
 def expect_error(page: sync_api.Page, title: str, *message_parts: str) -> None:
     expect(page.locator("#error .error-title")).to_have_text(title)
     for part in message_parts:
         expect(page.locator("#error .error-message")).to_contain_text(part)
     expect(page.locator("#result .prediction")).to_have_count(0)
     expect(page.locator("#status")).to_be_empty()
-
-
-@pytest.fixture
-def not_an_image(tmp_path) -> Path:
-    notes = tmp_path / "notes.txt"
-    notes.write_text("not a picture\n")
-    return notes
 
 
 def expect_not_an_image_explained(page: sync_api.Page, not_an_image: Path) -> None:
@@ -507,38 +381,6 @@ def test_clear_removes_the_image_and_the_answer(open_page, other):
 
 def option_texts(page: sync_api.Page) -> list[str]:
     return [squeeze(text) for text in page.locator("#model option").all_text_contents()]
-
-
-def expected_options(models: list[dict]) -> list[str]:
-    """What the selector says for each model: when ready, its name, speed and size, or for an
-    int8 form its measured speed-up and agreement (once measured); else its name and a word or
-    two that fit a phone's menu ("unavailable", "preparing", else its ``status_text`` without
-    "weights ")."""
-    return [f"{m['name']} ({option_tag(m)})" if not m["ready"] else int8_option(m) if m["precision"] == "int8"
-            else f"{m['name']} · {', '.join(m['about'].split(', ')[:2])}" for m in models]
-
-
-def option_tag(model: dict) -> str:
-    if model["status"] in ("unavailable", "preparing"):
-        return model["status"]
-    return model["status_text"].removeprefix("weights ")
-
-
-def int8_option(model: dict) -> str:
-    check = model["check"]
-    figures = f"{check['speedup']}x faster, agrees {round(check['top1_agreement'] * 100)}%" if check else "int8"
-    return f"{model['name']} — {figures}"
-
-
-# What only an operator can act on: it belongs in GET /models, the docs and the logs, not the page.
-OPERATOR_WORDS = re.compile(r"CLASSIFIER_|classifier (export|download)|ahead of traffic|\.h5\b|\.pth\b")
-
-
-def expect_words_for_a_person(page: sync_api.Page) -> None:
-    """No operator instructions anywhere on the page, and every sentence starts with a capital."""
-    text = page.locator("body").inner_text()
-    assert not OPERATOR_WORDS.search(text), OPERATOR_WORDS.search(text)
-    assert not re.search(r"[a-z]\. [a-z]", text), re.search(r".{40}[a-z]\. [a-z].{20}", text)
 
 
 def test_models_that_cannot_run_here_say_why_and_stay_chosen(open_page, real):

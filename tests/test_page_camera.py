@@ -1,6 +1,7 @@
 """The camera on the page, in Chromium with its fake camera: a Motion-JPEG file of a real photo
 (made here with Pillow) stands in for a device, which this machine has none of (the one fake in
-these tests, for hardware outside our control). Servers and pages are tests/test_page.py's; ``site``
+these tests, for hardware outside our control). Servers and pages are the page tests' shared
+fixtures (tests/support/page_fixtures.py); ``site``
 (conftest) is the production stack, uWSGI with uwsgi.ini behind NGINX with remote/nginx/."""
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from conftest import PHOTOS
 from PIL import Image
 from playwright import sync_api
 from playwright.sync_api import expect
-from test_page import (CHROMIUM, CHROMIUM_ARGS, DESKTOP, FIRST_ANSWER, PHONE, SCREENSHOTS, browser,  # noqa: F401 (fixtures)
-                       open_page, other, real)
-from test_page_axe import expect_no_serious_violations
+from support.page import CHROMIUM, CHROMIUM_ARGS, DESKTOP, FIRST_ANSWER, PHONE, SCREENSHOTS, expect_no_serious_violations
 
 CAT_LABELS = ("Tabby", "Tiger cat", "Egyptian cat")
 # A name for loopback that is not "localhost" or an address: Chromium treats a page there as any

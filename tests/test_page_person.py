@@ -1,6 +1,7 @@
 """The page as a person meets it, in Chromium: menu entries that fit, several files that visibly
 become a queue (and leave with Clear), a folder's skipped files counted, and on a phone the
-photo and its heatmap kept in view. Servers, browser and pages are tests/test_page.py's."""
+photo and its heatmap kept in view. Servers, browser and pages are the page tests' shared
+fixtures (tests/support/page_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import pytest
 from conftest import PHOTOS
 from playwright import sync_api
 from playwright.sync_api import expect
-from test_page import (DESKTOP, FIRST_ANSWER, PHONE, browser, expect_bars,  # noqa: F401 (fixtures)
-                       expect_words_for_a_person, open_page, other, real)
+from support.page import DESKTOP, FIRST_ANSWER, PHONE, expect_bars, expect_words_for_a_person
 
 SMALL_DESKTOP = {"width": 1280, "height": 800}
 

@@ -1,6 +1,7 @@
 """Many photos on the page, in Chromium: a card per photo, a few requests at a time, the
 progress, a card's full answer, the filter, CSV and JSON downloads; checked by axe-core
-mid-queue and done. Servers, browser and pages are tests/test_page.py's fixtures."""
+mid-queue and done. Servers, browser and pages are the page tests' shared fixtures
+(tests/support/page_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,7 @@ from conftest import PHOTOS
 from playwright.sync_api import expect
 
 from classifier.reports import CSV_COLUMNS
-from test_page import (DESKTOP, FIRST_ANSWER, PHONE, SCREENSHOTS, browser, expect_bars,  # noqa: F401 (fixtures)
-                       open_page, other, real)
-from test_page_axe import expect_no_serious_violations, open_checked_page  # noqa: F401 (fixture)
+from support.page import DESKTOP, FIRST_ANSWER, PHONE, SCREENSHOTS, expect_bars, expect_no_serious_violations
 
 CAT_LABELS = {"Tabby", "Tiger cat", "Egyptian cat"}
 

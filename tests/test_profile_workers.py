@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -38,6 +40,7 @@ def test_printed_milliseconds_share_the_workers_cpu_by_samples(capsys):
     assert "   4.000  66.7%  predict (app.py)" in printed
 
 
+@pytest.mark.stack  # profiles uWSGI behind NGINX
 def test_a_profile_of_the_real_stack_names_the_apps_functions():
     result = subprocess.run([sys.executable, "bench/profile_workers.py", "--seconds", "2", "--top", "40"], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)

@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 
 from conftest import CAT_LABELS, ROOT, free_port, stop, wait_until_healthy
+from support.errors import app_errors, nginx_errors
 
 README = (ROOT / "README.md").read_text()
 CAT = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
@@ -198,26 +199,6 @@ def test_ci_runs_the_readme_test_command():
 def error_table() -> set[tuple[int, str]]:
     rows = re.findall(r"^\| (\d{3}) \| (.*?) \|", README, re.M)
     return {(int(status), code) for status, codes in rows for code in re.findall(r"`(\w+)`", codes)}
-
-
-def nginx_errors() -> set[tuple[int, str]]:
-    """The JSON errors NGINX answers itself: ``return 429 '{"error": {"code": "rate_limited", ...``."""
-    pattern = r"""return (\d{3}) '\{"error": \{"code": "(\w+)\""""
-    return {(int(status), code) for conf in (ROOT / "remote" / "nginx").glob("*.conf")
-            for status, code in re.findall(pattern, conf.read_text())}
-
-
-def app_errors() -> set[tuple[int, str]]:
-    """Every ClassifierError's status and code, and Werkzeug's routing errors as app.py words them."""
-    from app import create_app  # noqa: F401  (imports every module that defines errors)
-    from classifier.errors import ClassifierError
-
-    classes, found = [ClassifierError], set()
-    while classes:
-        cls = classes.pop()
-        found.add((cls.status, cls.code))
-        classes.extend(cls.__subclasses__())
-    return found | {(404, "not_found"), (405, "method_not_allowed")}
 
 
 def test_the_error_table_lists_every_code_a_client_can_get():

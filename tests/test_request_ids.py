@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,6 +24,7 @@ from bench import stack
 from classifier import request_ids
 from classifier.urls import public_url
 from classifier.logs import JsonFormatter, PlainFormatter
+from bench.polling import wait_until
 from conftest import ROOT, free_port
 from hostile import jpeg_with_corrupt_exif
 
@@ -316,13 +316,10 @@ def site(tmp_path_factory) -> Iterator[tuple[stack.Nginx, stack.Server]]:
 
 def nginx_line(nginx: stack.Nginx, request_id: str) -> str:
     """NGINX's access line for the request; NGINX writes it just after answering, so wait (bounded)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        lines = [line for line in nginx.access_log.read_text().splitlines() if f"request_id={request_id}" in line]
-        if lines:
-            return lines[0]
-        time.sleep(0.05)
-    raise AssertionError(f"no NGINX access line for {request_id}")
+    lines = wait_until(lambda: [line for line in nginx.access_log.read_text().splitlines()
+                                if f"request_id={request_id}" in line], 10, interval=0.05)
+    assert lines, f"no NGINX access line for {request_id}"
+    return lines[0]
 
 
 def test_without_a_client_id_nginx_gives_its_own_to_the_app_and_both_log_it(site, cat_png):

@@ -106,6 +106,7 @@ print(json.dumps({"answer": answer, "tensorflow": "tensorflow" in sys.modules, "
     assert not outcome["tensorflow"] and not outcome["keras"]
 
 
+@pytest.mark.stack  # uWSGI workers
 def test_a_uwsgi_worker_that_needs_an_export_never_loads_tensorflow(tmp_path):
     """The same under uWSGI, where ``sys.executable`` is the uwsgi binary, not Python."""
     http = f"127.0.0.1:{free_port()}"
@@ -124,6 +125,7 @@ def test_a_uwsgi_worker_that_needs_an_export_never_loads_tensorflow(tmp_path):
     assert maps and all("onnxruntime" in m and "tensorflow" not in m for m in maps)
 
 
+@pytest.mark.slow  # makes an export in a process of its own
 def test_a_worker_whose_export_child_fails_twice_runs_keras(tmp_path, caplog):
     """The child is given no time at all (``CLASSIFIER_EXPORT_TIMEOUT``): after two attempts
     the worker serves the model on Keras rather than failing it."""
@@ -146,6 +148,7 @@ def tampered(model_file: Path, target: Path) -> None:
     onnx.save(model, str(target))
 
 
+@pytest.mark.slow  # makes an export in a process of its own
 def test_a_worker_that_needs_an_export_has_a_child_make_it_and_never_loads_tensorflow(tmp_path):
     """Issue 11.9: a worker that made the export itself kept TensorFlow (1.7 GB RSS against
     ~140 MB). A running ``python app.py`` with nothing converted or exported yet answers,
@@ -227,6 +230,7 @@ def test_exports_are_keyed_by_the_weights_content(weights, tmp_path):
     assert Export(SPEC, copy, tmp_path).onnx_path != before
 
 
+@pytest.mark.slow  # makes an export in a process of its own
 def test_random_weights_run_on_onnx_runtime_when_asked(tmp_path):
     """Each process's random weights differ, so their exports stay in a folder of its own."""
     settings = Settings(keras_home=tmp_path, random_weights=True, runtime="onnx")

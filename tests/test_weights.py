@@ -21,6 +21,7 @@ from classifier.engine import ModelPool
 from classifier.errors import ModelUnavailable, UnsupportedImageType
 from classifier.layouts import expected_layouts, layout_of
 from classifier.models import REGISTRY
+from bench.polling import wait_until
 from conftest import ROOT, classifier_command, free_port, run_classifier, wait_until_healthy
 from servers import QuietHandler, StubServer
 
@@ -89,14 +90,11 @@ def by_name(models: list[dict]) -> dict[str, dict]:
 
 def wait_for_status(client, name: str, wanted: set[str], seconds: float = 60) -> dict:
     """Poll ``/models`` (bounded) until ``name`` is in one of the ``wanted`` states."""
-    deadline = time.monotonic() + seconds
-    while True:
-        model = by_name(client.get("/models").json["models"])[name]
-        if model["status"] in wanted or time.monotonic() > deadline:
-            return model
-        time.sleep(0.1)
+    return wait_until(lambda: by_name(client.get("/models").json["models"])[name], seconds,
+                      lambda model: model["status"] in wanted, interval=0.1)
 
 
+@pytest.mark.slow  # builds Keras models or runs processes
 def test_shipped_layouts_are_those_keras_writes():
     """``data/weights_layouts.json`` lets a worker check a file without TensorFlow; it must
     say what Keras itself writes and reads for each architecture."""
@@ -104,6 +102,7 @@ def test_shipped_layouts_are_those_keras_writes():
         assert expected_layouts()[name] == layout_of(REGISTRY[name].build()), name
 
 
+@pytest.mark.slow  # builds Keras models or runs processes
 def test_file_in_the_keras_cache_is_found_and_used(tmp_path, mobilenet_h5, cat_png):
     settings = settings_for(tmp_path)
     home_with(tmp_path, {MOBILENET.file_name: mobilenet_h5})
@@ -123,6 +122,7 @@ def test_file_in_the_keras_cache_is_found_and_used(tmp_path, mobilenet_h5, cat_p
     np.testing.assert_allclose([got[wnid] for wnid, _ in class_index()], expected, atol=1e-5)
 
 
+@pytest.mark.slow  # builds Keras models or runs processes
 def test_operator_weights_dir_is_found(tmp_path, mobilenet_h5):
     folder = tmp_path / "copied"
     folder.mkdir()
@@ -182,6 +182,7 @@ def test_a_download_that_is_not_the_weights_is_refused_and_never_the_default(mak
     assert again.headers["Retry-After"].isdigit() and server.requests == ["/" + MOBILENET.path]
 
 
+@pytest.mark.slow  # builds Keras models or runs processes
 def test_a_model_that_fails_to_load_is_not_rebuilt_on_every_request(tmp_path, cat_png, caplog):
     """Issue 11.7: EfficientNetLite0's converted file damaged; each request rebuilt the model."""
     settings = settings_for(tmp_path, offline=True, runtime="keras")
@@ -214,6 +215,7 @@ def test_models_listing_has_no_side_effects(make_app, tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == [RESNET.file_name]  # nothing converted, moved or noted
 
 
+@pytest.mark.slow  # builds Keras models or runs processes
 def test_offline_missing_weights_is_503_naming_the_model_and_others_keep_working(make_app, cat_png, tmp_path):
     app = make_app(random_weights=False, offline=True)
     client = app.test_client()
@@ -250,6 +252,7 @@ def test_when_the_download_host_cannot_be_reached_every_answer_says_so(serve_app
     assert "CLASSIFIER_WEIGHTS_DIR" in after["hint"] and "CLASSIFIER_OFFLINE=1" in after["hint"]
 
 
+@pytest.mark.slow  # builds Keras models or runs processes
 def test_background_download_answers_503_at_once_then_serves(make_app, mirror, mobilenet_h5, cat_png, tmp_path):
     files = {MOBILENET.path: mobilenet_h5}
     server = mirror(files, delay=0.3)  # ~15 chunks of 1 MiB: a few seconds
@@ -300,6 +303,7 @@ def test_timing_total_is_the_whole_wait_with_the_load_on_its_own(tmp_path, cat_p
     assert "load" not in warm and warm["total"] + rounding >= warm["decode"] + warm["inference"]
 
 
+@pytest.mark.stack  # a uWSGI worker
 def test_uwsgi_workers_log_model_loads_and_failures_with_reasons(tmp_path, mobilenet_h5, cat_png):
     """Issue 16.7: under uWSGI the app logged nothing at INFO (logging was set up only by
     ``python app.py`` and the CLI)."""
@@ -346,6 +350,7 @@ def test_download_command_when_the_host_is_unreachable(tmp_path):
     assert "NASNetMobile: cannot download" in result.stderr and "could not reach the download host" in result.stderr
 
 
+@pytest.mark.slow  # builds Keras models or runs processes
 def test_concurrent_processes_download_a_file_once(mirror, mobilenet_h5, tmp_path):
     server = mirror({MOBILENET.path: mobilenet_h5}, delay=0.1)
     env = cli_env(tmp_path, server.url)
@@ -370,6 +375,7 @@ def test_classify_without_background_downloads_explains(tmp_path, cat_png):
         classifier.classify(cat_png, "ResNet50")
 
 
+@pytest.mark.slow  # builds Keras models or runs processes
 def test_weights_replaced_or_deleted_while_a_model_is_loaded_are_noticed_by_the_next_prediction(
         tmp_path, mobilenet_h5, cat_png):
     """A prediction looks at its weights file once and cheaply (a ``stat``, no path parsing
