@@ -10,7 +10,6 @@ import argparse
 import base64
 import binascii
 import functools
-import hashlib
 import io
 import ipaddress
 import json
@@ -41,6 +40,7 @@ from classifier.options import DEFAULT_TOP_K, MAX_TOP_K, OPTION_NAMES, default_f
 from classifier.forwarding.client import HOP_HEADER
 from classifier.service import ManyClassifications, ManyImagesRequest, Upload
 from classifier.sizes import size_limit
+from classifier.static_modules import content_hash
 
 log = logging.getLogger("classifier.app")
 
@@ -253,7 +253,7 @@ def asset_url(filename: str) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _content_hash(path: Path, mtime_ns: int) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return content_hash(path.read_bytes())
 
 
 def classify_request(parsed: PredictRequest | ManyImagesRequest) -> Classification | ManyClassifications:
