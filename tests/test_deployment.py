@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urljoin
 
 import psutil
 import pytest
@@ -39,6 +40,7 @@ import urllib3
 from bench import stack
 from bench.stack import NGINX, UWSGI, Nginx, environment, start_nginx, uwsgi_command
 from bench.polling import wait_until
+from classifier.static_modules import content_hash
 from conftest import CAT_LABELS, ROOT, Site, Uwsgi, copy_of, free_port, start_uwsgi, stop
 from support.nginx import access_log_entries, client_at, first_answer, hold_upload
 
@@ -307,6 +309,26 @@ def test_static_files_come_from_nginx_cached_for_a_year(site, name):
     assert "max-age=31536000" in direct.headers["Cache-Control"]  # the app's own, without NGINX
     unhashed = requests.get(f"{site.url}/static/{name}", timeout=10)
     assert unhashed.headers["Cache-Control"] == "max-age=3600"
+
+
+def test_every_module_of_the_page_comes_from_nginx_cached_for_a_year(site):
+    """app.js imports the modules in static/page/, and they each other, by URLs with their
+    content's hash (classifier/static_modules.py): followed from the page's link to app.js,
+    NGINX serves each as on disk, as JavaScript, for a year."""
+    page = requests.get(site.url + "/", timeout=30).text
+    pending, seen = [re.search(r'"(/static/app\.js\?v=[0-9a-f]+)"', page).group(1)], set()
+    while pending:
+        link = pending.pop()
+        response = requests.get(site.url + link, timeout=10)
+        path, version = link.split("?v=")
+        assert response.content == (ROOT / path.lstrip("/")).read_bytes(), link
+        assert version == content_hash(response.content), link
+        assert response.headers["Cache-Control"] == "max-age=31536000", link
+        assert "javascript" in response.headers["Content-Type"], link
+        seen.add(path)
+        for imported in re.findall(r'(?:from|import)\s*"(\./[^"]+)"', response.text):
+            pending.append(urljoin(link, imported))
+    assert seen == {f"/static/{path.relative_to(ROOT / 'static').as_posix()}" for path in (ROOT / "static").rglob("*.js")}
 
 
 def _assert_cat(response: requests.Response) -> dict:
