@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 # A static import or re-export of a relative module, with or without a hash so far:
-# `from "./dom.js"`, `import "./page/app.js?v=0123456789ab"`.
+# `from "./dom.js"`, `import "./page/camera.js?v=0123456789ab"`.
 SPECIFIER = re.compile(r"""(?P<lead>\b(?:from|import)\s*)(?P<quote>["'])(?P<path>\.{1,2}/[^"'?#]+\.js)"""
                        r"""(?:\?v=[0-9a-f]*)?(?P=quote)""")
 

@@ -58,7 +58,7 @@ def test_every_module_the_page_loads_has_a_hashed_url_cached_for_a_year(open_pag
     """Every script Chromium fetched for the page (app.js and each module it imports, however
     deep; its own resource timing lists them) has a URL with the hash of the bytes served
     there, which are cached for a year; every module in static/ is one of them, so none is
-    left out or loaded some other way."""
+    left out or loaded some other way. The page with everything it loads stays small."""
     page = open_page(other)
     loaded = page.evaluate("performance.getEntriesByType('resource').map((entry) => entry.name)")
     scripts = [(urlsplit(url).path, url) for url in loaded if urlsplit(url).path.endswith(".js")]
@@ -69,3 +69,8 @@ def test_every_module_the_page_loads_has_a_hashed_url_cached_for_a_year(open_pag
         assert response.status_code == 200 and response.content == (ROOT / path.lstrip("/")).read_bytes(), url
         assert parse_qs(urlsplit(url).query) == {"v": [content_hash(response.content)]}, url
         assert "max-age=31536000" in response.headers["Cache-Control"], url
+    statics = {url for url in loaded if urlsplit(url).path.startswith("/static/")}
+    total = len(requests.get(other, timeout=10).content) + sum(len(requests.get(url, timeout=10).content) for url in statics)
+    # Uncompressed, no framework: 69.4 KB as one script (tests/test_page.py's figures); 73.8 KB
+    # as modules, their import lines added.
+    assert total < 75_000, f"page and assets weigh {total} bytes"
