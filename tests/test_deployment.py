@@ -319,6 +319,7 @@ def test_every_module_of_the_page_comes_from_nginx_cached_for_a_year(site):
     pending, seen = [re.search(r'"(/static/app\.js\?v=[0-9a-f]+)"', page).group(1)], set()
     while pending:
         link = pending.pop()
+        assert "?v=" in link, link
         response = requests.get(site.url + link, timeout=10)
         path, version = link.split("?v=")
         assert response.content == (ROOT / path.lstrip("/")).read_bytes(), link
