@@ -14,6 +14,13 @@ import { describeModel, refreshModels } from "./page/models.js?v=b112a5a33cc3";
 import * as options from "./page/options.js?v=8b87c046b7b2";
 import * as preview from "./page/preview.js?v=4981db65fce4";
 import * as queue from "./page/queue.js?v=369a2f332d42";
+// The modules those import, named here too: the browser then asks for every module as soon as
+// this file arrives, not one level of imports at a time (bench/page_load.py).
+import "./page/api.js?v=0b826a6c63b5";
+import "./page/errors.js?v=a35837132922";
+import "./page/format.js?v=95e4a7f170c8";
+import "./page/report.js?v=bb0ce65c4100";
+import "./page/storage.js?v=75d82e02cecc";
 
 const form = $("classify-form");
 const { urlInput } = options;
