@@ -4,7 +4,10 @@ page in Chromium loads no module whose URL does not carry its content's hash."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -74,3 +77,14 @@ def test_every_module_the_page_loads_has_a_hashed_url_cached_for_a_year(open_pag
     # Uncompressed, no framework: 69.1 KB as one script (tests/test_page.py's figures); 75.2 KB
     # as modules, their import lines added.
     assert total < 76_000, f"page and assets weigh {total} bytes"
+
+
+@pytest.mark.browser
+def test_the_page_load_benchmark_times_a_first_visit_and_its_modules(other):
+    """bench/page_load.py at its smallest settings: every module fetched, in two rounds (app.js,
+    then all it names), and DOMContentLoaded timed."""
+    result = subprocess.run([sys.executable, "bench/page_load.py", other, "--runs", "1", "--latency", "0"],
+                            check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"DOMContentLoaded: median \d+ ms", result.stdout), result.stdout
+    assert f"scripts: {len(MODULES)} files" in result.stdout and "2 rounds" in result.stdout, result.stdout
