@@ -1,7 +1,7 @@
 """Every setting of the service, read once from ``CLASSIFIER_*`` environment variables.
 
 One frozen object holds them so that the Flask app, the CLI and the tests all see the same
-names and defaults; the README's settings table is written from this file.
+names and defaults; docs/settings.md lists them, and tests/test_site.py holds its table to this file.
 """
 
 from __future__ import annotations
