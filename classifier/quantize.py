@@ -57,7 +57,7 @@ TOP = 5
 TIE = 1e-6  # fp32 scores closer than this are a tie: no class is the top-1
 CALIBRATION = PHOTOS / "calibration"
 HELD_OUT = (PHOTOS / "chelsea.jpg", PHOTOS / "coffee.jpg", *sorted((PHOTOS / "held_out").glob("*.jpg")))
-# What EfficientNetLite0's check preferred (bench/int8.py, README "int8 models"): MinMax and
+# What EfficientNetLite0's check preferred (bench/int8.py, docs/int8.md): MinMax and
 # Entropy ranges agreed on fewer held-out images than Percentile; QInt8 activations ran no
 # faster than fp32 here, QUInt8 ones about twice as fast; the pre-processing (shape inference
 # and graph clean-up) raised the agreement from 64% to 89% with MinMax. Most of the error
