@@ -15,10 +15,11 @@ import pytest
 from mkdocs.commands.build import build
 from mkdocs.config import load_config
 
-from classifier import config
+from classifier import config, options
 from conftest import ROOT
 
 SETTINGS_PAGE = ROOT / "docs" / "settings.md"
+API_PAGE = ROOT / "docs" / "api.md"
 # Variables the table documents that config.Settings does not read: Keras' cache (read with
 # a default of its own) and prometheus_client's folder (read by the library, set by uwsgi.ini).
 NOT_SETTINGS_FIELDS = {"KERAS_HOME", "PROMETHEUS_MULTIPROC_DIR"}
@@ -92,3 +93,8 @@ def test_the_settings_page_gives_each_default_config_has():
         if not same(table[variable], default):
             wrong[variable] = (table[variable], default)
     assert wrong == {}
+
+
+def test_the_api_page_lists_every_option_of_a_request():
+    table = API_PAGE.read_text().split("| option |", 1)[1].split("\n\n", 1)[0]
+    assert re.findall(r"^\| `(\w+)` \|", table, re.M) == list(options.OPTION_NAMES)
