@@ -217,3 +217,12 @@ def error_table() -> set[tuple[int, str]]:
 def test_the_error_table_lists_every_code_a_client_can_get():
     assert len(nginx_errors()) >= 4  # the pattern still finds them
     assert app_errors() | nginx_errors() <= error_table()
+
+
+def test_the_readme_is_short_and_links_the_pages_a_newcomer_looks_for():
+    """Issue 23: two minutes to read, and top-k, explanations, many images, the error codes,
+    deploying and the settings one click away."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= 250
+    pages = {"api.md", "explanations.md", "many-images.md", "errors.md", "deploying.md", "settings.md"}
+    assert {page for page in pages if f"](docs/{page})" not in text} == set()
