@@ -19,7 +19,8 @@ from bench import stack
 from classifier import Classifier, Settings
 from classifier.engine import ModelPool
 from classifier.errors import ModelUnavailable, UnsupportedImageType
-from classifier.layouts import expected_layouts, layout_of
+from classifier.cli.weights_layouts import layout_of
+from classifier.layouts import expected_layouts
 from classifier.models import REGISTRY
 from bench.polling import wait_until
 from conftest import ROOT, classifier_command, free_port, run_classifier, wait_until_healthy
