@@ -19,7 +19,8 @@ from bench import stack
 from classifier import Classifier, Settings
 from classifier.engine import ModelPool
 from classifier.errors import ModelUnavailable, UnsupportedImageType
-from classifier.layouts import expected_layouts, layout_of
+from classifier.cli.weights_layouts import layout_of
+from classifier.layouts import expected_layouts
 from classifier.models import REGISTRY
 from classifier.weights import KerasWeights
 from bench.polling import wait_until
@@ -96,7 +97,7 @@ def wait_for_status(client, name: str, wanted: set[str], seconds: float = 60) ->
 
 
 def test_every_keras_model_has_a_shipped_layout():
-    """A model added to REGISTRY without ``python3 -m classifier.layouts`` run after it would
+    """A model added to REGISTRY without ``python3 -m classifier.cli.weights_layouts`` run after it would
     have its weights files checked only for being HDF5 (docs/models.md, "Adding a model")."""
     keras_models = [spec.name for spec in REGISTRY.values()
                     if spec.int8_of is None and isinstance(spec.weights, KerasWeights)]
