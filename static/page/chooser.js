@@ -4,7 +4,7 @@ import { dropAnswer } from "./answer.js?v=5015f1c61536";
 import { $, fileList } from "./dom.js?v=19cca49a794f";
 import { clampTopK } from "./options.js?v=8b87c046b7b2";
 import { showPreview } from "./preview.js?v=4981db65fce4";
-import { clearQueue, queueChosen } from "./queue.js?v=369a2f332d42";
+import { clearQueue, queueChosen } from "./queue.js?v=2b3e9e4fa2e3";
 
 const form = $("classify-form");
 const input = $("image");

@@ -6,7 +6,7 @@ import { $, download, fileList, reveal } from "./dom.js?v=19cca49a794f";
 import { showError, titleOf } from "./errors.js?v=a35837132922";
 import { percent } from "./format.js?v=95e4a7f170c8";
 import { showPreview } from "./preview.js?v=4981db65fce4";
-import { toCsv, toJson } from "./report.js?v=bb0ce65c4100";
+import { toCsv, toJson } from "./report.js?v=11b3b414921d";
 
 const input = $("image");
 const output = $("output");
@@ -79,8 +79,8 @@ function setState(tile, state) {
 }
 
 // The next photos for one request: several per request run through the model in batches
-// (README, bench/many_images.py: 55 photos/s one per request, 66 at 8 per request), bounded in
-// bytes so a request stays far below the server's body limit.
+// (docs/many-images.md, bench/many_images.py: 55 photos/s one per request, 66 at 8 per request),
+// bounded in bytes so a request stays far below the server's body limit.
 function nextBatch() {
   const batch = [waiting.shift()];
   let bytes = batch[0].file.size;
