@@ -87,8 +87,8 @@ class Classifier:
         in the single form is held to the per-image limits as it decodes), and the first image
         decoded before the model is touched: an undecodable upload is refused without waiting
         for a model to load. An unknown or unavailable model fails the whole request.
-        ``still_wanted`` is called before each batch and raises to stop a request nobody
-        waits for any more."""
+        ``still_wanted`` is called before each batch (but a first one the caller has just
+        asked about) and raises to stop a request nobody waits for any more."""
         started, options = time.perf_counter(), request.options
         if not request.single:
             self.check_cost(request.uploads)
@@ -101,8 +101,10 @@ class Classifier:
         if not was_loaded:
             totals["load"] = (time.perf_counter() - loading) * 1000
         results: list[ImageResult] = []
-        for batch in _batches(itertools.chain([first], decoded), self.settings.batch_size or loaded.runtime.batch_size):
-            still_wanted()
+        batch_size = self.settings.batch_size or loaded.runtime.batch_size
+        for number, batch in enumerate(_batches(itertools.chain([first], decoded), batch_size)):
+            if number or not was_loaded:  # the caller asked just before a first batch with a loaded model
+                still_wanted()
             results += self._classify_batch(loaded, batch, options, totals)
         timing = {name: round(value, 2) for name, value in totals.items()}
         return Answer(loaded.spec.name, loaded.weights, results, {**timing, "total": _ms_since(started)})
