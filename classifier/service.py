@@ -157,7 +157,7 @@ class Classifier:
         scores, features, share = np.empty((0, 1000)), None, 0.0
         if framed:
             started = time.perf_counter()
-            scores, features = loaded.scores_and_features(np.stack([item.pixels for item in framed]))
+            scores, features = loaded.scores_and_features(np.array([item.pixels for item in framed]))
             seconds = time.perf_counter() - started
             metrics.INFERENCE_SECONDS.labels(loaded.spec.name, loaded.runtime.name).observe(seconds)
             metrics.IMAGES.labels(loaded.spec.name).inc(len(scores))
