@@ -21,6 +21,7 @@ from . import image_checks, images, labels, metrics, status
 from .bodies import check_image_count
 from .catalog import FIRST_USE_SECONDS, Catalog
 from .config import Settings
+from .counted import counting_prediction
 from .download import BackgroundDownloads
 from .engine import POOL, LoadedModel, ModelPool
 from .errors import ClassifierError, InvalidRequest, RequestTooCostly
@@ -62,7 +63,7 @@ class Classifier:
         ``still_wanted`` (``classify_request``) stops it between batches."""
         check_image_count(len(request.uploads), self.settings.max_images)
         server = "local" if forwarded else request.options.server
-        with metrics.counting_prediction(server, request.options.model) as counted:
+        with counting_prediction(server, request.options.model) as counted:
             answer = self.classify_request(request, still_wanted) if server == "local" \
                 else relay(request, self.settings)
             counted.model = answer.model
