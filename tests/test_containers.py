@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from playwright.sync_api import expect
+from support.page import expect_bars
 
 from bench import containers
 from bench.containers import IMAGE, free_port, podman, run, wait_ready
@@ -127,6 +129,15 @@ def test_the_container_classifies_a_real_photo(served):
     assert answer.status_code == 200, answer.text
     assert answer.json()["predictions"][0]["label"] in CAT_LABELS
     assert answer.json()["model"] == "EfficientNetLite0"
+
+
+@container
+@pytest.mark.browser
+def test_the_page_classifies_in_chromium(served, open_page):
+    page = open_page(served[1])
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    assert expect_bars(page, 3)[0][0] in {"Tabby", "Tiger cat", "Egyptian cat"}
+    expect(page.locator(".meta-model")).to_have_text("EfficientNetLite0")
 
 
 @container
@@ -272,6 +283,10 @@ def _check_after(command: str) -> None:
     wait_ready(url)
     answer = _predict(url, photo)
     assert answer.status_code == 200 and answer.json()["predictions"][0]["label"] in CAT_LABELS, answer.text
+    if command.startswith("podman kube play"):  # the Deployment's securityContext holds
+        container = "classifier-pod-0-classifier"
+        assert podman("exec", container, "id", "-u").stdout.strip() == "10001"
+        assert podman("inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", container).stdout.strip() == "true"
     if command.startswith("podman-compose"):
         assert "text/html" in requests.get(f"{url}/", timeout=10).headers["Content-Type"]
         refused = requests.post(f"{url}/predict", data=b"x" * (66 * 2**20), timeout=60,
