@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from playwright.sync_api import expect
 from support.page import expect_bars
 
 from bench import containers
-from bench.containers import IMAGE, free_port, podman, run, wait_ready
+from bench.containers import IMAGE, NGINX_IMAGE, free_port, podman, run, wait_ready
 from tests.conftest import CAT_LABELS, PHOTOS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,6 +232,57 @@ def test_sigterm_lets_the_requests_in_flight_finish(image):
     assert [status for status, _ in answers] == [200, 200], answers
     assert all(body["predictions"][0]["label"] in CAT_LABELS for _, body in answers)
     assert exit_code == "0"
+
+
+@pytest.fixture
+def cluster(image):
+    """Two app containers behind the nginx image with the project's cluster configuration
+    (remote/nginx/classifier-cluster.conf: app1 and app2.classifier.internal), on a network
+    of their own; NGINX's port published."""
+    network, names = "classifier-test-cluster", ["classifier-test-app1", "classifier-test-app2", "classifier-test-nginx"]
+    containers.build(NGINX_IMAGE, "--target", "nginx")
+    podman("network", "create", network, check=False)
+    try:
+        for number in (1, 2):
+            run(names[number - 1], free_port(), "--network", network, "--network-alias",
+                f"app{number}.classifier.internal", image=image)
+        site = ROOT / "remote" / "nginx" / "classifier-cluster.conf"
+        podman("rm", "--force", "--time", "0", names[2], check=False)
+        port = free_port()
+        podman("run", "--detach", "--name", names[2], "--network", network, "--publish", f"127.0.0.1:{port}:80",
+               "--volume", f"{site}:/etc/nginx/sites-enabled/classifier.conf:ro", NGINX_IMAGE)
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url)
+        yield url, names
+    finally:
+        for name in names:
+            podman("rm", "--force", "--time", "0", name, check=False)
+        podman("network", "rm", network, check=False)
+
+
+@container
+def test_a_container_stopped_behind_nginx_loses_no_request(cluster):
+    """One client posts photos through NGINX, one at a time (its per-address limits), while
+    app1 is stopped: its requests in flight finish, NGINX sends the rest to app2; all 200."""
+    url, names = cluster
+    photo = PHOTOS["chelsea"].read_bytes()
+    for _ in range(4):  # both app containers have answered once
+        assert _predict(url, photo).status_code == 200
+    stopper = threading.Thread(target=podman, args=("stop", "--time", "70", names[0]))
+    statuses = []
+    for number in range(60):
+        if number == 10:
+            stopper.start()
+        statuses.append(_predict(url, photo).status_code)
+        time.sleep(0.2)  # under NGINX's 10 predictions a second per address
+    stopper.join(90)
+    assert statuses == [200] * 60, statuses
+    assert podman("inspect", "--format", "{{.State.ExitCode}}", names[0]).stdout.strip() == "0"
+    # NGINX's log names the hosts each request was tried on ("app1, app2": retried): the
+    # last one answered. Both served before the stop, app2 alone after it.
+    tried = re.findall(r"upstream=([^\s,]+(?:, [^\s,]+)*)", podman("logs", names[2]).stdout)
+    served = [hosts.split(", ")[-1] for hosts in tried]
+    assert len(set(served[:14])) == 2 and len(set(served[-20:])) == 1, served
 
 
 def _doc_commands() -> list[str]:
