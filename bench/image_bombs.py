@@ -13,8 +13,8 @@ Python process of its own, so one file's memory cannot hide another's. Prints th
 the peak resident size above the process's size before the call (VmHWM, reset through
 /proc/self/clear_refs; Linux only), the file's decode cost in billions of pixel scans
 (``image_checks.decode_cost``, what CLASSIFIER_MAX_REQUEST_COST budgets), the CPU time per
-pixel scan of the files decoded, and the answer: "ok" or the error's code. README, "How an
-image is prepared", and SECURITY.md carry these figures.
+pixel scan of the files decoded, and the answer: "ok" or the error's code. docs/images.md and
+SECURITY.md carry these figures.
 """
 
 from __future__ import annotations

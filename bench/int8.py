@@ -23,12 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from classifier import quantize  # noqa: E402
+from classifier.artifacts import quantize  # noqa: E402
 from classifier.config import Settings  # noqa: E402
-from classifier.engine import Serving, int8_form  # noqa: E402
-from classifier.exports import Export, median_ms  # noqa: E402
+from classifier.artifacts.convert import median_ms  # noqa: E402
+from classifier.artifacts.exports import Export  # noqa: E402
+from classifier.engine import Serving  # noqa: E402
 from classifier.models import REGISTRY, ModelSpec  # noqa: E402
-from classifier.quantize import Int8Record  # noqa: E402
+from classifier.artifacts.int8 import HELD_OUT, Int8Record, int8_form  # noqa: E402
 from classifier.runtimes import OnnxRuntime  # noqa: E402
 from classifier.weights import Found  # noqa: E402
 
@@ -50,7 +51,7 @@ print(time.time() - started, rss_mb, "tensorflow" in sys.modules, "onnx" in sys.
 def compare(spec: ModelSpec, fp32_path: Path, int8_path: Path, threads: int = 1, repeats: int = 50) -> dict:
     """Figures for one model's fp32 export and int8 form (``spec`` is the fp32 entry)."""
     fp32, int8 = OnnxRuntime(fp32_path, threads), OnnxRuntime(int8_path, threads)
-    batch = quantize.augmented_batch(spec, quantize.HELD_OUT)
+    batch = quantize.augmented_batch(spec, HELD_OUT)
     expected = quantize.scores_each(fp32, batch)
     agreement = quantize.agreement(expected, quantize.scores_each(int8, batch))
     times = median_ms({"fp32": fp32, "int8": int8}, batch[:1], repeats)
@@ -76,7 +77,7 @@ def files(spec: ModelSpec, settings: Settings) -> tuple[Path, Path, Int8Record]:
                           text=True, env={**os.environ, "KERAS_HOME": str(settings.keras_home)}, timeout=1800)
     found = Found(spec.weights.find(settings), spec.weights, settings)
     serving = Serving.from_settings(Settings(keras_home=settings.keras_home, runtime="onnx"))
-    form = int8_form(REGISTRY[f"{spec.name}-int8"], found, serving)
+    form = int8_form(REGISTRY[f"{spec.name}-int8"], found.path, serving.exports_dir)
     record = form.record()
     if record is None or not record.verified:
         raise RuntimeError(done.stderr[-2000:])

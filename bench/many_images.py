@@ -16,7 +16,7 @@ request through /proc/<pid>/clear_refs (Linux only). The requests:
 - a series: ``--series`` real photos (the tests' three, in turn) sent one per request, then
   8 and 32 per request, one request at a time: images per second each way.
 
-README, "Several images in one request", and SECURITY.md carry these figures.
+docs/many-images.md and SECURITY.md carry these figures.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The README's Monitoring picture, from a real run, and what a scrape costs.
+"""The picture in docs/monitoring.md, from a real run, and what a scrape costs.
 
 Starts uwsgi.ini's 2 workers (the bundled EfficientNetLite0, offline) behind NGINX and
 Debian's Prometheus scraping /metrics every second; sends predictions for about 90 s (some

@@ -97,7 +97,7 @@ def _worker(kind: str, target: str, threads: int, batch: int, seconds: float) ->
         runtime: Runtime = OnnxRuntime(Path(target), threads)
         size = 224
     else:
-        from classifier.engine import keras_runtime
+        from classifier.runtimes import keras_runtime
 
         spec = REGISTRY[target]
         runtime, size = keras_runtime(spec, None, threads), spec.input_size

@@ -59,11 +59,10 @@ import load  # noqa: E402
 import raw  # noqa: E402
 import stack  # noqa: E402
 from classifier.config import Settings  # noqa: E402
-from classifier.engine import keras_runtime  # noqa: E402
-from classifier.exports import Export  # noqa: E402
+from classifier.artifacts.exports import Export  # noqa: E402
 from classifier.models import REGISTRY, ModelSpec  # noqa: E402
-from classifier.quantize import Int8Form  # noqa: E402
-from classifier.runtimes import OnnxRuntime, use_tensorflow_threads  # noqa: E402
+from classifier.artifacts.int8 import Int8Form  # noqa: E402
+from classifier.runtimes import OnnxRuntime, keras_runtime, use_tensorflow_threads  # noqa: E402
 from classifier.weights import loadable  # noqa: E402
 
 IMAGE = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"

@@ -18,7 +18,9 @@ from . import Classifier, ClassifierError, Settings
 from .batch import IMAGE_SUFFIXES, Outcome, Summary, classify_here, find_images, run
 from .client import REQUESTS_IN_FLIGHT, RemoteClient, batches
 from .download import Unreachable, describe, download
-from .engine import Serving, make_export, make_int8
+from .artifacts.convert import make_export
+from .artifacts.quantize import make_int8
+from .engine import Serving
 from .explain import overlay_png
 from .files import write_bytes
 from .forwarding.client import Timeouts, predict_url
@@ -211,7 +213,7 @@ def _export_one(spec: ModelSpec, settings: Settings) -> str | None:
     try:
         if spec.int8_of:
             return _int8_one(spec, found, serving, settings)
-        record, _ = make_export(spec, found, serving)
+        record, _ = make_export(spec, found, serving.exports_dir, serving.threads)
     except WeightsRejected as error:
         return str(error)
     if not record.verified:
@@ -224,7 +226,7 @@ def _int8_one(spec: ModelSpec, found: Found, serving: Serving, settings: Setting
     """Make and measure the int8 entry ``spec`` (its fp32 export first) and say whether it is
     served. One measured below the bar is not a failure of the command (its fp32 model
     answers instead); one that could not be made or run is. Either way its record says so."""
-    record = make_int8(spec, found, serving)
+    record = make_int8(spec, found, serving.exports_dir, serving.threads)
     if not record.verified:
         return f"no int8 form: {record.reason}"
     print(f"{spec.name}: {'served' if record.passes(settings) else 'not served'}: {record.verdict(settings)}")

@@ -18,10 +18,10 @@ from pathlib import Path
 from . import download, status
 from .config import Settings
 from .download import BackgroundDownloads, may_retry
-from .engine import INT8_NEEDS, LoadedModel, LoadFailed, ModelPool, Serving, int8_form
-from .exports import Export
+from .artifacts.exports import Export
+from .artifacts.int8 import Int8Record, int8_form
+from .engine import INT8_NEEDS, LoadedModel, LoadFailed, ModelPool, Serving
 from .models import REGISTRY, ModelSpec, get_spec
-from .quantize import Int8Record
 from .status import ModelState
 from .weights import Found, KerasWeights, Note, move_aside
 
@@ -84,7 +84,7 @@ class Catalog:
         here, found = self._weights(spec)
         if not here or self.serving.runtime == "keras":
             return None
-        return int8_form(spec, found, self.serving).record()
+        return int8_form(spec, found and found.path, self.serving.exports_dir).record()
 
     def state(self, spec: ModelSpec) -> ModelState:
         """Where ``spec`` stands in the state machine of ``status.py``; no side effects."""

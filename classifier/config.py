@@ -1,7 +1,7 @@
 """Every setting of the service, read once from ``CLASSIFIER_*`` environment variables.
 
 One frozen object holds them so that the Flask app, the CLI and the tests all see the same
-names and defaults; the README's settings table is written from this file.
+names and defaults; docs/settings.md lists them, and tests/test_site.py holds its table to this file.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Settings:
     weights_mirror: str | None = None
     keras_home: Path = dataclasses.field(default_factory=lambda: _keras_home(os.environ))
     max_upload_bytes: int = 10 * 1024 * 1024
-    # One request (README, "Several images in one request"): its whole body, which NGINX's
+    # One request (docs/many-images.md): its whole body, which NGINX's
     # client_max_body_size and uWSGI's limit-post follow, and how many images it may hold.
     max_request_bytes: int = 64 * 2**20
     max_images: int = 32
@@ -46,7 +46,7 @@ class Settings:
     # decoded at once. None: the runtime's own (runtimes.py: ONNX Runtime 1, Keras 8, measured
     # with bench/batching.py).
     batch_size: int | None = None
-    # Image limits (image_checks.py; README, "How an image is prepared", has the measurements).
+    # Image limits (image_checks.py; docs/images.md has the measurements).
     max_pixels: int = 50_000_000
     max_aspect_ratio: float = 20.0
     max_jpeg_scans: int = 32
@@ -66,7 +66,7 @@ class Settings:
     export_timeout: float = 900.0
     # The bar an int8 form must clear against its fp32 export on the held-out photos to be
     # served (quantize.py): the share of images with the same top-1 class, and the mean number
-    # of classes the two top-5 lists share. README, "int8 models", has what each model measured.
+    # of classes the two top-5 lists share. docs/int8.md has what each model measured.
     int8_min_top1: float = 0.97
     int8_min_top5: float = 4.0
     log_format: str = "plain"

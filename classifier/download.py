@@ -22,10 +22,14 @@ from filelock import FileLock, Timeout
 from . import metrics
 from .config import Settings
 from .files import atomic_write, write_text
+from .models import REGISTRY
 from .urls import public_url  # a mirror's URL may carry credentials
 from .weights import KerasWeights, Note, WeightsRejected, rejected_path
 
 log = logging.getLogger(__name__)
+
+# Declared with the metrics, at import: every process that may download shows the series from its first scrape.
+metrics.zero_download_failures(sorted({spec.weights.model for spec in REGISTRY.values() if spec.weights.downloadable}))
 
 Progress = Callable[[int, int | None], None]
 

@@ -7,10 +7,10 @@ for the runtime's first-run allocations.
 Which runtime runs it follows ``Serving.runtime`` (``CLASSIFIER_RUNTIME``):
 
 - ``keras``: the Keras model as a compiled ``tf.function`` (``runtimes.KerasRuntime``).
-- ``onnx``: ONNX Runtime on the model's export (``exports.py``), found already checked on
+- ``onnx``: ONNX Runtime on the model's export (``artifacts/exports.py``), found already checked on
   disk or made and checked on first use by a child process (``python3 -m classifier export``),
   so this process never imports TensorFlow (1.7 GB against 140 MB per worker). An int8
-  form (``quantize.py``) is served only once ``python3 -m classifier export`` has made and
+  form (``artifacts/int8.py``) is served only once ``python3 -m classifier export`` has made and
   checked it ahead of traffic: no request or child process quantizes. A model
   whose export fails twice, or differs from Keras, runs on Keras here, with a warning.
 - ``auto`` (the default): like ``onnx`` where the check also found ONNX Runtime the faster
@@ -38,10 +38,11 @@ import numpy as np
 
 from . import metrics
 from .config import Settings
-from .exports import CHILD_ATTEMPTS, Export, Record, made_in_child
-from .models import REGISTRY, ModelSpec
-from .quantize import Int8Form, Int8Record
-from .runtimes import KerasRuntime, OnnxRuntime, Runtime, use_tensorflow_threads
+from .artifacts.child import CHILD_ATTEMPTS, made_in_child
+from .artifacts.exports import Export
+from .artifacts.int8 import int8_form
+from .models import ModelSpec
+from .runtimes import OnnxRuntime, Runtime, keras_runtime
 from .weights import FileKey, Found, WeightsRejected
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 INT8_NEEDS = "CLASSIFIER_RUNTIME=onnx or auto, with ImageNet weights"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up banner is not news
 
 
 @dataclass(frozen=True)
@@ -128,29 +128,6 @@ def load(spec: ModelSpec, found: Found | None, serving: Serving) -> LoadedModel:
     return LoadedModel(spec, weights, _runtime_from_export(spec, found, serving))
 
 
-def keras_runtime(spec: ModelSpec, weights_path: Path | None, threads: int | None = None) -> KerasRuntime:
-    """The Keras model with the weights in ``weights_path``, or random ones."""
-    use_tensorflow_threads(threads)
-    model = spec.build()
-    if weights_path is not None:
-        model.load_weights(str(weights_path))
-    return KerasRuntime(model, spec.input_size, spec.feature_map)
-
-
-def make_export(spec: ModelSpec, found: Found | None, serving: Serving) -> tuple[Record, KerasRuntime | None]:
-    """Make and check the export in this process (imports TensorFlow) unless it is checked
-    already; returns its record and the Keras model if one was built."""
-    export = Export(spec, found and found.path, serving.exports_dir)
-    with export.lock():
-        record = export.record()
-        if record is not None:
-            return record, None
-        keras = keras_runtime(spec, found and found.loadable(), serving.threads)
-        record = export.make(keras, serving.threads)
-    log.info("%s: checked %s: %s", spec.name, export.onnx_path.name, record.reason)
-    return record, keras
-
-
 def _runtime_from_export(spec: ModelSpec, found: Found | None, serving: Serving) -> Runtime:
     """ONNX Runtime if the export is checked (and, for ``auto``, faster); else Keras.
 
@@ -166,7 +143,10 @@ def _runtime_from_export(spec: ModelSpec, found: Found | None, serving: Serving)
             log.warning("%s: running on Keras: no export after %d attempts (see above)", spec.name, CHILD_ATTEMPTS)
             return keras_runtime(spec, found.loadable(), serving.threads)
     if record is None:
-        record, keras = make_export(spec, found, serving)
+        # Random weights (tests, benchmarks): this process's own model, so only it can export it.
+        from .artifacts.convert import make_export
+
+        record, keras = make_export(spec, found, serving.exports_dir, serving.threads)
     if record.verified and (serving.runtime == "onnx" or record.faster_than_keras()):
         log.info("%s: running on ONNX Runtime (%s; %s ms against Keras' %s ms)",
                  spec.name, record.reason, record.onnx_ms, record.keras_ms)
@@ -180,35 +160,12 @@ def _runtime_from_export(spec: ModelSpec, found: Found | None, serving: Serving)
     return keras or keras_runtime(spec, found and found.loadable(), serving.threads)
 
 
-def int8_form(spec: ModelSpec, found: Found | None, serving: Serving) -> Int8Form:
-    """Where the int8 entry ``spec``'s file and record are, beside its fp32 export."""
-    return Int8Form(spec, Export(REGISTRY[spec.int8_of], found and found.path, serving.exports_dir))
-
-
-def make_int8(spec: ModelSpec, found: Found | None, serving: Serving) -> Int8Record:
-    """Make and check the fp32 export, then the int8 form of it, in this process, unless
-    they are checked already; only a checked fp32 export is quantized."""
-    record, _ = make_export(REGISTRY[spec.int8_of], found, serving)
-    form = int8_form(spec, found, serving)
-    if not record.verified:
-        with form.lock():
-            return form.store(Int8Record(spec.name, spec.int8_of, None, False,
-                                         f"its fp32 export is not served: {record.reason}"))
-    with form.lock():
-        int8 = form.record()
-        if int8 is not None:
-            return int8
-        int8 = form.make()
-    log.info("%s: checked %s: %s", spec.name, form.onnx_path.name, int8.reason)
-    return int8
-
-
 def _int8_runtime(spec: ModelSpec, found: Found | None, serving: Serving) -> OnnxRuntime:
     """ONNX Runtime on the int8 form that ``classifier export`` made and checked; never made
     here (the catalog refuses a form without a record, or below the bar, before loading)."""
     if serving.runtime == "keras":
         raise LoadFailed(f"int8 forms run on ONNX Runtime, and this server runs Keras ({INT8_NEEDS})")
-    form = int8_form(spec, found, serving)
+    form = int8_form(spec, found and found.path, serving.exports_dir)
     record = form.record()
     if record is None or not record.verified:
         raise LoadFailed(record.reason if record else f"not made: run `python3 -m classifier export {spec.name}`")

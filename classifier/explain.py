@@ -168,7 +168,7 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 @functools.cache
 def _colour_map() -> np.ndarray:
     """inferno as a (256, 3) uint8 table, low to high."""
-    text = resources.files(__package__).joinpath("data/inferno.txt").read_text()
+    text = resources.files("classifier").joinpath("data/inferno.txt").read_text()
     rows = [line for line in text.splitlines() if line and not line.startswith("#")]
     return np.frombuffer(bytes.fromhex("".join(rows)), dtype=np.uint8).reshape(-1, 3)
 

@@ -3,8 +3,8 @@
 A small upload can declare a canvas that takes gigabytes or minutes to decode. Each rule
 here bounds one way of doing that, at the cost of reading a header or counting markers:
 segments and chunks Pillow parses in Python, pixels, aspect ratio, decoders written in
-Python, progressive JPEG scans, and the memory the decode will take (README, "How an image
-is prepared", has the measurements).
+Python, progressive JPEG scans, and the memory the decode will take (docs/images.md has the
+measurements).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ _STANDALONE = {0x01, *range(0xD0, 0xD9)}  # JPEG markers without a length: TEM, 
 @dataclass(frozen=True)
 class ImageLimits:
     """What decoding one upload may cost; each is a ``CLASSIFIER_*`` setting (defaults in
-    config.py, measurements in README, "How an image is prepared")."""
+    config.py, measurements in docs/images.md)."""
 
     max_pixels: int
     max_aspect_ratio: float

@@ -3,8 +3,8 @@
 Everything happens in memory, and every step has a cost bounded before it runs:
 image_checks refuses what is too large or slow from the header, a JPEG is decoded at the
 smallest scale the model needs, and the conversions to 8-bit RGB run on strips of rows that
-are reduced at once, so no full-size copy is made per mode change. README, "How an image is
-prepared", has the rules and the measured worst cases.
+are reduced at once, so no full-size copy is made per mode change. docs/images.md has the
+rules and the measured worst cases.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ class Prediction:
 @functools.cache
 def class_index() -> tuple[tuple[str, str], ...]:
     """``(wordnet_id, label)`` for each of the 1000 ImageNet classes, by class number."""
-    text = resources.files(__package__).joinpath("data/imagenet_class_index.json").read_text()
+    text = resources.files("classifier").joinpath("data/imagenet_class_index.json").read_text()
     table = json.loads(text)
     return tuple((table[str(i)][0], table[str(i)][1]) for i in range(NUM_CLASSES))
 

@@ -2,8 +2,8 @@
 
 Keras loads a legacy ``.h5`` weights file by order: the n-th layer with weights in the file
 goes into the n-th layer with weights in the model, and every array must have the shape the
-layer expects. ``data/weights_layouts.json`` lists those shapes per model (written once from
-Keras by ``python3 -m classifier.layouts``), so a serving process can tell a real weights file
+layer expects. ``data/weights_layouts.json`` lists those shapes per model (written from Keras
+by ``python3 -m classifier.cli.weights_layouts`` whenever the registry gains a Keras model), so a serving process can tell a real weights file
 from a captive portal's page, a cut-short transfer or a file for another model by reading
 the file's HDF5 metadata: no arrays read, no TensorFlow imported (about 60 ms for ResNet50's
 300 arrays, once per file version and process).
@@ -12,7 +12,6 @@ the file's HDF5 metadata: no arrays read, no TensorFlow imported (about 60 ms fo
 from __future__ import annotations
 
 import functools
-import io
 import json
 from importlib import resources
 from pathlib import Path
@@ -72,28 +71,3 @@ def _names(group: h5py.Group, attribute: str) -> list[str]:
 
 def _first_line(error: Exception) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0]
-
-
-def layout_of(model: object) -> Layout:
-    """The layout Keras writes for ``model`` (imports Keras)."""
-    from keras.src.legacy.saving import legacy_h5_format
-
-    with h5py.File(io.BytesIO(), "w") as file:
-        legacy_h5_format.save_weights_to_hdf5_group(file, model)
-        return read_layout(file)
-
-
-def main() -> None:
-    """Write ``data/weights_layouts.json`` from the Keras architectures of the registry."""
-    from .models import REGISTRY
-    from .weights import KerasWeights
-
-    layouts = {spec.name: layout_of(spec.build()) for spec in REGISTRY.values()
-               if isinstance(spec.weights, KerasWeights)}
-    target = Path(__file__).parent / "data" / LAYOUTS_FILE
-    target.write_text(json.dumps(layouts, separators=(",", ":")) + "\n")
-    print(f"wrote {target}")
-
-
-if __name__ == "__main__":
-    main()

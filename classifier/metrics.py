@@ -28,9 +28,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 
@@ -38,9 +36,7 @@ from filelock import FileLock
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics, generate_latest, multiprocess)
 
-from .errors import ClassifierError
 from .files import write_text
-from .models import REGISTRY as MODELS
 
 FOLDER_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
@@ -183,47 +179,14 @@ BUILD_INFO.labels(
 ).set(1)
 
 
-def _zero_download_failures() -> None:
-    """Every model whose weights can be downloaded, and every kind of failure, at 0 from the
-    start. Prometheus' ``increase()`` counts from a series' first sample, so a series that
-    first appears at 1 shows no increase: ClassifierWeightsDownloadFailing
-    (remote/prometheus/classifier-alerts.yml) missed every model's first failed download."""
-    for model in sorted({spec.weights.model for spec in MODELS.values() if spec.weights.downloadable}):
+def zero_download_failures(models: Iterable[str]) -> None:
+    """Every kind of failure of these models' downloads at 0 from the start. Prometheus'
+    ``increase()`` counts from a series' first sample, so a series that first appears at 1
+    shows no increase: ClassifierWeightsDownloadFailing (remote/prometheus/classifier-alerts.yml)
+    missed every model's first failed download."""
+    for model in models:
         for kind in DOWNLOAD_FAILURE_KINDS:
             DOWNLOAD_FAILURES.labels(model, kind)
-
-
-_zero_download_failures()
-
-
-def model_label(name: str | None) -> str:
-    """A model as a label value: registry names only, so a client's text never becomes one."""
-    if name is None:
-        return "default"
-    return name if name in MODELS else "unknown"
-
-
-@dataclass
-class Prediction:
-    """What ``counting_prediction`` labels the prediction with; the model is known at the end."""
-
-    model: str | None
-
-
-@contextmanager
-def counting_prediction(server: str, model: str | None) -> Iterator[Prediction]:
-    """Count the prediction run in the block: ``ok``, or the code of the ``ClassifierError``
-    it raised (``internal_error`` for anything else). Set ``.model`` once it is known."""
-    prediction = Prediction(model)
-    outcome = "internal_error"
-    try:
-        yield prediction
-        outcome = "ok"
-    except ClassifierError as error:
-        outcome = error.code
-        raise
-    finally:
-        PREDICTIONS.labels(model_label(prediction.model), server, outcome).inc()
 
 
 def model_loaded(model: str, runtime: str, seconds: float) -> None:

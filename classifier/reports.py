@@ -5,7 +5,7 @@ answers: CSV opens in a spreadsheet (a header row; UTF-8 with the byte-order mar
 Excel reads accented file names right), JSON for a program. Both hold every image, the
 failed ones with the error's code and message, in the order the images were found.
 
-The CSV columns are the page's "Download CSV" too (static/app.js; README, "CSV reports"): one
+The CSV columns are the page's "Download CSV" too (static/app.js; docs/cli.md, "CSV reports"): one
 format, whichever way a folder was classified. A cell a spreadsheet would take for a formula
 (a label or message from a server, a file name) starts with ``'``, as OWASP recommends
 against CSV injection. Terminal lines show control characters as escapes: a server's text

@@ -20,7 +20,7 @@ import numpy as np
 
 from .explain import DenseHead, class_map, scaled
 from .gradcam import GradientCam
-from .models import FeatureMap
+from .models import FeatureMap, ModelSpec
 from .passes import InFlight, this_instance
 
 if TYPE_CHECKING:
@@ -122,8 +122,10 @@ def use_tensorflow_threads(threads: int | None) -> None:
     """Size TensorFlow's thread pools; call before building a model.
 
     TensorFlow takes thread counts only before its first operation, so the first call in a
-    process decides; a later, different request is logged and ignored.
+    process decides; a later, different request is logged and ignored. Also quiets TensorFlow's
+    start-up banner, which is not news, before anything imports it.
     """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if _tensorflow_threads:
         if _tensorflow_threads[0] != threads:
             log.warning("TensorFlow already runs with %s threads; %s not applied", _tensorflow_threads[0], threads)
@@ -137,6 +139,15 @@ def use_tensorflow_threads(threads: int | None) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(1)
         except RuntimeError:
             log.warning("TensorFlow started before its threads could be set to %d", threads)
+
+
+def keras_runtime(spec: ModelSpec, weights_path: Path | None, threads: int | None = None) -> KerasRuntime:
+    """The Keras model of ``spec`` with the weights in ``weights_path``, or random ones."""
+    use_tensorflow_threads(threads)
+    model = spec.build()
+    if weights_path is not None:
+        model.load_weights(str(weights_path))
+    return KerasRuntime(model, spec.input_size, spec.feature_map)
 
 
 class OnnxRuntime:

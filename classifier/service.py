@@ -19,6 +19,7 @@ import numpy as np
 from . import image_checks, images, labels, metrics, status
 from .catalog import FIRST_USE_SECONDS, Catalog
 from .config import Settings
+from .counted import counting_prediction
 from .download import BackgroundDownloads
 from .engine import POOL, LoadedModel, ModelPool
 from .errors import (ClassifierError, ImageTooLarge, InvalidRequest, RemoteError, RemoteNotAllowed, RequestTooCostly,
@@ -419,7 +420,7 @@ def _counted(options: PredictRequest, forwarded: bool, here: Callable[[], Answer
     """The answer from this host (``here``) or the remote (``there``), as ``options`` ask
     (a ``forwarded`` request is always answered here: no loops), counted as one prediction."""
     server = "local" if forwarded else options.server
-    with metrics.counting_prediction(server, options.model) as counted:
+    with counting_prediction(server, options.model) as counted:
         result = here() if server == "local" else there()
         counted.model = result.model
     return result

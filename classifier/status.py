@@ -1,4 +1,4 @@
-"""What state a model is in, in one wording for ``GET /models``, the page, the README and 503s.
+"""What state a model is in, in one wording for ``GET /models``, the page, the docs and 503s.
 
 One state machine::
 

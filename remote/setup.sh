@@ -160,7 +160,7 @@ EOF
     # later is exported by the first worker that loads it. A model without a usable export
     # still works, on Keras, so that does not stop the deploy.
     # Their int8 forms too where memory allows: quantizing one holds every calibration image's
-    # intermediate outputs, up to 7.5 GB for a minute (ResNet50; README, "int8 models"). On a
+    # intermediate outputs, up to 7.5 GB for a minute (ResNet50; docs/int8.md). On a
     # smaller host, make them elsewhere with the same versions and copy the exports folder.
     log "ONNX exports"
     int8=()

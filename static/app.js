@@ -611,7 +611,7 @@
   }
 
   // The next photos for one request: several per request run through the model in batches
-  // (README, bench/many_images.py: 55 photos/s one per request, 66 at 8 per request), bounded in
+  // (docs/many-images.md, bench/many_images.py: 55 photos/s one per request, 66 at 8 per request), bounded in
   // bytes so a request stays far below the server's body limit.
   function nextBatch() {
     const batch = [waiting.shift()];
@@ -727,7 +727,7 @@
     }));
   }
 
-  // One CSV format with `classifier predict --csv` (classifier/reports.py; README, "CSV reports").
+  // One CSV format with `classifier predict --csv` (classifier/reports.py; docs/cli.md, "CSV reports").
   // A cell a spreadsheet would run as a formula starts with ' (OWASP's advice on CSV injection).
   const csvCell = (value) => {
     const text = /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;

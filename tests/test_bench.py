@@ -1,5 +1,5 @@
 """The benchmarks end to end at their smallest settings: they produce every figure the
-README's Benchmarks tables come from (bench/serving.py for both runtimes and the baseline,
+docs/benchmarks.md's tables come from (bench/serving.py for both runtimes and the baseline,
 through the real uWSGI and NGINX), and the figures agree with each other and with the
 machine. What the figures are is the benchmarks' business; no speed is asserted."""
 

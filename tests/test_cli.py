@@ -22,7 +22,7 @@ from support.nginx import access_log_entries, first_answer, hold_upload
 from bench.stack import Nginx, start_nginx
 from classifier import Settings
 from classifier.client import USER_AGENT
-from classifier.exports import Export
+from classifier.artifacts.exports import Export
 from classifier.models import REGISTRY
 from classifier.reports import CSV_COLUMNS
 

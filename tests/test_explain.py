@@ -124,7 +124,7 @@ def lite_client(keras_home, lite_weights) -> Flask:
 
 
 def test_the_served_map_is_keras_io_grad_cam_for_efficientnet_lite0_on_onnx_runtime(lite_client, lite_weights):
-    from classifier.engine import keras_runtime
+    from classifier.runtimes import keras_runtime
 
     spec = REGISTRY[LITE]
     keras_model = keras_runtime(spec, lite_weights).model
@@ -140,8 +140,9 @@ def test_the_export_has_the_feature_map_as_a_second_output_and_the_head_beside_i
 
     import onnxruntime
 
-    from classifier import Settings, exports
-    from classifier.engine import keras_runtime
+    from classifier import Settings
+    from classifier.artifacts import exports
+    from classifier.runtimes import keras_runtime
 
     spec, settings = REGISTRY[LITE], Settings(keras_home=keras_home)
     export = exports.Export(spec, spec.weights.find(settings), settings.exports_dir)

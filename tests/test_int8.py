@@ -21,9 +21,10 @@ import requests
 from PIL import Image
 from playwright.sync_api import expect
 
-from classifier import quantize
+from classifier.artifacts import int8 as quantize
 from classifier.config import Settings
-from classifier.engine import POOL, Serving, make_int8
+from classifier.artifacts.quantize import make_int8
+from classifier.engine import POOL, Serving
 from classifier.models import REGISTRY
 from conftest import PHOTOS, RIGHT_LABELS, run_classifier
 from support.page import expected_options
@@ -329,7 +330,7 @@ def test_a_random_weights_int8_form_fails_its_check_and_the_server_keeps_serving
     serving = Serving.from_settings(app.extensions["classifier"].settings)
     assert not list(serving.exports_dir.glob("*-int8-*"))  # nothing quantized for the request
     spec = REGISTRY["MobileNetV2-int8"]
-    assert not make_int8(spec, None, serving).passes(app.extensions["classifier"].settings)
+    assert not make_int8(spec, None, serving.exports_dir, serving.threads).passes(app.extensions["classifier"].settings)
     response = client.post("/predict", data=PHOTOS["chelsea"].read_bytes(), content_type="image/png",
                            query_string={"model": "MobileNetV2-int8"})
     assert response.status_code == 503

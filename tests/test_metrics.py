@@ -253,10 +253,10 @@ def test_dead_processes_keep_their_counts_but_not_their_gauges(tmp_path):
 
 
 def test_the_export_child_does_not_write_the_workers_metrics(monkeypatch, tmp_path):
-    from classifier.exports import _child_environment
+    from classifier.artifacts.child import child_environment
 
     monkeypatch.setenv(metrics.FOLDER_VARIABLE, str(tmp_path))
-    assert metrics.FOLDER_VARIABLE not in _child_environment(Settings(keras_home=tmp_path))
+    assert metrics.FOLDER_VARIABLE not in child_environment(Settings(keras_home=tmp_path))
 
 
 # --- Prometheus' own tools on the example files -------------------------------------------------

@@ -104,7 +104,7 @@ def documented_errors() -> set[tuple[int, str]]:
 
 
 def test_it_documents_every_error_code_a_client_can_get():
-    """The same list README's error table is held to; 404 and 405 answer paths and methods that
+    """The same list docs/errors.md's table is held to; 404 and 405 answer paths and methods that
     are not operations, so the description's text names them instead."""
     expected = (app_errors() | nginx_errors()) - {(404, "not_found"), (405, "method_not_allowed")}
     assert documented_errors() == expected | {(413, "remote_rejected"), (415, "remote_rejected")}

@@ -1,4 +1,5 @@
-"""Every command README.md shows in a ```sh block, run as written, so an example cannot go stale.
+"""Every command README.md and the pages of docs/ show in a ```sh block, run as written, so an
+example cannot go stale.
 
 The curl examples go to a real ``python3 app.py`` started here on a free loopback port (in for
 ``localhost:5000``), set up as a fresh install: real EfficientNetLite0 weights, an empty Keras
@@ -26,7 +27,10 @@ from PIL import Image
 from conftest import CAT_LABELS, ROOT, free_port, stop, wait_until_healthy
 from support.errors import app_errors, nginx_errors
 
-README = (ROOT / "README.md").read_text()
+README = ROOT / "README.md"
+# The markdown whose examples run here: the README, then the site's pages (docs/, mkdocs.yml).
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+ERRORS_PAGE = ROOT / "docs" / "errors.md"
 CAT = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
 SCRIPTS = Path(sys.executable).parent  # where pip put the `classifier` script
 
@@ -36,6 +40,13 @@ NOT_RUN_HERE = {
     "python3 -m venv ": "one of the two commands: installs the project (.ci/run runs the test one)",
     "classifier download": "downloads weights from the internet",
     "python3 bench/": "benchmarks of minutes; tests/test_bench.py runs them at their smallest settings",
+    "python3 -m pytest": "the test suite itself",
+    "mkdocs ": "builds the site: tests/test_site.py builds it, strict, from mkdocs.yml",
+    # docs/containers.md: tests/test_containers.py runs these in order, checking each step.
+    "podman ": "builds and runs the image: tests/test_containers.py runs docs/containers.md's commands",
+    "podman-compose ": "runs compose.yaml: tests/test_containers.py",
+    "kubernetes-validate ": "checks k8s/: tests/test_containers.py",
+    "curl -fsS -F image=@classifier/data/photos/chelsea.jpg http://127.0.0.1:8080/": "a container's port: tests/test_containers.py",
 }
 ANSWER_KEYS = ["model", "weights", "server", "predictions", "result", "timing_ms"]
 DEFAULT_TOP_K = 3
@@ -58,15 +69,20 @@ def sh_commands(markdown: str) -> list[str]:
     return commands
 
 
-def sample_after(intro: str, language: str) -> str:
-    """The fenced block that follows ``intro`` in README.md."""
-    match = re.search(re.escape(intro) + rf".*?^```{language}\n(.*?)^```", README, re.S | re.M)
-    assert match, f"README.md has no ```{language} block after {intro!r}"
+def sample_after(page: Path, intro: str, language: str) -> str:
+    """The fenced block that follows ``intro`` in ``page``."""
+    match = re.search(re.escape(intro) + rf".*?^```{language}\n(.*?)^```", page.read_text(), re.S | re.M)
+    assert match, f"{page.relative_to(ROOT)} has no ```{language} block after {intro!r}"
     return match.group(1)
 
 
-COMMANDS = sh_commands(README)
-RUN_HERE = [command for command in COMMANDS if not command.startswith(tuple(NOT_RUN_HERE))]
+def commands_of(page: Path) -> list[str]:
+    return sh_commands(page.read_text())
+
+
+COMMANDS = [command for page in PAGES for command in commands_of(page)]
+RUN_HERE = [pytest.param(command, id=f"{page.relative_to(ROOT)}: {command}")
+            for page in PAGES for command in commands_of(page) if not command.startswith(tuple(NOT_RUN_HERE))]
 
 
 @pytest.fixture(scope="module")
@@ -156,9 +172,10 @@ def test_readme_command(command, folder, environment, request):
 
 
 def test_the_sample_answer_is_what_the_first_example_answers(folder, environment, request):
-    first = next(command for command in COMMANDS if command.startswith("curl "))
+    page = ROOT / "docs" / "api.md"
+    first = next(command for command in commands_of(page) if command.startswith("curl "))
     real = json.loads(shell(first, folder, environment, request).stdout)
-    sample = json.loads(sample_after("The first one answers", "json"))
+    sample = json.loads(sample_after(page, "The first one answers", "json"))
     assert list(sample) == list(real)
     assert {key: sample[key] for key in ("model", "weights", "server")} == \
            {key: real[key] for key in ("model", "weights", "server")}
@@ -167,21 +184,22 @@ def test_the_sample_answer_is_what_the_first_example_answers(folder, environment
     assert [p["score"] for p in sample["predictions"]] == \
            pytest.approx([p["score"] for p in real["predictions"]], abs=1e-4)
     assert sample["result"] == real["result"]
-    # "load" is there only if this request found the model not yet warmed up (README says so).
+    # "load" is there only if this request found the model not yet warmed up (the page says so).
     assert list(sample["timing_ms"]) == [key for key in real["timing_ms"] if key != "load"]
 
 
 def test_the_sample_output_is_what_the_first_cli_example_prints(folder, environment, request):
-    first = next(command for command in COMMANDS if command.startswith("classifier predict"))
+    page = ROOT / "docs" / "cli.md"
+    first = next(command for command in commands_of(page) if command.startswith("classifier predict"))
     real = shell(first, folder, environment, request).stdout
-    sample = sample_after("The first one prints", "text")
+    sample = sample_after(page, "The first one prints", "text")
     assert sample.splitlines()[0] == real.splitlines()[0]
     assert printed_labels(sample) == printed_labels(real)
 
 
 def test_the_json_example_takes_a_photo_of_half_a_megabyte(tmp_path, environment, request):
     """A photo's base64 passed as a curl argument stops at ~96 KB of image (the kernel's
-    128 KiB limit on one argument); the README's example pipes it."""
+    128 KiB limit on one argument); the docs' example pipes it."""
     example = next(command for command in COMMANDS if "application/json" in command)
     with Image.open(CAT) as cat:
         cat.resize((cat.width * 6, cat.height * 6)).save(tmp_path / "cat.jpg", quality=95)
@@ -192,15 +210,24 @@ def test_the_json_example_takes_a_photo_of_half_a_megabyte(tmp_path, environment
 
 
 def test_ci_runs_the_readme_test_command():
-    test_command = next(command for command in COMMANDS if command.startswith("apt-get "))
+    test_command = next(command for command in commands_of(README) if command.startswith("apt-get "))
     assert (ROOT / ".ci" / "run").read_text().splitlines()[-1] == test_command
 
 
 def error_table() -> set[tuple[int, str]]:
-    rows = re.findall(r"^\| (\d{3}) \| (.*?) \|", README, re.M)
+    rows = re.findall(r"^\| (\d{3}) \| (.*?) \|", ERRORS_PAGE.read_text(), re.M)
     return {(int(status), code) for status, codes in rows for code in re.findall(r"`(\w+)`", codes)}
 
 
 def test_the_error_table_lists_every_code_a_client_can_get():
     assert len(nginx_errors()) >= 4  # the pattern still finds them
     assert app_errors() | nginx_errors() <= error_table()
+
+
+def test_the_readme_is_short_and_links_the_pages_a_newcomer_looks_for():
+    """Issue 23: two minutes to read, and top-k, explanations, many images, the error codes,
+    deploying and the settings one click away."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= 250
+    pages = {"api.md", "explanations.md", "many-images.md", "errors.md", "deploying.md", "settings.md"}
+    assert {page for page in pages if f"](docs/{page})" not in text} == set()

@@ -30,7 +30,7 @@ from hostile import jpeg_with_corrupt_exif
 
 MODEL = "MobileNetV2"
 NEW_ID = re.compile(r"[0-9a-f]{32}")  # ours (uuid4 hex) and NGINX's $request_id look alike
-# Every key of an access line in JSON, as README's "Logs and request ids" lists them.
+# Every key of an access line in JSON, as docs/monitoring.md's "Logs and request ids" lists them.
 ACCESS_FIELDS = ("time", "level", "logger", "message", "request_id", "method", "path", "status", "error",
                  "model", "server", "remote", "images", "load_ms", "decode_ms", "inference_ms", "total_ms",
                  "bytes_in")
@@ -362,7 +362,7 @@ def test_nginx_errors_carry_the_id_in_the_body_and_the_header(site):
 
 # --- the documentation --------------------------------------------------------------------------
 
-def test_the_readme_names_every_field_of_the_access_line():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Logs and request ids", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_name_every_field_of_the_access_line():
+    page = (ROOT / "docs" / "monitoring.md").read_text()
+    section = page.split("## Logs and request ids", 1)[1].split("\n## ", 1)[0]
     assert [name for name in ACCESS_FIELDS if f"`{name}`" not in section] == []

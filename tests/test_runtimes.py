@@ -27,11 +27,12 @@ from onnx import numpy_helper
 
 from bench import stack
 from classifier import Classifier, Settings
-from classifier.engine import ModelPool, Serving, keras_runtime
-from classifier.exports import TOLERANCE, Export, verify
+from classifier.artifacts.convert import verify
+from classifier.artifacts.exports import TOLERANCE, Export
+from classifier.engine import ModelPool, Serving
 from classifier.models import REGISTRY
 from classifier.passes import InFlight, instance_file
-from classifier.runtimes import OnnxRuntime
+from classifier.runtimes import OnnxRuntime, keras_runtime
 from classifier.weights import loadable
 from conftest import CAT_LABELS, PHOTOS, ROOT, free_port, stop, wait_until_healthy
 

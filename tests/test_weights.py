@@ -19,8 +19,10 @@ from bench import stack
 from classifier import Classifier, Settings
 from classifier.engine import ModelPool
 from classifier.errors import ModelUnavailable, UnsupportedImageType
-from classifier.layouts import expected_layouts, layout_of
+from classifier.cli.weights_layouts import layout_of
+from classifier.layouts import expected_layouts
 from classifier.models import REGISTRY
+from classifier.weights import KerasWeights
 from bench.polling import wait_until
 from conftest import ROOT, classifier_command, free_port, run_classifier, wait_until_healthy
 from servers import QuietHandler, StubServer
@@ -92,6 +94,14 @@ def wait_for_status(client, name: str, wanted: set[str], seconds: float = 60) ->
     """Poll ``/models`` (bounded) until ``name`` is in one of the ``wanted`` states."""
     return wait_until(lambda: by_name(client.get("/models").json["models"])[name], seconds,
                       lambda model: model["status"] in wanted, interval=0.1)
+
+
+def test_every_keras_model_has_a_shipped_layout():
+    """A model added to REGISTRY without ``python3 -m classifier.cli.weights_layouts`` run after it would
+    have its weights files checked only for being HDF5 (docs/models.md, "Adding a model")."""
+    keras_models = [spec.name for spec in REGISTRY.values()
+                    if spec.int8_of is None and isinstance(spec.weights, KerasWeights)]
+    assert keras_models and [name for name in keras_models if name not in expected_layouts()] == []
 
 
 @pytest.mark.slow  # builds Keras models or runs processes

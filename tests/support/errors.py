@@ -1,5 +1,5 @@
 """Every error code a client can get, read from where each is defined: the app's error classes
-and the JSON bodies NGINX answers itself. The README's table and openapi.json are held to it."""
+and the JSON bodies NGINX answers itself. docs/errors.md's table and openapi.json are held to it."""
 
 from __future__ import annotations
 
