@@ -194,21 +194,24 @@ def link_certificate(folder: Path, settings: dict[str, str]) -> None:
 
 def start_nginx(folder: Path, upstreams: dict[str, str], site: str = "classifier.conf",
                 rate_limit: bool = True, ports: tuple[int, int] | None = None,
-                tls: dict[str, str] | None = None) -> Nginx:
+                tls: dict[str, str] | None = None, htpasswd: Path | None = None) -> Nginx:
     """NGINX serving remote/nginx/``site`` on loopback ports (http, https: ``ports``, else free
     ones), the files unchanged apart from ports and paths; ``upstreams`` maps the site's app
     addresses to ours. Its certificate comes from ``remote/certificate.sh link`` with ``tls``'s
-    settings (none: self-signed, so http serves everything). Benchmarks pass
+    settings (none: self-signed, so http serves everything). With ``htpasswd`` the site is
+    private, as remote/setup.sh HTPASSWD=... makes it. Benchmarks pass
     ``rate_limit=False``: they measure the server, from one client address."""
     folder.mkdir(parents=True, exist_ok=True)
     port, tls_port = ports or (free_port(), free_port())
     link_certificate(folder, tls or {})
-    locations = {"/srv/classifier/": f"{ROOT}/", "/var/www/classifier-acme": f"{folder}/acme"}
+    locations = {"/srv/classifier/": f"{ROOT}/", "/var/www/classifier-acme": f"{folder}/acme",
+                 "/etc/classifier/htpasswd": str(htpasswd or folder / "htpasswd")}
     if not rate_limit:
         locations |= dict.fromkeys(PER_CLIENT_LIMITS, "# the benchmark measures the server: no per-client limit")
     (folder / "classifier-locations.conf").write_text(
         _render((NGINX_DIR / "classifier-locations.conf").read_text(), locations))
-    shutil.copy(NGINX_DIR / "classifier-http.conf", folder)
+    private = {'default "off";': 'default "Image classifier";'} if htpasswd else {}
+    (folder / "classifier-http.conf").write_text(_render((NGINX_DIR / "classifier-http.conf").read_text(), private))
     ipv6, tls_ipv6 = ((f"listen [::1]:{port};", f"listen [::1]:{tls_port} ssl http2;") if _has_ipv6_loopback()
                       else ("# no IPv6 loopback here",) * 2)
     (folder / "site.conf").write_text(_render((NGINX_DIR / site).read_text(), {

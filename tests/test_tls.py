@@ -263,3 +263,78 @@ def test_renewal_reloads_nginx_with_the_new_certificate_and_loses_no_request(sit
         asker.join()
     assert after != before and after.serial_number != before.serial_number
     assert set(answers) == {200}, [a for a in answers if a != 200]
+
+
+# --- without a domain, with the operator's certificate, private: loopback ports --------------
+
+@pytest.fixture(scope="module")
+def app(prepared_keras_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Uwsgi]:
+    folder = tmp_path_factory.mktemp("tls-app")
+    app = start_uwsgi(folder, "uwsgi", CLASSIFIER_OFFLINE="1", KERAS_HOME=str(copy_of(prepared_keras_home, folder / "keras")))
+    yield app
+    app.stop()
+
+
+def test_without_a_domain_a_self_signed_certificate_and_both_ports_serve(app, tmp_path):
+    """setup.sh's default: https works (encrypted, so the camera is offered) but nobody vouches
+    for it, so plain http is not redirected and no HSTS pins browsers to it."""
+    nginx = start_nginx(tmp_path / "nginx", {"127.0.0.1:8001": app.address})
+    try:
+        plain = requests.get(f"{nginx.url}/healthz", allow_redirects=False, timeout=30)
+        secure = requests.get(f"{nginx.https_url}/healthz", verify=False, timeout=30)
+        assert plain.status_code == secure.status_code == 200
+        assert "Strict-Transport-Security" not in secure.headers
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{nginx.https_url}/healthz", timeout=30)  # trusted by no one
+        made = x509.load_pem_x509_certificate((tmp_path / "nginx" / "tls" / "self-signed.pem").read_bytes())
+        assert made.issuer == made.subject
+    finally:
+        nginx.stop()
+
+
+def test_the_operators_own_certificate_is_served_with_redirect_and_hsts(app, tmp_path):
+    """TLS_CERTIFICATE and TLS_KEY: a certificate from elsewhere (here a test CA's), HSTS_MAX_AGE as set."""
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    issued.cert_chain_pems[0].write_to_path(tmp_path / "chain.pem")
+    issued.private_key_pem.write_to_path(tmp_path / "key.pem")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    nginx = start_nginx(tmp_path / "nginx", {"127.0.0.1:8001": app.address}, tls={
+        "TLS_CERTIFICATE": str(tmp_path / "chain.pem"), "TLS_KEY": str(tmp_path / "key.pem"), "HSTS_MAX_AGE": "600"})
+    try:
+        secure = requests.get(f"{nginx.https_url}/healthz", verify=tmp_path / "ca.pem", timeout=30)
+        assert secure.status_code == 200 and secure.headers["Strict-Transport-Security"] == "max-age=600"
+        plain = requests.get(f"{nginx.url}/models?x=1", allow_redirects=False, timeout=30)
+        assert plain.status_code == 301 and plain.headers["Location"].endswith("/models?x=1")
+    finally:
+        nginx.stop()
+
+
+@pytest.mark.parametrize("site_file", ["classifier.conf", "classifier-cluster.conf"])
+def test_a_private_site_asks_for_a_password_everywhere_but_health_checks(app, tmp_path, site_file):
+    """HTPASSWD: page, API and static files answer 401 (JSON, asking for credentials) without
+    them and as usual with them; /healthz and /readyz stay open for probes. The front host of
+    a cluster is the same."""
+    hashed = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input="s3cret", capture_output=True,
+                            text=True, check=True).stdout.strip()
+    (tmp_path / "htpasswd").write_text(f"alice:{hashed}\n")
+    upstreams = ({"app1.classifier.internal:8001": app.address, "app2.classifier.internal:8001": app.address}
+                 if site_file == "classifier-cluster.conf" else {"127.0.0.1:8001": app.address})
+    nginx = start_nginx(tmp_path / "nginx", upstreams, site=site_file, htpasswd=tmp_path / "htpasswd")
+    try:
+        for path in ("/", "/models", "/static/style.css", "/openapi.json"):
+            refused = requests.get(f"{nginx.https_url}{path}", verify=False, timeout=30)
+            assert refused.status_code == 401, path
+            assert refused.headers["WWW-Authenticate"] == 'Basic realm="Image classifier"'
+            assert refused.json()["error"]["code"] == "unauthorized"
+            wrong = requests.get(f"{nginx.https_url}{path}", auth=("alice", "guess"), verify=False, timeout=30)
+            assert wrong.status_code == 401, path
+            assert requests.get(f"{nginx.https_url}{path}", auth=("alice", "s3cret"), verify=False,
+                                timeout=30).status_code == 200, path
+        answer = requests.post(f"{nginx.https_url}/predict", auth=("alice", "s3cret"), verify=False, timeout=120,
+                               files={"image": PHOTOS["chelsea"].read_bytes()})
+        assert answer.json()["predictions"][0]["label"] in CAT_LABELS
+        for probe in ("/healthz", "/readyz"):
+            assert requests.get(f"{nginx.url}{probe}", timeout=30).status_code == 200, probe
+    finally:
+        nginx.stop()
