@@ -23,17 +23,23 @@ from pathlib import Path
 import pytest
 import requests
 import trustme
-from conftest import PHOTOS, copy_of, start_uwsgi, Uwsgi
+from conftest import PHOTOS, Uwsgi, copy_of, start_uwsgi
 from cryptography import x509
 from requests.adapters import HTTPAdapter
-from sslyze import (CertificateInfoExtraArgument, ScanCommand, Scanner, ServerNetworkConfiguration,
-                    ServerNetworkLocation, ServerScanRequest)
+from servers import GOOD_PREDICTION, answering_json
+from sslyze import (
+    CertificateInfoExtraArgument,
+    ScanCommand,
+    Scanner,
+    ServerNetworkConfiguration,
+    ServerNetworkLocation,
+    ServerScanRequest,
+)
 from sslyze.scanner.models import ScanCommandsExtraArguments
+from support.acme import Acme, NetworkNamespace, pebble
 
 from bench.polling import wait_until
 from bench.stack import ROOT, Nginx, certificate_settings, start_nginx
-from servers import GOOD_PREDICTION, answering_json
-from support.acme import Acme, NetworkNamespace, pebble
 
 pytestmark = [pytest.mark.tls, pytest.mark.stack]
 
@@ -57,7 +63,7 @@ class TlsSite:
 
 
 def certificate_sh(step: str, nginx: Nginx, settings: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ROOT / "remote" / "certificate.sh"), step], capture_output=True, text=True,
+    return subprocess.run([str(ROOT / "remote" / "certificate.sh"), step], check=False, capture_output=True, text=True,
                           env={**os.environ, **certificate_settings(nginx.folder), **settings}, timeout=300)
 
 
@@ -124,7 +130,7 @@ def client(site: TlsSite) -> requests.Session:
 
 def curl(site: TlsSite, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["curl", "-sS", "--cacert", str(site.acme.root), "--resolve", f"{NAME}:443:127.0.0.1",
-                           "--resolve", f"{NAME}:80:127.0.0.1", *args], capture_output=True, text=True, timeout=60)
+                           "--resolve", f"{NAME}:80:127.0.0.1", *args], check=False, capture_output=True, text=True, timeout=60)
 
 
 def test_certbot_gets_a_certificate_through_the_site_and_nginx_serves_it(site):
@@ -256,7 +262,7 @@ def test_renewal_reloads_nginx_with_the_new_certificate_and_loses_no_request(sit
         renewed = subprocess.run(["certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew",
                                   "--config-dir", dirs["CERTBOT_DIR"], "--work-dir", dirs["CERTBOT_WORK_DIR"],
                                   "--logs-dir", dirs["CERTBOT_LOGS_DIR"]],
-                                 capture_output=True, text=True, timeout=300,
+                                 check=False, capture_output=True, text=True, timeout=300,
                                  env={**os.environ, "REQUESTS_CA_BUNDLE": str(site.acme.listener_ca)})
         assert renewed.returncode == 0, renewed.stdout + renewed.stderr
         after = wait_until(served_certificate, 30, lambda cert: cert != before)

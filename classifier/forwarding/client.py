@@ -26,7 +26,13 @@ import requests
 import urllib3
 import urllib3.exceptions
 
-from ..errors import RemoteBusy, RemoteError, RemoteRejected, RemoteTimeout, RemoteUnavailable
+from ..errors import (
+    RemoteBusy,
+    RemoteError,
+    RemoteRejected,
+    RemoteTimeout,
+    RemoteUnavailable,
+)
 from ..request_ids import HEADER as REQUEST_ID_HEADER
 from ..request_ids import current_request_id
 from ..urls import public_url
