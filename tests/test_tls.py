@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -25,6 +26,8 @@ import requests
 import trustme
 from conftest import PHOTOS, Uwsgi, copy_of, start_uwsgi
 from cryptography import x509
+from playwright import sync_api
+from playwright.sync_api import expect
 from requests.adapters import HTTPAdapter
 from servers import GOOD_PREDICTION, answering_json
 from sslyze import (
@@ -37,6 +40,8 @@ from sslyze import (
 )
 from sslyze.scanner.models import ScanCommandsExtraArguments
 from support.acme import Acme, NetworkNamespace, pebble
+from support.page import CHROMIUM, CHROMIUM_ARGS, FIRST_ANSWER
+from test_page_camera import fake_video  # noqa: F401  (its Motion-JPEG photo stands in for a camera)
 
 from bench.polling import wait_until
 from bench.stack import ROOT, Nginx, certificate_settings, start_nginx
@@ -387,3 +392,50 @@ def test_forwarding_to_an_unverifiable_https_remote_is_a_clear_502(make_app, htt
     message = answer.json["error"]["message"]
     assert "certificate that could not be verified" in message and "CLASSIFIER_REMOTE_CA_BUNDLE" in message
     assert "unable to get local issuer certificate" in message
+
+
+# --- the page in Chromium at https://classifier.test/ -----------------------------------------
+
+@pytest.fixture
+def chromium(site: TlsSite, browser, fake_video: Path, tmp_path: Path) -> Iterator[sync_api.Browser]:  # noqa: F811
+    """Chromium in the site's namespace (through ``nsenter``: the session's Playwright driver
+    lives outside it), with the fake camera, ``NAME`` resolved to the site and an NSS database
+    that trusts Pebble's root, the way a person's browser trusts Let's Encrypt's."""
+    nssdb = tmp_path / "home" / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True)
+    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "pebble", "-i", str(site.acme.root)],
+                   check=True)
+    launcher = tmp_path / "chromium"
+    launcher.write_text(f"#!/bin/sh\nexec nsenter --net=/proc/{os.getpid()}/fd/{site.namespace.fd} {CHROMIUM} \"$@\"\n")
+    launcher.chmod(0o755)
+    launched = browser.browser_type.launch(executable_path=str(launcher), env={**os.environ, "HOME": str(tmp_path / "home")},
+                                           args=[*CHROMIUM_ARGS, "--use-fake-device-for-media-stream",
+                                                 "--use-fake-ui-for-media-stream",
+                                                 f"--use-file-for-fake-video-capture={fake_video}",
+                                                 f"--host-resolver-rules=MAP {NAME} 127.0.0.1"])
+    yield launched
+    launched.close()
+
+
+@pytest.mark.browser
+def test_the_page_on_https_classifies_and_the_camera_shows_live_labels(chromium):
+    """A secure origin that is not localhost: the certificate is trusted (no interstitial), a
+    photo is classified, and the camera is offered and labelled live. Plain http is sent here."""
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://{NAME}/")
+        assert page.url == f"https://{NAME}/"
+        assert page.evaluate("window.isSecureContext") is True
+        page.set_input_files("#image", PHOTOS["chelsea"])
+        expect(page.locator("#result .prediction-label").first).to_have_text(
+            re.compile("Tabby|Tiger cat|Egyptian cat"), timeout=FIRST_ANSWER)
+        page.get_by_role("button", name="Use camera").click()
+        labels = page.get_by_role("list", name="What the camera shows, best first").get_by_role("listitem")
+        expect(labels).to_have_count(3, timeout=FIRST_ANSWER)
+        with page.expect_response(f"https://{NAME}/predict") as frame:
+            pass
+        assert frame.value.ok
+    finally:
+        context.close()
