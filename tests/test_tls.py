@@ -439,3 +439,27 @@ def test_the_page_on_https_classifies_and_the_camera_shows_live_labels(chromium)
         assert frame.value.ok
     finally:
         context.close()
+
+
+def test_the_docs_shell_commands_run(site, tmp_path):
+    """Every command in docs/https.md's ``sh`` blocks, on the test site: the doc's domain is
+    ``NAME``, sudo is left out (the tests run as root), certbot keeps its files in the test's
+    folder and trusts Pebble, curl resolves ``NAME`` to the namespace and trusts Pebble's root."""
+    dirs = certificate_settings(site.nginx.folder)
+    certbot_dirs = " ".join(f"--{flag} {dirs[name]}" for flag, name in (
+        ("config-dir", "CERTBOT_DIR"), ("work-dir", "CERTBOT_WORK_DIR"), ("logs-dir", "CERTBOT_LOGS_DIR")))
+    curl_options = f"--cacert {site.acme.root} --resolve {NAME}:443:127.0.0.1 --resolve {NAME}:80:127.0.0.1"
+    text = (ROOT / "docs" / "https.md").read_text()
+    commands = [line for block in re.findall(r"```sh\n(.*?)```", text, re.DOTALL) for line in block.splitlines() if line]
+    assert len(commands) == 5, commands
+    for command in commands:
+        run = command.replace("classifier.example.org", NAME).removeprefix("sudo ")
+        run = run.replace("certbot renew", f"certbot renew {certbot_dirs}").replace("curl ", f"curl {curl_options} ")
+        done = subprocess.run(run, shell=True, cwd=ROOT if "remote/" in run else tmp_path, capture_output=True,
+                              text=True, timeout=300, check=False, env={**os.environ, **dirs, **site.acme.certbot_settings()})
+        assert done.returncode == 0, f"{command}\n{done.stdout}{done.stderr}"
+        if command.startswith("curl --http2"):
+            assert done.stdout.startswith("HTTP/2 200") and "strict-transport-security" in done.stdout
+        elif command.startswith("curl"):
+            assert done.stdout.startswith("HTTP/1.1 301") and f"location: https://{NAME}/models?x=1" in done.stdout.lower()
+    assert (tmp_path / "users.htpasswd").read_text().startswith("alice:$6$")
