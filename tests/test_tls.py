@@ -463,3 +463,38 @@ def test_the_docs_shell_commands_run(site, tmp_path):
         elif command.startswith("curl"):
             assert done.stdout.startswith("HTTP/1.1 301") and f"location: https://{NAME}/models?x=1" in done.stdout.lower()
     assert (tmp_path / "users.htpasswd").read_text().startswith("alice:$6$")
+
+
+def _redirect(site: TlsSite, on: bool) -> None:
+    """Plain http redirected to https or not (a test config: with a trusted certificate,
+    remote/certificate.sh always turns it on), NGINX reloaded and answering so."""
+    snippet = Path(certificate_settings(site.nginx.folder)["TLS_SNIPPET"])
+    snippet.write_text(re.sub(r'("~\^http:"\s+)[01];', rf"\g<1>{int(on)};", snippet.read_text()))
+    subprocess.run(certificate_settings(site.nginx.folder)["NGINX_RELOAD"], shell=True, check=True, capture_output=True)
+    status = wait_until(lambda: requests.get("http://127.0.0.1/", headers={"Host": NAME}, allow_redirects=False,
+                                             timeout=30).status_code, 30, lambda code: code == (301 if on else 200))
+    assert status == (301 if on else 200)
+
+
+@pytest.mark.browser
+def test_on_plain_http_the_camera_explanation_links_to_the_https_page(site, chromium):
+    """With the redirect off, the page over plain http gets no camera; the explanation links to
+    the same page at https://, where the camera works."""
+    _redirect(site, on=False)
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://{NAME}/")
+        assert page.url == f"http://{NAME}/" and page.evaluate("window.isSecureContext") is False
+        page.get_by_role("button", name="Use camera").click()
+        problem = page.get_by_role("alert").filter(has_text="only to https:// pages")
+        link = problem.get_by_role("link", name="Open this page at https://")
+        expect(link).to_have_attribute("href", f"https://{NAME}/")
+        link.click()
+        expect(page).to_have_url(f"https://{NAME}/")
+        page.get_by_role("button", name="Use camera").click()
+        labels = page.get_by_role("list", name="What the camera shows, best first").get_by_role("listitem")
+        expect(labels).to_have_count(3, timeout=FIRST_ANSWER)
+    finally:
+        context.close()
+        _redirect(site, on=True)
