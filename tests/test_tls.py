@@ -8,14 +8,11 @@ on loopback ports like the other stack tests."""
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
 import re
 import socket
 import ssl
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +26,6 @@ from cryptography import x509
 from playwright import sync_api
 from playwright.sync_api import expect
 from requests.adapters import HTTPAdapter
-from servers import GOOD_PREDICTION, answering_json
 from sslyze import (
     CertificateInfoExtraArgument,
     ScanCommand,
@@ -353,45 +349,6 @@ def test_a_private_site_asks_for_a_password_everywhere_but_health_checks(app, tm
             assert requests.get(f"{nginx.url}{probe}", timeout=30).status_code == 200, probe
     finally:
         nginx.stop()
-
-
-# --- forwarding to an https remote -------------------------------------------------------------
-
-@pytest.fixture
-def https_remote() -> Iterator[tuple[str, Path]]:
-    """A remote instance's stand-in on https, its certificate from a test CA (``trustme``): its
-    /predict URL, and that CA's file."""
-    ca = trustme.CA()
-    answer = {"model": "MobileNetV2", "weights": "imagenet", "predictions": [GOOD_PREDICTION], "timing_ms": {}}
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), answering_json(json.dumps(answer).encode()))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    bundle = Path(tempfile.mkdtemp()) / "ca.pem"
-    ca.cert_pem.write_to_path(bundle)
-    yield f"https://127.0.0.1:{server.server_port}/predict", bundle
-    server.shutdown()
-    server.server_close()
-
-
-def test_forwarding_to_https_trusts_the_ca_bundle_setting(make_app, https_remote, cat_png):
-    url, bundle = https_remote
-    answer = make_app(remote_url=url, remote_ca_bundle=bundle).test_client().post(
-        "/predict?server=remote", data=cat_png, content_type="image/png")
-    assert answer.status_code == 200, answer.json
-    assert answer.json["predictions"][0]["label"] == "tabby"
-
-
-def test_forwarding_to_an_unverifiable_https_remote_is_a_clear_502(make_app, https_remote, cat_png):
-    """Without the setting, the test CA is not among the system's: refused, and said why."""
-    url, _ = https_remote
-    answer = make_app(remote_url=url).test_client().post("/predict?server=remote", data=cat_png,
-                                                         content_type="image/png")
-    assert answer.status_code == 502 and answer.json["error"]["code"] == "remote_error"
-    message = answer.json["error"]["message"]
-    assert "certificate that could not be verified" in message and "CLASSIFIER_REMOTE_CA_BUNDLE" in message
-    assert "unable to get local issuer certificate" in message
 
 
 # --- the page in Chromium at https://classifier.test/ -----------------------------------------
