@@ -15,7 +15,8 @@ from conftest import ROOT
 
 # `python app.py`, `python -m classifier`: Debian and Ubuntu have no `python`, only `python3`.
 BARE_PYTHON = re.compile(r"(?<![\w/.])python (?=-m |-c |\S+\.py)")
-DOCS = ["README.md", "SECURITY.md", "remote/README.md", "uwsgi.ini", "remote/setup.sh"]
+DOCS = ["README.md", "SECURITY.md", "remote/README.md", "uwsgi.ini", "remote/setup.sh", "docs/https.md",
+        "remote/certificate.sh"]
 SETUP = ROOT / "remote" / "setup.sh"
 NGINX_LOGROTATE = Path("/etc/logrotate.d/nginx")  # Debian's and Ubuntu's nginx package
 
