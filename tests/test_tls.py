@@ -327,17 +327,22 @@ def test_the_operators_own_certificate_is_served_with_redirect_and_hsts(app, tmp
         nginx.stop()
 
 
+def users(folder: Path) -> Path:
+    """An htpasswd file with one user, alice, password s3cret (SHA-512 crypt, as docs/https.md makes it)."""
+    hashed = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input="s3cret", capture_output=True,
+                            text=True, check=True).stdout.strip()
+    (folder / "htpasswd").write_text(f"alice:{hashed}\n")
+    return folder / "htpasswd"
+
+
 @pytest.mark.parametrize("site_file", ["classifier.conf", "classifier-cluster.conf"])
 def test_a_private_site_asks_for_a_password_everywhere_but_health_checks(app, tmp_path, site_file):
     """HTPASSWD: page, API and static files answer 401 (JSON, asking for credentials) without
     them and as usual with them; /healthz and /readyz stay open for probes. The front host of
     a cluster is the same."""
-    hashed = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input="s3cret", capture_output=True,
-                            text=True, check=True).stdout.strip()
-    (tmp_path / "htpasswd").write_text(f"alice:{hashed}\n")
     upstreams = ({"app1.classifier.internal:8001": app.address, "app2.classifier.internal:8001": app.address}
                  if site_file == "classifier-cluster.conf" else {"127.0.0.1:8001": app.address})
-    nginx = start_nginx(tmp_path / "nginx", upstreams, site=site_file, htpasswd=tmp_path / "htpasswd")
+    nginx = start_nginx(tmp_path / "nginx", upstreams, site=site_file, htpasswd=users(tmp_path))
     try:
         for path in ("/", "/models", "/static/style.css", "/openapi.json"):
             refused = requests.get(f"{nginx.https_url}{path}", verify=False, timeout=30)
@@ -461,3 +466,21 @@ def test_on_plain_http_the_camera_explanation_links_to_the_https_page(site, chro
     finally:
         context.close()
         _redirect(site, on=True)
+
+
+@pytest.mark.browser
+def test_a_private_site_classifies_in_chromium_with_credentials(app, browser, tmp_path):
+    """The page, its script and style, and its predictions all pass basic authentication once
+    the browser has the credentials (here given up front, as a person types them in the login box)."""
+    nginx = start_nginx(tmp_path / "nginx", {"127.0.0.1:8001": app.address}, htpasswd=users(tmp_path))
+    context = browser.new_context(http_credentials={"username": "alice", "password": "s3cret"},
+                                  ignore_https_errors=True)  # the self-signed certificate
+    try:
+        page = context.new_page()
+        page.goto(f"{nginx.https_url}/")
+        page.set_input_files("#image", PHOTOS["chelsea"])
+        expect(page.locator("#result .prediction-label").first).to_have_text(
+            re.compile("Tabby|Tiger cat|Egyptian cat"), timeout=FIRST_ANSWER)
+    finally:
+        context.close()
+        nginx.stop()
