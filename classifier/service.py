@@ -178,7 +178,8 @@ class Classifier:
         timeouts = Timeouts(self.settings.remote_connect_timeout, self.settings.remote_read_timeout)
         with metrics.FORWARD_SECONDS.labels(request.server).time():
             answer = forward(url, [(request.filename, request.image)], request.forwarded_options(), timeouts,
-                             explanation_expected=request.explain)
+                             explanation_expected=request.explain,
+                             ca_bundle=self.settings.remote_ca_bundle)
         _check_explained(answer, request.explain_class, url)
         timing, result = {**answer.timing_ms, "total": _ms_since(started)}, answer.results[0]
         return Classification(answer.model, answer.weights, result.predictions[: request.top_k], timing,
@@ -197,7 +198,8 @@ class Classifier:
         if sent:
             with metrics.FORWARD_SECONDS.labels(options.server).time():
                 answer = forward(url, [(upload.filename, upload.data) for upload in sent],
-                                 options.forwarded_options(), timeouts, explanation_expected=options.explain)
+                                 options.forwarded_options(), timeouts, explanation_expected=options.explain,
+                                 ca_bundle=self.settings.remote_ca_bundle)
             _check_explained(answer, options.explain_class, url)
         relayed = iter(answer.results)
         results = [ImageResult.failed(upload.filename, problem) if (problem := problems[index])
