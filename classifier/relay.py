@@ -31,7 +31,8 @@ def relay(request: PredictRequest, settings: Settings) -> Answer:
     if sent:
         with metrics.FORWARD_SECONDS.labels(options.server).time():
             answer = forward(url, [(upload.filename, upload.data) for upload in sent],
-                             options.forwarded_options(), timeouts, explanation_expected=options.explain)
+                             options.forwarded_options(), timeouts, explanation_expected=options.explain,
+                             ca_bundle=settings.remote_ca_bundle)
         _check_explained(answer, options.explain_class, url)
     relayed = iter(answer.results)
     results = [ImageResult.failed(upload.filename, problem) if problem

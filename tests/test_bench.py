@@ -194,3 +194,15 @@ def test_the_int8_form_is_measured_beside_its_fp32_export(serving):
     for load in ("one", "many"):
         assert served[load]["requests"] > 0 and served[load]["errors"] == 0, load
     assert served["weights"] == "file, checked export"
+
+
+@pytest.mark.stack
+def test_the_tls_benchmark_times_both_schemes_both_ways():
+    """bench/tls.py at its smallest: http and https, kept-alive and a new connection each."""
+    result = subprocess.run([sys.executable, "bench/tls.py", "--requests", "3"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == {f"{scheme} {way}" for scheme in ("http", "https")
+                           for way in ("kept-alive", "new connection each")}
+    assert all(0 < case["median_ms"] <= case["p95_ms"] for case in report.values())
