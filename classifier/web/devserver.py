@@ -21,7 +21,7 @@ def main(create_app: Callable[[], Flask]) -> None:
     parser = argparse.ArgumentParser(
         description="Serve the image classifier for local use: the page at http://HOST:PORT/, the API at "
                     "/predict. For a hosted server, run it under uWSGI (uwsgi.ini). Settings come from "
-                    "CLASSIFIER_* environment variables (README, Settings).")
+                    "CLASSIFIER_* environment variables (docs/settings.md).")
     parser.add_argument("--host", default="localhost",
                         help="the address to listen on (default: localhost, this machine only; "
                              "0.0.0.0 for every network)")
