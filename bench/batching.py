@@ -6,7 +6,7 @@ figures behind ``CLASSIFIER_BATCH_SIZE`` (classifier/config.py).
 For each model and runtime (ONNX Runtime on the checked export, and Keras):
 
 - raw: milliseconds per image of the forward pass alone at batch 1, 2, 4, 8 and 16;
-- request: milliseconds per image of ``Classifier.classify_many`` on 16 real photos (decode,
+- request: milliseconds per image of ``Classifier.classify_request`` on 16 real photos (decode,
   forward pass, top-k), with ``batch_size`` 1 against 2, 4, 8 and 16: what a request with
   several images costs end to end.
 
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import raw  # noqa: E402
 from classifier import Classifier, Settings  # noqa: E402
-from classifier.options import Upload  # noqa: E402
+from classifier.options import Options, PredictRequest, Upload  # noqa: E402
 
 BATCHES = (1, 2, 4, 8, 16)
 RUNTIMES = ("onnx", "keras")
@@ -49,13 +49,14 @@ def photos(count: int) -> list[Upload]:
 
 
 def request_ms_per_image(classifier: Classifier, model: str, uploads: list[Upload], seconds: float) -> float:
-    """Median ms per image of ``classify_many`` over ``uploads``, after one warm-up call."""
-    classifier.classify_many(uploads, model)
+    """Median ms per image of ``classify_request`` over ``uploads``, after one warm-up call."""
+    request = PredictRequest.many(uploads, Options(model=model))
+    classifier.classify_request(request)
     times: list[float] = []
     started = time.perf_counter()
     while time.perf_counter() - started < seconds or len(times) < 3:
         begin = time.perf_counter()
-        classifier.classify_many(uploads, model)
+        classifier.classify_request(request)
         times.append((time.perf_counter() - begin) * 1000 / len(uploads))
     return statistics.median(times)
 

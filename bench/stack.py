@@ -155,6 +155,7 @@ class Nginx:
     process: subprocess.Popen
     url: str
     folder: Path
+    https_url: str = ""
 
     @property
     def access_log(self) -> Path:
@@ -176,23 +177,49 @@ def _cpu_seconds(pid: int, children_only: bool = False) -> float:
         return 0.0
 
 
+def certificate_settings(folder: Path) -> dict[str, str]:
+    """remote/certificate.sh's paths for an NGINX run from ``folder`` (the rest of its settings,
+    DOMAIN and so on, are the caller's)."""
+    return {"TLS_DIR": f"{folder}/tls", "ACME_WEBROOT": f"{folder}/acme", "CERTBOT_DIR": f"{folder}/letsencrypt",
+            "CERTBOT_WORK_DIR": f"{folder}/letsencrypt-work", "CERTBOT_LOGS_DIR": f"{folder}/letsencrypt-logs",
+            "TLS_SNIPPET": f"{folder}/classifier-tls.conf",
+            "NGINX_RELOAD": f"{NGINX} -c {folder}/nginx.conf -p {folder} -s reload"}
+
+
+def link_certificate(folder: Path, settings: dict[str, str]) -> None:
+    """``remote/certificate.sh link`` with ``settings`` (none: a self-signed certificate)."""
+    subprocess.run([str(ROOT / "remote" / "certificate.sh"), "link"], check=True, capture_output=True,
+                   env={**os.environ, **certificate_settings(folder), **settings})
+
+
 def start_nginx(folder: Path, upstreams: dict[str, str], site: str = "classifier.conf",
-                rate_limit: bool = True) -> Nginx:
-    """NGINX serving remote/nginx/``site`` on a loopback port, the files unchanged apart from
-    ports and paths; ``upstreams`` maps the site's app addresses to ours. Benchmarks pass
+                rate_limit: bool = True, ports: tuple[int, int] | None = None,
+                tls: dict[str, str] | None = None, htpasswd: Path | None = None) -> Nginx:
+    """NGINX serving remote/nginx/``site`` on loopback ports (http, https: ``ports``, else free
+    ones), the files unchanged apart from ports and paths; ``upstreams`` maps the site's app
+    addresses to ours. Its certificate comes from ``remote/certificate.sh link`` with ``tls``'s
+    settings (none: self-signed, so http serves everything). With ``htpasswd`` the site is
+    private, as remote/setup.sh HTPASSWD=... makes it. Benchmarks pass
     ``rate_limit=False``: they measure the server, from one client address."""
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    locations = {"/srv/classifier/": f"{ROOT}/"}
+    port, tls_port = ports or (free_port(), free_port())
+    link_certificate(folder, tls or {})
+    locations = {"/srv/classifier/": f"{ROOT}/", "/var/www/classifier-acme": f"{folder}/acme",
+                 "/etc/classifier/htpasswd": str(htpasswd or folder / "htpasswd")}
     if not rate_limit:
         locations |= dict.fromkeys(PER_CLIENT_LIMITS, "# the benchmark measures the server: no per-client limit")
     (folder / "classifier-locations.conf").write_text(
         _render((NGINX_DIR / "classifier-locations.conf").read_text(), locations))
-    shutil.copy(NGINX_DIR / "classifier-http.conf", folder)
-    ipv6 = f"listen [::1]:{port};" if _has_ipv6_loopback() else "# no IPv6 loopback here"
+    private = {'default "off";': 'default "Image classifier";'} if htpasswd else {}
+    (folder / "classifier-http.conf").write_text(_render((NGINX_DIR / "classifier-http.conf").read_text(), private))
+    ipv6, tls_ipv6 = ((f"listen [::1]:{port};", f"listen [::1]:{tls_port} ssl http2;") if _has_ipv6_loopback()
+                      else ("# no IPv6 loopback here",) * 2)
     (folder / "site.conf").write_text(_render((NGINX_DIR / site).read_text(), {
         "listen 80 default_server;": f"listen 127.0.0.1:{port};",
         "listen [::]:80 default_server;": ipv6,
+        "listen 443 ssl http2 default_server;": f"listen 127.0.0.1:{tls_port} ssl http2;",
+        "listen [::]:443 ssl http2 default_server;": tls_ipv6,
+        "/etc/nginx/snippets/classifier-tls.conf": str(folder / "classifier-tls.conf"),
         "/etc/nginx/snippets/classifier-locations.conf": str(folder / "classifier-locations.conf"),
         "/etc/nginx/snippets/classifier-http.conf": str(folder / "classifier-http.conf"),
         "/var/log/nginx/": f"{folder}/",
@@ -221,7 +248,7 @@ http {{
     process = subprocess.Popen([NGINX, "-c", str(folder / "nginx.conf"), "-p", str(folder)],
                                stdout=(folder / "nginx.out").open("wb"), stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)
-    nginx = Nginx(process, f"http://127.0.0.1:{port}", folder)
+    nginx = Nginx(process, f"http://127.0.0.1:{port}", folder, f"https://127.0.0.1:{tls_port}")
 
     def state() -> str:
         if process.poll() is not None:

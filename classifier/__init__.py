@@ -6,7 +6,9 @@
 
 from .config import Settings
 from .errors import ClassifierError
-from .service import Classification, Classifier, ManyClassifications, ManyImagesRequest, PredictRequest, Upload
+from .options import Options, PredictRequest, Upload
+from .results import Answer, Classification, ImageResult
+from .service import Classifier
 
-__all__ = ["Classification", "Classifier", "ClassifierError", "ManyClassifications", "ManyImagesRequest",
-           "PredictRequest", "Settings", "Upload"]
+__all__ = ["Answer", "Classification", "Classifier", "ClassifierError", "ImageResult", "Options", "PredictRequest",
+           "Settings", "Upload"]

@@ -26,7 +26,7 @@ from .files import write_bytes
 from .forwarding.client import Timeouts, predict_url
 from .logs import configure_logging
 from .models import REGISTRY, ModelSpec, get_spec
-from .options import DEFAULT_TOP_K, MAX_TOP_K, PredictRequest
+from .options import DEFAULT_TOP_K, MAX_TOP_K, Options
 from .reports import json_line, printable, terminal_lines, write_csv, write_json
 from .weights import Found, WeightsRejected
 
@@ -83,7 +83,7 @@ def _predict(args: argparse.Namespace) -> int:
         return 1
     summary = Summary(skipped=found.skipped)
     if args.remote:
-        options = PredictRequest(b"", model=args.model, top_k=args.top_k, explain=args.explain is not None)
+        options = Options(model=args.model, top_k=args.top_k, explain=args.explain is not None)
         client = RemoteClient(predict_url(args.remote), options,
                               Timeouts(settings.remote_connect_timeout, settings.remote_read_timeout),
                               settings.max_upload_bytes, notify=lambda line: _say(line, sys.stderr))

@@ -22,7 +22,7 @@ from .urls import public_url
 
 if TYPE_CHECKING:
     from .options import PredictRequest
-    from .service import Classification, ManyClassifications
+    from .results import Answer
 
 log = logging.getLogger("classifier.access")
 
@@ -46,15 +46,16 @@ class AccessRecord:
     timing_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
-    def note_request(self, request: PredictRequest, configured_remote: str | None, images: int = 1) -> None:
+    def note_request(self, request: PredictRequest, configured_remote: str | None) -> None:
         """A parsed prediction request: how many images, and the model and server it asks for."""
-        self.images = images
-        self.model = _registered(request.model)
-        self.server = request.server
-        url = request.remote_url if request.server == "custom" else configured_remote
-        self.remote = _shortened(public_url(url)) if request.server != "local" and url else None
+        options = request.options
+        self.images = len(request.uploads)
+        self.model = _registered(options.model)
+        self.server = options.server
+        url = options.remote_url if options.server == "custom" else configured_remote
+        self.remote = _shortened(public_url(url)) if options.server != "local" and url else None
 
-    def note_answer(self, answer: Classification | ManyClassifications) -> None:
+    def note_answer(self, answer: Answer) -> None:
         self.model, self.server, self.timing_ms = _registered(answer.model), answer.server, answer.timing_ms
         self.remote = _shortened(answer.server_url)  # already without credentials or query
 

@@ -11,8 +11,10 @@ int8 form is served only once ``python3 -m classifier export`` has made and chec
 
 from __future__ import annotations
 
+import functools
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import download, status
@@ -44,21 +46,36 @@ class Catalog:
     pool: ModelPool
     downloads: BackgroundDownloads | None
     """Fetches missing weights for a long-running server; ``None`` (the CLI) only explains."""
+    _default: tuple[tuple[object, ...], ModelSpec] | None = field(default=None, init=False, repr=False)
 
-    @property
+    @functools.cached_property
     def serving(self) -> Serving:
-        return Serving.from_settings(self.settings)
+        return Serving.from_settings(self.settings)  # the settings are fixed: made once
 
-    def default(self) -> str:
-        """The configured default, else the first registered model that is usable here."""
+    def default(self) -> ModelSpec:
+        """The configured default, else the first registered model that is usable here.
+
+        Found from every model's state only when that may have changed since it was last
+        found (``_default_signature``), not on every request that names no model."""
         if self.settings.default_model:
-            return self.settings.default_model
-        usable = (spec.name for spec in REGISTRY.values() if self.state(spec).usable)
-        return next(usable, next(iter(REGISTRY)))
+            return get_spec(self.settings.default_model)
+        signature = self._default_signature()
+        if self._default is None or self._default[0] != signature:
+            usable = (spec for spec in REGISTRY.values() if self.state(spec).usable)
+            self._default = (signature, next(usable, next(iter(REGISTRY.values()))))
+        return self._default[1]
+
+    def _default_signature(self) -> tuple[object, ...]:
+        """What a model's usability here depends on, cheaply: the pool's loads and failures
+        in this process, and the weights folders' modification times (a download, a copy, a
+        file moved aside or deleted adds or removes a name there). A file rewritten in place
+        keeps its name: its model stays the default until a load of it fails."""
+        folders = (self.settings.weights_dir, self.settings.keras_cache_dir)
+        return (self.pool.generation, *(_mtime_ns(folder) for folder in folders))
 
     def describe(self) -> list[dict[str, object]]:
         """What ``GET /models`` reports for each registered model."""
-        default = self.default()
+        default = self.default().name
         return [{
             "name": spec.name,
             "input_size": [spec.input_size, spec.input_size],
@@ -101,14 +118,13 @@ class Catalog:
                                       note="its weights on this server are damaged")
         return self._loaded_or_ready(spec, self._found(spec, found))
 
-    def load(self, name: str) -> LoadedModel:
+    def load(self, spec: ModelSpec) -> LoadedModel:
         """The loaded model, or ``ModelUnavailable`` in the wording of its state."""
-        return self.ready(name)[0]
+        return self.ready(spec)[0]
 
-    def ready(self, name: str) -> tuple[LoadedModel, bool]:
+    def ready(self, spec: ModelSpec) -> tuple[LoadedModel, bool]:
         """``load``, and whether the model was loaded already (else this call loaded it or
         waited for it): a prediction's one look at the files and the pool."""
-        spec = get_spec(name)
         here, found = self._weights(spec)
         if here:
             try:
@@ -240,3 +256,10 @@ class Catalog:
                 and state.state in (status.DOWNLOAD_NEEDED, status.UNAVAILABLE)
                 and weights.find(self.settings) is None
                 and may_retry(Note.read(self.settings, weights.file_name)))
+
+
+def _mtime_ns(folder: Path | None) -> int | None:
+    try:
+        return os.stat(folder).st_mtime_ns if folder else None
+    except OSError:
+        return None

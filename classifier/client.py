@@ -27,8 +27,8 @@ from .batch import Outcome, read_image
 from .errors import ClassifierError
 from .forwarding.answers import checked_name, checked_result, service_error
 from .forwarding.client import Exchange, PredictClient, Timeouts
-from .options import SERVERS, PredictRequest
-from .service import Classification
+from .options import SERVERS, Options
+from .results import Classification
 from .urls import public_url
 
 IMAGES_PER_REQUEST = 8  # well under the server's CLASSIFIER_MAX_IMAGES (32); progress moves often enough
@@ -66,7 +66,7 @@ class RemoteClient:
     """Sends batches of image files to one server; ``classify`` is thread-safe."""
 
     url: str
-    options: PredictRequest  # what the server is asked (its image unused)
+    options: Options  # what the server is asked
     timeouts: Timeouts
     max_image_bytes: int
     notify: Notify

@@ -59,6 +59,9 @@ class Settings:
     allow_custom_remote: bool = False
     remote_connect_timeout: float = 3.0
     remote_read_timeout: float = 30.0
+    # Whom forwarding trusts to sign an https remote's certificate: this system's certificate
+    # authorities (None), or only those in this PEM file (a private CA; docs/https.md).
+    remote_ca_bundle: Path | None = None
     cors_origins: str = "*"
     warmup: bool = True
     runtime: str = "auto"
@@ -99,6 +102,7 @@ class Settings:
             "allow_custom_remote": env.flag("CLASSIFIER_ALLOW_CUSTOM_REMOTE"),
             "remote_connect_timeout": env.number("CLASSIFIER_REMOTE_CONNECT_TIMEOUT", float),
             "remote_read_timeout": env.number("CLASSIFIER_REMOTE_READ_TIMEOUT", float),
+            "remote_ca_bundle": env.path("CLASSIFIER_REMOTE_CA_BUNDLE"),
             "cors_origins": env.text("CLASSIFIER_CORS_ORIGINS"),
             "warmup": env.flag("CLASSIFIER_WARMUP"),
             "runtime": env.choice("CLASSIFIER_RUNTIME", RUNTIMES),

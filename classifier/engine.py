@@ -195,6 +195,8 @@ class ModelPool:
     def __init__(self) -> None:
         self._models: dict[Key, LoadedModel] = {}
         self._failures: dict[Key, LoadFailed] = {}
+        self.generation = 0
+        """Counts the loads begun and the failures here: a model's state may have changed since."""
         self._locks: dict[Key, threading.Lock] = {}
         self._guard = threading.Lock()
         # Models being loaded now, by name and runtime: a conversion changes the weights' key midway.
@@ -220,6 +222,7 @@ class ModelPool:
                 raise self._failures[key]
             if key not in self._models:
                 self._loading.add((spec.name, serving))
+                self.generation += 1
                 try:
                     # Stored under the key after loading as well: a conversion adds a file to it.
                     self._models[key] = self._models[_key(spec, found, serving)] = self._load(spec, found, serving)
@@ -240,6 +243,7 @@ class ModelPool:
                 log.exception("%s failed to load", spec.name)
             log.warning("%s is unavailable: %s", spec.name, failure.reason)
             self._failures[key] = self._failures[_key(spec, found, serving)] = failure
+            self.generation += 1
             raise failure from error
         metrics.model_loaded(spec.name, loaded.runtime.name, time.perf_counter() - started)
         return loaded

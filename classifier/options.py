@@ -1,5 +1,5 @@
 """One prediction request, parsed from whichever form it came in (form, JSON, query, CLI):
-one image (``PredictRequest``) or several with the same options (``ManyImagesRequest``)."""
+one or more uploads (``PredictRequest``) and the options they share (``Options``)."""
 
 from __future__ import annotations
 
@@ -14,17 +14,17 @@ from .errors import ClassifierError, InvalidRequest
 DEFAULT_TOP_K = 3
 MAX_TOP_K = 20
 SERVERS = ("local", "remote", "custom")
-OPTION_NAMES = ("model", "top_k", "server", "remote_url", "explain", "explain_class")
 _WHOLE_NUMBER = re.compile(r"\s*[0-9]+\s*")
 
 
 @dataclass(frozen=True)
-class PredictRequest:
-    """A parsed request, whichever of the three HTTP forms (or the CLI) it came from."""
+class Options:
+    """What a request asks, whichever of the three HTTP forms (or the CLI) it came from; its
+    fields are the option names every form takes (``OPTION_NAMES``)."""
 
-    image: bytes
-    filename: str = "image"
     model: str | None = None
+    """A registered model's name as the client wrote it (``None``: the answering server's
+    default); the classifier resolves it once, to a ``ModelSpec`` it passes on."""
     top_k: int = DEFAULT_TOP_K
     server: str = "local"
     remote_url: str | None = None
@@ -33,14 +33,12 @@ class PredictRequest:
     """A class_id or label to explain; ``None``: the top prediction."""
 
     @classmethod
-    def from_options(cls, image: bytes, options: Mapping[str, object], filename: str = "image") -> PredictRequest:
+    def parse(cls, options: Mapping[str, object]) -> Options:
         """Validate loosely typed options (form fields, JSON values, query parameters). Naming
         a class to explain asks for an explanation: ``explain_class`` alone implies ``explain``."""
         _refuse_nulls(options)
         explain_class = _explain_class(options)
         return cls(
-            image=image,
-            filename=filename or "image",
             model=_text(options, "model"),
             top_k=_top_k(options.get("top_k")),
             server=_server(options.get("server")),
@@ -48,10 +46,6 @@ class PredictRequest:
             explain=_flag(options, "explain") or explain_class is not None,
             explain_class=explain_class,
         )
-
-    def for_image(self, upload: Upload) -> PredictRequest:
-        """This request's options with ``upload``'s image and file name."""
-        return dataclasses.replace(self, image=upload.data, filename=upload.filename)
 
     def forwarded_options(self) -> dict[str, str]:
         """The options a remote instance needs to answer this request as this one would."""
@@ -63,10 +57,13 @@ class PredictRequest:
         return fields
 
 
+OPTION_NAMES = tuple(option.name for option in dataclasses.fields(Options))
+
+
 @dataclass(frozen=True)
 class Upload:
-    """One image of a request with several: its bytes, or why they could not be read (a JSON
-    entry that is not base64), which becomes that image's error and no other's."""
+    """One image of a request: its bytes, or why they could not be read (a JSON entry that
+    is not base64), which becomes that image's error and no other's."""
 
     filename: str
     data: bytes = b""
@@ -74,15 +71,25 @@ class Upload:
 
 
 @dataclass(frozen=True)
-class ManyImagesRequest:
-    """Several images classified with the same options (``options``; its own image unused)."""
+class PredictRequest:
+    """One or more images classified with the same options.
+
+    ``single``: the client sent one image in the single-image form (one ``image`` part, JSON
+    ``image``, a raw body). Its error is then the request's error, found before any model is
+    touched, its decoded photo is kept (the page draws an explanation over it), and the HTTP
+    edge answers in the single-image shape; otherwise each image's error stays in its place."""
 
     uploads: tuple[Upload, ...]
-    options: PredictRequest
+    options: Options = Options()
+    single: bool = False
 
     @classmethod
-    def from_options(cls, uploads: Sequence[Upload], options: Mapping[str, object]) -> ManyImagesRequest:
-        return cls(tuple(uploads), PredictRequest.from_options(b"", options))
+    def one(cls, image: bytes, options: Options = Options(), filename: str = "image") -> PredictRequest:
+        return cls((Upload(filename or "image", image),), options, single=True)
+
+    @classmethod
+    def many(cls, uploads: Sequence[Upload], options: Options = Options()) -> PredictRequest:
+        return cls(tuple(uploads), options)
 
 
 def default_filename(index: int) -> str:

@@ -1,119 +1,41 @@
-"""One prediction, start to finish: image(s) → model → ranked labels, or a forward.
+"""One prediction, start to finish: images → model → ranked labels, or a forward.
 
-This is the library's front door; the Flask app and the CLI both call ``Classifier``.
-Which models can run and loading them is ``catalog.py``; parsing options is ``options.py``.
+This is the library's front door; the Flask app and the CLI both call ``Classifier``. Every
+request is a list of images (one is a list of one) answered with one result per image
+(``results.py``). Which models can run and loading them is ``catalog.py``; parsing options is
+``options.py``; sending a request on is ``relay.py``.
 """
 
 from __future__ import annotations
 
-import functools
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 
 from . import image_checks, images, labels, metrics, status
+from .bodies import check_image_count
 from .catalog import FIRST_USE_SECONDS, Catalog
 from .config import Settings
 from .counted import counting_prediction
 from .download import BackgroundDownloads
 from .engine import POOL, LoadedModel, ModelPool
-from .errors import (ClassifierError, ImageTooLarge, InvalidRequest, RemoteError, RemoteNotAllowed, RequestTooCostly,
-                     TooManyImages)
+from .errors import ClassifierError, InvalidRequest, RequestTooCostly
 from .explain import Explanation
-from .forwarding.answers import RemoteAnswer, RemoteResult
-from .forwarding.client import Timeouts, forward
-from .forwarding.policy import check_url
 from .models import ModelSpec, get_spec
-from .options import DEFAULT_TOP_K, MAX_TOP_K, ManyImagesRequest, PredictRequest, Upload
+from .options import DEFAULT_TOP_K, Options, PredictRequest, Upload
+from .relay import relay, upload_problem
+from .results import Answer, Classification, ImageResult
 from .status import ModelState
-from .urls import public_url
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_TOP_K", "MAX_TOP_K", "Classification", "Classifier", "ImageResult", "ManyClassifications",
-           "ManyImagesRequest", "PredictRequest", "Upload"]
-
-
-@dataclass
-class Classification:
-    """The answer to a prediction, as the API returns it."""
-
-    model: str
-    weights: str
-    predictions: list[labels.Prediction]
-    timing_ms: dict[str, float]
-    server: str = "local"
-    server_url: str | None = None
-    explanation: dict[str, object] | None = None
-    """The ``explanation`` object (``explain.Explanation.to_json``, or a remote's, checked)."""
-    photo: images.Decoded | None = field(default=None, repr=False, compare=False)
-    """An explained photo as this process decoded it (not part of the answer): the page draws
-    the heatmap over it (``explain.overlay_png``) without decoding the upload a second time."""
-
-    def to_json(self) -> dict[str, object]:
-        document: dict[str, object] = {"model": self.model, "weights": self.weights, "server": self.server,
-                                       **_predictions_json(self.predictions, self.timing_ms)}
-        if self.server_url:
-            document["server_url"] = self.server_url
-        if self.explanation is not None:
-            document["explanation"] = self.explanation
-        return document
-
-
-def _predictions_json(predictions: list[labels.Prediction], timing_ms: dict[str, float]) -> dict[str, object]:
-    return {
-        "predictions": [p.to_json() for p in predictions],
-        # The original keras_classifier page's shape, kept so its clients keep working.
-        "result": [{p.display_label: round(p.score, 3)} for p in predictions],
-        "timing_ms": timing_ms,
-    }
-
-
-@dataclass(frozen=True)
-class ImageResult:
-    """One image's part of the answer to several: its predictions, or the error it alone had
-    (``{"code", "message"}``)."""
-
-    filename: str
-    predictions: list[labels.Prediction] = field(default_factory=list)
-    timing_ms: dict[str, float] = field(default_factory=dict)
-    explanation: dict[str, object] | None = None
-    error: dict[str, str] | None = None
-
-    @classmethod
-    def failed(cls, filename: str, error: ClassifierError) -> ImageResult:
-        return cls(filename, error=error.to_json()["error"])
-
-    def to_json(self) -> dict[str, object]:
-        if self.error is not None:
-            return {"filename": self.filename, "error": self.error}
-        document = {"filename": self.filename, **_predictions_json(self.predictions, self.timing_ms)}
-        if self.explanation is not None:
-            document["explanation"] = self.explanation
-        return document
-
-
-@dataclass
-class ManyClassifications:
-    """The answer to several images: one ``ImageResult`` each, in the request's order."""
-
-    model: str
-    weights: str
-    results: list[ImageResult]
-    timing_ms: dict[str, float]
-    server: str = "local"
-    server_url: str | None = None
-
-    def to_json(self) -> dict[str, object]:
-        document: dict[str, object] = {"model": self.model, "weights": self.weights, "server": self.server}
-        if self.server_url:
-            document["server_url"] = self.server_url
-        return {**document, "results": [result.to_json() for result in self.results], "timing_ms": self.timing_ms}
+Decoded = tuple[Upload, "images.Framed | ClassifierError", float]
+"""An upload, the model's input from it (or the error it gave), and the milliseconds that took."""
 
 
 @dataclass
@@ -133,37 +55,67 @@ class Classifier:
         """What decoding one upload may cost: the settings are fixed, so made once, not per image."""
         self._preparing = threading.Lock()  # held by the one warm-up of this classifier, once started
 
-    def predict(self, request: PredictRequest, forwarded: bool = False) -> Classification:
-        """Answer ``request``; a ``forwarded`` request is always answered here (no loops)."""
-        here = functools.partial(self.classify, request.image, request.model, request.top_k,
-                                 explain=request.explain, explain_class=request.explain_class)
-        return _counted(request, forwarded, here, functools.partial(self._forward, request))
+    def predict(self, request: PredictRequest, forwarded: bool = False,
+                still_wanted: Callable[[], None] = lambda: None) -> Answer:
+        """Answer ``request`` here or on the remote its options name (a ``forwarded`` request is
+        always answered here: no loops), counted as one prediction in
+        ``classifier_predictions_total``. Too many images fail it before any is decoded;
+        ``still_wanted`` (``classify_request``) stops it between batches."""
+        check_image_count(len(request.uploads), self.settings.max_images)
+        server = "local" if forwarded else request.options.server
+        with counting_prediction(server, request.options.model) as counted:
+            answer = self.classify_request(request, still_wanted) if server == "local" \
+                else relay(request, self.settings)
+            counted.model = answer.model
+        return answer
 
-    def predict_many(self, request: ManyImagesRequest, forwarded: bool = False,
-                     still_wanted: Callable[[], None] = lambda: None) -> ManyClassifications:
-        """Answer several images with the same options: one prediction (one count in
-        ``classifier_predictions_total``), each image answered or failed on its own. Too
-        many images fail the request before any is decoded; ``still_wanted`` (``classify_many``)
-        stops it between images."""
-        options = request.options
-        self.check_image_count(len(request.uploads))
-        here = functools.partial(self.classify_many, request.uploads, options.model, options.top_k,
-                                 explain=options.explain, explain_class=options.explain_class,
-                                 still_wanted=still_wanted)
-        return _counted(options, forwarded, here, functools.partial(self._forward_many, request))
+    def classify(self, image: bytes, model: str | None = None, top_k: int = DEFAULT_TOP_K, *,
+                 explain: bool = False, explain_class: str | None = None) -> Classification:
+        """Classify ``image`` with ``model`` (default: the default model) in this process; with
+        ``explain``, also say where it looked for ``explain_class`` (default: the top class).
+        ``timing_ms.total`` is the whole wait, with ``load`` on its own when this call had to
+        load the model. For library callers and the CLI; not counted as a prediction."""
+        options = Options(model=model, top_k=top_k, explain=explain or explain_class is not None,
+                          explain_class=explain_class)
+        return Classification.of(self.classify_request(PredictRequest.one(image, options)))
 
-    def check_image_count(self, count: int) -> None:
-        """Refuse a request of more images than ``CLASSIFIER_MAX_IMAGES``, from its count alone."""
-        if count > self.settings.max_images:
-            raise TooManyImages(f"The request holds {count:,} images; this server takes at most "
-                                f"{self.settings.max_images} in one request (CLASSIFIER_MAX_IMAGES).")
+    def classify_request(self, request: PredictRequest, still_wanted: Callable[[], None] = lambda: None) -> Answer:
+        """Classify each image of ``request`` in this process, a batch at a time (the runtime's
+        ``batch_size``, or ``CLASSIFIER_BATCH_SIZE``): a batch is decoded (an image that fails
+        gets its error, or fails a ``single`` request), run through the model in one pass, and
+        let go before the next is decoded, so a request never holds more than one batch of
+        decoded images. The decode cost of several is checked first (``check_cost``; one image
+        in the single form is held to the per-image limits as it decodes), and the first image
+        decoded before the model is touched: an undecodable upload is refused without waiting
+        for a model to load. An unknown or unavailable model fails the whole request.
+        ``still_wanted`` is called before each batch (but a first one the caller has just
+        asked about) and raises to stop a request nobody waits for any more."""
+        started, options = time.perf_counter(), request.options
+        if not request.single:
+            self.check_cost(request.uploads)
+        spec = get_spec(options.model) if options.model else self.catalog.default()
+        totals = {"decode": 0.0, "inference": 0.0}
+        decoded = (self._decoded(upload, spec, request, totals) for upload in request.uploads)
+        first = next(decoded)
+        loading = time.perf_counter()
+        loaded, was_loaded = self._ready(spec, options.explain)
+        if not was_loaded:
+            totals["load"] = (time.perf_counter() - loading) * 1000
+        results: list[ImageResult] = []
+        batch_size = self.settings.batch_size or loaded.runtime.batch_size
+        for number, batch in enumerate(_batches(itertools.chain([first], decoded), batch_size)):
+            if number or not was_loaded:  # the caller asked just before a first batch with a loaded model
+                still_wanted()
+            results += self._classify_batch(loaded, batch, options, totals)
+        timing = {name: round(value, 2) for name, value in totals.items()}
+        return Answer(loaded.spec.name, loaded.weights, results, {**timing, "total": _ms_since(started)})
 
     def check_cost(self, uploads: Sequence[Upload]) -> None:
         """Refuse a request whose images together would cost more to decode than
         ``CLASSIFIER_MAX_REQUEST_COST``, reckoned from their headers: 32 crafted 762-byte
         JPEGs took 37 s of a worker's CPU (issue 21)."""
         cost = sum(images.decode_cost(upload.data, self.limits) for upload in uploads
-                   if self._problem(upload) is None)
+                   if upload_problem(upload, self.settings) is None)
         if cost > self.settings.max_request_cost:
             raise RequestTooCostly(
                 f"Decoding these images would cost {cost:,} pixel scans (pixels times JPEG scans plus "
@@ -171,183 +123,67 @@ class Classifier:
                 "in one request (CLASSIFIER_MAX_REQUEST_COST). Send fewer or smaller images, or "
                 "baseline rather than progressive JPEGs.")
 
-    def _forward(self, request: PredictRequest) -> Classification:
-        started = time.perf_counter()
-        self._check_size(request.image)
-        url = self._remote_url(request)
-        timeouts = Timeouts(self.settings.remote_connect_timeout, self.settings.remote_read_timeout)
-        with metrics.FORWARD_SECONDS.labels(request.server).time():
-            answer = forward(url, [(request.filename, request.image)], request.forwarded_options(), timeouts,
-                             explanation_expected=request.explain)
-        _check_explained(answer, request.explain_class, url)
-        timing, result = {**answer.timing_ms, "total": _ms_since(started)}, answer.results[0]
-        return Classification(answer.model, answer.weights, result.predictions[: request.top_k], timing,
-                              server=request.server, server_url=public_url(url),
-                              explanation=result.explanation)
-
-    def _forward_many(self, request: ManyImagesRequest) -> ManyClassifications:
-        """All the readable images to the remote in one call; those that could not be read
-        (or are over the image limit) keep their own error here, in their place."""
-        started, options = time.perf_counter(), request.options
-        url = self._remote_url(options)
-        problems = {index: self._problem(upload) for index, upload in enumerate(request.uploads)}
-        sent = [upload for index, upload in enumerate(request.uploads) if problems[index] is None]
-        timeouts = Timeouts(self.settings.remote_connect_timeout, self.settings.remote_read_timeout)
-        answer = RemoteAnswer(options.model or "default", "unknown", [], {})  # if nothing is sent
-        if sent:
-            with metrics.FORWARD_SECONDS.labels(options.server).time():
-                answer = forward(url, [(upload.filename, upload.data) for upload in sent],
-                                 options.forwarded_options(), timeouts, explanation_expected=options.explain)
-            _check_explained(answer, options.explain_class, url)
-        relayed = iter(answer.results)
-        results = [ImageResult.failed(upload.filename, problem) if (problem := problems[index])
-                   else _relayed(upload.filename, next(relayed), options.top_k)
-                   for index, upload in enumerate(request.uploads)]
-        return ManyClassifications(answer.model, answer.weights, results,
-                                   {**answer.timing_ms, "total": _ms_since(started)},
-                                   server=options.server, server_url=public_url(url))
-
-    def _problem(self, upload: Upload) -> ClassifierError | None:
-        """Why ``upload`` is not sent on or decoded: unreadable, or over the image limit."""
-        if upload.problem is not None:
-            return upload.problem
-        if len(upload.data) > self.settings.max_upload_bytes:
-            return ImageTooLarge.over(self.settings.max_upload_bytes)
-        return None
-
-    def _remote_url(self, request: PredictRequest) -> str:
-        if request.server == "remote":
-            if not self.settings.remote_url:
-                raise InvalidRequest("No remote server is configured here (CLASSIFIER_REMOTE_URL).")
-            return self.settings.remote_url
-        if not self.settings.allow_custom_remote:
-            raise RemoteNotAllowed("Custom remote URLs are disabled on this server.")
-        if not request.remote_url:
-            raise InvalidRequest("server=custom needs a remote_url.")
-        check_url(request.remote_url)
-        return request.remote_url
-
-    def classify(self, image: bytes, model: str | None = None, top_k: int = DEFAULT_TOP_K, *,
-                 explain: bool = False, explain_class: str | None = None) -> Classification:
-        """Classify ``image`` with ``model`` (default: the default model) in this process;
-        with ``explain``, also say where it looked for ``explain_class`` (default: the top class).
-
-        The image is decoded before the model is touched: an undecodable upload is refused
-        without waiting for a model to load. ``timing_ms.total`` is the whole wait, with
-        ``load`` on its own when this request had to load the model, and ``explain`` when
-        the request asked for an explanation.
-        """
-        started = time.perf_counter()
-        self._check_size(image)
-        spec = get_spec(model or self.default_model)
-        framed = images.framed(image, spec.input_size, self.limits, keep_photo=explain)
-        decoded = time.perf_counter()
-        loaded, was_loaded = self._ready(spec, explain)
-        ready = time.perf_counter()
-        scores, features = loaded.scores_and_features(framed.pixels[None])
-        inferred = time.perf_counter()
-        timing = {"decode": _ms_since(started, decoded), "inference": _ms_since(ready, inferred)}
-        metrics.DECODE_SECONDS.observe(decoded - started)
-        metrics.INFERENCE_SECONDS.labels(spec.name, loaded.runtime.name).observe(inferred - ready)
-        metrics.IMAGES.labels(spec.name).inc(len(scores))
-        predictions = labels.top_k(scores[0], top_k)
-        explanation = None
-        if explain:
-            explained = explain_class or predictions[0].class_id
-            explanation = _explanation(loaded, framed, scores[0], features, explained).to_json()
-            timing["explain"] = _ms_since(inferred)
-        if not was_loaded:
-            timing["load"] = _ms_since(decoded, ready)
-        timing["total"] = _ms_since(started)
-        return Classification(loaded.spec.name, loaded.weights, predictions, timing, explanation=explanation,
-                              photo=framed.photo)
-
-    def classify_many(self, uploads: Sequence[Upload], model: str | None = None, top_k: int = DEFAULT_TOP_K, *,
-                      explain: bool = False, explain_class: str | None = None,
-                      still_wanted: Callable[[], None] = lambda: None) -> ManyClassifications:
-        """Classify each of ``uploads`` with ``model`` in this process, a batch at a time (the
-        runtime's ``batch_size``, or ``CLASSIFIER_BATCH_SIZE``): a batch is decoded (an image that
-        fails gets its error), run through the model in one pass, and let go before the next is
-        decoded, so a request never holds more than one batch of decoded images. The request's
-        decode cost is checked first (``check_cost``), then the model is loaded: an unknown or
-        unavailable model fails the whole request. ``still_wanted`` is called before each
-        batch and raises to stop a request nobody waits for any more."""
-        started = time.perf_counter()
-        self.check_cost(uploads)
-        spec = get_spec(model or self.default_model)
-        loaded, was_loaded = self._ready(spec, explain)
-        totals = {"decode": 0.0, "inference": 0.0, **({} if was_loaded else {"load": _ms_since(started)})}
-        results: list[ImageResult] = []
-        for batch in _batches(uploads, self.settings.batch_size or loaded.runtime.batch_size):
-            still_wanted()
-            framed = [self._framed_or_error(upload, spec, totals) for upload in batch]
-            results += self._classify_batch(loaded, batch, framed, top_k, explain, explain_class, totals)
-        timing = {name: round(value, 2) for name, value in totals.items()}
-        return ManyClassifications(loaded.spec.name, loaded.weights, results, {**timing, "total": _ms_since(started)})
-
-    def _framed_or_error(self, upload: Upload, spec: ModelSpec,
-                         totals: dict[str, float]) -> tuple[images.Framed | ClassifierError, float]:
-        """The model's input from ``upload`` (or the error it gave) and the milliseconds it took."""
+    def _decoded(self, upload: Upload, spec: ModelSpec, request: PredictRequest, totals: dict[str, float]) -> Decoded:
+        """The model's input from ``upload``, or the error it gave (raised for a ``single``
+        request, whose photo is kept when it is to be explained)."""
         started = time.perf_counter()
         try:
-            if (problem := self._problem(upload)) is not None:
+            if (problem := upload_problem(upload, self.settings)) is not None:
                 raise problem
-            result: images.Framed | ClassifierError = images.framed(upload.data, spec.input_size, self.limits)
+            keep_photo = request.single and request.options.explain
+            result: images.Framed | ClassifierError = images.framed(upload.data, spec.input_size, self.limits,
+                                                                    keep_photo=keep_photo)
         except ClassifierError as error:
+            if request.single:
+                raise
             result = error
         seconds = time.perf_counter() - started
         metrics.DECODE_SECONDS.observe(seconds)
         totals["decode"] += seconds * 1000
-        return result, round(seconds * 1000, 2)
+        return upload, result, round(seconds * 1000, 2)
 
     def _ready(self, spec: ModelSpec, explain: bool) -> tuple[LoadedModel, bool]:
         """The loaded model and whether it was loaded already, refused if an explanation is
         asked of one that cannot give it."""
-        loaded, was_loaded = self.catalog.ready(spec.name)
+        loaded, was_loaded = self.catalog.ready(spec)
         if explain and not loaded.explainable:
             raise InvalidRequest(f"{spec.name} cannot explain its answers here; GET /models says which can.")
         return loaded, was_loaded
 
-    def _classify_batch(self, loaded: LoadedModel, batch: Sequence[Upload],
-                        framed: list[tuple[images.Framed | ClassifierError, float]], top_k: int, explain: bool,
-                        explain_class: str | None, totals: dict[str, float]) -> list[ImageResult]:
+    def _classify_batch(self, loaded: LoadedModel, batch: Sequence[Decoded], options: Options,
+                        totals: dict[str, float]) -> list[ImageResult]:
         """One forward pass over the batch's decoded images; each image's share of its time
         is that image's ``inference``."""
-        decoded = [item for item, _ in framed if isinstance(item, images.Framed)]
+        framed = [item for _, item, _ in batch if isinstance(item, images.Framed)]
         scores, features, share = np.empty((0, 1000)), None, 0.0
-        if decoded:
+        if framed:
             started = time.perf_counter()
-            scores, features = loaded.scores_and_features(np.stack([item.pixels for item in decoded]))
+            scores, features = loaded.scores_and_features(np.array([item.pixels for item in framed]))
             seconds = time.perf_counter() - started
             metrics.INFERENCE_SECONDS.labels(loaded.spec.name, loaded.runtime.name).observe(seconds)
             metrics.IMAGES.labels(loaded.spec.name).inc(len(scores))
             totals["inference"] += seconds * 1000
-            share = round(seconds * 1000 / len(decoded), 2)
-        rows = iter(range(len(decoded)))
+            share = round(seconds * 1000 / len(framed), 2)
+        rows = iter(range(len(framed)))
         results = []
-        for upload, (item, decode_ms) in zip(batch, framed):
+        for upload, item, decode_ms in batch:
             if isinstance(item, ClassifierError):
                 results.append(ImageResult.failed(upload.filename, item))
                 continue
             row = next(rows)
             row_features = None if features is None else features[row:row + 1]
-            explained = (explain_class or "") if explain else None
-            results.append(_image_result(loaded, upload.filename, item, scores[row], row_features, top_k, explained,
+            results.append(_image_result(loaded, upload.filename, item, scores[row], row_features, options,
                                          {"decode": decode_ms, "inference": share}))
         return results
-
-    def _check_size(self, image: bytes) -> None:
-        if len(image) > self.settings.max_upload_bytes:
-            raise ImageTooLarge.over(self.settings.max_upload_bytes)
 
     @property
     def default_model(self) -> str:
         """The configured default, else the first registered model that is usable here."""
-        return self.catalog.default()
+        return self.catalog.default().name
 
     def load_model(self, name: str) -> LoadedModel:
         """The loaded model, or ``ModelUnavailable`` saying why and what to do."""
-        return self.catalog.load(name)
+        return self.catalog.load(get_spec(name))
 
     def prepare_default(self) -> None:
         """Start loading the default model in the background, once (the warm-up at start, or a
@@ -378,14 +214,14 @@ class Classifier:
     def check_ready(self) -> str:
         """The default model's name if it answers at once here (loaded in this process), else
         ``ModelUnavailable`` in the words of its state; a model nothing prepares yet is started."""
-        model = self.default_model
-        state = self.catalog.state(get_spec(model))
+        spec = self.catalog.default()
+        state = self.catalog.state(spec)
         if state.state == status.LOADED:
-            return model
+            return spec.name
         if state.state == status.READY:
             self.prepare_default()
-            state = self.catalog.preparing(get_spec(model))
-        raise state.error_for(model)
+            state = self.catalog.preparing(spec)
+        raise state.error_for(spec.name)
 
     def models(self) -> list[dict[str, object]]:
         """What ``GET /models`` reports for each registered model (cheap, no side effects)."""
@@ -401,55 +237,26 @@ def _explanation(loaded: LoadedModel, framed: images.Framed, scores: np.ndarray,
     return Explanation(class_id, label, framed.crop, loaded.class_map(framed.pixels[None], features, number))
 
 
-def _check_explained(answer: RemoteAnswer, explain_class: str | None, url: str) -> None:
-    """A remote's maps must be of the class the request named (by class_id or label): one of
-    another class would be shown under the wrong name."""
-    if explain_class is None:
-        return
-    wanted = {labels.class_index()[number][0] for number in labels.class_numbers(explain_class)}
-    if any(result.explanation and result.explanation["class_id"] not in wanted for result in answer.results):
-        raise RemoteError(f"The remote server at {public_url(url)} explained another class than "
-                          f"{explain_class}.")
-
-
-Answer = TypeVar("Answer", Classification, ManyClassifications)
-
-
-def _counted(options: PredictRequest, forwarded: bool, here: Callable[[], Answer],
-             there: Callable[[], Answer]) -> Answer:
-    """The answer from this host (``here``) or the remote (``there``), as ``options`` ask
-    (a ``forwarded`` request is always answered here: no loops), counted as one prediction."""
-    server = "local" if forwarded else options.server
-    with counting_prediction(server, options.model) as counted:
-        result = here() if server == "local" else there()
-        counted.model = result.model
-    return result
-
-
 def _image_result(loaded: LoadedModel, filename: str, framed: images.Framed, scores: np.ndarray,
-                  features: np.ndarray | None, top_k: int, explained: str | None,
-                  timing: dict[str, float]) -> ImageResult:
-    """One image's predictions from its row of a batch's pass; with ``explained`` (a class,
-    or "" for the top one), its explanation too."""
-    predictions = labels.top_k(scores, top_k)
+                  features: np.ndarray | None, options: Options, timing: dict[str, float]) -> ImageResult:
+    """One image's predictions from its row of a batch's pass; with ``options.explain``, its
+    explanation too (of ``explain_class``, or of the top prediction)."""
+    predictions = labels.top_k(scores, options.top_k)
     explanation = None
-    if explained is not None:
+    if options.explain:
         started = time.perf_counter()
-        explanation = _explanation(loaded, framed, scores, features, explained or predictions[0].class_id).to_json()
+        explained = options.explain_class or predictions[0].class_id
+        explanation = _explanation(loaded, framed, scores, features, explained).to_json()
         timing["explain"] = _ms_since(started)
-    return ImageResult(filename, predictions, {**timing, "total": round(sum(timing.values()), 2)}, explanation)
+    return ImageResult(filename, predictions, {**timing, "total": round(sum(timing.values()), 2)}, explanation,
+                       photo=framed.photo)
 
 
-def _batches(uploads: Sequence[Upload], size: int) -> Iterator[Sequence[Upload]]:
-    for start in range(0, len(uploads), size):
-        yield uploads[start:start + size]
-
-
-def _relayed(filename: str, result: RemoteResult, top_k: int) -> ImageResult:
-    """A remote's answer for one image, under the name the client gave it here."""
-    if result.error is not None:
-        return ImageResult(filename, error=result.error)
-    return ImageResult(filename, result.predictions[:top_k], result.timing_ms, result.explanation)
+def _batches(decoded: Iterable[Decoded], size: int) -> Iterator[list[Decoded]]:
+    """``decoded`` a batch at a time, each decoded only when its batch is taken."""
+    iterator = iter(decoded)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
 
 
 def _ms_since(start: float, end: float | None = None) -> float:

@@ -3,8 +3,8 @@
 # service behind NGINX. Safe to run again: it converges on the same result, and running it
 # after updating the code deploys that code with a reload that loses no request.
 #
-#   sudo remote/setup.sh                                                  one host, HTTP
-#   sudo DOMAIN=classifier.example.org CERTBOT_EMAIL=you@example.org remote/setup.sh    + HTTPS
+#   sudo remote/setup.sh                                                  one host, self-signed HTTPS
+#   sudo DOMAIN=classifier.example.org CERTBOT_EMAIL=you@example.org remote/setup.sh    + Let's Encrypt
 #   sudo UWSGI_SOCKET=10.0.1.11:8001 NGINX=no remote/setup.sh            an app host of several
 #   sudo APP=no APP_HOSTS="10.0.1.11:8001 10.0.1.12:8001" remote/setup.sh the front host
 #
@@ -13,8 +13,15 @@
 #   APP            yes|no: run uWSGI on this host [yes]
 #   NGINX          yes|no: run NGINX on this host [yes]
 #   DOMAIN         NGINX's server_name [_, any name]
-#   CERTBOT_EMAIL  with DOMAIN: get a Let's Encrypt certificate and redirect http to https
-#                  (later runs keep renewing/installing it with DOMAIN alone)
+#   CERTBOT_EMAIL  with DOMAIN: get a Let's Encrypt certificate (certbot, HTTP-01 through this
+#                  site), renewed by certbot.timer; http then redirects to https, with HSTS
+#                  (later runs keep renewing/installing it with DOMAIN alone). Without one,
+#                  NGINX serves https with a self-signed certificate and http as well
+#   ACME_SERVER    the ACME directory [Let's Encrypt's]; HSTS_MAX_AGE [31536000 s]
+#   TLS_CERTIFICATE, TLS_KEY   your own certificate (full chain) and key instead
+#                  (remote/certificate.sh and docs/https.md say more)
+#   HTPASSWD       a private site: this htpasswd file's users only (all but /healthz);
+#                  HTPASSWD=none makes the site public again [kept as it is]
 #   APP_HOSTS      makes this the front host: spread the work over these uWSGI addresses
 #   UWSGI_SOCKET   where uWSGI listens [127.0.0.1:8001]    } kept in
 #   PROCESSES      uWSGI worker processes [2]              } /etc/classifier/classifier.env
@@ -32,6 +39,10 @@ APP_HOSTS=${APP_HOSTS:-}
 UWSGI_SOCKET=${UWSGI_SOCKET:-}
 PROCESSES=${PROCESSES:-}
 MODELS=${MODELS:-}
+TLS_CERTIFICATE=${TLS_CERTIFICATE:-}
+HTPASSWD=${HTPASSWD:-}
+# remote/certificate.sh reads these, and ACME_SERVER, TLS_KEY and HSTS_MAX_AGE, from the environment.
+export DOMAIN CERTBOT_EMAIL TLS_CERTIFICATE
 
 SOURCE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SERVICE_USER=classifier
@@ -69,9 +80,13 @@ install_text() {
 
 # A configuration file from the repository with this host's paths, domain and app hosts in.
 render() {
-    APP_DIR=$APP_DIR DOMAIN=$DOMAIN APP_HOSTS=$APP_HOSTS python3 - "$1" <<'PY'
+    local private=no
+    [[ -s /etc/classifier/htpasswd ]] && private=yes
+    APP_DIR=$APP_DIR DOMAIN=$DOMAIN APP_HOSTS=$APP_HOSTS PRIVATE=$private python3 - "$1" <<'PY'
 import os, re, sys
 text = open(sys.argv[1]).read().replace("/srv/classifier", os.environ["APP_DIR"])
+if os.environ["PRIVATE"] == "yes":
+    text = text.replace('map "" $classifier_auth_realm {\n    default "off";', 'map "" $classifier_auth_realm {\n    default "Image classifier";')
 if os.environ["DOMAIN"]:
     text = text.replace("server_name _;", f"server_name {os.environ['DOMAIN']};")
 hosts = os.environ["APP_HOSTS"].split()
@@ -100,7 +115,8 @@ log "packages"
 packages=(python3 rsync curl ca-certificates)
 [[ $APP == yes ]] && packages+=(python3-venv python3-dev build-essential)
 [[ $NGINX == yes ]] && packages+=(nginx)
-[[ $NGINX == yes && -n $DOMAIN ]] && packages+=(certbot python3-certbot-nginx)
+[[ $NGINX == yes ]] && packages+=(openssl)
+[[ $NGINX == yes && -n $DOMAIN ]] && packages+=(certbot)
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${packages[@]}"
@@ -185,22 +201,34 @@ if [[ $NGINX == yes ]]; then
     log "NGINX"
     site=classifier.conf
     [[ -z $APP_HOSTS ]] || site=classifier-cluster.conf
+    # A private site: NGINX (www-data) reads the users' hashed passwords, nobody else.
+    install -d -m 755 /etc/classifier
+    if [[ $HTPASSWD == none ]]; then
+        rm -f /etc/classifier/htpasswd
+    elif [[ -n $HTPASSWD ]]; then
+        [[ -s $HTPASSWD ]] || die "HTPASSWD: no such file: $HTPASSWD (docs/https.md says how to make one)"
+        install -m 640 -o root -g www-data "$HTPASSWD" /etc/classifier/htpasswd
+    fi
     for snippet in classifier-http.conf classifier-locations.conf; do
         render "$APP_DIR/remote/nginx/$snippet" | install_text "/etc/nginx/snippets/$snippet" 644
     done
     render "$APP_DIR/remote/nginx/$site" | install_text /etc/nginx/sites-available/classifier 644
     ln -sfn ../sites-available/classifier /etc/nginx/sites-enabled/classifier
     rm -f /etc/nginx/sites-enabled/default  # ours is the default server now
+    # The best certificate here (the operator's, Let's Encrypt's, else a self-signed one made
+    # now) and classifier-tls.conf for it: NGINX needs one to start on 443.
+    "$APP_DIR/remote/certificate.sh" link
     nginx -t
     systemctl enable -q nginx
     systemctl reload-or-restart nginx
 
-    # The site file was just rewritten from the repository; certbot puts HTTPS back into it
-    # (it reuses the certificate it has, and renews it only when due).
-    if [[ -n $DOMAIN && ( -n $CERTBOT_EMAIL || -d /etc/letsencrypt/live/$DOMAIN ) ]]; then
-        log "HTTPS for $DOMAIN"
-        certbot --nginx --non-interactive --agree-tos ${CERTBOT_EMAIL:+-m "$CERTBOT_EMAIL"} \
-            -d "$DOMAIN" --redirect --keep-until-expiring
+    # certbot answers the CA's HTTP-01 challenge through the running site's webroot; the site
+    # file stays ours. It reuses the certificate it has, renews it only when due, and its
+    # deploy hook reloads NGINX on every renewal that certbot.timer makes.
+    if [[ -n $DOMAIN && -z $TLS_CERTIFICATE && ( -n $CERTBOT_EMAIL || -d /etc/letsencrypt/live/$DOMAIN ) ]]; then
+        log "certificate for $DOMAIN"
+        "$APP_DIR/remote/certificate.sh" obtain
+        systemctl enable -q --now certbot.timer
     fi
     if command -v ufw >/dev/null && ufw status | grep -q "Status: active"; then
         ufw allow 'Nginx Full'
@@ -210,7 +238,8 @@ fi
 if [[ $APP == yes && $NGINX == yes ]]; then
     log "check"
     # The first start loads the default model (GET /readyz: 503 until then): give it a minute.
-    curl -fsS --retry 30 --retry-delay 2 --retry-all-errors http://127.0.0.1/readyz >/dev/null \
+    # Over https, where the site serves everything (-k: the certificate names DOMAIN, not 127.0.0.1).
+    curl -kfsS --retry 30 --retry-delay 2 --retry-all-errors https://127.0.0.1/readyz >/dev/null \
         || die "the site does not answer; see: journalctl -u classifier; tail /var/log/nginx/error.log"
-    echo "the classifier answers on http://${DOMAIN:-$(hostname -I | awk '{print $1}')}/"
+    echo "the classifier answers on https://${DOMAIN:-$(hostname -I | awk '{print $1}')}/"
 fi

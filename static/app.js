@@ -6,7 +6,7 @@
 
 import { classify, reclassify } from "./page/answer.js?v=5015f1c61536";
 import * as apiPanel from "./page/api-panel.js?v=1c985eed8428";
-import * as camera from "./page/camera.js?v=c1eaff567d2a";
+import * as camera from "./page/camera.js?v=6e34449a1655";
 import * as chooser from "./page/chooser.js?v=951a98071ca8";
 import { $ } from "./page/dom.js?v=19cca49a794f";
 import * as explain from "./page/explain.js?v=f1f10ef0fcbc";

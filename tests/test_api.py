@@ -344,7 +344,8 @@ def test_page_has_no_inline_script_or_style(client, cat_png, form):
 ])
 def test_the_rendered_answer_says_when_its_time_includes_loading_the_model(make_app, timing, shown):
     """A cold request's total includes loading the model; the page says so, as its script does."""
-    from app import current_classifier, render_page
+    from classifier.web.pages import render_page
+    from classifier.web.views import current_classifier
 
     answer = Classification("MobileNetV2", "random", [Prediction("tabby", "n02123045", 0.5)], timing)
     form = {"image": (io.BytesIO(b"a photo"), "cat.jpg")}  # the no-JavaScript form's post

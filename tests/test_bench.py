@@ -146,6 +146,16 @@ def test_the_batching_benchmark_measures_every_batch_on_both_runtimes(tmp_path):
             assert list(measured[kind]) == ["1", "2", "4", "8", "16"] and all(ms > 0 for ms in measured[kind].values())
 
 
+def test_the_request_calls_benchmark_counts_both_cases(keras_home):
+    """bench/request_calls.py at its smallest settings: a line for each case, with its counts."""
+    result = subprocess.run([sys.executable, "bench/request_calls.py", "--requests", "2", "--keras-home",
+                             str(keras_home)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [f"model={MODEL}", "no model, no configured default"], lines
+    assert all(" function calls, " in line and " stat calls " in line for line in lines), lines
+
+
 def test_the_many_images_benchmark_answers_every_request(tmp_path):
     """bench/many_images.py against a real one-worker uWSGI, at its smallest settings."""
     result = subprocess.run([sys.executable, "bench/many_images.py", "--images", "2", "--series", "3"], cwd=ROOT,
@@ -184,3 +194,15 @@ def test_the_int8_form_is_measured_beside_its_fp32_export(serving):
     for load in ("one", "many"):
         assert served[load]["requests"] > 0 and served[load]["errors"] == 0, load
     assert served["weights"] == "file, checked export"
+
+
+@pytest.mark.stack
+def test_the_tls_benchmark_times_both_schemes_both_ways():
+    """bench/tls.py at its smallest: http and https, kept-alive and a new connection each."""
+    result = subprocess.run([sys.executable, "bench/tls.py", "--requests", "3"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == {f"{scheme} {way}" for scheme in ("http", "https")
+                           for way in ("kept-alive", "new connection each")}
+    assert all(0 < case["median_ms"] <= case["p95_ms"] for case in report.values())

@@ -15,7 +15,7 @@ from conftest import ROOT
 
 # `python app.py`, `python -m classifier`: Debian and Ubuntu have no `python`, only `python3`.
 BARE_PYTHON = re.compile(r"(?<![\w/.])python (?=-m |-c |\S+\.py)")
-DOCS = ["README.md", "SECURITY.md", "remote/README.md", "uwsgi.ini", "remote/setup.sh",
+DOCS = ["README.md", "SECURITY.md", "remote/README.md", "uwsgi.ini", "remote/setup.sh", "remote/certificate.sh",
         *sorted(str(path.relative_to(ROOT)) for path in (ROOT / "docs").rglob("*.md"))]
 SETUP = ROOT / "remote" / "setup.sh"
 NGINX_LOGROTATE = Path("/etc/logrotate.d/nginx")  # Debian's and Ubuntu's nginx package

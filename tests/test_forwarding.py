@@ -7,23 +7,28 @@ that matches the remote's own and not the forwarding instance's proves who answe
 from __future__ import annotations
 
 import base64
+import http.server
 import io
 import json
+import ssl
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 import requests
+import trustme
 
 import hostile
 from classifier.explain import DATA_URL_PREFIX, heatmap_png
 from classifier.forwarding.answers import MAX_RELAYED_MESSAGE_CHARS
 from classifier.forwarding.client import HOP_HEADER, MAX_RETRY_AFTER_SECONDS
 from conftest import free_port
-from servers import hostile_handler
+from servers import GOOD_PREDICTION, answering_json, hostile_handler
 
 MODEL = "ResNet50"  # random ResNet50 weights give distinct, non-uniform scores
 
@@ -406,3 +411,42 @@ def test_the_access_line_names_only_registered_models(front, fake_remote, cat_pn
         (line,) = [json.loads(line) for line in front[1].read_text().splitlines()
                    if f'"request_id": "{request_id}"' in line and '"classifier.access"' in line]
         assert line["model"] == logged and "owned" not in line["message"]
+
+
+# --- forwarding to an https remote -------------------------------------------------------------
+
+@pytest.fixture
+def https_remote() -> Iterator[tuple[str, Path]]:
+    """A remote instance's stand-in on https, its certificate from a test CA (``trustme``): its
+    /predict URL, and that CA's file."""
+    ca = trustme.CA()
+    answer = {"model": "MobileNetV2", "weights": "imagenet", "predictions": [GOOD_PREDICTION], "timing_ms": {}}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), answering_json(json.dumps(answer).encode()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    bundle = Path(tempfile.mkdtemp()) / "ca.pem"
+    ca.cert_pem.write_to_path(bundle)
+    yield f"https://127.0.0.1:{server.server_port}/predict", bundle
+    server.shutdown()
+    server.server_close()
+
+
+def test_forwarding_to_https_trusts_the_ca_bundle_setting(make_app, https_remote, cat_png):
+    url, bundle = https_remote
+    answer = make_app(remote_url=url, remote_ca_bundle=bundle).test_client().post(
+        "/predict?server=remote", data=cat_png, content_type="image/png")
+    assert answer.status_code == 200, answer.json
+    assert answer.json["predictions"][0]["label"] == "tabby"
+
+
+def test_forwarding_to_an_unverifiable_https_remote_is_a_clear_502(make_app, https_remote, cat_png):
+    """Without the setting, the test CA is not among the system's: refused, and said why."""
+    url, _ = https_remote
+    answer = make_app(remote_url=url).test_client().post("/predict?server=remote", data=cat_png,
+                                                         content_type="image/png")
+    assert answer.status_code == 502 and answer.json["error"]["code"] == "remote_error"
+    message = answer.json["error"]["message"]
+    assert "certificate that could not be verified" in message and "CLASSIFIER_REMOTE_CA_BUNDLE" in message
+    assert "unable to get local issuer certificate" in message

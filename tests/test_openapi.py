@@ -36,7 +36,7 @@ from werkzeug.wrappers import Request
 
 from classifier.errors import InvalidRequest
 from classifier.models import REGISTRY
-from classifier.options import PredictRequest
+from classifier.options import Options
 from conftest import ROOT, free_port
 from hostile import png_declaring
 from servers import QuietHandler
@@ -371,7 +371,7 @@ def test_an_option_is_taken_exactly_when_the_description_allows_it(name, value):
     otherwise. (``model`` and ``explain_class`` are any text here, refused later by name.)"""
     allowed = validator_for(f"/components/schemas/Options/properties/{name}").is_valid(value)
     try:
-        PredictRequest.from_options(b"", {name: value})
+        Options.parse({name: value})
     except InvalidRequest:
         taken = False
     else:

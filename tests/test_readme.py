@@ -42,6 +42,17 @@ NOT_RUN_HERE = {
     "python3 bench/": "benchmarks of minutes; tests/test_bench.py runs them at their smallest settings",
     "python3 -m pytest": "the test suite itself",
     "mkdocs ": "builds the site: tests/test_site.py builds it, strict, from mkdocs.yml",
+    # docs/containers.md: tests/test_containers.py runs these in order, checking each step.
+    "podman ": "builds and runs the image: tests/test_containers.py runs docs/containers.md's commands",
+    "podman-compose ": "runs compose.yaml: tests/test_containers.py",
+    "kubernetes-validate ": "checks k8s/: tests/test_containers.py",
+    "curl -fsS -F image=@classifier/data/photos/chelsea.jpg http://127.0.0.1:8080/": "a container's port: tests/test_containers.py",
+    # docs/https.md: tests/test_tls.py runs these on its test site (Pebble, a namespace of its own).
+    "sudo DOMAIN=": "obtains a certificate: tests/test_tls.py, against Pebble",
+    "sudo certbot renew": "renews it: tests/test_tls.py",
+    "curl --http2 -sSI https://classifier.example.org/": "the test site's https: tests/test_tls.py",
+    "curl -sSI 'http://classifier.example.org/": "the test site's redirect: tests/test_tls.py",
+    "printf 'alice:%s": "an htpasswd file: tests/test_tls.py",
 }
 ANSWER_KEYS = ["model", "weights", "server", "predictions", "result", "timing_ms"]
 DEFAULT_TOP_K = 3

@@ -213,6 +213,18 @@ def test_a_model_that_fails_to_load_is_not_rebuilt_on_every_request(tmp_path, ca
     assert by_name(classifier.models())["EfficientNetLite0"]["status"] == "loaded"
 
 
+def test_the_default_model_follows_weights_that_arrive_or_go(tmp_path, mobilenet_h5):
+    """The default (the first usable model) is kept between requests, not found again from
+    every model's state each time; a weights file arriving or going is still noticed at once."""
+    home = home_with(tmp_path, {})
+    classifier = Classifier(settings_for(tmp_path, offline=True), pool=ModelPool(), downloads=None)
+    assert classifier.default_model == "EfficientNetLite0"  # its weights come with a pip package
+    (home / "models" / MOBILENET.file_name).write_bytes(mobilenet_h5)
+    assert classifier.default_model == "MobileNetV2"  # first in the registry, usable now
+    (home / "models" / MOBILENET.file_name).unlink()
+    assert classifier.default_model == "EfficientNetLite0"
+
+
 def test_models_listing_has_no_side_effects(make_app, tmp_path):
     """Issue 11.8: /models hashed files and converted EfficientNetLite0's checkpoint."""
     home_with(tmp_path, {RESNET.file_name: PORTAL_PAGE})

@@ -15,15 +15,24 @@ request being forwarded (``X-Request-ID``), so the remote logs the prediction un
 
 from __future__ import annotations
 
+import re
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
 import urllib3.exceptions
 
-from ..errors import RemoteBusy, RemoteError, RemoteRejected, RemoteTimeout, RemoteUnavailable
+from ..errors import (
+    RemoteBusy,
+    RemoteError,
+    RemoteRejected,
+    RemoteTimeout,
+    RemoteUnavailable,
+)
 from ..request_ids import HEADER as REQUEST_ID_HEADER
 from ..request_ids import current_request_id
 from ..urls import public_url
@@ -34,6 +43,9 @@ from .policy import GuardedConnection
 HOP_HEADER = "X-Classifier-Hop"
 MAX_RESPONSE_BYTES = 1 << 20  # per image sent
 MAX_RETRY_AFTER_SECONDS = 600  # a remote may not tell our callers to stay away for longer
+# This system's certificate authorities (Debian's ca-certificates), rather than the copy
+# requests ships: an operator who adds a CA to the system expects forwarding to trust it.
+SYSTEM_CAS = ssl.get_default_verify_paths().cafile or ssl.get_default_verify_paths().capath or True
 
 
 @dataclass(frozen=True)
@@ -88,10 +100,13 @@ class PredictClient:
     """
 
     def __init__(self, url: str, timeouts: Timeouts, *, subject: str, guarded: bool = True,
-                 headers: Mapping[str, str] | None = None, pool_size: int = 1) -> None:
-        self.url, self.timeouts, self.subject = url, timeouts, subject
+                 headers: Mapping[str, str] | None = None, pool_size: int = 1,
+                 ca_bundle: Path | None = None) -> None:
+        self.url, self.timeouts, self.subject, self.ca_bundle = url, timeouts, subject, ca_bundle
         self.session = requests.Session()
         self.session.trust_env = not guarded
+        # https remotes: their certificate must chain to ``ca_bundle``'s CAs, else the system's.
+        self.session.verify = str(ca_bundle) if ca_bundle else SYSTEM_CAS
         self.session.headers.update(headers or {})
         adapter = _Adapter(_GUARDED_POOLS if guarded else _WATCHED_POOLS, pool_size)
         self.session.mount("http://", adapter)
@@ -118,12 +133,23 @@ class PredictClient:
                     raise timed_out
             except (requests.Timeout, urllib3.exceptions.TimeoutError):
                 raise timed_out from None
+            except requests.exceptions.SSLError as error:
+                raise self._unverified(error) from None
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
                 if deadline.expired:  # cut at the deadline
                     raise timed_out from None
                 raise RemoteError(f"{self.subject} could not be reached ({type(error).__name__}).") from None
         return Exchange(response.status_code, retry_after_seconds(response.headers.get("Retry-After")),
                         json_or_none(body))
+
+    def _unverified(self, error: requests.exceptions.SSLError) -> RemoteError:
+        """The error for an https remote whose certificate could not be verified, saying
+        whom it was checked against and OpenSSL's reason."""
+        reason = re.search(r"certificate verify failed: ([^(]+?)\s*\(", str(error))
+        trusted = (f"the CAs in CLASSIFIER_REMOTE_CA_BUNDLE ({self.ca_bundle})" if self.ca_bundle else
+                   "this system's certificate authorities (a private CA goes in CLASSIFIER_REMOTE_CA_BUNDLE)")
+        why = f": {reason.group(1)}" if reason else f" ({type(error).__name__})"
+        return RemoteError(f"{self.subject} has a certificate that could not be verified against {trusted}{why}.")
 
     def _read_capped(self, response: requests.Response, max_bytes: int) -> bytes:
         """The body, up to ``max_bytes``; it ends early if the deadline cuts the connection."""
@@ -157,15 +183,17 @@ class PredictClient:
 
 
 def forward(url: str, uploads: Sequence[tuple[str, bytes]], fields: Mapping[str, str], timeouts: Timeouts,
-            explanation_expected: bool = False) -> RemoteAnswer:
+            explanation_expected: bool = False, ca_bundle: Path | None = None) -> RemoteAnswer:
     """Send images (file name, bytes) to ``url`` in one request and return the remote's checked
     answer, one result per image in order (``answers.checked_answer``); with
     ``explanation_expected``, explanations too (one that is missing, from an instance older
     than explanations, is left out rather than failing the prediction). The URL is held to the
-    SSRF policy at connection time; the request being handled, if any, lends its id."""
+    SSRF policy at connection time, an https one's certificate to ``ca_bundle`` (else the
+    system's CAs); the request being handled, if any, lends its id."""
     request_id = current_request_id()
     headers = {HOP_HEADER: "1", "Accept": "application/json", **({REQUEST_ID_HEADER: request_id} if request_id else {})}
-    with PredictClient(url, timeouts, subject=f"The remote server at {public_url(url)}", headers=headers) as client:
+    with PredictClient(url, timeouts, subject=f"The remote server at {public_url(url)}", headers=headers,
+                       ca_bundle=ca_bundle) as client:
         exchange = client.exchange(uploads, fields)
         if exchange.status != 200:
             raise client.refusal(exchange)

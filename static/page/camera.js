@@ -61,6 +61,26 @@ function cameraBlocked() {
 function explainCamera(reason) {
   cameraProblem.textContent = CAMERA_PROBLEMS[reason] || `The camera could not start (${reason}).`;
   cameraProblem.hidden = false;
+  if (reason === "insecure") linkSecurePage(cameraProblem.textContent);
+}
+
+// On plain http, a link to this page at https:// when the site answers there with a
+// certificate the browser trusts (a self-signed one fails the fetch: no link to a warning).
+// Only for a site on port 80, as NGINX serves it: the Content-Security-Policy's 'self'
+// covers the same host on 443 from there, and another port means no such site (python3 app.py).
+async function linkSecurePage(explanation) {
+  if (location.port !== "") return;
+  const secure = `https://${location.hostname}${location.pathname}${location.search}`;
+  try {
+    await fetch(`https://${location.hostname}/healthz`, { mode: "no-cors", cache: "no-store" });
+  } catch {
+    return;
+  }
+  if (cameraProblem.hidden || cameraProblem.textContent !== explanation) return;
+  const link = document.createElement("a");
+  link.href = secure;
+  link.textContent = "Open this page at https://";
+  cameraProblem.append(" ", link);
 }
 
 function grabFrame() {
