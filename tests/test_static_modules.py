@@ -75,8 +75,8 @@ def test_every_module_the_page_loads_has_a_hashed_url_cached_for_a_year(open_pag
     statics = {url for url in loaded if urlsplit(url).path.startswith("/static/")}
     total = len(requests.get(other, timeout=10).content) + sum(len(requests.get(url, timeout=10).content) for url in statics)
     # Uncompressed, no framework: 69.1 KB as one script (tests/test_page.py's figures); 75.2 KB
-    # as modules, their import lines added.
-    assert total < 76_000, f"page and assets weigh {total} bytes"
+    # as modules, their import lines added; 76.2 KB with the camera's link to an https:// page.
+    assert total < 77_000, f"page and assets weigh {total} bytes"
 
 
 @pytest.mark.browser
