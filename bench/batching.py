@@ -1,7 +1,7 @@
 """Whether several images of one request should share a forward pass, per runtime: the
 figures behind ``CLASSIFIER_BATCH_SIZE`` (classifier/config.py).
 
-    python3 bench/batching.py [--models EfficientNetLite0 MobileNetV2] [--seconds 1.5] [--threads 1]
+    python3 -m bench.batching [--models EfficientNetLite0 MobileNetV2] [--seconds 1.5] [--threads 1]
 
 For each model and runtime (ONNX Runtime on the checked export, and Keras):
 
@@ -22,19 +22,16 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests"))
+from bench import raw
+from bench.photos import PHOTOS
+from classifier import Classifier, Settings
+from classifier.options import Upload
 
-import raw  # noqa: E402
-from classifier import Classifier, Settings  # noqa: E402
-from classifier.options import Upload  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 BATCHES = (1, 2, 4, 8, 16)
 RUNTIMES = ("onnx", "keras")
@@ -42,8 +39,6 @@ RUNTIMES = ("onnx", "keras")
 
 def photos(count: int) -> list[Upload]:
     """``count`` uploads cycling through the real photos the tests use."""
-    from conftest import PHOTOS
-
     data = [path.read_bytes() for path in PHOTOS.values()]
     return [Upload(f"photo-{index}", data[index % len(data)]) for index in range(count)]
 

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from classifier import images
+from classifier.config import Settings
+from classifier.models import REGISTRY
+from classifier.runtimes import OnnxRuntime, Runtime
 
-from classifier import images  # noqa: E402
-from classifier.config import Settings  # noqa: E402
-from classifier.models import REGISTRY  # noqa: E402
-from classifier.runtimes import OnnxRuntime, Runtime  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def batch_of(size: int, count: int) -> np.ndarray:

@@ -2,9 +2,9 @@
 uWSGI + NGINX at one and N clients, worker start-up and memory, and the original way as a
 baseline.
 
-    python3 bench/serving.py [--models MobileNetV2 ...] [--clients 2xcores] [--seconds 10]
+    python3 -m bench.serving [--models MobileNetV2 ...] [--clients 2xcores] [--seconds 10]
                             [--processes 2] [--threads 1] [--runtime-threads 0]
-    python3 bench/serving.py --sweep [--rounds 3]   # choose workers, threads, runtime threads
+    python3 -m bench.serving --sweep [--rounds 3]   # choose workers, threads, runtime threads
 
 For each model:
 
@@ -50,21 +50,16 @@ from pathlib import Path
 
 import h5py
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench import int8, load, raw, stack
+from classifier.config import Settings
+from classifier.engine import keras_runtime
+from classifier.exports import Export
+from classifier.models import REGISTRY, ModelSpec
+from classifier.quantize import Int8Form
+from classifier.runtimes import OnnxRuntime, use_tensorflow_threads
+from classifier.weights import loadable
 
-import int8  # noqa: E402
-import load  # noqa: E402
-import raw  # noqa: E402
-import stack  # noqa: E402
-from classifier.config import Settings  # noqa: E402
-from classifier.engine import keras_runtime  # noqa: E402
-from classifier.exports import Export  # noqa: E402
-from classifier.models import REGISTRY, ModelSpec  # noqa: E402
-from classifier.quantize import Int8Form  # noqa: E402
-from classifier.runtimes import OnnxRuntime, use_tensorflow_threads  # noqa: E402
-from classifier.weights import loadable  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 IMAGE = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
 SPLITS = [(2, 1, 1), (1, 2, 1), (1, 2, 4)]  # all-core throughput: processes x threads, batch

@@ -16,27 +16,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
 import psutil
 import pytest
-import skimage.data
 from flask import Flask
 from flask.testing import FlaskClient
 
+from bench.hostile import encode  # noqa: F401  (tests import it from here)
+from bench.photos import PHOTOS
+from bench.servers import QuietHandler, StubServer, silent_listener
 from bench.stack import (Nginx, environment, free_port, start_nginx, stop,  # noqa: F401  (tests import free_port and stop from here)
                          uwsgi_command, wait_until_ok)
-from hostile import encode  # noqa: F401  (tests import it from here)
-from servers import QuietHandler, StubServer, silent_listener
 
 # The browser tests' fixtures (Chromium, the servers it opens) live in a module of their own.
 pytest_plugins = ["support.page_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
-PHOTOS = {
-    "chelsea": Path(skimage.data.__file__).parent / "chelsea.png",
-    "coffee": Path(skimage.data.__file__).parent / "coffee.png",
-    "grace_hopper": Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg",
-}
 KERAS_MODELS = ("MobileNetV2", "ResNet50", "NASNetMobile")
 CAT_LABELS = {"tabby", "tiger_cat", "Egyptian_cat"}  # a right answer for chelsea (ImageNet's cats)
 # photo: (how many of a pretrained model's top predictions to look in, labels of which one must be there)

@@ -26,7 +26,7 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
     """One run of bench/serving.py: what it printed, and the record it wrote."""
     results = tmp_path_factory.mktemp("bench")
     result = subprocess.run(
-        [sys.executable, "bench/serving.py", "--models", MODEL, "--seconds", str(SECONDS),
+        [sys.executable, "-m", "bench.serving", "--models", MODEL, "--seconds", str(SECONDS),
          "--requests", str(REQUESTS), "--clients", str(CLIENTS), "--results", str(results)],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
@@ -126,7 +126,7 @@ def test_workers_memory_start_and_runtime(serving):
 
 
 def test_the_decode_benchmark_times_every_photo_size_both_ways():
-    result = subprocess.run([sys.executable, "bench/decode.py", "--repeats", "1"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "bench.decode", "--repeats", "1"], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
@@ -136,7 +136,7 @@ def test_the_decode_benchmark_times_every_photo_size_both_ways():
 
 def test_the_batching_benchmark_measures_every_batch_on_both_runtimes(tmp_path):
     """bench/batching.py, behind CLASSIFIER_BATCH_SIZE's defaults, at its smallest settings."""
-    result = subprocess.run([sys.executable, "bench/batching.py", "--models", MODEL, "--seconds", "0.05",
+    result = subprocess.run([sys.executable, "-m", "bench.batching", "--models", MODEL, "--seconds", "0.05",
                              "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads((tmp_path / "batching.json").read_text())
@@ -148,7 +148,7 @@ def test_the_batching_benchmark_measures_every_batch_on_both_runtimes(tmp_path):
 
 def test_the_many_images_benchmark_answers_every_request(tmp_path):
     """bench/many_images.py against a real one-worker uWSGI, at its smallest settings."""
-    result = subprocess.run([sys.executable, "bench/many_images.py", "--images", "2", "--series", "3"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "bench.many_images", "--images", "2", "--series", "3"], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
@@ -159,7 +159,7 @@ def test_the_many_images_benchmark_answers_every_request(tmp_path):
 def test_the_hostile_cli_benchmark_ends_every_run_with_its_reports():
     """bench/hostile_cli.py, with a 2 s read timeout: every hostile answer ends the CLI's run
     (none is killed), each photo failing with a reason in the CSV report."""
-    result = subprocess.run([sys.executable, "bench/hostile_cli.py", "--seconds", "60"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "bench.hostile_cli", "--seconds", "60"], cwd=ROOT,
                             capture_output=True, text=True, timeout=600,
                             env={**os.environ, "CLASSIFIER_REMOTE_READ_TIMEOUT": "2"})
     assert result.returncode == 0, result.stderr[-3000:]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PHOTOS, ROOT, classifier_command, free_port, run_classifier, start_uwsgi
-from servers import ESCAPES, HOSTILE_ANSWERS, hostile_handler
+from bench.servers import ESCAPES, HOSTILE_ANSWERS, hostile_handler
 from bench.polling import wait_until
 from support.nginx import access_log_entries, first_answer, hold_upload
 

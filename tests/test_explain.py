@@ -31,7 +31,7 @@ from classifier.explain import MAX_HEATMAP_SIDE, OVERLAY_OPACITY, heatmap_png, o
 from classifier.models import REGISTRY
 from classifier.weights import loadable
 from conftest import KERAS_MODELS, PHOTOS, ROOT, run_classifier
-from servers import answering_json
+from bench.servers import answering_json
 
 LITE = "EfficientNetLite0"
 DATA_URL = "data:image/png;base64,"

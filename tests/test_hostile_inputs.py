@@ -13,7 +13,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hostile import hostile_requests
+from bench.hostile import hostile_requests
 
 DOCUMENTED_5XX = {502, 503, 504}
 

@@ -35,7 +35,7 @@ NOT_RUN_HERE = {
     "apt-get ": "installs system packages, as root",
     "python3 -m venv ": "one of the two commands: installs the project (.ci/run runs the test one)",
     "classifier download": "downloads weights from the internet",
-    "python3 bench/": "benchmarks of minutes; tests/test_bench.py runs them at their smallest settings",
+    "python3 -m bench.": "benchmarks of minutes; tests/test_bench.py runs them at their smallest settings",
 }
 ANSWER_KEYS = ["model", "weights", "server", "predictions", "result", "timing_ms"]
 DEFAULT_TOP_K = 3

@@ -26,7 +26,7 @@ from classifier.urls import public_url
 from classifier.logs import JsonFormatter, PlainFormatter
 from bench.polling import wait_until
 from conftest import ROOT, free_port
-from hostile import jpeg_with_corrupt_exif
+from bench.hostile import jpeg_with_corrupt_exif
 
 MODEL = "MobileNetV2"
 NEW_ID = re.compile(r"[0-9a-f]{32}")  # ours (uuid4 hex) and NGINX's $request_id look alike

@@ -23,7 +23,7 @@ from classifier.layouts import expected_layouts, layout_of
 from classifier.models import REGISTRY
 from bench.polling import wait_until
 from conftest import ROOT, classifier_command, free_port, run_classifier, wait_until_healthy
-from servers import QuietHandler, StubServer
+from bench.servers import QuietHandler, StubServer
 
 MOBILENET = REGISTRY["MobileNetV2"].weights
 RESNET = REGISTRY["ResNet50"].weights
