@@ -2,6 +2,7 @@
 figures behind ``CLASSIFIER_BATCH_SIZE`` (classifier/config.py).
 
     python3 -m bench.batching [--models EfficientNetLite0 MobileNetV2] [--seconds 1.5] [--threads 1]
+                              [--keras-home DIR]
 
 For each model and runtime (ONNX Runtime on the checked export, and Keras):
 
@@ -26,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import raw
+from bench import raw, stack
 from bench.photos import PHOTOS
 from classifier import Classifier, Settings
 from classifier.options import Upload
@@ -75,12 +76,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder for batching.json")
+    parser.add_argument("--keras-home", type=Path, help=stack.KERAS_HOME_HELP)
     args = parser.parse_args()
     results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as keras_home:
+    with tempfile.TemporaryDirectory() as folder:
+        keras_home = stack.keras_home(Path(folder), args.keras_home)
         for model in args.models:
             for runtime in RUNTIMES:
-                figures = measure(model, runtime, args.threads, args.seconds, Path(keras_home))
+                figures = measure(model, runtime, args.threads, args.seconds, keras_home)
                 results[f"{model} {runtime}"] = figures
                 for kind in ("forward_ms_per_image", "request_ms_per_image"):
                     row = "  ".join(f"b{batch} {ms:6.2f}" for batch, ms in figures[kind].items())

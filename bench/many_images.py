@@ -1,7 +1,7 @@
 """What the largest request of several images costs a uWSGI worker: CPU time, peak memory and
 wall time, against the 60 s harakiri limit (uwsgi.ini).
 
-    python3 -m bench.many_images [--images 32]
+    python3 -m bench.many_images [--images 32] [--keras-home DIR]
 
 One uWSGI worker of one thread with the project's uwsgi.ini, the pretrained EfficientNetLite0
 (the default model) warmed up first. Each request is sent to uWSGI's HTTP port; the worker's
@@ -84,6 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=Settings().max_images)
     parser.add_argument("--series", type=int, default=100)
+    parser.add_argument("--keras-home", type=Path, help=stack.KERAS_HOME_HELP)
     args = parser.parse_args()
     limit = Settings().max_request_bytes
     photos = [phone_photo(seed) for seed in range(args.images)]
@@ -103,7 +104,8 @@ def main() -> None:
         http = f"127.0.0.1:{stack.free_port()}"
         server = stack.start_uwsgi(Path(folder), "many", f"127.0.0.1:{stack.free_port()}",
                                    {"CLASSIFIER_UWSGI_HTTP": http, "CLASSIFIER_OFFLINE": "1",
-                                    "KERAS_HOME": str(Path(folder) / "keras")}, processes=1, threads=1)
+                                    "KERAS_HOME": str(stack.keras_home(Path(folder), args.keras_home))},
+                                   processes=1, threads=1)
         try:
             url = f"http://{http}"
             stack.wait_until_ok(url + "/healthz", server.process, 120)

@@ -77,8 +77,8 @@ def all_cores(kind: str, target: str, splits: list[tuple[int, int, int]], second
     """
     results = {}
     for processes, threads, batch in splits:
-        workers = [subprocess.Popen([sys.executable, __file__, kind, target, str(threads), str(batch), str(seconds)],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        workers = [subprocess.Popen([sys.executable, "-m", "bench.raw", kind, target, str(threads), str(batch),
+                                     str(seconds)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                    for _ in range(processes)]
         for worker in workers:
             assert worker.stdout.readline().strip() == "ready"

@@ -3,7 +3,7 @@ uWSGI + NGINX at one and N clients, worker start-up and memory, and the original
 baseline.
 
     python3 -m bench.serving [--models MobileNetV2 ...] [--clients 2xcores] [--seconds 10]
-                            [--processes 2] [--threads 1] [--runtime-threads 0]
+                            [--processes 2] [--threads 1] [--runtime-threads 0] [--keras-home DIR]
     python3 -m bench.serving --sweep [--rounds 3]   # choose workers, threads, runtime threads
 
 For each model:
@@ -289,12 +289,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the sweep")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results",
                         help="folder for the JSON record of the run")
+    parser.add_argument("--keras-home", type=Path, help=stack.KERAS_HOME_HELP)
     args = parser.parse_args()
     args.models = args.models or (["MobileNetV2", "EfficientNetLite0"] if args.sweep else FP32)
     runtime_threads = args.runtime_threads or None
     use_tensorflow_threads(runtime_threads)  # before the first model is built
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     (work / "tmp").mkdir()
+    stack.keras_home(work, args.keras_home)
     started = time.time()
     try:
         print(f"machine: {_machine()}; load average at start {os.getloadavg()[0]:.2f}", flush=True)

@@ -22,12 +22,15 @@ SERVERS = ("onnx", "keras", "baseline")
 
 
 @pytest.fixture(scope="module")
-def serving(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
-    """One run of bench/serving.py: what it printed, and the record it wrote."""
+def serving(tmp_path_factory: pytest.TempPathFactory, int8_export) -> tuple[str, dict]:
+    """One run of bench/serving.py: what it printed, and the record it wrote. It starts from
+    the session's Keras cache with both forms made (as after ``classifier export``), so it
+    measures them without converting, exporting or quantizing again."""
     results = tmp_path_factory.mktemp("bench")
     result = subprocess.run(
         [sys.executable, "-m", "bench.serving", "--models", MODEL, "--seconds", str(SECONDS),
-         "--requests", str(REQUESTS), "--clients", str(CLIENTS), "--results", str(results)],
+         "--requests", str(REQUESTS), "--clients", str(CLIENTS), "--results", str(results),
+         "--keras-home", str(int8_export[0])],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -134,10 +137,11 @@ def test_the_decode_benchmark_times_every_photo_size_both_ways():
     assert all(float(cell) > 0 for row in rows for cell in row[1:])
 
 
-def test_the_batching_benchmark_measures_every_batch_on_both_runtimes(tmp_path):
+def test_the_batching_benchmark_measures_every_batch_on_both_runtimes(tmp_path, prepared_keras_home):
     """bench/batching.py, behind CLASSIFIER_BATCH_SIZE's defaults, at its smallest settings."""
     result = subprocess.run([sys.executable, "-m", "bench.batching", "--models", MODEL, "--seconds", "0.05",
-                             "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                             "--results", str(tmp_path), "--keras-home", str(prepared_keras_home)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads((tmp_path / "batching.json").read_text())
     assert set(figures) == {f"{MODEL} onnx", f"{MODEL} keras"}
@@ -146,9 +150,10 @@ def test_the_batching_benchmark_measures_every_batch_on_both_runtimes(tmp_path):
             assert list(measured[kind]) == ["1", "2", "4", "8", "16"] and all(ms > 0 for ms in measured[kind].values())
 
 
-def test_the_many_images_benchmark_answers_every_request(tmp_path):
+def test_the_many_images_benchmark_answers_every_request(prepared_keras_home):
     """bench/many_images.py against a real one-worker uWSGI, at its smallest settings."""
-    result = subprocess.run([sys.executable, "-m", "bench.many_images", "--images", "2", "--series", "3"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "bench.many_images", "--images", "2", "--series", "3",
+                             "--keras-home", str(prepared_keras_home)], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
