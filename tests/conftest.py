@@ -232,6 +232,14 @@ def serve_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[...
         stop(process)
 
 
+@pytest.fixture(scope="session")
+def random_app(serve_app) -> str:
+    """``python3 app.py`` as ``serve_app`` starts it with nothing more (random weights,
+    MobileNetV2 the default), shared by the tests that only send it requests: none changes
+    it, so a module needs no server of its own for them."""
+    return serve_app()
+
+
 # --- the production stack: uWSGI with uwsgi.ini behind NGINX with remote/nginx/ ------------------
 
 @dataclass
@@ -324,12 +332,14 @@ class Site:
         return self.nginx.url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory, prepared_keras_home: Path) -> Iterator[Site]:
     """classifier.conf + uwsgi.ini with production settings (its default 2 workers of one
     thread): the bundled pretrained EfficientNetLite0 (no download: offline; prepared already,
     in a copy of the session's cache), custom remotes asked for but forced off by uwsgi.ini.
-    One per module: tests kill and reload its workers and use up NGINX's per-address limits."""
+    One per session: no test stops it, a test that reloads its workers waits until the new
+    ones answer, held uploads are let go when their test ends, and NGINX's per-address limits
+    refill within seconds (a test that needs them full uses an address of its own)."""
     folder = tmp_path_factory.mktemp("site")
     fifo = folder / "uwsgi.fifo"
     keras = copy_of(prepared_keras_home, folder / "keras")
