@@ -6,6 +6,7 @@ however many apps the tests create.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -79,7 +80,17 @@ def client(make_app: Callable[..., Flask]) -> FlaskClient:
 
 
 @pytest.fixture(scope="session")
-def mobilenet_h5(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+def built_model() -> Callable[[str], object]:
+    """``built_model(name)``: the registry's Keras model of that name with random weights,
+    built once per session (seconds each; NASNetMobile the most), for tests that read its
+    architecture or weights and change neither."""
+    from classifier.models import REGISTRY
+
+    return functools.cache(lambda name: REGISTRY[name].build())
+
+
+@pytest.fixture(scope="session")
+def mobilenet_h5(tmp_path_factory: pytest.TempPathFactory, built_model: Callable[[str], object]) -> bytes:
     """A MobileNetV2 weights file in the legacy .h5 layout Keras publishes (random values)."""
     import h5py
     from keras.src.legacy.saving import legacy_h5_format
@@ -89,7 +100,7 @@ def mobilenet_h5(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     spec = REGISTRY["MobileNetV2"]
     path = tmp_path_factory.mktemp("h5") / spec.weights.file_name
     with h5py.File(path, "w") as file:
-        legacy_h5_format.save_weights_to_hdf5_group(file, spec.build())
+        legacy_h5_format.save_weights_to_hdf5_group(file, built_model("MobileNetV2"))
     return path.read_bytes()
 
 

@@ -95,11 +95,11 @@ def wait_for_status(client, name: str, wanted: set[str], seconds: float = 60) ->
 
 
 @pytest.mark.slow  # builds Keras models or runs processes
-def test_shipped_layouts_are_those_keras_writes():
+def test_shipped_layouts_are_those_keras_writes(built_model):
     """``data/weights_layouts.json`` lets a worker check a file without TensorFlow; it must
     say what Keras itself writes and reads for each architecture."""
     for name in ("MobileNetV2", "ResNet50", "NASNetMobile"):
-        assert expected_layouts()[name] == layout_of(REGISTRY[name].build()), name
+        assert expected_layouts()[name] == layout_of(built_model(name)), name
 
 
 @pytest.mark.slow  # builds Keras models or runs processes
