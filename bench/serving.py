@@ -139,10 +139,10 @@ def measure_limits(model: Model, seconds: float) -> None:
                            "per_threads_ms": by_threads, "D_ms": raw.decode_ms(IMAGE.read_bytes(), size, seconds / 3)}
 
 
-def goals(limits: dict, served: dict) -> dict:
-    """The two goals' ratios for one ONNX Runtime server (bench docstring)."""
+def goals(limits: dict, served: dict, cores: int = CORES) -> dict:
+    """The two goals' ratios for one ONNX Runtime server on ``cores`` (bench docstring)."""
     lone_limit = limits["Fbest_ms"] + limits["D_ms"]
-    cores_limit = 1000 * CORES / (limits["F1_ms"] + limits["D_ms"])
+    cores_limit = 1000 * cores / (limits["F1_ms"] + limits["D_ms"])
     return {"lone": served["one"]["p50"] / lone_limit, "lone_limit_ms": lone_limit,
             "load": served["many"]["throughput"] / cores_limit, "load_limit_per_s": cores_limit}
 
@@ -173,12 +173,18 @@ def measure_raw(model: Model, keras: object, threads: int | None, seconds: float
     runtimes = {"keras": keras, "onnx": OnnxRuntime(model.export.onnx_path, threads)}
     for name, runtime in runtimes.items():
         batches = raw.per_batch(runtime, size, seconds=seconds / 3)
-        best = min(batches, key=lambda b: batches[b] / b)
         target = str(model.export.onnx_path) if name == "onnx" else spec.name
-        cores = raw.all_cores(name, target, SPLITS, seconds)
-        model.raw[name] = {"b1_ms": batches[1], "best_batch": best, "best_ms_per_image": batches[best] / best,
-                           "per_batch_ms": batches, "all_cores": cores, "all_cores_best": max(cores.values())}
+        model.raw[name] = raw_figures(batches, raw.all_cores(name, target, SPLITS, seconds))
     model.raw["predict"] = {"b1_ms": predict}
+
+
+def raw_figures(batches: dict[int, float], cores: dict[str, float]) -> dict:
+    """One runtime's raw figures from its ms per call at each batch size and its images per
+    second on all cores for each split: batch 1, the batch with the least ms per image, the
+    best split."""
+    best = min(batches, key=lambda b: batches[b] / b)
+    return {"b1_ms": batches[1], "best_batch": best, "best_ms_per_image": batches[best] / best,
+            "per_batch_ms": batches, "all_cores": cores, "all_cores_best": max(cores.values())}
 
 
 class _PredictRuntime:
@@ -253,11 +259,7 @@ def serve(model: Model, kind: str, work: Path, args: argparse.Namespace, process
         before = (server.cpu_seconds(), nginx.cpu_seconds(), time.process_time(), time.monotonic())
         many = load.concurrent(nginx.url, image, served, args.clients, args.seconds)
         after = (server.cpu_seconds(), nginx.cpu_seconds(), time.process_time(), time.monotonic())
-        parts = ("workers", "nginx", "client")
-        capacity = (after[3] - before[3]) * os.cpu_count()
-        cpu = {part: (after[i] - before[i]) / capacity for i, part in enumerate(parts)}
-        per_request = {part: 1000 * (after[i] - before[i]) / max(len(many.latencies), 1)
-                       for i, part in enumerate(parts)}
+        cpu, per_request = cpu_figures(before, after, len(many.latencies))
         return {"weights": weights, "healthz_s": healthz,
                 "first_prediction_s": first_seconds if first.latencies else None,
                 "worker_rss_mb": server.worker_rss_mb(), "one": _summary(one), "many": _summary(many),
@@ -266,6 +268,17 @@ def serve(model: Model, kind: str, work: Path, args: argparse.Namespace, process
         if server:
             server.stop()
         nginx.stop()
+
+
+def cpu_figures(before: tuple[float, float, float, float], after: tuple[float, float, float, float],
+                requests: int, cores: int = CORES) -> tuple[dict[str, float], dict[str, float]]:
+    """Each part's share of all ``cores`` and its CPU ms per request over a load run, from the
+    CPU seconds of the workers, NGINX and the load client and the clock, before and after."""
+    parts = ("workers", "nginx", "client")
+    capacity = (after[3] - before[3]) * cores
+    share = {part: (after[i] - before[i]) / capacity for i, part in enumerate(parts)}
+    per_request = {part: 1000 * (after[i] - before[i]) / max(requests, 1) for i, part in enumerate(parts)}
+    return share, per_request
 
 
 def _summary(run: load.Run) -> dict:
