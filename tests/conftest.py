@@ -125,10 +125,9 @@ def prepared_keras_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def int8_export(prepared_keras_home: Path, tmp_path_factory: pytest.TempPathFactory
                 ) -> tuple[Path, subprocess.CompletedProcess]:
     """A Keras cache in which ``classifier export`` made both forms of EfficientNetLite0, and
-    how the command ran: run on a copy of ``prepared_keras_home``, it finds the fp32 export
-    checked and quantizes, once per session (tests/test_int8.py reads what it printed; the
-    benchmarks' tests start from copies of the cache). A worker's export child makes one form:
-    ``export EfficientNetLite0`` makes no int8 form."""
+    how the command ran (tests/test_int8.py reads what it printed): run on a copy of
+    ``prepared_keras_home``, it finds the fp32 export checked and quantizes, once per session.
+    A worker's export child makes one form: ``export EfficientNetLite0`` makes no int8 form."""
     home = copy_of(prepared_keras_home, tmp_path_factory.mktemp("int8_home") / "keras")
     result = run_classifier("export", "EfficientNetLite0", "EfficientNetLite0-int8", KERAS_HOME=str(home))
     assert result.returncode == 0, result.stderr
