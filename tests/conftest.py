@@ -48,7 +48,7 @@ KIND_OF_FIXTURE = {
     "browser": "browser",  # Chromium
     "site": "stack",  # uWSGI behind NGINX
     "serve_app": "slow",  # python3 app.py processes
-    "prepared_keras_home": "slow",  # the pretrained EfficientNetLite0, converted and exported
+    "prepared_export": "slow",  # the pretrained EfficientNetLite0, converted and exported
     "int8_export": "slow",  # and quantized
 }
 
@@ -110,15 +110,25 @@ def cat_png() -> bytes:
 
 
 @pytest.fixture(scope="session")
-def prepared_keras_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Keras cache holding what first use of the bundled EfficientNetLite0 makes (its
-    converted weights and its checked ONNX export, feature map and head included), made once
-    per session by ``classifier export`` (about 15 s). Never used directly: ``keras_home`` and
-    the stack fixtures take copies, so a test may add to its cache without touching another's."""
+def prepared_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A Keras cache in which ``classifier export --no-int8`` (every model whose weights are
+    here; offline, the bundled EfficientNetLite0 alone) converted the weights and made and
+    checked the export, once per session (about 15 s), and how the command ran
+    (tests/test_cli.py reads it)."""
     home = tmp_path_factory.mktemp("prepared_keras_home")
-    result = run_classifier("export", "EfficientNetLite0", KERAS_HOME=str(home), CLASSIFIER_OFFLINE="1")
+    result = run_classifier("export", "--no-int8", KERAS_HOME=str(home), CLASSIFIER_OFFLINE="1",
+                            CLASSIFIER_RANDOM_WEIGHTS="0")
     assert result.returncode == 0, result.stderr
-    return home
+    return home, result
+
+
+@pytest.fixture(scope="session")
+def prepared_keras_home(prepared_export: tuple[Path, subprocess.CompletedProcess]) -> Path:
+    """A Keras cache holding what first use of the bundled EfficientNetLite0 makes (its
+    converted weights and its checked ONNX export, feature map and head included): the one
+    ``prepared_export`` made. Never used directly: ``keras_home`` and the stack fixtures take
+    copies, so a test may add to its cache without touching another's."""
+    return prepared_export[0]
 
 
 @pytest.fixture(scope="session")
