@@ -343,10 +343,11 @@ def test_models_say_which_can_explain(client):
 FORWARDED_MODEL = "ResNet50"  # random ResNet50 weights give distinct scores in each process
 
 
-@pytest.fixture(scope="module")
-def remote_instance(serve_app) -> str:
-    """A real second instance (``python3 app.py``, random weights, its own process)."""
-    return serve_app(CLASSIFIER_DEFAULT_MODEL=FORWARDED_MODEL)
+@pytest.fixture
+def remote_instance(other) -> str:
+    """A real second instance (``python3 app.py``, random weights, its own process): the
+    session's ``other`` (support/page_fixtures.py), which serves ResNet50 by default."""
+    return other
 
 
 def test_forwarding_relays_the_remotes_explanation(make_app, remote_instance, cat_png):
