@@ -1,7 +1,8 @@
 """Whether several images of one request should share a forward pass, per runtime: the
 figures behind ``CLASSIFIER_BATCH_SIZE`` (classifier/config.py).
 
-    python3 bench/batching.py [--models EfficientNetLite0 MobileNetV2] [--seconds 1.5] [--threads 1]
+    python3 -m bench.batching [--models EfficientNetLite0 MobileNetV2] [--seconds 1.5] [--threads 1]
+                              [--keras-home DIR]
 
 For each model and runtime (ONNX Runtime on the checked export, and Keras):
 
@@ -22,19 +23,16 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests"))
+from bench import raw, stack
+from bench.photos import PHOTOS
+from classifier import Classifier, Settings
+from classifier.options import Options, PredictRequest, Upload
 
-import raw  # noqa: E402
-from classifier import Classifier, Settings  # noqa: E402
-from classifier.options import Options, PredictRequest, Upload  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 BATCHES = (1, 2, 4, 8, 16)
 RUNTIMES = ("onnx", "keras")
@@ -42,8 +40,6 @@ RUNTIMES = ("onnx", "keras")
 
 def photos(count: int) -> list[Upload]:
     """``count`` uploads cycling through the real photos the tests use."""
-    from conftest import PHOTOS
-
     data = [path.read_bytes() for path in PHOTOS.values()]
     return [Upload(f"photo-{index}", data[index % len(data)]) for index in range(count)]
 
@@ -81,12 +77,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder for batching.json")
+    parser.add_argument("--keras-home", type=Path, help=stack.KERAS_HOME_HELP)
     args = parser.parse_args()
     results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as keras_home:
+    with tempfile.TemporaryDirectory() as folder:
+        keras_home = stack.keras_home(Path(folder), args.keras_home)
         for model in args.models:
             for runtime in RUNTIMES:
-                figures = measure(model, runtime, args.threads, args.seconds, Path(keras_home))
+                figures = measure(model, runtime, args.threads, args.seconds, keras_home)
                 results[f"{model} {runtime}"] = figures
                 for kind in ("forward_ms_per_image", "request_ms_per_image"):
                     row = "  ".join(f"b{batch} {ms:6.2f}" for batch, ms in figures[kind].items())

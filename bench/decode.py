@@ -1,6 +1,6 @@
 """Decoding and framing an upload, by photo size: what Pillow's JPEG draft mode saves.
 
-    python3 bench/decode.py [--repeats 15]
+    python3 -m bench.decode [--repeats 15]
 
 The bundled photo (451x300) and the same photo scaled up to phone-camera sizes and saved as
 JPEG at quality 92, each decoded and framed for a 224x224 model (``images.decode`` then
@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
-import sys
 import time
 from pathlib import Path
 
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from classifier import images
 
-from classifier import images  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PHOTO = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
 SIZES = [(2016, 1512), (4032, 3024), (8064, 6048)]  # 3, 12 and 48 megapixels: under the default limit

@@ -1,6 +1,6 @@
 """What an explanation (``explain=1``) adds to a prediction: time beside the forward pass, and bytes.
 
-    python3 bench/explain.py [--models EfficientNetLite0 MobileNetV2 ...] [--repeats 200] [--threads 1]
+    python3 -m bench.explain [--models EfficientNetLite0 MobileNetV2 ...] [--repeats 200] [--threads 1]
 
 For each model, on ONNX Runtime as it is served (EfficientNetLite0 with its real weights and
 checked export; the Keras models with random weights, exported in this process: the timings
@@ -23,17 +23,15 @@ import argparse
 import io
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from classifier import Classifier, Settings, images
+from classifier.engine import ModelPool
 
-from classifier import Classifier, Settings, images  # noqa: E402
-from classifier.engine import ModelPool  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PHOTO = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
 PHONE = (4032, 3024)

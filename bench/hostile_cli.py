@@ -1,6 +1,6 @@
 """What a hostile server costs ``classifier predict --remote``: time and memory per answer.
 
-    python3 bench/hostile_cli.py [--seconds 60]
+    python3 -m bench.hostile_cli [--seconds 60]
 
 For each answer of ``HOSTILE_ANSWERS`` (tests/servers.py: an endless answer, a slow drip, a
 crop "abc", a heatmap that is not a PNG, no ``weights``) a stub server answers every request
@@ -23,10 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from bench.servers import HOSTILE_ANSWERS, StubServer, hostile_handler
 
-from servers import HOSTILE_ANSWERS, StubServer, hostile_handler  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PHOTOS = [ROOT / "static" / "examples" / name for name in ("chelsea.jpg", "coffee.jpg")]
 

@@ -1,7 +1,7 @@
 """A bounded load of good and hostile requests against uWSGI + NGINX on 127.0.0.1.
 
-    python3 bench/hostile_load.py [--requests 300] [--clients 4] [--json]
-    python3 bench/hostile_load.py --victim [--attack png|jpeg] [--seconds 40] [--json]
+    python3 -m bench.hostile_load [--requests 300] [--clients 4] [--json]
+    python3 -m bench.hostile_load --victim [--attack png|jpeg] [--seconds 40] [--json]
 
 Every third request is a real photo; the others cycle through the hostile inputs of
 tests/hostile.py (bombs, truncated files, huge bodies, malformed JSON, ...). It prints the
@@ -25,7 +25,6 @@ import collections
 import itertools
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -34,11 +33,10 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from bench import stack
+from bench.hostile import blank_png, hostile_requests, progressive_jpeg_with_scans
 
-from bench import stack  # noqa: E402
-from hostile import blank_png, hostile_requests, progressive_jpeg_with_scans  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PHOTO = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
 

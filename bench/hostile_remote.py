@@ -1,6 +1,6 @@
 """What a hostile remote costs the instance that forwards to it (issue 21, F).
 
-    python3 bench/hostile_remote.py
+    python3 -m bench.hostile_remote
 
 Starts ``python3 app.py`` (custom remotes allowed, no warm-up) and, for each answer below, a
 loopback remote that gives it; sends the request that remote answers and prints the status,
@@ -29,13 +29,12 @@ import numpy as np
 import psutil
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from bench.hostile import png_with_corrupt_pixels, png_with_empty_chunks
+from bench.servers import StubServer, answering_json, hostile_handler
+from bench.stack import free_port, stop, wait_until_ok
+from classifier.explain import DATA_URL_PREFIX, heatmap_png
 
-from bench.stack import free_port, stop, wait_until_ok  # noqa: E402
-from classifier.explain import DATA_URL_PREFIX, heatmap_png  # noqa: E402
-from hostile import png_with_corrupt_pixels, png_with_empty_chunks  # noqa: E402
-from servers import StubServer, answering_json, hostile_handler  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PHOTO = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
 ANSWER = {"model": "MobileNetV2", "weights": "imagenet", "timing_ms": {"total": 1}}

@@ -1,9 +1,9 @@
-"""What each hostile image of tests/hostile.py costs to prepare for a 224x224 model.
+"""What each hostile image of bench/hostile.py costs to prepare for a 224x224 model.
 
-    python3 bench/image_bombs.py
-    python3 bench/image_bombs.py --bodies
+    python3 -m bench.image_bombs
+    python3 -m bench.image_bombs --bodies
 
-``--bodies`` sends each costly request body of tests/hostile.py (HOSTILE_BODIES: JSON too
+``--bodies`` sends each costly request body of bench/hostile.py (HOSTILE_BODIES: JSON too
 long or too wide, issue 21) through NGINX to a uWSGI worker (uwsgi.ini, one worker, no model
 needed) and prints the worker's CPU time and its peak resident size above its idle size,
 read from /proc as tests/test_image_bombs.py does, and the answer.
@@ -28,17 +28,15 @@ from pathlib import Path
 import psutil
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from bench import stack
+from bench.hostile import HOSTILE_BODIES, IMAGE_BOMBS
 
-from bench import stack  # noqa: E402
-from hostile import HOSTILE_BODIES, IMAGE_BOMBS  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MEASURE = """
 import sys, time
 from pathlib import Path
-sys.path[:0] = [{root!r}, {root!r} + "/tests"]
-from hostile import IMAGE_BOMBS
+from bench.hostile import IMAGE_BOMBS
 from classifier import images
 from classifier.config import Settings
 from classifier.errors import ClassifierError
@@ -64,8 +62,8 @@ print(f"{{len(data):>10,}} B {{cpu:6.2f}} s {{(kib('VmHWM') - before) / 1024:6.0
 def images() -> None:
     print(f"{'file':40} {'size':>12} {'CPU':>8} {'peak':>10} {'cost G':>6} {'ns/px-scan':>5}  answer")
     for name in IMAGE_BOMBS:
-        script = MEASURE.format(root=str(ROOT), name=name)
-        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        script = MEASURE.format(name=name)
+        result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
         print(f"{name:40} {result.stdout.rstrip()}", flush=True)
 
 

@@ -1,6 +1,6 @@
 """int8 forms against fp32: forward pass at batch 1 on one thread, agreement, cold start, memory.
 
-    python3 bench/int8.py [MODEL ...] [--keras-home DIR] [--repeats N]
+    python3 -m bench.int8 [MODEL ...] [--keras-home DIR] [--repeats N]
 
 For each model with weights here (default: all), ``classifier export`` makes and checks its
 fp32 export and int8 form (once; then they are read from the Keras cache), then this prints:
@@ -20,18 +20,17 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from classifier.artifacts import quantize
+from classifier.artifacts.convert import median_ms
+from classifier.artifacts.exports import Export
+from classifier.artifacts.int8 import HELD_OUT, Int8Record, int8_form
+from classifier.config import Settings
+from classifier.engine import Serving
+from classifier.models import REGISTRY, ModelSpec
+from classifier.runtimes import OnnxRuntime
+from classifier.weights import Found
 
-from classifier.artifacts import quantize  # noqa: E402
-from classifier.config import Settings  # noqa: E402
-from classifier.artifacts.convert import median_ms  # noqa: E402
-from classifier.artifacts.exports import Export  # noqa: E402
-from classifier.engine import Serving  # noqa: E402
-from classifier.models import REGISTRY, ModelSpec  # noqa: E402
-from classifier.artifacts.int8 import HELD_OUT, Int8Record, int8_form  # noqa: E402
-from classifier.runtimes import OnnxRuntime  # noqa: E402
-from classifier.weights import Found  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PHOTO = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
 WORKER = """

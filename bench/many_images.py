@@ -1,7 +1,7 @@
 """What the largest request of several images costs a uWSGI worker: CPU time, peak memory and
 wall time, against the 60 s harakiri limit (uwsgi.ini).
 
-    python3 bench/many_images.py [--images 32]
+    python3 -m bench.many_images [--images 32] [--keras-home DIR]
 
 One uWSGI worker of one thread with the project's uwsgi.ini, the pretrained EfficientNetLite0
 (the default model) warmed up first. Each request is sent to uWSGI's HTTP port; the worker's
@@ -11,7 +11,7 @@ request through /proc/<pid>/clear_refs (Linux only). The requests:
 - phone photos: ``--images`` 12-megapixel JPEGs (4032x3024, 2.6 MiB each at quality 90, what a phone
   takes), as many as fit the 64 MiB body as multipart;
 - the same as JSON (base64: a third larger, so fewer fit);
-- costly images: ``--images`` copies of the costliest accepted file of tests/hostile.py to
+- costly images: ``--images`` copies of the costliest accepted file of bench/hostile.py to
   decode (a 49-megapixel, 32-scan progressive JPEG: about 1 s of CPU each);
 - a series: ``--series`` real photos (the tests' three, in turn) sent one per request, then
   8 and 32 per request, one request at a time: images per second each way.
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,20 +33,18 @@ import psutil
 import requests
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
+from bench import stack
+from bench.hostile import progressive_jpeg_with_scans
+from bench.photos import PHOTOS
+from classifier import Settings
 
-import stack  # noqa: E402
-from classifier import Settings  # noqa: E402
-from hostile import progressive_jpeg_with_scans  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PHONE_SIZE = (4032, 3024)
 
 
 def phone_photo(seed: int) -> bytes:
     """A 12-megapixel JPEG with a phone photo's detail: a real photo scaled up, with sensor noise."""
-    from conftest import PHOTOS
-
     photo = Image.open(PHOTOS["chelsea"]).convert("RGB").resize(PHONE_SIZE, Image.Resampling.BICUBIC)
     noise = np.random.default_rng(seed).normal(0, 6, (PHONE_SIZE[1], PHONE_SIZE[0], 3))
     pixels = np.clip(np.asarray(photo, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
@@ -74,8 +71,6 @@ def measure(url: str, worker: psutil.Process, send: dict) -> dict[str, object]:
 
 def series(url: str, count: int, per_request: int) -> float:
     """Images per second for ``count`` real photos sent ``per_request`` to a request, in turn."""
-    from conftest import PHOTOS
-
     data = [path.read_bytes() for path in PHOTOS.values()]
     photos = [(f"{index}.jpg", data[index % len(data)]) for index in range(count)]
     started = time.perf_counter()
@@ -89,6 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=Settings().max_images)
     parser.add_argument("--series", type=int, default=100)
+    parser.add_argument("--keras-home", type=Path, help=stack.KERAS_HOME_HELP)
     args = parser.parse_args()
     limit = Settings().max_request_bytes
     photos = [phone_photo(seed) for seed in range(args.images)]
@@ -108,7 +104,8 @@ def main() -> None:
         http = f"127.0.0.1:{stack.free_port()}"
         server = stack.start_uwsgi(Path(folder), "many", f"127.0.0.1:{stack.free_port()}",
                                    {"CLASSIFIER_UWSGI_HTTP": http, "CLASSIFIER_OFFLINE": "1",
-                                    "KERAS_HOME": str(Path(folder) / "keras")}, processes=1, threads=1)
+                                    "KERAS_HOME": str(stack.keras_home(Path(folder), args.keras_home))},
+                                   processes=1, threads=1)
         try:
             url = f"http://{http}"
             stack.wait_until_ok(url + "/healthz", server.process, 120)

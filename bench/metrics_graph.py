@@ -7,8 +7,8 @@ SIGKILL two thirds of the way); then
 draws four graphs from Prometheus' query API into a PNG, and measures /metrics itself:
 its size, its time and the workers' CPU per scrape, and the multiprocess folder's files.
 
-    python3 bench/metrics_graph.py                       # writes bench/metrics-graph.png
-    python3 bench/metrics_graph.py --seconds 30 --out /tmp/graph.png
+    python3 -m bench.metrics_graph                       # writes bench/metrics-graph.png
+    python3 -m bench.metrics_graph --seconds 30 --out /tmp/graph.png
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,8 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import requests  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.prometheus import Prometheus, start_prometheus  # noqa: E402
+from bench.prometheus import Prometheus, start_prometheus  # noqa: E402  (after choosing the backend)
 from bench.stack import ROOT, free_port, start_nginx, start_uwsgi, wait_until_ok  # noqa: E402
 
 CAT = (ROOT / "classifier" / "data" / "photos" / "chelsea.jpg").read_bytes()

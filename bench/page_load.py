@@ -1,6 +1,6 @@
 """How long a first visit to the page waits for its script, at a given network latency.
 
-    python3 bench/page_load.py URL [--latency 100] [--runs 7]
+    python3 -m bench.page_load URL [--latency 100] [--runs 7]
 
 Opens URL (a running page: ``python3 app.py``, or the deployed site) in Chromium with an empty
 cache each time, every request delayed by ``--latency`` ms (Chromium's network emulation), and

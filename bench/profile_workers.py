@@ -1,6 +1,6 @@
 """Where a uWSGI worker's CPU goes under load, beyond the forward pass itself.
 
-    python3 bench/profile_workers.py [--model EfficientNetLite0] [--clients 4] [--seconds 10] [--rate 200]
+    python3 -m bench.profile_workers [--model EfficientNetLite0] [--clients 4] [--seconds 10] [--rate 200]
 
 Starts the production stack (uwsgi.ini behind the project's NGINX site, as bench/serving.py
 does, per-client limits off), warms every worker, then puts ``--clients`` clients on
@@ -28,12 +28,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench import load, stack
 
-import load  # noqa: E402
-import stack  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 IMAGE = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
 PY_SPY = str(Path(sys.executable).with_name("py-spy")) if Path(sys.executable).with_name("py-spy").is_file() \

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from classifier import images
+from classifier.config import Settings
+from classifier.models import REGISTRY
+from classifier.runtimes import OnnxRuntime, Runtime
 
-from classifier import images  # noqa: E402
-from classifier.config import Settings  # noqa: E402
-from classifier.models import REGISTRY  # noqa: E402
-from classifier.runtimes import OnnxRuntime, Runtime  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def batch_of(size: int, count: int) -> np.ndarray:
@@ -78,8 +77,8 @@ def all_cores(kind: str, target: str, splits: list[tuple[int, int, int]], second
     """
     results = {}
     for processes, threads, batch in splits:
-        workers = [subprocess.Popen([sys.executable, __file__, kind, target, str(threads), str(batch), str(seconds)],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        workers = [subprocess.Popen([sys.executable, "-m", "bench.raw", kind, target, str(threads), str(batch),
+                                     str(seconds)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                    for _ in range(processes)]
         for worker in workers:
             assert worker.stdout.readline().strip() == "ready"

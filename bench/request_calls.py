@@ -1,6 +1,6 @@
 """How much Python a prediction runs besides decoding and the forward pass, counted exactly.
 
-    python3 bench/request_calls.py [--model EfficientNetLite0] [--requests 200] [--keras-home DIR]
+    python3 -m bench.request_calls [--model EfficientNetLite0] [--requests 200] [--keras-home DIR]
 
 Sends the test JPEG as a raw body to ``POST /predict`` through Flask's test client in this
 process, ONNX Runtime on one thread, offline, in a fresh Keras folder unless ``--keras-home``
@@ -21,13 +21,11 @@ import cProfile
 import logging
 import os
 import pstats
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 IMAGE = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
 

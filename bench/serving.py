@@ -2,9 +2,9 @@
 uWSGI + NGINX at one and N clients, worker start-up and memory, and the original way as a
 baseline.
 
-    python3 bench/serving.py [--models MobileNetV2 ...] [--clients 2xcores] [--seconds 10]
-                            [--processes 2] [--threads 1] [--runtime-threads 0]
-    python3 bench/serving.py --sweep [--rounds 3]   # choose workers, threads, runtime threads
+    python3 -m bench.serving [--models MobileNetV2 ...] [--clients 2xcores] [--seconds 10]
+                            [--processes 2] [--threads 1] [--runtime-threads 0] [--keras-home DIR]
+    python3 -m bench.serving --sweep [--rounds 3]   # choose workers, threads, runtime threads
 
 For each model:
 
@@ -50,20 +50,15 @@ from pathlib import Path
 
 import h5py
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from bench import int8, load, raw, stack
+from classifier.config import Settings
+from classifier.artifacts.exports import Export
+from classifier.artifacts.int8 import Int8Form
+from classifier.models import REGISTRY, ModelSpec
+from classifier.runtimes import OnnxRuntime, keras_runtime, use_tensorflow_threads
+from classifier.weights import loadable
 
-import int8  # noqa: E402
-import load  # noqa: E402
-import raw  # noqa: E402
-import stack  # noqa: E402
-from classifier.config import Settings  # noqa: E402
-from classifier.artifacts.exports import Export  # noqa: E402
-from classifier.models import REGISTRY, ModelSpec  # noqa: E402
-from classifier.artifacts.int8 import Int8Form  # noqa: E402
-from classifier.runtimes import OnnxRuntime, keras_runtime, use_tensorflow_threads  # noqa: E402
-from classifier.weights import loadable  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 IMAGE = ROOT / "classifier" / "data" / "photos" / "chelsea.jpg"
 SPLITS = [(2, 1, 1), (1, 2, 1), (1, 2, 4)]  # all-core throughput: processes x threads, batch
@@ -143,10 +138,10 @@ def measure_limits(model: Model, seconds: float) -> None:
                            "per_threads_ms": by_threads, "D_ms": raw.decode_ms(IMAGE.read_bytes(), size, seconds / 3)}
 
 
-def goals(limits: dict, served: dict) -> dict:
-    """The two goals' ratios for one ONNX Runtime server (bench docstring)."""
+def goals(limits: dict, served: dict, cores: int = CORES) -> dict:
+    """The two goals' ratios for one ONNX Runtime server on ``cores`` (bench docstring)."""
     lone_limit = limits["Fbest_ms"] + limits["D_ms"]
-    cores_limit = 1000 * CORES / (limits["F1_ms"] + limits["D_ms"])
+    cores_limit = 1000 * cores / (limits["F1_ms"] + limits["D_ms"])
     return {"lone": served["one"]["p50"] / lone_limit, "lone_limit_ms": lone_limit,
             "load": served["many"]["throughput"] / cores_limit, "load_limit_per_s": cores_limit}
 
@@ -177,12 +172,18 @@ def measure_raw(model: Model, keras: object, threads: int | None, seconds: float
     runtimes = {"keras": keras, "onnx": OnnxRuntime(model.export.onnx_path, threads)}
     for name, runtime in runtimes.items():
         batches = raw.per_batch(runtime, size, seconds=seconds / 3)
-        best = min(batches, key=lambda b: batches[b] / b)
         target = str(model.export.onnx_path) if name == "onnx" else spec.name
-        cores = raw.all_cores(name, target, SPLITS, seconds)
-        model.raw[name] = {"b1_ms": batches[1], "best_batch": best, "best_ms_per_image": batches[best] / best,
-                           "per_batch_ms": batches, "all_cores": cores, "all_cores_best": max(cores.values())}
+        model.raw[name] = raw_figures(batches, raw.all_cores(name, target, SPLITS, seconds))
     model.raw["predict"] = {"b1_ms": predict}
+
+
+def raw_figures(batches: dict[int, float], cores: dict[str, float]) -> dict:
+    """One runtime's raw figures from its ms per call at each batch size and its images per
+    second on all cores for each split: batch 1, the batch with the least ms per image, the
+    best split."""
+    best = min(batches, key=lambda b: batches[b] / b)
+    return {"b1_ms": batches[1], "best_batch": best, "best_ms_per_image": batches[best] / best,
+            "per_batch_ms": batches, "all_cores": cores, "all_cores_best": max(cores.values())}
 
 
 class _PredictRuntime:
@@ -257,11 +258,7 @@ def serve(model: Model, kind: str, work: Path, args: argparse.Namespace, process
         before = (server.cpu_seconds(), nginx.cpu_seconds(), time.process_time(), time.monotonic())
         many = load.concurrent(nginx.url, image, served, args.clients, args.seconds)
         after = (server.cpu_seconds(), nginx.cpu_seconds(), time.process_time(), time.monotonic())
-        parts = ("workers", "nginx", "client")
-        capacity = (after[3] - before[3]) * os.cpu_count()
-        cpu = {part: (after[i] - before[i]) / capacity for i, part in enumerate(parts)}
-        per_request = {part: 1000 * (after[i] - before[i]) / max(len(many.latencies), 1)
-                       for i, part in enumerate(parts)}
+        cpu, per_request = cpu_figures(before, after, len(many.latencies))
         return {"weights": weights, "healthz_s": healthz,
                 "first_prediction_s": first_seconds if first.latencies else None,
                 "worker_rss_mb": server.worker_rss_mb(), "one": _summary(one), "many": _summary(many),
@@ -270,6 +267,17 @@ def serve(model: Model, kind: str, work: Path, args: argparse.Namespace, process
         if server:
             server.stop()
         nginx.stop()
+
+
+def cpu_figures(before: tuple[float, float, float, float], after: tuple[float, float, float, float],
+                requests: int, cores: int = CORES) -> tuple[dict[str, float], dict[str, float]]:
+    """Each part's share of all ``cores`` and its CPU ms per request over a load run, from the
+    CPU seconds of the workers, NGINX and the load client and the clock, before and after."""
+    parts = ("workers", "nginx", "client")
+    capacity = (after[3] - before[3]) * cores
+    share = {part: (after[i] - before[i]) / capacity for i, part in enumerate(parts)}
+    per_request = {part: 1000 * (after[i] - before[i]) / max(requests, 1) for i, part in enumerate(parts)}
+    return share, per_request
 
 
 def _summary(run: load.Run) -> dict:
@@ -293,12 +301,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the sweep")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results",
                         help="folder for the JSON record of the run")
+    parser.add_argument("--keras-home", type=Path, help=stack.KERAS_HOME_HELP)
     args = parser.parse_args()
     args.models = args.models or (["MobileNetV2", "EfficientNetLite0"] if args.sweep else FP32)
     runtime_threads = args.runtime_threads or None
     use_tensorflow_threads(runtime_threads)  # before the first model is built
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     (work / "tmp").mkdir()
+    stack.keras_home(work, args.keras_home)
     started = time.time()
     try:
         print(f"machine: {_machine()}; load average at start {os.getloadavg()[0]:.2f}", flush=True)

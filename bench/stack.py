@@ -108,6 +108,19 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+KERAS_HOME_HELP = ("a Keras cache to start from, copied (default: an empty one): models prepared there, "
+                   "by `classifier export` for one, are found checked instead of made again")
+
+
+def keras_home(folder: Path, start: Path | None) -> Path:
+    """``folder/keras``, the Keras cache a benchmark's servers use: a copy of ``start`` (the
+    ``--keras-home`` of KERAS_HOME_HELP), else empty, so first use makes what it needs."""
+    home = folder / "keras"
+    if start is not None:
+        shutil.copytree(start, home)
+    return home
+
+
 def uwsgi_command(*options: str) -> list[str]:
     """uWSGI with ``options``; from a virtualenv, told about it (pip's uwsgi embeds the base
     Python, which would not see the packages installed in the virtualenv)."""

@@ -2,7 +2,7 @@
 its self-signed certificate, as setup.sh makes without a domain) over http and https, each
 on one kept-alive connection and on a new connection per request (a full TLS handshake each).
 
-    python3 bench/tls.py [--requests 300]
+    python3 -m bench.tls [--requests 300]
 
 Prints one JSON object: per case, the median and 95th-percentile latency in milliseconds,
 from one client on this machine (loopback: the network adds nothing; the certificate is
@@ -16,7 +16,6 @@ import json
 import socket
 import ssl
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,7 +25,6 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import stack
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # self-signed on purpose

@@ -9,7 +9,7 @@ too, which only overcounts: base64 has none of them. What is left costs at most 
 value (empty strings, ``true``, ``null`` are shared objects) besides the body's own text. The
 costliest body let through (64 MiB: 4 Mi empty strings and one long string) took a uWSGI worker
 to 216-241 MiB above its idle size, of which reading any 64 MiB body takes 156-164 MiB
-(SECURITY.md; ``python3 bench/image_bombs.py --bodies``).
+(SECURITY.md; ``python3 -m bench.image_bombs --bodies``).
 """
 
 from __future__ import annotations

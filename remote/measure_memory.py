@@ -1,6 +1,6 @@
 """Measure the memory of one uWSGI worker with each model loaded, for sizing `processes`.
 
-    python3 remote/measure_memory.py [--predictions 10] [--models MobileNetV2 ...] [--runtime keras]
+    python3 -m remote.measure_memory [--predictions 10] [--models MobileNetV2 ...] [--runtime keras]
 
 For each model, starts `uwsgi --ini uwsgi.ini` with one worker on loopback ports (warm-up
 off, downloads off, weights that need converting converted beforehand), sends predictions
@@ -28,10 +28,9 @@ from pathlib import Path
 import psutil
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
+from bench import stack
 
-import stack  # noqa: E402  (bench/stack.py: uWSGI with the project's uwsgi.ini)
+ROOT = Path(__file__).resolve().parent.parent
 
 MODELS = ("MobileNetV2", "ResNet50", "NASNetMobile", "EfficientNetLite0")
 MIB = 1024 * 1024

@@ -6,6 +6,7 @@ however many apps the tests create.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -16,27 +17,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
 import psutil
 import pytest
-import skimage.data
 from flask import Flask
 from flask.testing import FlaskClient
 
+from bench.hostile import encode  # noqa: F401  (tests import it from here)
+from bench.photos import PHOTOS
+from bench.servers import QuietHandler, StubServer, silent_listener
 from bench.stack import (Nginx, environment, free_port, start_nginx, stop,  # noqa: F401  (tests import free_port and stop from here)
                          uwsgi_command, wait_until_ok)
-from hostile import encode  # noqa: F401  (tests import it from here)
-from servers import QuietHandler, StubServer, silent_listener
 
 # The browser tests' fixtures (Chromium, the servers it opens) live in a module of their own.
 pytest_plugins = ["support.page_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
-PHOTOS = {
-    "chelsea": Path(skimage.data.__file__).parent / "chelsea.png",
-    "coffee": Path(skimage.data.__file__).parent / "coffee.png",
-    "grace_hopper": Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg",
-}
 KERAS_MODELS = ("MobileNetV2", "ResNet50", "NASNetMobile")
 CAT_LABELS = {"tabby", "tiger_cat", "Egyptian_cat"}  # a right answer for chelsea (ImageNet's cats)
 # photo: (how many of a pretrained model's top predictions to look in, labels of which one must be there)
@@ -53,7 +48,8 @@ KIND_OF_FIXTURE = {
     "browser": "browser",  # Chromium
     "site": "stack",  # uWSGI behind NGINX
     "serve_app": "slow",  # python3 app.py processes
-    "prepared_keras_home": "slow",  # the pretrained EfficientNetLite0, converted and exported
+    "prepared_export": "slow",  # the pretrained EfficientNetLite0, converted and exported
+    "int8_export": "slow",  # and quantized
 }
 
 
@@ -84,7 +80,17 @@ def client(make_app: Callable[..., Flask]) -> FlaskClient:
 
 
 @pytest.fixture(scope="session")
-def mobilenet_h5(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+def built_model() -> Callable[[str], object]:
+    """``built_model(name)``: the registry's Keras model of that name with random weights,
+    built once per session (seconds each; NASNetMobile the most), for tests that read its
+    architecture or weights and change neither."""
+    from classifier.models import REGISTRY
+
+    return functools.cache(lambda name: REGISTRY[name].build())
+
+
+@pytest.fixture(scope="session")
+def mobilenet_h5(tmp_path_factory: pytest.TempPathFactory, built_model: Callable[[str], object]) -> bytes:
     """A MobileNetV2 weights file in the legacy .h5 layout Keras publishes (random values)."""
     import h5py
     from keras.src.legacy.saving import legacy_h5_format
@@ -94,7 +100,7 @@ def mobilenet_h5(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     spec = REGISTRY["MobileNetV2"]
     path = tmp_path_factory.mktemp("h5") / spec.weights.file_name
     with h5py.File(path, "w") as file:
-        legacy_h5_format.save_weights_to_hdf5_group(file, spec.build())
+        legacy_h5_format.save_weights_to_hdf5_group(file, built_model("MobileNetV2"))
     return path.read_bytes()
 
 
@@ -104,15 +110,38 @@ def cat_png() -> bytes:
 
 
 @pytest.fixture(scope="session")
-def prepared_keras_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Keras cache holding what first use of the bundled EfficientNetLite0 makes (its
-    converted weights and its checked ONNX export, feature map and head included), made once
-    per session by ``classifier export`` (about 15 s). Never used directly: ``keras_home`` and
-    the stack fixtures take copies, so a test may add to its cache without touching another's."""
+def prepared_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A Keras cache in which ``classifier export --no-int8`` (every model whose weights are
+    here; offline, the bundled EfficientNetLite0 alone) converted the weights and made and
+    checked the export, once per session (about 15 s), and how the command ran
+    (tests/test_cli.py reads it)."""
     home = tmp_path_factory.mktemp("prepared_keras_home")
-    result = run_classifier("export", "EfficientNetLite0", KERAS_HOME=str(home), CLASSIFIER_OFFLINE="1")
+    result = run_classifier("export", "--no-int8", KERAS_HOME=str(home), CLASSIFIER_OFFLINE="1",
+                            CLASSIFIER_RANDOM_WEIGHTS="0")
     assert result.returncode == 0, result.stderr
-    return home
+    return home, result
+
+
+@pytest.fixture(scope="session")
+def prepared_keras_home(prepared_export: tuple[Path, subprocess.CompletedProcess]) -> Path:
+    """A Keras cache holding what first use of the bundled EfficientNetLite0 makes (its
+    converted weights and its checked ONNX export, feature map and head included): the one
+    ``prepared_export`` made. Never used directly: ``keras_home`` and the stack fixtures take
+    copies, so a test may add to its cache without touching another's."""
+    return prepared_export[0]
+
+
+@pytest.fixture(scope="session")
+def int8_export(prepared_keras_home: Path, tmp_path_factory: pytest.TempPathFactory
+                ) -> tuple[Path, subprocess.CompletedProcess]:
+    """A Keras cache in which ``classifier export`` made both forms of EfficientNetLite0, and
+    how the command ran (tests/test_int8.py reads what it printed): run on a copy of
+    ``prepared_keras_home``, it finds the fp32 export checked and quantizes, once per session.
+    A worker's export child makes one form: ``export EfficientNetLite0`` makes no int8 form."""
+    home = copy_of(prepared_keras_home, tmp_path_factory.mktemp("int8_home") / "keras")
+    result = run_classifier("export", "EfficientNetLite0", "EfficientNetLite0-int8", KERAS_HOME=str(home))
+    assert result.returncode == 0, result.stderr
+    return home, result
 
 
 def copy_of(prepared_keras_home: Path, to: Path) -> Path:
@@ -223,6 +252,14 @@ def serve_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[...
         stop(process)
 
 
+@pytest.fixture(scope="session")
+def random_app(serve_app) -> str:
+    """``python3 app.py`` as ``serve_app`` starts it with nothing more (random weights,
+    MobileNetV2 the default), shared by the tests that only send it requests: none changes
+    it, so a module needs no server of its own for them."""
+    return serve_app()
+
+
 # --- the production stack: uWSGI with uwsgi.ini behind NGINX with remote/nginx/ ------------------
 
 @dataclass
@@ -315,12 +352,14 @@ class Site:
         return self.nginx.url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory, prepared_keras_home: Path) -> Iterator[Site]:
     """classifier.conf + uwsgi.ini with production settings (its default 2 workers of one
     thread): the bundled pretrained EfficientNetLite0 (no download: offline; prepared already,
     in a copy of the session's cache), custom remotes asked for but forced off by uwsgi.ini.
-    One per module: tests kill and reload its workers and use up NGINX's per-address limits."""
+    One per session: no test stops it, a test that reloads its workers waits until the new
+    ones answer, held uploads are let go when their test ends, and NGINX's per-address limits
+    refill within seconds (a test that needs them full uses an address of its own)."""
     folder = tmp_path_factory.mktemp("site")
     fifo = folder / "uwsgi.fifo"
     keras = copy_of(prepared_keras_home, folder / "keras")

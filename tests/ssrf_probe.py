@@ -1,4 +1,5 @@
-"""Run by test_ssrf.py inside a network namespace of its own (loopback only); prints JSON.
+"""Run by test_ssrf.py inside a network namespace of its own (loopback only), as
+``python3 -m tests.ssrf_probe`` from the project root; prints JSON.
 
 Every forbidden address is bound to this namespace's loopback, and one listener on all
 addresses at ports 80 and 443 records every connection, so "no connection was made" is
@@ -16,12 +17,10 @@ import sys
 import threading
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app import create_app  # noqa: E402
-from classifier.forwarding.client import Timeouts, forward  # noqa: E402
-from classifier.errors import ClassifierError  # noqa: E402
-from servers import QuietHandler, StubServer  # noqa: E402  (next to this script, so on sys.path)
+from app import create_app
+from bench.servers import QuietHandler, StubServer
+from classifier.errors import ClassifierError
+from classifier.forwarding.client import Timeouts, forward
 
 REBINDING_NAME = "rebind.test"
 connections: list[str] = []

@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import KERAS_MODELS, encode
 from classifier import Classification
 from classifier.labels import Prediction
-from hostile import png_declaring
+from bench.hostile import png_declaring
 
 
 def multipart(image: bytes, **fields: str) -> dict:

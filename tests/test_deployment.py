@@ -419,9 +419,9 @@ def test_chunked_uploads_are_classified(site, cat_png):
     assert top_labels(_assert_cat(raw)) == top_labels(_assert_cat(multipart))
 
 
-def test_chunked_uploads_without_nginx(serve_app, cat_png):
+def test_chunked_uploads_without_nginx(random_app, cat_png):
     """python app.py: Werkzeug's server reads chunked bodies itself, within the app's cap."""
-    local = serve_app()
+    local = random_app
     image = requests.post(local + "/predict", data=_chunks(cat_png), headers={"Content-Type": "image/png"},
                           timeout=90)
     assert image.status_code == 200 and image.json()["predictions"], image.text

@@ -12,9 +12,10 @@ from classifier.sizes import binary_size, size_limit
 LIMIT = "10 MiB (10,485,760 bytes)"  # the default CLASSIFIER_MAX_UPLOAD_BYTES, as every 413 states it
 
 
-@pytest.fixture(scope="module")
-def url(serve_app) -> str:
-    return serve_app(CLASSIFIER_WARMUP="0")
+@pytest.fixture
+def url(random_app) -> str:
+    """A running ``python3 app.py``: the session's shared one."""
+    return random_app
 
 
 def error_of(response: requests.Response) -> dict[str, str]:

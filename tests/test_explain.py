@@ -31,7 +31,7 @@ from classifier.explain import MAX_HEATMAP_SIDE, OVERLAY_OPACITY, heatmap_png, o
 from classifier.models import REGISTRY
 from classifier.weights import loadable
 from conftest import KERAS_MODELS, PHOTOS, ROOT, run_classifier
-from servers import answering_json
+from bench.servers import answering_json
 
 LITE = "EfficientNetLite0"
 DATA_URL = "data:image/png;base64,"
@@ -344,10 +344,11 @@ def test_models_say_which_can_explain(client):
 FORWARDED_MODEL = "ResNet50"  # random ResNet50 weights give distinct scores in each process
 
 
-@pytest.fixture(scope="module")
-def remote_instance(serve_app) -> str:
-    """A real second instance (``python3 app.py``, random weights, its own process)."""
-    return serve_app(CLASSIFIER_DEFAULT_MODEL=FORWARDED_MODEL)
+@pytest.fixture
+def remote_instance(other) -> str:
+    """A real second instance (``python3 app.py``, random weights, its own process): the
+    session's ``other`` (support/page_fixtures.py), which serves ResNet50 by default."""
+    return other
 
 
 def test_forwarding_relays_the_remotes_explanation(make_app, remote_instance, cat_png):
@@ -445,12 +446,25 @@ def test_the_page_without_javascript_draws_the_overlay_on_the_photo_the_predicti
     assert base64.b64decode(drawn) == overlay_png(cat_png, explanation)
 
 
-@pytest.mark.slow  # the command line as a process
-def test_cli_explain_writes_the_overlay_and_names_it(tmp_path):
-    out = tmp_path / "out"
-    result = run_classifier("predict", str(PHOTOS["chelsea"]), "--model", "MobileNetV2", "--explain", str(out),
-                            CLASSIFIER_RANDOM_WEIGHTS="1", KERAS_HOME=str(tmp_path), CLASSIFIER_OFFLINE="1")
+@pytest.fixture(scope="module")
+def cli_explained(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One run of ``classifier predict --explain`` (random MobileNetV2) over chelsea.png and two
+    folders each holding a photo.png (chelsea, then coffee), and the folder it wrote to."""
+    folder = tmp_path_factory.mktemp("cli_explain")
+    for name, photo in (("a", "chelsea"), ("b", "coffee")):
+        (folder / name).mkdir()
+        (folder / name / "photo.png").write_bytes(PHOTOS[photo].read_bytes())
+    out = folder / "out"
+    result = run_classifier("predict", str(PHOTOS["chelsea"]), str(folder / "a"), str(folder / "b"),
+                            "--model", "MobileNetV2", "--explain", str(out), CLASSIFIER_RANDOM_WEIGHTS="1",
+                            KERAS_HOME=str(folder / "keras"), CLASSIFIER_OFFLINE="1")
     assert result.returncode == 0, result.stderr
+    return result, out
+
+
+@pytest.mark.slow  # the command line as a process
+def test_cli_explain_writes_the_overlay_and_names_it(cli_explained):
+    result, out = cli_explained
     written = out / "chelsea.cam.png"
     assert re.search(rf"^  where it looked for \w+: {re.escape(str(written))} \((Heat|No heat).*\)$", result.stdout,
                      re.M), result.stdout  # random weights (this process's own) may raise no class anywhere
@@ -459,17 +473,10 @@ def test_cli_explain_writes_the_overlay_and_names_it(tmp_path):
 
 
 @pytest.mark.slow  # the command line as a process
-def test_cli_explain_never_writes_one_photos_heatmap_over_anothers(tmp_path):
+def test_cli_explain_never_writes_one_photos_heatmap_over_anothers(cli_explained):
     """Two folders' photos of the same name get a heatmap each."""
-    for folder, photo in (("a", "chelsea"), ("b", "coffee")):
-        (tmp_path / folder).mkdir()
-        (tmp_path / folder / "photo.png").write_bytes(PHOTOS[photo].read_bytes())
-    out = tmp_path / "out"
-    result = run_classifier("predict", str(tmp_path / "a"), str(tmp_path / "b"), "--model", "MobileNetV2",
-                            "--explain", str(out), CLASSIFIER_RANDOM_WEIGHTS="1", KERAS_HOME=str(tmp_path),
-                            CLASSIFIER_OFFLINE="1")
-    assert result.returncode == 0, result.stderr
-    assert sorted(path.name for path in out.iterdir()) == ["photo-2.cam.png", "photo.cam.png"]
+    _, out = cli_explained
+    assert sorted(path.name for path in out.iterdir()) == ["chelsea.cam.png", "photo-2.cam.png", "photo.cam.png"]
     assert Image.open(out / "photo.cam.png").size != Image.open(out / "photo-2.cam.png").size  # cat, then coffee
 
 

@@ -23,12 +23,12 @@ import pytest
 import requests
 import trustme
 
-import hostile
+from bench import hostile
 from classifier.explain import DATA_URL_PREFIX, heatmap_png
 from classifier.forwarding.answers import MAX_RELAYED_MESSAGE_CHARS
 from classifier.forwarding.client import HOP_HEADER, MAX_RETRY_AFTER_SECONDS
 from conftest import free_port
-from servers import GOOD_PREDICTION, answering_json, hostile_handler
+from bench.servers import GOOD_PREDICTION, answering_json, hostile_handler
 
 MODEL = "ResNet50"  # random ResNet50 weights give distinct, non-uniform scores
 

@@ -13,7 +13,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hostile import hostile_requests
+from bench.hostile import hostile_requests
 
 DOCUMENTED_5XX = {502, 503, 504}
 
@@ -27,11 +27,6 @@ def assert_json_error(response: requests.Response, acceptable: set[int], name: s
         assert error["request_id"] == response.headers["X-Request-ID"], name
 
 
-@pytest.fixture(scope="module")
-def server(serve_app) -> str:
-    return serve_app(CLASSIFIER_DEFAULT_MODEL="MobileNetV2")
-
-
 def server_rss(url: str) -> int:
     port = int(url.rsplit(":", 1)[1])
     for connection in psutil.net_connections("tcp"):
@@ -40,16 +35,16 @@ def server_rss(url: str) -> int:
     raise LookupError(port)
 
 
-def test_each_hostile_input_gets_a_clear_error_and_the_server_stays_healthy(server, cat_png):
+def test_each_hostile_input_gets_a_clear_error_and_the_server_stays_healthy(random_app, cat_png):
     good = dict(files={"image": ("cat.png", cat_png)})
-    requests.post(f"{server}/predict", timeout=120, **good).raise_for_status()
-    rss_before = server_rss(server)
+    requests.post(f"{random_app}/predict", timeout=120, **good).raise_for_status()
+    rss_before = server_rss(random_app)
     for _round in range(3):
         for name, (kwargs, acceptable) in hostile_requests(cat_png).items():
-            response = requests.post(f"{server}/predict", timeout=120, **kwargs)
+            response = requests.post(f"{random_app}/predict", timeout=120, **kwargs)
             assert_json_error(response, acceptable, name)
-            assert requests.post(f"{server}/predict", timeout=120, **good).status_code == 200, name
-    growth = server_rss(server) - rss_before
+            assert requests.post(f"{random_app}/predict", timeout=120, **good).status_code == 200, name
+    growth = server_rss(random_app) - rss_before
     print(f"server RSS grew by {growth / 2**20:.1f} MiB over 3 rounds of hostile input")
     assert growth < 150 * 2**20  # bounded: no round may keep what it decoded
 

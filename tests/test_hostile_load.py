@@ -15,7 +15,7 @@ pytestmark = pytest.mark.stack  # loads uWSGI behind NGINX for a minute
 
 
 def test_mixed_good_and_hostile_load_loses_nothing():
-    result = subprocess.run([sys.executable, "bench/hostile_load.py", "--requests", "150", "--json"],
+    result = subprocess.run([sys.executable, "-m", "bench.hostile_load", "--requests", "150", "--json"],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -33,7 +33,7 @@ def test_one_address_sending_the_costliest_requests_leaves_room_for_another():
     and a request's decode cost is bounded: while 127.0.0.1 keeps sending the costliest request
     the service accepts, a person at 127.0.0.2 sending a photo every 2 s gets at least 90% of
     them answered 200 within 5 s. Bounded: 40 s of load."""
-    result = subprocess.run([sys.executable, "bench/hostile_load.py", "--victim", "--seconds", "40", "--json"],
+    result = subprocess.run([sys.executable, "-m", "bench.hostile_load", "--victim", "--seconds", "40", "--json"],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

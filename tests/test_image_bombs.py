@@ -3,7 +3,7 @@ rightly or with a 4xx JSON error, within 2 s of the worker's CPU and 300 MB of p
 above its idle size; decoder warnings give one log line at most; and a request that does get
 stuck decoding is ended by harakiri within its limit, through NGINX, the worker respawned.
 
-Every file is generated here (tests/hostile.py). CPU time and the peak resident size
+Every file is generated here (bench/hostile.py). CPU time and the peak resident size
 (VmHWM, reset before each request through /proc/PID/clear_refs) are read from the worker's
 own process; one worker, so it is the one that served the request. The peak is compared
 with the worker's size once idle, before the first hostile file, so memory one request keeps
@@ -22,7 +22,7 @@ import psutil
 import pytest
 import requests
 
-import hostile
+from bench import hostile
 from bench import stack
 from bench.stack import Worker
 from bench.polling import wait_until

@@ -18,8 +18,8 @@ from classifier.config import Settings
 from classifier.errors import ImageTooComplex, InvalidImage, TooManyPixels, UnsupportedImageType
 from classifier.images import ImageLimits, center_crop, decode, model_input
 from conftest import encode
-import hostile
-from hostile import png_declaring
+from bench import hostile
+from bench.hostile import png_declaring
 
 RED, GREEN, BLUE, BLACK, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0), (255, 255, 255)
 

@@ -1,7 +1,7 @@
 """int8 forms: made by ``classifier export``, measured against fp32, served only above the bar.
 
-EfficientNetLite0 (real weights) is quantized once per session, by the command line, as a
-deployment does; a random-weights MobileNetV2 is quantized in the test process, as a
+EfficientNetLite0 (real weights) is quantized once per session (conftest's ``int8_export``),
+by the command line, as a deployment does; a random-weights MobileNetV2 is quantized in the test process, as a
 benchmark with random weights does. Nothing is mocked.
 """
 
@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -44,26 +43,16 @@ COMMAND = f"`python3 -m classifier export {MODEL}`"
 
 
 @pytest.fixture(scope="session")
-def export_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """A Keras cache in which ``classifier export`` made both forms, and how the command ran.
-    (A worker's export child makes one: ``export EfficientNetLite0`` makes no int8 form.)"""
-    home = tmp_path_factory.mktemp("int8_home")
-    result = run_classifier("export", "EfficientNetLite0", "EfficientNetLite0-int8", KERAS_HOME=str(home))
-    assert result.returncode == 0, result.stderr
-    return home, result
-
-
-@pytest.fixture(scope="session")
-def exported(export_run) -> tuple[Path, str]:
-    """``export_run``'s Keras cache and what the command printed."""
-    home, result = export_run
+def exported(int8_export) -> tuple[Path, str]:
+    """``int8_export``'s Keras cache and what the command printed."""
+    home, result = int8_export
     return home, result.stdout
 
 
-def test_export_sums_up_the_quantizers_scale_notes_in_one_line(export_run):
+def test_export_sums_up_the_quantizers_scale_notes_in_one_line(int8_export):
     """ONNX Runtime's quantizer logs a line per weight scale it widens (73 for this model):
     ``classifier export`` says how many in one line instead."""
-    _, result = export_run
+    _, result = int8_export
     assert "Increased scale" not in result.stderr and "Increasing scale" not in result.stderr
     summary = re.findall(r"^EfficientNetLite0-int8: the quantizer widened (\d+) weight scale\(s\) of (\d+) weight",
                          result.stderr, re.M)

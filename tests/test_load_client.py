@@ -7,16 +7,12 @@ run; it answers the way an HTTP/1.1 server may."""
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "bench"))
-import load  # noqa: E402
+from bench import load
 
 IMAGE = b"\xff\xd8" + bytes(range(256)) * 200  # 51 KB: more than one send on a small socket buffer
 

@@ -39,7 +39,7 @@ from classifier.engine import ModelPool
 from classifier.models import REGISTRY as MODELS
 from bench.polling import wait_until
 from conftest import ROOT, Uwsgi, free_port, start_uwsgi
-from servers import QuietHandler, StubServer
+from bench.servers import QuietHandler, StubServer
 from support.nginx import client_at
 
 if not (PROMETHEUS and PROMTOOL and ALERTMANAGER and AMTOOL):

@@ -46,8 +46,8 @@ def test_every_registered_model_has_its_architecture_written_down():
 
 @pytest.mark.slow  # builds every architecture
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
-def test_the_registry_builds_the_architecture_of_that_name(name):
-    keras_model = REGISTRY[name].build()
+def test_the_registry_builds_the_architecture_of_that_name(name, built_model):
+    keras_model = built_model(name)
     size = REGISTRY[name].input_size
     assert (keras_model.name, keras_model.count_params()) == ARCHITECTURES[name]
     assert keras_model.input_shape == (None, size, size, 3)

@@ -38,8 +38,8 @@ from classifier.errors import InvalidRequest
 from classifier.models import REGISTRY
 from classifier.options import Options
 from conftest import ROOT, free_port
-from hostile import png_declaring
-from servers import QuietHandler
+from bench.hostile import png_declaring
+from bench.servers import QuietHandler
 from support.errors import app_errors, nginx_errors
 
 DOCUMENT = json.loads((ROOT / "openapi.json").read_text())

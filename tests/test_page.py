@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from conftest import PHOTOS, free_port
-from servers import QuietHandler, StubServer
+from bench.servers import QuietHandler, StubServer
 
 from classifier.models import REGISTRY
 from PIL import Image

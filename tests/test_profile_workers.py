@@ -9,10 +9,8 @@ import sys
 
 import pytest
 
+from bench import profile_workers as bench_profile
 from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "bench"))
-import profile_workers as bench_profile  # noqa: E402
 
 FORWARD = "run (onnxruntime/capi/onnxruntime_inference_collection.py)"
 RAW = f"""\
@@ -42,7 +40,7 @@ def test_printed_milliseconds_share_the_workers_cpu_by_samples(capsys):
 
 @pytest.mark.stack  # profiles uWSGI behind NGINX
 def test_a_profile_of_the_real_stack_names_the_apps_functions():
-    result = subprocess.run([sys.executable, "bench/profile_workers.py", "--seconds", "2", "--top", "40"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "bench.profile_workers", "--seconds", "2", "--top", "40"], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = result.stdout

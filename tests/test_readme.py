@@ -39,7 +39,7 @@ NOT_RUN_HERE = {
     "apt-get ": "installs system packages, as root",
     "python3 -m venv ": "one of the two commands: installs the project (.ci/run runs the test one)",
     "classifier download": "downloads weights from the internet",
-    "python3 bench/": "benchmarks of minutes; tests/test_bench.py runs them at their smallest settings",
+    "python3 -m bench.": "benchmarks of minutes; tests/test_bench.py runs them at their smallest settings",
     "python3 -m pytest": "the test suite itself",
     "mkdocs ": "builds the site: tests/test_site.py builds it, strict, from mkdocs.yml",
     # docs/containers.md: tests/test_containers.py runs these in order, checking each step.

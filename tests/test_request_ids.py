@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,8 +24,8 @@ from classifier import request_ids
 from classifier.urls import public_url
 from classifier.logs import JsonFormatter, PlainFormatter
 from bench.polling import wait_until
-from conftest import ROOT, free_port
-from hostile import jpeg_with_corrupt_exif
+from conftest import ROOT
+from bench.hostile import jpeg_with_corrupt_exif
 
 MODEL = "MobileNetV2"
 NEW_ID = re.compile(r"[0-9a-f]{32}")  # ours (uuid4 hex) and NGINX's $request_id look alike
@@ -294,25 +293,9 @@ def test_the_development_server_writes_one_line_per_request(pair):
     assert not any('"GET /healthz HTTP/1.1"' in text for text in lines)  # Werkzeug's format
 
 
-# --- uWSGI behind NGINX -------------------------------------------------------------------------
+# --- uWSGI behind NGINX: conftest's site (uwsgi.ini, so JSON logs, behind classifier.conf) ------
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Iterator[tuple[stack.Nginx, stack.Server]]:
-    """uwsgi.ini (so JSON logs) behind classifier.conf, one worker, random MobileNetV2."""
-    folder = tmp_path_factory.mktemp("site")
-    env = {"CLASSIFIER_RANDOM_WEIGHTS": "1", "CLASSIFIER_DEFAULT_MODEL": MODEL, "KERAS_HOME": str(folder / "keras")}
-    address = f"127.0.0.1:{free_port()}"
-    app = stack.start_uwsgi(folder, "uwsgi", address, env, processes=1, threads=1)
-    nginx = None
-    try:
-        nginx = stack.start_nginx(folder / "nginx", {"127.0.0.1:8001": address})
-        stack.wait_until_ok(f"{nginx.url}/healthz", app.process, 120, log=app.log)
-        yield nginx, app
-    finally:
-        if nginx is not None:
-            nginx.stop()
-        app.stop()
-
+SITE_MODEL = "EfficientNetLite0"  # the site's default model
 
 def nginx_line(nginx: stack.Nginx, request_id: str) -> str:
     """NGINX's access line for the request; NGINX writes it just after answering, so wait (bounded)."""
@@ -323,7 +306,7 @@ def nginx_line(nginx: stack.Nginx, request_id: str) -> str:
 
 
 def test_without_a_client_id_nginx_gives_its_own_to_the_app_and_both_log_it(site, cat_png):
-    nginx, app = site
+    nginx, app = site.nginx, site.uwsgi
     response = requests.post(f"{nginx.url}/predict", files={"image": cat_png}, timeout=120)
     assert response.status_code == 200
     assert len(response.raw.headers.getlist("X-Request-ID")) == 1  # NGINX's copy; the app's is hidden
@@ -332,7 +315,7 @@ def test_without_a_client_id_nginx_gives_its_own_to_the_app_and_both_log_it(site
     line, = access_lines(app.log, request_id)  # every JSON line of the log parses, or this fails
     assert tuple(line) == ACCESS_FIELDS
     assert (line["method"], line["path"], line["status"], line["model"], line["server"], line["images"]) == (
-        "POST", "/predict", 200, MODEL, "local", 1)
+        "POST", "/predict", 200, SITE_MODEL, "local", 1)
     assert all(isinstance(line[f"{name}_ms"], float) for name in ("decode", "inference", "total"))
     assert '"POST /predict HTTP/1.1" 200' in nginx_line(nginx, request_id)
 
@@ -340,18 +323,20 @@ def test_without_a_client_id_nginx_gives_its_own_to_the_app_and_both_log_it(site
 @pytest.mark.parametrize(("sent", "kept"), [("client.id:9-x_y", True), ("a" * 129, False), ("a b", False),
                                             ('a"b', False)])
 def test_nginx_keeps_a_sane_client_id_and_replaces_any_other(site, sent, kept):
-    nginx, app = site
+    nginx, app = site.nginx, site.uwsgi
+    logs = (app.log, nginx.access_log)
+    since = [log.stat().st_size for log in logs]  # the site's logs hold the other tests' requests too
     response = requests.get(f"{nginx.url}/models", headers={"X-Request-ID": sent}, timeout=30)
     request_id = response.headers["X-Request-ID"]
     assert request_id == sent if kept else NEW_ID.fullmatch(request_id)
     assert len(access_lines(app.log, request_id)) == 1
     nginx_line(nginx, request_id)
     if not kept:
-        assert sent not in app.log.read_text() and sent not in nginx.access_log.read_text()
+        assert not any(sent.encode() in log.read_bytes()[start:] for log, start in zip(logs, since))
 
 
 def test_nginx_errors_carry_the_id_in_the_body_and_the_header(site):
-    nginx, _ = site
+    nginx = site.nginx
     too_long = requests.get(f"{nginx.url}/models?q=" + "a" * 9000, timeout=30)  # NGINX's own 414
     missing = requests.get(f"{nginx.url}/nowhere", headers={"X-Request-ID": "mine"}, timeout=30)  # the app's 404
     for response, status in ((too_long, 414), (missing, 404)):

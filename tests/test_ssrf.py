@@ -71,7 +71,7 @@ UNCHECKED_URLS = [
 
 def run_probe(tmp_path) -> dict:
     command = ["unshare", "--net", "--mount", "--", "sh", "-c", SETUP, "sh",
-               sys.executable, str(ROOT / "tests" / "ssrf_probe.py"),
+               sys.executable, "-m", "tests.ssrf_probe",
                str(PHOTOS["chelsea"]), json.dumps(REFUSED_URLS), json.dumps(UNCHECKED_URLS)]
     env = {"HOSTS": HOSTS, "HOSTS_FILE": str(tmp_path / "hosts"), "RESOLV_FILE": str(tmp_path / "resolv.conf"),
            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}

@@ -83,7 +83,7 @@ def test_every_module_the_page_loads_has_a_hashed_url_cached_for_a_year(open_pag
 def test_the_page_load_benchmark_times_a_first_visit_and_its_modules(other):
     """bench/page_load.py at its smallest settings: every module fetched, in two rounds (app.js,
     then all it names), and DOMContentLoaded timed."""
-    result = subprocess.run([sys.executable, "bench/page_load.py", other, "--runs", "1", "--latency", "0"],
+    result = subprocess.run([sys.executable, "-m", "bench.page_load", other, "--runs", "1", "--latency", "0"],
                             check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert re.search(r"DOMContentLoaded: median \d+ ms", result.stdout), result.stdout

@@ -25,7 +25,7 @@ from classifier.models import REGISTRY
 from classifier.weights import KerasWeights
 from bench.polling import wait_until
 from conftest import ROOT, classifier_command, free_port, run_classifier, wait_until_healthy
-from servers import QuietHandler, StubServer
+from bench.servers import QuietHandler, StubServer
 
 MOBILENET = REGISTRY["MobileNetV2"].weights
 RESNET = REGISTRY["ResNet50"].weights
@@ -105,11 +105,11 @@ def test_every_keras_model_has_a_shipped_layout():
 
 
 @pytest.mark.slow  # builds Keras models or runs processes
-def test_shipped_layouts_are_those_keras_writes():
+def test_shipped_layouts_are_those_keras_writes(built_model):
     """``data/weights_layouts.json`` lets a worker check a file without TensorFlow; it must
     say what Keras itself writes and reads for each architecture."""
     for name in ("MobileNetV2", "ResNet50", "NASNetMobile"):
-        assert expected_layouts()[name] == layout_of(REGISTRY[name].build()), name
+        assert expected_layouts()[name] == layout_of(built_model(name)), name
 
 
 @pytest.mark.slow  # builds Keras models or runs processes

@@ -1,4 +1,4 @@
-"""Hostile and malformed requests, shared by tests/test_hostile_inputs.py and bench/hostile_load.py."""
+"""Hostile and malformed requests, shared by the tests and the hostile benchmarks."""
 
 from __future__ import annotations
 

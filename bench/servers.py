@@ -1,7 +1,8 @@
 """Loopback stand-ins for hosts out of our control (a remote service, Keras' weights host).
 
-Plain library code with no pytest in it, so ``ssrf_probe.py`` (run as a script inside a
-network namespace) uses the same servers as the tests; conftest wraps them in fixtures.
+Plain library code with no pytest in it, so ``tests/ssrf_probe.py`` (a process of its own
+inside a network namespace) and the benchmarks use the same servers as the tests; conftest
+wraps them in fixtures.
 """
 
 from __future__ import annotations
