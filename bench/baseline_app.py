@@ -19,10 +19,10 @@ import numpy as np
 from flask import Flask, jsonify, request
 from PIL import Image
 
-from classifier import labels
 from classifier.config import Settings
-from classifier.models import REGISTRY
-from classifier.weights import loadable
+from classifier.models import labels
+from classifier.models.registry import REGISTRY
+from classifier.models.weights import loadable
 
 SPEC = REGISTRY[os.environ.get("BASELINE_MODEL", "MobileNetV2")]
 model = SPEC.build()

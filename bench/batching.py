@@ -30,7 +30,7 @@ from pathlib import Path
 from bench import raw, stack
 from bench.photos import PHOTOS
 from classifier import Classifier, Settings
-from classifier.options import Options, PredictRequest, Upload
+from classifier.serving.options import Options, PredictRequest, Upload
 
 ROOT = Path(__file__).resolve().parent.parent
 

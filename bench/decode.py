@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from classifier import images
+from classifier.imaging import images
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,8 +28,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from classifier import Classifier, Settings, images
-from classifier.engine import ModelPool
+from classifier import Classifier, Settings
+from classifier.imaging import images
+from classifier.serving.pool import ModelPool
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -32,7 +32,7 @@ import requests
 from bench.hostile import png_with_corrupt_pixels, png_with_empty_chunks
 from bench.servers import StubServer, answering_json, hostile_handler
 from bench.stack import free_port, stop, wait_until_ok
-from classifier.explain import DATA_URL_PREFIX, heatmap_png
+from classifier.runtimes.explain import DATA_URL_PREFIX, heatmap_png
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -37,7 +37,7 @@ MEASURE = """
 import sys, time
 from pathlib import Path
 from bench.hostile import IMAGE_BOMBS
-from classifier import images
+from classifier.imaging import images
 from classifier.config import Settings
 from classifier.errors import ClassifierError
 

@@ -25,10 +25,10 @@ from classifier.artifacts.convert import median_ms
 from classifier.artifacts.exports import Export
 from classifier.artifacts.int8 import HELD_OUT, Int8Record, int8_form
 from classifier.config import Settings
-from classifier.engine import Serving
-from classifier.models import REGISTRY, ModelSpec
-from classifier.runtimes import OnnxRuntime
-from classifier.weights import Found
+from classifier.models.registry import REGISTRY, ModelSpec
+from classifier.models.weights import Found
+from classifier.runtimes.forward import OnnxRuntime
+from classifier.serving.pool import Serving
 
 ROOT = Path(__file__).resolve().parent.parent
 

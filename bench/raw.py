@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier import images
 from classifier.config import Settings
-from classifier.models import REGISTRY
-from classifier.runtimes import OnnxRuntime, Runtime
+from classifier.imaging import images
+from classifier.models.registry import REGISTRY
+from classifier.runtimes.forward import OnnxRuntime, Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,7 +96,7 @@ def _worker(kind: str, target: str, threads: int, batch: int, seconds: float) ->
         runtime: Runtime = OnnxRuntime(Path(target), threads)
         size = 224
     else:
-        from classifier.runtimes import keras_runtime
+        from classifier.runtimes.forward import keras_runtime
 
         spec = REGISTRY[target]
         runtime, size = keras_runtime(spec, None, threads), spec.input_size

@@ -51,12 +51,16 @@ from pathlib import Path
 import h5py
 
 from bench import int8, load, raw, stack
-from classifier.config import Settings
 from classifier.artifacts.exports import Export
 from classifier.artifacts.int8 import Int8Form
-from classifier.models import REGISTRY, ModelSpec
-from classifier.runtimes import OnnxRuntime, keras_runtime, use_tensorflow_threads
-from classifier.weights import loadable
+from classifier.config import Settings
+from classifier.models.registry import REGISTRY, ModelSpec
+from classifier.models.weights import loadable
+from classifier.runtimes.forward import (
+    OnnxRuntime,
+    keras_runtime,
+    use_tensorflow_threads,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,9 +76,9 @@ import json, sys, time
 from pathlib import Path
 import app  # everything a uWSGI worker imports: Flask, the app, the classifier package
 import psutil
-from classifier import images
-from classifier.engine import POOL, Serving
-from classifier.models import REGISTRY
+from classifier.imaging import images
+from classifier.serving.pool import POOL, Serving
+from classifier.models.registry import REGISTRY
 runtime, threads, photo = sys.argv[2], int(sys.argv[3]) or None, Path(sys.argv[4]).read_bytes()
 runtimes = []
 for name, weights, exports in json.loads(sys.argv[1]):  # one model, or several in turn

@@ -16,7 +16,7 @@ from pathlib import Path
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 # How models run: "onnx" is ONNX Runtime on an export of the Keras model, checked against it;
-# "keras" is the Keras model as a compiled tf.function; "auto" picks per model (engine.py).
+# "keras" is the Keras model as a compiled tf.function; "auto" picks per model (serving/pool.py).
 RUNTIMES = ("auto", "onnx", "keras")
 # Log lines as text for a person, or one JSON object each for a log shipper (logs.py).
 LOG_FORMATS = ("plain", "json")
@@ -43,7 +43,7 @@ class Settings:
     max_request_bytes: int = 64 * 2**20
     max_images: int = 32
     # Images decoded and run through the model together; a request holds at most this many
-    # decoded at once. None: the runtime's own (runtimes.py: ONNX Runtime 1, Keras 8, measured
+    # decoded at once. None: the runtime's own (runtimes/forward.py: ONNX Runtime 1, Keras 8, measured
     # with bench/batching.py).
     batch_size: int | None = None
     # Image limits (image_checks.py; docs/images.md has the measurements).

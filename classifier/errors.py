@@ -7,7 +7,7 @@ The CLI uses the same classes, so a bad file reads the same from a terminal as o
 
 from __future__ import annotations
 
-from .sizes import size_limit
+from classifier.sizes import size_limit
 
 
 class ClassifierError(Exception):

@@ -14,7 +14,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from .request_ids import current_request_id
+from classifier.request_ids import current_request_id
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

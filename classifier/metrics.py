@@ -1,7 +1,7 @@
 """Prometheus metrics: what the service counts and times, and the text ``GET /metrics`` serves.
 
 The metrics are module-level ``prometheus_client`` objects, recorded where the work happens
-(``service.py``, ``engine.py``, ``download.py``; per request in ``app.py``). Label values are
+(``service.py``, ``serving/pool.py``, ``download.py``; per request in ``app.py``). Label values are
 bounded: a model label is a registry name (or ``default`` / ``unknown``), a server label one
 of ``options.SERVERS``, an outcome an error ``code``, an endpoint a route's rule, never a
 client's raw text, so no request can make a new series out of what it sends.
@@ -33,10 +33,19 @@ from importlib import metadata
 from pathlib import Path
 
 from filelock import FileLock
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics, generate_latest, multiprocess)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
 
-from .files import write_text
+from classifier.files import write_text
 
 FOLDER_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")

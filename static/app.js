@@ -2,24 +2,24 @@
 // image, send it to /predict with fetch and draw the answer into the page's own <template>s.
 // Without these files the form still works: it posts to "/" and the server renders the same
 // markup. This module only starts the others and ties their events together. Each import
-// carries its module's content hash (classifier/static_modules.py writes them).
+// carries its module's content hash (classifier/web/static_modules.py writes them).
 
-import { classify, reclassify } from "./page/answer.js?v=5015f1c61536";
+import { classify, reclassify } from "./page/answer.js?v=727ff50aeaf6";
 import * as apiPanel from "./page/api-panel.js?v=1c985eed8428";
-import * as camera from "./page/camera.js?v=6e34449a1655";
-import * as chooser from "./page/chooser.js?v=951a98071ca8";
+import * as camera from "./page/camera.js?v=db09f74b6bec";
+import * as chooser from "./page/chooser.js?v=f9ee9c8d8de2";
 import { $ } from "./page/dom.js?v=19cca49a794f";
-import * as explain from "./page/explain.js?v=f1f10ef0fcbc";
+import * as explain from "./page/explain.js?v=93c506222a17";
 import { describeModel, refreshModels } from "./page/models.js?v=b112a5a33cc3";
 import * as options from "./page/options.js?v=8b87c046b7b2";
 import * as preview from "./page/preview.js?v=4981db65fce4";
-import * as queue from "./page/queue.js?v=2b3e9e4fa2e3";
+import * as queue from "./page/queue.js?v=9d6018a82613";
 // The modules those import, named here too: the browser then asks for every module as soon as
 // this file arrives, not one level of imports at a time (bench/page_load.py).
 import "./page/api.js?v=0b826a6c63b5";
 import "./page/errors.js?v=a35837132922";
 import "./page/format.js?v=95e4a7f170c8";
-import "./page/report.js?v=11b3b414921d";
+import "./page/report.js?v=7089b2df97e7";
 import "./page/storage.js?v=75d82e02cecc";
 
 const form = $("classify-form");

@@ -25,8 +25,15 @@ from flask.testing import FlaskClient
 from bench.hostile import encode  # noqa: F401  (tests import it from here)
 from bench.photos import PHOTOS
 from bench.servers import QuietHandler, StubServer, silent_listener
-from bench.stack import (Nginx, environment, free_port, start_nginx, stop,  # noqa: F401  (tests import free_port and stop from here)
-                         uwsgi_command, wait_until_ok)
+from bench.stack import (  # noqa: F401  (tests import free_port and stop from here)
+    Nginx,
+    environment,
+    free_port,
+    start_nginx,
+    stop,
+    uwsgi_command,
+    wait_until_ok,
+)
 
 # The browser tests' fixtures (Chromium, the servers it opens) live in a module of their own.
 pytest_plugins = ["support.page_fixtures"]
@@ -84,7 +91,7 @@ def built_model() -> Callable[[str], object]:
     """``built_model(name)``: the registry's Keras model of that name with random weights,
     built once per session (seconds each; NASNetMobile the most), for tests that read its
     architecture or weights and change neither."""
-    from classifier.models import REGISTRY
+    from classifier.models.registry import REGISTRY
 
     return functools.cache(lambda name: REGISTRY[name].build())
 
@@ -95,7 +102,7 @@ def mobilenet_h5(tmp_path_factory: pytest.TempPathFactory, built_model: Callable
     import h5py
     from keras.src.legacy.saving import legacy_h5_format
 
-    from classifier.models import REGISTRY
+    from classifier.models.registry import REGISTRY
 
     spec = REGISTRY["MobileNetV2"]
     path = tmp_path_factory.mktemp("h5") / spec.weights.file_name

@@ -7,12 +7,12 @@ import io
 from html.parser import HTMLParser
 
 import pytest
+from conftest import KERAS_MODELS, encode
 from PIL import Image
 
-from conftest import KERAS_MODELS, encode
-from classifier import Classification
-from classifier.labels import Prediction
 from bench.hostile import png_declaring
+from classifier import Classification
+from classifier.models.labels import Prediction
 
 
 def multipart(image: bytes, **fields: str) -> dict:

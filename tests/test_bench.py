@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from bench import serving
-from classifier.models import REGISTRY
-from conftest import ROOT
+from classifier.models.registry import REGISTRY
 
 MODEL = "EfficientNetLite0"  # real weights from pip: the ONNX server runs the production path
 RECORDED_RUN = json.loads((ROOT / "tests" / "data" / "serving-run.json").read_text())

@@ -14,17 +14,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PHOTOS, ROOT, classifier_command, copy_of, free_port, run_classifier, start_uwsgi
-from bench.servers import ESCAPES, HOSTILE_ANSWERS, hostile_handler
-from bench.polling import wait_until
+from conftest import (
+    PHOTOS,
+    ROOT,
+    classifier_command,
+    copy_of,
+    free_port,
+    run_classifier,
+    start_uwsgi,
+)
 from support.nginx import access_log_entries, first_answer, hold_upload
 
+from bench.polling import wait_until
+from bench.servers import ESCAPES, HOSTILE_ANSWERS, hostile_handler
 from bench.stack import Nginx, start_nginx
 from classifier import Settings
-from classifier.client import USER_AGENT
 from classifier.artifacts.exports import Export
-from classifier.models import REGISTRY
-from classifier.reports import CSV_COLUMNS
+from classifier.cli.remote import USER_AGENT
+from classifier.cli.reports import CSV_COLUMNS
+from classifier.models.registry import REGISTRY
 
 pytestmark = pytest.mark.slow  # most tests run `python -m classifier` as a process
 

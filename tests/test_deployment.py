@@ -36,13 +36,22 @@ import psutil
 import pytest
 import requests
 import urllib3
+from conftest import (
+    CAT_LABELS,
+    ROOT,
+    Site,
+    Uwsgi,
+    copy_of,
+    free_port,
+    start_uwsgi,
+    stop,
+)
+from support.nginx import access_log_entries, client_at, first_answer, hold_upload
 
 from bench import stack
-from bench.stack import NGINX, UWSGI, Nginx, environment, start_nginx, uwsgi_command
 from bench.polling import wait_until
-from classifier.static_modules import content_hash
-from conftest import CAT_LABELS, ROOT, Site, Uwsgi, copy_of, free_port, start_uwsgi, stop
-from support.nginx import access_log_entries, client_at, first_answer, hold_upload
+from bench.stack import NGINX, UWSGI, Nginx, environment, start_nginx, uwsgi_command
+from classifier.web.static_modules import content_hash
 
 pytestmark = pytest.mark.stack  # uWSGI and NGINX, run for real
 
@@ -313,7 +322,7 @@ def test_static_files_come_from_nginx_cached_for_a_year(site, name):
 
 def test_every_module_of_the_page_comes_from_nginx_cached_for_a_year(site):
     """app.js imports the modules in static/page/, and they each other, by URLs with their
-    content's hash (classifier/static_modules.py): followed from the page's link to app.js,
+    content's hash (classifier/web/static_modules.py): followed from the page's link to app.js,
     NGINX serves each as on disk, as JavaScript, for a year."""
     page = requests.get(site.url + "/", timeout=30).text
     pending, seen = [re.search(r'"(/static/app\.js\?v=[0-9a-f]+)"', page).group(1)], set()

@@ -15,17 +15,17 @@ import matplotlib
 import numpy as np
 import pytest
 import skimage.data
+from conftest import ROOT
 from PIL import Image
 
-from classifier import efficientnet_lite
-from classifier.efficientnet_lite import (
+from classifier.models import efficientnet_lite
+from classifier.models.efficientnet_lite import (
     INPUT_SIZE,
     build_model,
     convert_weights,
 )
-from classifier.models import REGISTRY
-from classifier.torch_legacy import load_legacy_state_dict
-from conftest import ROOT
+from classifier.models.registry import REGISTRY
+from classifier.models.torch_legacy import load_legacy_state_dict
 
 CHECKPOINT = REGISTRY["EfficientNetLite0"].weights.source()
 preprocess_input = REGISTRY["EfficientNetLite0"].preprocess  # what the service feeds it
@@ -171,7 +171,7 @@ else:
     sys.exit("the blocker let torch through")
 attempts.clear()
 
-from classifier.efficientnet_lite import build_model, convert_weights
+from classifier.models.efficientnet_lite import build_model, convert_weights
 
 convert_weights(sys.argv[1], sys.argv[2])
 fc_kernel = build_model(sys.argv[2]).get_layer("fc").get_weights()[0]

@@ -23,15 +23,21 @@ import matplotlib
 import numpy as np
 import pytest
 import requests
+from conftest import KERAS_MODELS, PHOTOS, ROOT, run_classifier
 from flask import Flask
 from PIL import Image
 
-from classifier import images
-from classifier.explain import MAX_HEATMAP_SIDE, OVERLAY_OPACITY, heatmap_png, overlay_png, summary
-from classifier.models import REGISTRY
-from classifier.weights import loadable
-from conftest import KERAS_MODELS, PHOTOS, ROOT, run_classifier
 from bench.servers import answering_json
+from classifier.imaging import images
+from classifier.models.registry import REGISTRY
+from classifier.models.weights import loadable
+from classifier.runtimes.explain import (
+    MAX_HEATMAP_SIDE,
+    OVERLAY_OPACITY,
+    heatmap_png,
+    overlay_png,
+    summary,
+)
 
 LITE = "EfficientNetLite0"
 DATA_URL = "data:image/png;base64,"
@@ -77,7 +83,7 @@ def served_explanation(client, photo: Path, model: str, explain_class: str | Non
 
 def assert_same_map(served: dict, keras_model, spec, photo: Path) -> bool:
     """The served grid equals keras.io's Grad-CAM for the same class; True if it is not all zeros."""
-    from classifier import labels
+    from classifier.models import labels
 
     batch = spec.preprocess(images.model_input(photo.read_bytes(), spec.input_size)[None])
     class_number = labels.class_numbers(served["explanation"]["class_id"])[0]
@@ -124,7 +130,7 @@ def lite_client(keras_home, lite_weights) -> Flask:
 
 
 def test_the_served_map_is_keras_io_grad_cam_for_efficientnet_lite0_on_onnx_runtime(lite_client, lite_weights):
-    from classifier.runtimes import keras_runtime
+    from classifier.runtimes.forward import keras_runtime
 
     spec = REGISTRY[LITE]
     keras_model = keras_runtime(spec, lite_weights).model
@@ -142,7 +148,7 @@ def test_the_export_has_the_feature_map_as_a_second_output_and_the_head_beside_i
 
     from classifier import Settings
     from classifier.artifacts import exports
-    from classifier.runtimes import keras_runtime
+    from classifier.runtimes.forward import keras_runtime
 
     spec, settings = REGISTRY[LITE], Settings(keras_home=keras_home)
     export = exports.Export(spec, spec.weights.find(settings), settings.exports_dir)
@@ -494,9 +500,9 @@ def registry_with(monkeypatch) -> Callable[..., None]:
 def mobilenet_v1(feature_map):
     """keras.applications.MobileNet: its head is pooling, then a 1x1 convolution and a softmax
     Activation, not a dense layer, so the shortcut's structure check does not apply."""
-    from classifier import preprocessing
-    from classifier.models import ModelSpec, _keras_application
-    from classifier.weights import KerasWeights
+    from classifier.models import preprocessing
+    from classifier.models.registry import ModelSpec, _keras_application
+    from classifier.models.weights import KerasWeights
 
     weights = KerasWeights("MobileNet", "mobilenet_1_0_224_tf.h5", "mobilenet/mobilenet_1_0_224_tf.h5")
     return ModelSpec("MobileNet", _keras_application("MobileNet"), preprocessing.symmetric, weights,
@@ -507,7 +513,7 @@ def mobilenet_v1(feature_map):
 def test_a_head_that_is_not_pooling_then_dense_is_explained_with_gradients(make_app, registry_with, cat_png):
     import keras
 
-    from classifier.models import FeatureMap
+    from classifier.models.registry import FeatureMap
 
     spec = mobilenet_v1(FeatureMap("conv_pw_13_relu", gap_dense=False))
     registry_with(spec)

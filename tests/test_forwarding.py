@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 import requests
 import trustme
+from conftest import free_port
 
 from bench import hostile
-from classifier.explain import DATA_URL_PREFIX, heatmap_png
+from bench.servers import GOOD_PREDICTION, answering_json, hostile_handler
 from classifier.forwarding.answers import MAX_RELAYED_MESSAGE_CHARS
 from classifier.forwarding.client import HOP_HEADER, MAX_RETRY_AFTER_SECONDS
-from conftest import free_port
-from bench.servers import GOOD_PREDICTION, answering_json, hostile_handler
+from classifier.runtimes.explain import DATA_URL_PREFIX, heatmap_png
 
 MODEL = "ResNet50"  # random ResNet50 weights give distinct, non-uniform scores
 

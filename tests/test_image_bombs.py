@@ -21,12 +21,11 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-
-from bench import hostile
-from bench import stack
-from bench.stack import Worker
-from bench.polling import wait_until
 from conftest import CAT_LABELS, free_port
+
+from bench import hostile, stack
+from bench.polling import wait_until
+from bench.stack import Worker
 
 pytestmark = pytest.mark.stack  # each hostile image goes to a uWSGI worker, most through NGINX
 

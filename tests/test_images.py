@@ -1,4 +1,4 @@
-"""Tests for classifier.images: bytes to upright 8-bit RGB, limits, and the ImageNet crop.
+"""Tests for classifier.imaging.images: bytes to upright 8-bit RGB, limits, and the ImageNet crop.
 
 Every image is generated in memory with Pillow, so each test states exactly which pixels
 went in and which must come out.
@@ -10,16 +10,21 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
+from conftest import encode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from classifier.config import Settings
-from classifier.errors import ImageTooComplex, InvalidImage, TooManyPixels, UnsupportedImageType
-from classifier.images import ImageLimits, center_crop, decode, model_input
-from conftest import encode
 from bench import hostile
 from bench.hostile import png_declaring
+from classifier.config import Settings
+from classifier.errors import (
+    ImageTooComplex,
+    InvalidImage,
+    TooManyPixels,
+    UnsupportedImageType,
+)
+from classifier.imaging.images import ImageLimits, center_crop, decode, model_input
 
 RED, GREEN, BLUE, BLACK, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0), (255, 255, 255)
 

@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from conftest import PHOTOS, RIGHT_LABELS, run_classifier
 from PIL import Image
 from playwright.sync_api import expect
+from support.page import expected_options
 
 from classifier.artifacts import int8 as quantize
-from classifier.config import Settings
 from classifier.artifacts.quantize import make_int8
-from classifier.engine import POOL, Serving
-from classifier.models import REGISTRY
-from conftest import PHOTOS, RIGHT_LABELS, run_classifier
-from support.page import expected_options
+from classifier.config import Settings
+from classifier.models.registry import REGISTRY
+from classifier.serving.pool import POOL, Serving
 
 pytestmark = pytest.mark.slow  # quantizes the pretrained EfficientNetLite0 and runs the command line
 

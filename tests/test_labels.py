@@ -1,12 +1,12 @@
-"""classifier.labels: the shipped ImageNet class table and ranking scores into predictions."""
+"""classifier.models.labels: the shipped ImageNet class table and ranking scores into predictions."""
 
 import re
 
 import numpy as np
 import pytest
 
-from classifier import labels
-from classifier.labels import Prediction, top_k
+from classifier.models import labels
+from classifier.models.labels import Prediction, top_k
 
 
 def test_class_index_has_1000_unique_wordnet_ids():

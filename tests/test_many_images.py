@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import CAT_LABELS, PHOTOS
 from prometheus_client import REGISTRY
 
 from classifier.forwarding.client import HOP_HEADER
-from conftest import CAT_LABELS, PHOTOS
 
 MODEL = "EfficientNetLite0"
 COFFEE_LABELS = {"espresso", "cup", "coffee_mug"}

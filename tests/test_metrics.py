@@ -27,20 +27,30 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import ROOT, Uwsgi, free_port, start_uwsgi
 from prometheus_client import REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
-
-from bench.prometheus import (ALERTMANAGER, AMTOOL, PROMETHEUS, PROMETHEUS_DIR, PROMTOOL, Alertmanager, Prometheus,
-                              start_alertmanager, start_prometheus)
-from bench.stack import Nginx, start_nginx
-from classifier import Classifier, Settings, download, metrics
-from classifier.engine import ModelPool
-from classifier.models import REGISTRY as MODELS
-from bench.polling import wait_until
-from conftest import ROOT, Uwsgi, free_port, start_uwsgi
-from bench.servers import QuietHandler, StubServer
 from support.nginx import client_at
+
+from bench.polling import wait_until
+from bench.prometheus import (
+    ALERTMANAGER,
+    AMTOOL,
+    PROMETHEUS,
+    PROMETHEUS_DIR,
+    PROMTOOL,
+    Alertmanager,
+    Prometheus,
+    start_alertmanager,
+    start_prometheus,
+)
+from bench.servers import QuietHandler, StubServer
+from bench.stack import Nginx, start_nginx
+from classifier import Classifier, Settings, metrics
+from classifier.models import download
+from classifier.models.registry import REGISTRY as MODELS
+from classifier.serving.pool import ModelPool
 
 if not (PROMETHEUS and PROMTOOL and ALERTMANAGER and AMTOOL):
     pytest.fail("prometheus, promtool, alertmanager or amtool not installed: "

@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from classifier.engine import POOL, ModelPool
-from classifier.models import REGISTRY
+from classifier.models.registry import REGISTRY
+from classifier.serving.pool import POOL, ModelPool
 
 FP32 = [name for name, spec in REGISTRY.items() if spec.int8_of is None]  # int8 forms: tests/test_int8.py
 

@@ -20,27 +20,35 @@ import referencing
 import referencing.jsonschema
 import requests
 import schemathesis
+from conftest import ROOT, free_port
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from openapi_core import OpenAPI
-from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+from openapi_core.contrib.werkzeug import (
+    WerkzeugOpenAPIRequest,
+    WerkzeugOpenAPIResponse,
+)
 from openapi_spec_validator import validate
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (allow_header_conformance, content_type_conformance,
-                                               negative_data_rejection, response_headers_conformance,
-                                               response_schema_conformance, status_code_conformance,
-                                               unsupported_method)
+from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+    unsupported_method,
+)
+from support.errors import app_errors, nginx_errors
 from werkzeug.test import EnvironBuilder, TestResponse
 from werkzeug.wrappers import Request
 
-from classifier.errors import InvalidRequest
-from classifier.models import REGISTRY
-from classifier.options import Options
-from conftest import ROOT, free_port
 from bench.hostile import png_declaring
 from bench.servers import QuietHandler
-from support.errors import app_errors, nginx_errors
+from classifier.errors import InvalidRequest
+from classifier.models.registry import REGISTRY
+from classifier.serving.options import Options
 
 DOCUMENT = json.loads((ROOT / "openapi.json").read_text())
 CONTRACT = OpenAPI.from_dict(DOCUMENT)

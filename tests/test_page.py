@@ -21,16 +21,25 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 import requests
-
 from conftest import PHOTOS, free_port
-from bench.servers import QuietHandler, StubServer
-
-from classifier.models import REGISTRY
 from PIL import Image
 from playwright import sync_api
 from playwright.sync_api import expect
-from support.page import (DESKTOP, FIRST_ANSWER, MAX_UPLOAD, OPERATOR_WORDS, PHONE, SCREENSHOTS, expect_bars,
-                          expect_words_for_a_person, expected_options, wait_for_models)
+from support.page import (
+    DESKTOP,
+    FIRST_ANSWER,
+    MAX_UPLOAD,
+    OPERATOR_WORDS,
+    PHONE,
+    SCREENSHOTS,
+    expect_bars,
+    expect_words_for_a_person,
+    expected_options,
+    wait_for_models,
+)
+
+from bench.servers import QuietHandler, StubServer
+from classifier.models.registry import REGISTRY
 
 CAT_LABELS = {"Tabby", "Tiger cat", "Egyptian cat"}
 KERAS_MODELS = ("MobileNetV2", "ResNet50", "NASNetMobile")

@@ -17,9 +17,16 @@ from pathlib import Path
 import pytest
 from conftest import PHOTOS
 from playwright.sync_api import expect
+from support.page import (
+    DESKTOP,
+    FIRST_ANSWER,
+    PHONE,
+    SCREENSHOTS,
+    expect_bars,
+    expect_no_serious_violations,
+)
 
-from classifier.reports import CSV_COLUMNS
-from support.page import DESKTOP, FIRST_ANSWER, PHONE, SCREENSHOTS, expect_bars, expect_no_serious_violations
+from classifier.cli.reports import CSV_COLUMNS
 
 CAT_LABELS = {"Tabby", "Tiger cat", "Egyptian cat"}
 
@@ -72,7 +79,7 @@ def test_forty_files_become_cards_that_all_end_done_or_failed(open_page, real, f
     text = Path(download.value.path()).read_bytes().decode()
     assert text.startswith("\ufeffpath,state,model,label,class_id,score,top_k,error_code,error_message\r\n")
     rows = list(csv.DictReader(io.StringIO(text.removeprefix("\ufeff"))))
-    assert list(rows[0]) == CSV_COLUMNS  # the CLI's format (classifier/reports.py)
+    assert list(rows[0]) == CSV_COLUMNS  # the CLI's format (classifier/cli/reports.py)
     # A name a spreadsheet would run as a formula is neutralised, as OWASP advises.
     assert [row["path"] for row in rows] == [("'" if path.name.startswith("=") else "") + path.name
                                              for path in forty_files]

@@ -1,4 +1,4 @@
-"""classifier.preprocessing must equal each model's own input normalisation.
+"""classifier.models.preprocessing must equal each model's own input normalisation.
 
 A wrong normalisation does not crash: the model runs and silently answers worse. So every
 registered model is compared with a reference that does not come from this code, and a
@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skimage.data
+from conftest import PHOTOS
 from PIL import Image, ImageOps
 
-from classifier.models import REGISTRY
-from classifier.torch_legacy import load_legacy_state_dict
-from conftest import PHOTOS
+from classifier.models.registry import REGISTRY
+from classifier.models.torch_legacy import load_legacy_state_dict
 
 # Registry name -> the keras.applications module whose preprocess_input the weights expect.
 KERAS_REFERENCE = {"ResNet50": "resnet50", "MobileNetV2": "mobilenet_v2", "NASNetMobile": "nasnet"}

@@ -18,14 +18,14 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from conftest import ROOT
 
 from bench import stack
-from classifier import request_ids
-from classifier.urls import public_url
-from classifier.logs import JsonFormatter, PlainFormatter
-from bench.polling import wait_until
-from conftest import ROOT
 from bench.hostile import jpeg_with_corrupt_exif
+from bench.polling import wait_until
+from classifier import request_ids
+from classifier.logs import JsonFormatter, PlainFormatter
+from classifier.urls import public_url
 
 MODEL = "MobileNetV2"
 NEW_ID = re.compile(r"[0-9a-f]{32}")  # ours (uuid4 hex) and NGINX's $request_id look alike
@@ -101,7 +101,7 @@ def test_the_id_is_in_the_header_the_error_and_every_log_line(make_app, caplog, 
     headers = {"X-Request-ID": "client-7.a:b"}
     answer = client.post("/predict", data=multipart(jpeg_with_corrupt_exif(cat_png), model=MODEL), headers=headers)
     assert answer.status_code == 200 and answer.headers["X-Request-ID"] == "client-7.a:b"
-    warning, = [r for r in caplog.records if r.name == "classifier.images"]
+    warning, = [r for r in caplog.records if r.name == "classifier.imaging.images"]
     assert warning.request_id == "client-7.a:b"
     refused = client.post("/predict", data=multipart(cat_png, top_k="99"), headers=headers)
     assert refused.json["error"]["request_id"] == refused.headers["X-Request-ID"] == "client-7.a:b"

@@ -23,18 +23,18 @@ import numpy as np
 import onnx
 import pytest
 import requests
+from conftest import CAT_LABELS, PHOTOS, ROOT, free_port, stop, wait_until_healthy
 from onnx import numpy_helper
 
 from bench import stack
 from classifier import Classifier, Settings
 from classifier.artifacts.convert import verify
 from classifier.artifacts.exports import TOLERANCE, Export
-from classifier.engine import ModelPool, Serving
-from classifier.models import REGISTRY
-from classifier.passes import InFlight, instance_file
-from classifier.runtimes import OnnxRuntime, keras_runtime
-from classifier.weights import loadable
-from conftest import CAT_LABELS, PHOTOS, ROOT, free_port, stop, wait_until_healthy
+from classifier.models.registry import REGISTRY
+from classifier.models.weights import loadable
+from classifier.runtimes.forward import OnnxRuntime, keras_runtime
+from classifier.runtimes.in_flight import InFlight, instance_file
+from classifier.serving.pool import ModelPool, Serving
 
 MODEL = "EfficientNetLite0"
 SPEC = REGISTRY[MODEL]
@@ -203,7 +203,7 @@ def test_an_export_found_to_differ_runs_on_keras_and_is_not_checked_again(export
     bad = Export(SPEC, weights, serving.exports_dir)
     tampered(export.onnx_path, bad.onnx_path)
     bad.store(verify(SPEC, keras_runtime(SPEC, weights), bad.onnx_path))
-    with caplog.at_level(logging.INFO, logger="classifier.engine"):
+    with caplog.at_level(logging.INFO, logger="classifier.serving.pool"):
         loaded = ModelPool().get(SPEC, weights, serving)
     assert loaded.runtime.name == "keras"
     warning = next(r.getMessage() for r in caplog.records
@@ -261,8 +261,8 @@ import json, sys
 from contextlib import ExitStack
 from pathlib import Path
 import numpy as np
-from classifier.passes import InFlight
-from classifier.runtimes import OnnxRuntime
+from classifier.runtimes.in_flight import InFlight
+from classifier.runtimes.forward import OnnxRuntime
 in_flight = InFlight(Path(sys.argv[1]))
 runtime = OnnxRuntime(Path(sys.argv[2]), in_flight=in_flight)
 held = ExitStack()
@@ -355,7 +355,7 @@ def test_a_slot_left_by_an_earlier_life_of_this_process_id_is_freed(export, tmp_
     slots = tmp_path / "passes"
     stale = [(os.getpid(), 1), (0, 0), (dead_pid(), 1)]
     np.array(stale + [(0, 0)] * (64 - len(stale)), dtype=np.int32).tofile(slots)
-    slots.chmod(0o600)  # as passes.py makes it: a file others may open is never used
+    slots.chmod(0o600)  # as runtimes/in_flight.py makes it: a file others may open is never used
     here = OnnxRuntime(export.onnx_path, in_flight=InFlight(slots))
     here.scores(np.zeros((1, 224, 224, 3), np.float32))
     assert here.ran == {cores: 1}
@@ -377,7 +377,7 @@ def test_a_fixed_thread_count_runs_every_pass_on_it(export, tmp_path):
 
 
 def slot_file(path: Path) -> list[tuple[int, int]]:
-    """The slots as written: (process id, passes running) pairs of int32 (classifier/passes.py)."""
+    """The slots as written: (process id, passes running) pairs of int32 (classifier/runtimes/in_flight.py)."""
     return [tuple(map(int, slot)) for slot in np.fromfile(path, dtype=np.int32).reshape(-1, 2)]
 
 
@@ -409,7 +409,7 @@ def counted_pids(slots: Path) -> set[int]:
 def test_without_a_shared_file_a_process_still_counts_its_own_passes(tmp_path, caplog):
     """A folder that cannot hold the file (a read-only /dev/shm, say): the dev server's
     threads still see each other's passes, and the log says why the workers cannot."""
-    with caplog.at_level(logging.WARNING, logger="classifier.passes"):
+    with caplog.at_level(logging.WARNING, logger="classifier.runtimes.in_flight"):
         in_flight = InFlight(tmp_path / "missing" / "passes")
     assert "cannot share a pass count" in caplog.text
     with in_flight.running() as first:
@@ -432,7 +432,7 @@ def test_a_pass_file_planted_by_someone_else_is_neither_used_nor_written(tmp_pat
         path.write_bytes(b"\0" * 8)
         os.chown(path, 65534, 65534)  # nobody; the tests run as root, who may hand a file over
     before = path.read_bytes()
-    with caplog.at_level(logging.WARNING, logger="classifier.passes"):
+    with caplog.at_level(logging.WARNING, logger="classifier.runtimes.in_flight"):
         in_flight = InFlight(path)
     assert "cannot share a pass count" in caplog.text
     assert target.read_bytes() == b"keep" and path.read_bytes() == before

@@ -12,11 +12,12 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from mkdocs.commands.build import build
 from mkdocs.config import load_config
 
-from classifier import config, options
-from conftest import ROOT
+from classifier import config
+from classifier.serving import options
 
 SETTINGS_PAGE = ROOT / "docs" / "settings.md"
 API_PAGE = ROOT / "docs" / "api.md"

@@ -1,4 +1,4 @@
-"""The page's ES modules keep content-hashed URLs (classifier/static_modules.py): the hashes in
+"""The page's ES modules keep content-hashed URLs (classifier/web/static_modules.py): the hashes in
 the import statements are current, a change to a module reaches every URL above it, and the
 page in Chromium loads no module whose URL does not carry its content's hash."""
 
@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from classifier.static_modules import ImportCycle, content_hash, stamp
+from classifier.web.static_modules import ImportCycle, content_hash, stamp
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "static"
@@ -33,8 +33,8 @@ def scripts(tmp_path: Path) -> Path:
 
 def test_every_import_carries_the_current_hash_of_its_module(scripts):
     """Else a browser keeps the old module under the old URL for a year: after editing a module,
-    run ``python3 -m classifier.static_modules``."""
-    assert stamp(scripts) == [], "stale hashes: run python3 -m classifier.static_modules"
+    run ``python3 -m classifier.web.static_modules``."""
+    assert stamp(scripts) == [], "stale hashes: run python3 -m classifier.web.static_modules"
 
 
 def test_a_change_to_a_module_changes_the_url_of_every_module_above_it(scripts):

@@ -17,7 +17,7 @@ from filelock import FileLock
 
 from classifier.artifacts.exports import Export, Record
 from classifier.config import Settings
-from classifier.models import ModelSpec
+from classifier.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier import images
 from classifier.artifacts.checked import file_sha256
-from classifier.artifacts.exports import FEATURE_TOLERANCE, PHOTOS, TOLERANCE, Export, Record, head_path
+from classifier.artifacts.exports import (
+    FEATURE_TOLERANCE,
+    PHOTOS,
+    TOLERANCE,
+    Export,
+    Record,
+    head_path,
+)
 from classifier.files import atomic_write
-from classifier.models import ModelSpec
-from classifier.runtimes import KerasRuntime, OnnxRuntime, keras_runtime
-from classifier.weights import Found
+from classifier.imaging import images
+from classifier.models.registry import ModelSpec
+from classifier.models.weights import Found
+from classifier.runtimes.forward import KerasRuntime, OnnxRuntime, keras_runtime
 
 log = logging.getLogger(__name__)
 

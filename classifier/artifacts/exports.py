@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from classifier.artifacts.checked import CheckedFile, file_sha256, key, version
-from classifier.explain import DenseHead
-from classifier.models import ModelSpec
-from classifier.weights import FileKey, file_key
+from classifier.models.registry import ModelSpec
+from classifier.models.weights import FileKey, file_key
+from classifier.runtimes.explain import DenseHead
 
 TOLERANCE = 1e-4  # largest difference in any class probability between Keras and the export
 FEATURE_TOLERANCE = 1e-4  # largest difference in the feature map, as a share of its largest value

@@ -22,7 +22,7 @@ from pathlib import Path
 from classifier.artifacts.checked import CheckedFile, file_sha256, key
 from classifier.artifacts.exports import PHOTOS, Export
 from classifier.config import Settings
-from classifier.models import REGISTRY, ModelSpec
+from classifier.models.registry import REGISTRY, ModelSpec
 
 CALIBRATION = PHOTOS / "calibration"
 HELD_OUT = (PHOTOS / "chelsea.jpg", PHOTOS / "coffee.jpg", *sorted((PHOTOS / "held_out").glob("*.jpg")))

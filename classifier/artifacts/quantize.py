@@ -26,14 +26,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from classifier import images
 from classifier.artifacts.checked import file_sha256
 from classifier.artifacts.convert import make_export, median_ms
-from classifier.artifacts.int8 import HELD_OUT, SETTINGS, Int8Form, Int8Record, calibration_photos, int8_form
+from classifier.artifacts.int8 import (
+    HELD_OUT,
+    SETTINGS,
+    Int8Form,
+    Int8Record,
+    calibration_photos,
+    int8_form,
+)
 from classifier.files import atomic_write
-from classifier.models import REGISTRY, ModelSpec
-from classifier.runtimes import OnnxRuntime
-from classifier.weights import Found
+from classifier.imaging import images
+from classifier.models.registry import REGISTRY, ModelSpec
+from classifier.models.weights import Found
+from classifier.runtimes.forward import OnnxRuntime
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import h5py
 
-from classifier.layouts import LAYOUTS_FILE, Layout, read_layout
-from classifier.models import REGISTRY
-from classifier.weights import KerasWeights
+from classifier.models.layouts import LAYOUTS_FILE, Layout, read_layout
+from classifier.models.registry import REGISTRY
+from classifier.models.weights import KerasWeights
 
 
 def layout_of(model: object) -> Layout:

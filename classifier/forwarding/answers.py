@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..explain import heatmap_image
-from ..labels import Prediction
+from classifier.models.labels import Prediction
+from classifier.runtimes.explain import heatmap_image
 
 MAX_RELAYED_MESSAGE_CHARS = 300  # a remote's error message, as much as a person reads in one go
 # The keys of this service's error object; a remote too old to send request_id has the first two.

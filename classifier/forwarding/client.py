@@ -26,19 +26,24 @@ import requests
 import urllib3
 import urllib3.exceptions
 
-from ..errors import (
+from classifier.errors import (
     RemoteBusy,
     RemoteError,
     RemoteRejected,
     RemoteTimeout,
     RemoteUnavailable,
 )
-from ..request_ids import HEADER as REQUEST_ID_HEADER
-from ..request_ids import current_request_id
-from ..urls import public_url
-from .answers import RemoteAnswer, checked_answer, json_or_none, service_error_message
-from .deadline import Deadline, WatchedConnection
-from .policy import GuardedConnection
+from classifier.forwarding.answers import (
+    RemoteAnswer,
+    checked_answer,
+    json_or_none,
+    service_error_message,
+)
+from classifier.forwarding.deadline import Deadline, WatchedConnection
+from classifier.forwarding.policy import GuardedConnection
+from classifier.request_ids import HEADER as REQUEST_ID_HEADER
+from classifier.request_ids import current_request_id
+from classifier.urls import public_url
 
 HOP_HEADER = "X-Classifier-Hop"
 MAX_RESPONSE_BYTES = 1 << 20  # per image sent

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from urllib3.exceptions import NameResolutionError
 
-from ..errors import RemoteNotAllowed
+from classifier.errors import RemoteNotAllowed
 
 # Never connected to, however the address is written. Loopback and private ranges stay
 # allowed: a remote instance on the same host or network is the normal case.

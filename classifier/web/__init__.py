@@ -15,12 +15,12 @@ from typing import Any
 from flask import Flask
 from flask_cors import CORS
 
-from .. import Classifier, Settings, request_ids
-from ..logs import configure_logging
-from ..options import OPTION_NAMES
-from ..sizes import size_limit
-from . import errors, hooks, pages, views
-from .predicting import InMemoryRequest
+from classifier import Classifier, Settings, request_ids
+from classifier.logs import configure_logging
+from classifier.serving.options import OPTION_NAMES
+from classifier.sizes import size_limit
+from classifier.web import errors, hooks, pages, views
+from classifier.web.predicting import InMemoryRequest
 
 # The repository, where templates/ and static/ are (app.py passes its own folder).
 ROOT = Path(__file__).resolve().parents[2]

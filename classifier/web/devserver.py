@@ -13,7 +13,7 @@ from typing import ClassVar
 from flask import Flask
 from werkzeug.serving import WSGIRequestHandler
 
-from .. import request_ids
+from classifier import request_ids
 
 
 def main(create_app: Callable[[], Flask]) -> None:
@@ -37,7 +37,7 @@ def main(create_app: Callable[[], Flask]) -> None:
 
 class QuietRequestHandler(WSGIRequestHandler):
     """The development server without its ``Server: Werkzeug/x Python/y`` version banner, and
-    without its own request lines (the app's access line, ``classifier.access``, says more), and
+    without its own request lines (the app's access line, logger ``classifier.access``, says more), and
     with its own refusals (before Flask sees the request) in the API's JSON error shape."""
 
     server_version = "classifier"

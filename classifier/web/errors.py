@@ -8,12 +8,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
+from werkzeug.exceptions import (
+    HTTPException,
+    MethodNotAllowed,
+    NotFound,
+    RequestEntityTooLarge,
+)
 
-from .. import ClassifierError, request_ids
-from ..access import escaped
-from ..errors import RequestTooLarge
-from ..sizes import size_limit
+from classifier import ClassifierError, request_ids
+from classifier.errors import RequestTooLarge
+from classifier.sizes import size_limit
+from classifier.web.access import escaped
 
 log = logging.getLogger("classifier.app")
 

@@ -7,8 +7,8 @@ import time
 
 from flask import Flask, Response, g, request
 
-from .. import metrics, request_ids
-from ..access import AccessRecord
+from classifier import metrics, request_ids
+from classifier.web.access import AccessRecord
 
 # Sent with every answer. The page runs only its own script and style from /static/ (no
 # inline code), shows the chosen picture from a blob: URL, and may not be framed.

@@ -13,12 +13,12 @@ from typing import Any
 
 from flask import current_app, render_template, url_for
 
-from .. import Classifier, ClassifierError
-from ..explain import overlay_png
-from ..image_checks import ImageLimits
-from ..options import DEFAULT_TOP_K, MAX_TOP_K
-from ..results import Classification
-from ..static_modules import content_hash
+from classifier import Classifier, ClassifierError
+from classifier.imaging.image_checks import ImageLimits
+from classifier.runtimes.explain import overlay_png
+from classifier.serving.options import DEFAULT_TOP_K, MAX_TOP_K
+from classifier.serving.results import Classification
+from classifier.web.static_modules import content_hash
 
 log = logging.getLogger("classifier.app")
 

@@ -12,11 +12,12 @@ from urllib.parse import urlsplit
 
 from flask import Request, g, request
 
-from .. import Classifier, bodies
-from ..errors import ClientGone, CrossOriginForbidden, UnsupportedImageType
-from ..forwarding.client import HOP_HEADER
-from ..options import PredictRequest
-from ..results import Answer
+from classifier import Classifier
+from classifier.errors import ClientGone, CrossOriginForbidden, UnsupportedImageType
+from classifier.forwarding.client import HOP_HEADER
+from classifier.serving import bodies
+from classifier.serving.options import PredictRequest
+from classifier.serving.results import Answer
 
 
 class InMemoryRequest(Request):

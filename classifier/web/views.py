@@ -10,11 +10,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import Forbidden, RequestEntityTooLarge
 
-from .. import Classifier, ClassifierError, metrics
-from ..errors import ImageTooLarge
-from ..results import Classification
-from . import pages, predicting
-from .errors import retry_headers
+from classifier import Classifier, ClassifierError, metrics
+from classifier.errors import ImageTooLarge
+from classifier.serving.results import Classification
+from classifier.web import pages, predicting
+from classifier.web.errors import retry_headers
 
 classify = Blueprint("classify", __name__)
 

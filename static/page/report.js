@@ -12,7 +12,7 @@ export function toJson(tiles) {
   return JSON.stringify(rows, null, 2);
 }
 
-// One CSV format with `classifier predict --csv` (classifier/reports.py; docs/cli.md, "CSV reports").
+// One CSV format with `classifier predict --csv` (classifier/cli/reports.py; docs/cli.md, "CSV reports").
 // A cell a spreadsheet would run as a formula starts with ' (OWASP's advice on CSV injection).
 const csvCell = (value) => {
   const text = /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from .explain import DenseHead, class_map, scaled
-from .gradcam import GradientCam
-from .models import FeatureMap, ModelSpec
-from .passes import InFlight, this_instance
+from classifier.models.registry import FeatureMap, ModelSpec
+from classifier.runtimes.explain import DenseHead, class_map, scaled
+from classifier.runtimes.gradcam import GradientCam
+from classifier.runtimes.in_flight import InFlight, this_instance
 
 if TYPE_CHECKING:
     import keras
@@ -155,7 +155,7 @@ class OnnxRuntime:
 
     ``threads`` fixes the intra-op pool of every pass. ``None`` (the default) makes the
     threads follow the load: a pass that is the only one running in the instance
-    (``passes.py``: every worker process counts) runs on a session with a thread per core,
+    (``runtimes/in_flight.py``: every worker process counts) runs on a session with a thread per core,
     one that overlaps others on a one-thread session, so a lone client gets the machine and
     concurrent passes do not fight over cores. The one-thread session is made by the first
     pass that overlaps another (a few hundred ms, once): a process whose passes never overlap

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ModelUnavailable
+from classifier.errors import ModelUnavailable
 
 LOADED, READY, PREPARING, DOWNLOADING, DOWNLOAD_NEEDED, UNAVAILABLE = (
     "loaded", "ready", "preparing", "downloading", "download needed", "unavailable")

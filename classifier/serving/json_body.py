@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .errors import InvalidRequest
+from classifier.errors import InvalidRequest
 
 # Objects and lists: a request has four at most (the document, settings, images, filenames).
 MAX_CONTAINERS = 64

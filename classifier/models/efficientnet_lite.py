@@ -19,8 +19,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .files import atomic_write
-from .torch_legacy import load_legacy_state_dict
+from classifier.files import atomic_write
+from classifier.models.torch_legacy import load_legacy_state_dict
 
 INPUT_SIZE = 224
 NUM_CLASSES = 1000

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import images, labels
-from .errors import ClassifierError
+from classifier.errors import ClassifierError
+from classifier.imaging import images
+from classifier.models import labels
 
 
 def predictions_json(predictions: list[labels.Prediction], timing_ms: dict[str, float]) -> dict[str, object]:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, fields
 
 from PIL import Image, JpegImagePlugin
 
-from .config import Settings
-from .errors import ImageTooComplex, TooManyPixels
+from classifier.config import Settings
+from classifier.errors import ImageTooComplex, TooManyPixels
 
 # Bytes per pixel of Pillow's storage for each mode (RGB is stored in 4 bytes, like RGBA).
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}

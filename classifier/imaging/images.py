@@ -20,10 +20,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
-from . import image_checks
-from .config import Settings
-from .errors import ClassifierError, InvalidImage, TooManyPixels, UnsupportedImageType
-from .image_checks import ImageLimits
+from classifier.config import Settings
+from classifier.errors import (
+    ClassifierError,
+    InvalidImage,
+    TooManyPixels,
+    UnsupportedImageType,
+)
+from classifier.imaging import image_checks
+from classifier.imaging.image_checks import ImageLimits
 
 __all__ = ["FORMATS", "Decoded", "Framed", "ImageLimits", "center_crop", "decode", "decode_side_for", "framed",
            "model_input", "region"]

@@ -73,7 +73,7 @@ def stamp(folder: Path) -> list[Path]:
 
 
 def main(argv: list[str]) -> None:
-    """``python3 -m classifier.static_modules [static]``: after editing a module of the page."""
+    """``python3 -m classifier.web.static_modules [static]``: after editing a module of the page."""
     for path in stamp(Path(argv[0] if argv else "static")):
         print(f"stamped {path}")
 

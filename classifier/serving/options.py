@@ -8,8 +8,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from . import labels
-from .errors import ClassifierError, InvalidRequest
+from classifier.errors import ClassifierError, InvalidRequest
+from classifier.models import labels
 
 DEFAULT_TOP_K = 3
 MAX_TOP_K = 20

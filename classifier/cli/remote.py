@@ -23,13 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .batch import Outcome, read_image
-from .errors import ClassifierError
-from .forwarding.answers import checked_name, checked_result, service_error
-from .forwarding.client import Exchange, PredictClient, Timeouts
-from .options import SERVERS, Options
-from .results import Classification
-from .urls import public_url
+from classifier.cli.discovery import Outcome, read_image
+from classifier.errors import ClassifierError
+from classifier.forwarding.answers import checked_name, checked_result, service_error
+from classifier.forwarding.client import Exchange, PredictClient, Timeouts
+from classifier.serving.options import SERVERS, Options
+from classifier.serving.results import Classification
+from classifier.urls import public_url
 
 IMAGES_PER_REQUEST = 8  # well under the server's CLASSIFIER_MAX_IMAGES (32); progress moves often enough
 BYTES_PER_REQUEST = 12 * 2**20  # of images: under the 16 MiB body limit of servers older than several images

@@ -19,12 +19,12 @@ from pathlib import Path
 import requests
 from filelock import FileLock, Timeout
 
-from . import metrics
-from .config import Settings
-from .files import atomic_write, write_text
-from .models import REGISTRY
-from .urls import public_url  # a mirror's URL may carry credentials
-from .weights import KerasWeights, Note, WeightsRejected, rejected_path
+from classifier import metrics
+from classifier.config import Settings
+from classifier.files import atomic_write, write_text
+from classifier.models.registry import REGISTRY
+from classifier.models.weights import KerasWeights, Note, WeightsRejected, rejected_path
+from classifier.urls import public_url  # a mirror's URL may carry credentials
 
 log = logging.getLogger(__name__)
 

@@ -17,15 +17,22 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import download, status
-from .config import Settings
-from .download import BackgroundDownloads, may_retry
-from .artifacts.exports import Export
-from .artifacts.int8 import Int8Record, int8_form
-from .engine import INT8_NEEDS, LoadedModel, LoadFailed, ModelPool, Serving
-from .models import REGISTRY, ModelSpec, get_spec
-from .status import ModelState
-from .weights import Found, KerasWeights, Note, move_aside
+from classifier.artifacts.exports import Export
+from classifier.artifacts.int8 import Int8Record, int8_form
+from classifier.config import Settings
+from classifier.models import download
+from classifier.models.download import BackgroundDownloads, may_retry
+from classifier.models.registry import REGISTRY, ModelSpec, get_spec
+from classifier.models.weights import Found, KerasWeights, Note, move_aside
+from classifier.serving import status
+from classifier.serving.pool import (
+    INT8_NEEDS,
+    LoadedModel,
+    LoadFailed,
+    ModelPool,
+    Serving,
+)
+from classifier.serving.status import ModelState
 
 log = logging.getLogger(__name__)
 

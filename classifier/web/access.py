@@ -17,12 +17,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .models import REGISTRY
-from .urls import public_url
+from classifier.models.registry import REGISTRY
+from classifier.urls import public_url
 
 if TYPE_CHECKING:
-    from .options import PredictRequest
-    from .results import Answer
+    from classifier.serving.options import PredictRequest
+    from classifier.serving.results import Answer
 
 log = logging.getLogger("classifier.access")
 

@@ -6,15 +6,22 @@ from __future__ import annotations
 
 import time
 
-from . import labels, metrics
-from .config import Settings
-from .errors import ClassifierError, ImageTooLarge, InvalidRequest, RemoteError, RemoteNotAllowed
-from .forwarding.answers import RemoteAnswer, RemoteResult
-from .forwarding.client import Timeouts, forward
-from .forwarding.policy import check_url
-from .options import Options, PredictRequest, Upload
-from .results import Answer, ImageResult
-from .urls import public_url
+from classifier import metrics
+from classifier.config import Settings
+from classifier.errors import (
+    ClassifierError,
+    ImageTooLarge,
+    InvalidRequest,
+    RemoteError,
+    RemoteNotAllowed,
+)
+from classifier.forwarding.answers import RemoteAnswer, RemoteResult
+from classifier.forwarding.client import Timeouts, forward
+from classifier.forwarding.policy import check_url
+from classifier.models import labels
+from classifier.serving.options import Options, PredictRequest, Upload
+from classifier.serving.results import Answer, ImageResult
+from classifier.urls import public_url
 
 
 def relay(request: PredictRequest, settings: Settings) -> Answer:

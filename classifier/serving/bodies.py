@@ -14,9 +14,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import json_body
-from .errors import ClassifierError, InvalidImage, InvalidRequest, TooManyImages, UnsupportedImageType
-from .options import OPTION_NAMES, Options, PredictRequest, Upload, default_filename
+from classifier.errors import (
+    ClassifierError,
+    InvalidImage,
+    InvalidRequest,
+    TooManyImages,
+    UnsupportedImageType,
+)
+from classifier.serving import json_body
+from classifier.serving.options import (
+    OPTION_NAMES,
+    Options,
+    PredictRequest,
+    Upload,
+    default_filename,
+)
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")  # what HTML forms send
 

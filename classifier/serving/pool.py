@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import metrics
-from .config import Settings
-from .artifacts.child import CHILD_ATTEMPTS, made_in_child
-from .artifacts.exports import Export
-from .artifacts.int8 import int8_form
-from .models import ModelSpec
-from .runtimes import OnnxRuntime, Runtime, keras_runtime
-from .weights import FileKey, Found, WeightsRejected
+from classifier import metrics
+from classifier.artifacts.child import CHILD_ATTEMPTS, made_in_child
+from classifier.artifacts.exports import Export
+from classifier.artifacts.int8 import int8_form
+from classifier.config import Settings
+from classifier.models.registry import ModelSpec
+from classifier.models.weights import FileKey, Found, WeightsRejected
+from classifier.runtimes.forward import OnnxRuntime, Runtime, keras_runtime
 
 if TYPE_CHECKING:
     import keras
@@ -144,7 +144,7 @@ def _runtime_from_export(spec: ModelSpec, found: Found | None, serving: Serving)
             return keras_runtime(spec, found.loadable(), serving.threads)
     if record is None:
         # Random weights (tests, benchmarks): this process's own model, so only it can export it.
-        from .artifacts.convert import make_export
+        from classifier.artifacts.convert import make_export
 
         record, keras = make_export(spec, found, serving.exports_dir, serving.threads)
     if record.verified and (serving.runtime == "onnx" or record.faster_than_keras()):

@@ -20,9 +20,9 @@ from typing import ClassVar
 
 from filelock import FileLock
 
-from . import layouts
-from .config import Settings
-from .files import write_text
+from classifier.config import Settings
+from classifier.files import write_text
+from classifier.models import layouts
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 _CHUNK = 1 << 20

@@ -17,20 +17,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import image_checks, images, labels, metrics, status
-from .bodies import check_image_count
-from .catalog import FIRST_USE_SECONDS, Catalog
-from .config import Settings
-from .counted import counting_prediction
-from .download import BackgroundDownloads
-from .engine import POOL, LoadedModel, ModelPool
-from .errors import ClassifierError, InvalidRequest, RequestTooCostly
-from .explain import Explanation
-from .models import ModelSpec, get_spec
-from .options import DEFAULT_TOP_K, Options, PredictRequest, Upload
-from .relay import relay, upload_problem
-from .results import Answer, Classification, ImageResult
-from .status import ModelState
+from classifier import metrics
+from classifier.config import Settings
+from classifier.errors import ClassifierError, InvalidRequest, RequestTooCostly
+from classifier.imaging import image_checks, images
+from classifier.models import labels
+from classifier.models.download import BackgroundDownloads
+from classifier.models.registry import ModelSpec, get_spec
+from classifier.runtimes.explain import Explanation
+from classifier.serving import status
+from classifier.serving.bodies import check_image_count
+from classifier.serving.catalog import FIRST_USE_SECONDS, Catalog
+from classifier.serving.counted import counting_prediction
+from classifier.serving.options import DEFAULT_TOP_K, Options, PredictRequest, Upload
+from classifier.serving.pool import POOL, LoadedModel, ModelPool
+from classifier.serving.relay import relay, upload_problem
+from classifier.serving.results import Answer, Classification, ImageResult
+from classifier.serving.status import ModelState
 
 log = logging.getLogger(__name__)
 

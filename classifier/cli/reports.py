@@ -21,8 +21,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from .batch import Outcome
-from .files import write_bytes
+from classifier.cli.discovery import Outcome
+from classifier.files import write_bytes
 
 CSV_COLUMNS = ["path", "state", "model", "label", "class_id", "score", "top_k", "error_code", "error_message"]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP's list: what makes a cell a formula

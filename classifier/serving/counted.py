@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .errors import ClassifierError
-from .metrics import PREDICTIONS
-from .models import REGISTRY
+from classifier.errors import ClassifierError
+from classifier.metrics import PREDICTIONS
+from classifier.models.registry import REGISTRY
 
 
 def model_label(name: str | None) -> str:

@@ -29,9 +29,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import ClassifierError
-from .image_checks import ImageLimits, check_header, check_memory, check_structure
-from .images import Decoded, region
+from classifier.errors import ClassifierError
+from classifier.imaging.image_checks import (
+    ImageLimits,
+    check_header,
+    check_memory,
+    check_structure,
+)
+from classifier.imaging.images import Decoded, region
 
 MAX_HEATMAP_SIDE = 512  # the heatmap's longer side, in pixels: enough to lay over a page's preview
 OVERLAY_OPACITY = 0.75  # how strongly the hottest part of the map covers the photo in overlay_png

@@ -20,9 +20,9 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from .errors import ClassifierError, ImageTooLarge
-from .images import FORMATS
-from .service import Classifier
+from classifier.errors import ClassifierError, ImageTooLarge
+from classifier.imaging.images import FORMATS
+from classifier.serving.service import Classifier
 
 # File name endings Pillow reads as one of the formats the service accepts (.jpg, .jpeg, .png, ...).
 IMAGE_SUFFIXES = frozenset(suffix for suffix, name in Image.registered_extensions().items() if name in FORMATS)

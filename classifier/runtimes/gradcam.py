@@ -4,7 +4,7 @@ pooling then one dense layer (so the shortcut in ``explain.py`` does not apply).
 It is keras.io's "Grad-CAM class activation visualization": the gradient of the class logit
 (before the softmax) with respect to the last feature map, averaged over positions per
 channel, weighs the channels. It needs TensorFlow and a second pass with gradients, so such a
-model is served on Keras (``engine.py``) and an explanation costs about one more forward pass.
+model is served on Keras (``serving/pool.py``) and an explanation costs about one more forward pass.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Upload bytes to model-sized pixels: header checks before decoding, decoding, framing."""
