@@ -172,7 +172,7 @@ class Nginx:
 
     @property
     def access_log(self) -> Path:
-        return self.folder / "classifier.web.access.log"
+        return self.folder / "classifier.access.log"
 
     def cpu_seconds(self) -> float:
         return _cpu_seconds(self.process.pid)

@@ -123,7 +123,7 @@ def test_file_in_the_keras_cache_is_found_and_used(tmp_path, mobilenet_h5, cat_p
     settings = settings_for(tmp_path)
     home_with(tmp_path, {MOBILENET.file_name: mobilenet_h5})
     classifier = Classifier(settings)
-    mobilenet = by_name(classifier.models.registry())["MobileNetV2"]
+    mobilenet = by_name(classifier.models())["MobileNetV2"]
     assert (mobilenet["status"], mobilenet["status_text"], mobilenet["ready"]) == ("ready", "ready", True)
     result = classifier.classify(cat_png, "MobileNetV2", top_k=1000)
     assert result.weights == "imagenet"
@@ -212,11 +212,11 @@ def test_a_model_that_fails_to_load_is_not_rebuilt_on_every_request(tmp_path, ca
     assert sum(r.getMessage().startswith("loading EfficientNetLite0") for r in caplog.records) == 1
     assert raised.value.message.startswith("EfficientNetLite0: unavailable: it failed to load: ")
     assert str(tmp_path) not in raised.value.message
-    assert by_name(classifier.models.registry())["EfficientNetLite0"]["status"] == "unavailable"
+    assert by_name(classifier.models())["EfficientNetLite0"]["status"] == "unavailable"
     assert classifier.default_model != "EfficientNetLite0"
     converted.unlink()  # a changed file is tried again: here, converted afresh
     assert classifier.classify(cat_png, "EfficientNetLite0").weights == "imagenet"
-    assert by_name(classifier.models.registry())["EfficientNetLite0"]["status"] == "loaded"
+    assert by_name(classifier.models())["EfficientNetLite0"]["status"] == "loaded"
 
 
 def test_the_default_model_follows_weights_that_arrive_or_go(tmp_path, mobilenet_h5):
@@ -418,7 +418,7 @@ def test_weights_replaced_or_deleted_while_a_model_is_loaded_are_noticed_by_the_
     classifier = Classifier(settings, pool=ModelPool(), downloads=None)
     first, again = (classifier.classify(cat_png, "MobileNetV2") for _ in range(2))
     assert "load" in first.timing_ms and "load" not in again.timing_ms
-    assert by_name(classifier.models.registry())["MobileNetV2"]["status"] == "loaded"
+    assert by_name(classifier.models())["MobileNetV2"]["status"] == "loaded"
 
     replacement = tmp_path / "replacement.h5"
     replacement.write_bytes(mobilenet_h5)
@@ -433,7 +433,7 @@ def test_weights_replaced_or_deleted_while_a_model_is_loaded_are_noticed_by_the_
     path.unlink()
     with pytest.raises(ModelUnavailable, match="is not here and downloads are off"):
         classifier.classify(cat_png, "MobileNetV2")
-    assert by_name(classifier.models.registry())["MobileNetV2"]["status"] == "unavailable"
+    assert by_name(classifier.models())["MobileNetV2"]["status"] == "unavailable"
 
 
 def _datasets(file) -> list[str]:

@@ -3,7 +3,7 @@
 import { post } from "./api.js?v=0b826a6c63b5";
 import { $, reveal } from "./dom.js?v=19cca49a794f";
 import { clearError, showError } from "./errors.js?v=a35837132922";
-import * as explain from "./explain.js?v=93c506222a17";
+import * as explain from "./explain.js?v=f1f10ef0fcbc";
 import { percent } from "./format.js?v=95e4a7f170c8";
 import { chosenModel, modelLine, modelNamed, refreshModels, usableNames } from "./models.js?v=b112a5a33cc3";
 import { rememberUrl, serverChoice } from "./options.js?v=8b87c046b7b2";
