@@ -50,7 +50,7 @@ def test_the_wheel_carries_the_library_and_its_data(wheel):
 
 
 def test_the_wheel_installs_the_classifier_script(wheel):
-    assert "classifier = classifier.__main__:main" in dist_info(wheel, "entry_points.txt")
+    assert "classifier = classifier.cli.main:main" in dist_info(wheel, "entry_points.txt")
 
 
 def test_the_wheel_requires_exactly_the_pins_of_requirements_txt(wheel):

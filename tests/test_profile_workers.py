@@ -48,4 +48,4 @@ def test_a_profile_of_the_real_stack_names_the_apps_functions():
     assert served and int(served.group(1)) > 0 and served.group(2) == "0", printed
     assert re.search(r"CPU ms/request: workers [\d.]+, nginx [\d.]+, client [\d.]+", printed)
     cumulative = printed.split("by cumulative CPU")[1]
-    assert "Classifier.classify (classifier/serving/service.py" in cumulative and "onnxruntime" not in cumulative
+    assert "Classifier.classify_request (classifier/serving/service.py" in cumulative and "onnxruntime" not in cumulative
