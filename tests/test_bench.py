@@ -103,7 +103,7 @@ def test_the_decode_benchmark_times_every_photo_size_both_ways():
 
 def test_the_batching_benchmark_measures_every_batch_on_both_runtimes(tmp_path, prepared_keras_home):
     """bench/batching.py, behind CLASSIFIER_BATCH_SIZE's defaults, at its smallest settings."""
-    result = subprocess.run([sys.executable, "-m", "bench.batching", "--models", MODEL, "--seconds", "0.05",
+    result = subprocess.run([sys.executable, "-m", "bench.batching", "--models", MODEL, "--seconds", "0.05", "--repeats", "1",
                              "--results", str(tmp_path), "--keras-home", str(prepared_keras_home)],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
