@@ -21,6 +21,7 @@ import psutil
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from support.scheduling import ModulesAndGroups, order_and_group
 
 from bench.hostile import encode  # noqa: F401  (tests import it from here)
 from bench.photos import PHOTOS
@@ -60,11 +61,19 @@ KIND_OF_FIXTURE = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m reads the kinds and xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with the kinds its fixtures bring (directly or through other fixtures)."""
+    """Mark each test with the kinds its fixtures bring (directly or through other fixtures),
+    then order and group the modules for xdist's workers."""
     for item in items:
         for kind in {KIND_OF_FIXTURE[name] for name in item.fixturenames if name in KIND_OF_FIXTURE}:
             item.add_marker(kind)
+    order_and_group(items)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> ModulesAndGroups:
+    """Whole modules per worker, Chromium's and podman's modules one after another."""
+    return ModulesAndGroups(config, log)
 
 
 @pytest.fixture
