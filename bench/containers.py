@@ -1,7 +1,7 @@
 """Podman for the container tests and this benchmark: the base image, the project's image, and
 what the image costs (docs/containers.md, "Measured").
 
-    python3 -m bench.containers [--cold]   # builds what is missing, then prints the figures
+    python3 -m bench.containers [--cold] [--starts N] [--without-preload] [--no-build]
 
 Prints the build time (warm: the layer cache holds every step; cold: --no-cache), the image
 sizes and what the runtime image adds to its base, and, for a fresh container, the time from
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,19 +105,30 @@ def wait_ready(url: str, timeout: float = 120) -> float:
 
 
 def run(name: str, port: int, *options: str, image: str = IMAGE) -> str:
-    """Start ``image`` as container ``name`` read-only, publishing its HTTP port on ``port``."""
+    """Start ``image`` as container ``name`` read-only, publishing its HTTP port on ``port``.
+
+    Without a ``--network`` option, on slirp4netns: the host gains no network interface (the
+    default bridge adds one, which a browser running elsewhere on the host takes for a
+    network change and fails its requests with ERR_NETWORK_CHANGED)."""
     podman("rm", "--force", "--time", "0", name, check=False)
-    podman("run", "--detach", "--name", name, "--read-only", "--publish", f"127.0.0.1:{port}:8080",
+    return start(name, port, *options, image=image)
+
+
+def start(name: str, port: int, *options: str, image: str = IMAGE) -> str:
+    """``run`` without first removing a container ``name`` left from before (there is none)."""
+    network = () if "--network" in options else ("--network", "slirp4netns")
+    podman("run", "--detach", "--name", name, "--read-only", *network, "--publish", f"127.0.0.1:{port}:8080",
            *options, image)
     return f"http://127.0.0.1:{port}"
 
 
-def first_prediction_seconds(image: str = IMAGE) -> tuple[float, list[float]]:
-    """From ``podman run`` to a 200 from /predict, and the workers' RSS (MiB) after it."""
+def first_prediction_seconds(*options: str, image: str = IMAGE) -> tuple[float, list[float]]:
+    """From ``podman run`` (with ``options``) to a 200 from /predict, and the workers' RSS (MiB) after it."""
     port, name = free_port(), "classifier-bench"
     photo = PHOTO.read_bytes()
+    podman("rm", "--force", "--time", "0", name, check=False)
     started = time.perf_counter()
-    url = run(name, port, image=image)
+    url = start(name, port, *options, image=image)
     try:
         while True:
             try:
@@ -153,15 +165,31 @@ print(json.dumps(sorted(rss)))
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cold", action="store_true", help="also build once with --no-cache (~10 min)")
+    parser.add_argument("--starts", type=int, default=3, metavar="N", help="containers started, one at a time [3]")
+    parser.add_argument("--no-build", action="store_true", help="start the image as it is, without building")
+    parser.add_argument("--without-preload", action="store_true",
+                        help="take turns with starts without CLASSIFIER_UWSGI_PRELOAD (uwsgi.ini), to compare")
     args = parser.parse_args()
-    warm = build()  # a first build here is a cold one; run again for the warm figure
-    print(f"build, cache as found: {warm:.0f} s; again: {build():.1f} s")
-    if args.cold:
-        print(f"build, --no-cache: {build(IMAGE, '--no-cache'):.0f} s")
-    base, image = size_mb(BASE), size_mb(IMAGE)
-    print(f"base {BASE} {base:.0f} MB; runtime image {image:.0f} MB, adds {image - base:.0f} MB")
-    seconds, rss = first_prediction_seconds()
-    print(f"podman run to first prediction: {seconds:.2f} s; worker RSS after it: {rss} MiB")
+    if not args.no_build:
+        warm = build()  # a first build here is a cold one; run again for the warm figure
+        print(f"build, cache as found: {warm:.0f} s; again: {build():.1f} s")
+        if args.cold:
+            print(f"build, --no-cache: {build(IMAGE, '--no-cache'):.0f} s")
+        base, image = size_mb(BASE), size_mb(IMAGE)
+        print(f"base {BASE} {base:.0f} MB; runtime image {image:.0f} MB, adds {image - base:.0f} MB")
+    variants = {"as built": ()}
+    if args.without_preload:
+        variants["without preload"] = ("--unsetenv", "CLASSIFIER_UWSGI_PRELOAD")
+    starts: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.starts):
+        for name, options in variants.items():  # in turns: each meets the host's load alike
+            seconds, rss = first_prediction_seconds(*options)
+            starts[name].append(seconds)
+            print(f"{name}: podman run to first prediction {seconds:.2f} s (load average "
+                  f"{os.getloadavg()[0]:.1f}); worker RSS after it: {rss} MiB")
+    for name, seconds in starts.items():
+        print(f"{name}: median {statistics.median(seconds):.2f} s, {min(seconds):.2f}-{max(seconds):.2f} s "
+              f"over {len(seconds)} starts")
     return 0
 
 

@@ -24,7 +24,7 @@ from support.page import expect_bars
 
 from bench import containers
 from bench.containers import IMAGE, NGINX_IMAGE, free_port, podman, run, wait_ready
-from tests.conftest import CAT_LABELS, PHOTOS
+from tests.conftest import CAT_LABELS, PHOTOS, copy_of
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "containers.md"
@@ -88,6 +88,67 @@ def test_the_ingress_allows_the_bodies_and_time_nginx_does():
     assert f"client_max_body_size {annotations[prefix + 'proxy-body-size']};" in nginx
     assert f"uwsgi_read_timeout {annotations[prefix + 'proxy-read-timeout']}s;" in nginx
     assert f"uwsgi_send_timeout {annotations[prefix + 'proxy-send-timeout']}s;" in nginx
+
+
+# A fake, for what cannot run in this test's own environment: an image without TensorFlow.
+# Every process started with this folder first on PYTHONPATH finds neither TensorFlow nor the
+# converter, as in the runtime image (importlib.util.find_spec gives None, import fails).
+WITHOUT_TENSORFLOW = """
+import sys
+from importlib.machinery import PathFinder
+
+
+class WithoutTensorFlow(PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name.partition(".")[0] in {"tensorflow", "tf2onnx", "onnx"}:
+            return None
+        return super().find_spec(name, path, target)
+
+
+sys.meta_path = [WithoutTensorFlow if finder is PathFinder else finder for finder in sys.meta_path]
+"""
+
+
+def test_without_tensorflow_a_missing_export_is_reported_with_what_to_do(serve_app, tmp_path):
+    """Where TensorFlow is not installed (the image; here a fake, above), a model whose ONNX
+    export is missing (an empty Keras folder) tries no export child: /models, /predict and
+    /readyz say it is not made and which command makes it; /healthz stays 200."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(WITHOUT_TENSORFLOW)
+    log = tmp_path / "server.log"
+    url = serve_app(log=log, PYTHONPATH=str(tmp_path / "site"), KERAS_HOME=str(tmp_path / "keras"),
+                    CLASSIFIER_RANDOM_WEIGHTS="0", CLASSIFIER_RUNTIME="onnx", CLASSIFIER_OFFLINE="1",
+                    CLASSIFIER_DEFAULT_MODEL="EfficientNetLite0")
+    models = {model["name"]: model for model in requests.get(f"{url}/models", timeout=30).json()["models"]}
+    lite = models["EfficientNetLite0"]
+    assert lite["status"] == "unavailable" and "TensorFlow" in lite["error"], lite
+    assert "`python3 -m classifier export EfficientNetLite0`" in lite["hint"], lite
+    answer = requests.post(f"{url}/predict", files={"image": PHOTOS["chelsea"].read_bytes()}, timeout=30)
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "model_unavailable", answer.text
+    assert "classifier export EfficientNetLite0" in answer.json()["error"]["message"]
+    ready = requests.get(f"{url}/readyz", timeout=30)
+    assert ready.status_code == 503 and "not made here" in ready.json()["error"]["message"], ready.text
+    assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
+    assert "export child" not in log.read_text() and "failed to load" not in log.read_text()
+
+
+def test_readiness_fails_when_the_loaded_export_no_longer_matches_its_check(serve_app, prepared_keras_home,
+                                                                            tmp_path):
+    """/readyz is 200 only while the ONNX file the default model was loaded from matches the
+    record of its check: after the file changes, 503 (a probe takes the pod out of the
+    Service) while /healthz stays 200 (no restart in a loop)."""
+    home = copy_of(prepared_keras_home, tmp_path / "keras")
+    url = serve_app(KERAS_HOME=str(home), CLASSIFIER_RANDOM_WEIGHTS="0", CLASSIFIER_RUNTIME="onnx",
+                    CLASSIFIER_OFFLINE="1", CLASSIFIER_DEFAULT_MODEL="EfficientNetLite0")
+    wait_ready(url)
+    export = next(path for path in home.rglob("EfficientNetLite0-*.onnx") if "int8" not in path.name)
+    with export.open("ab") as tampered:
+        tampered.write(b"\0")
+    ready = requests.get(f"{url}/readyz", timeout=30)
+    assert ready.status_code == 503 and ready.json()["error"]["code"] == "model_unavailable", ready.text
+    assert "no longer matches the record of its check" in ready.json()["error"]["message"], ready.text
+    assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
 
 
 @pytest.fixture(scope="session")
@@ -167,8 +228,8 @@ def test_the_container_runs_as_a_user_and_writes_nothing_but_tmp(served):
 @container
 def test_without_its_export_the_pod_is_alive_but_not_ready(image):
     """An image whose exports are missing (here: an empty Keras folder) cannot serve the
-    default model without TensorFlow: /readyz says so (the Service leaves it out), /healthz
-    stays 200 (no restarts in a loop), and /models says what to do."""
+    default model without TensorFlow: /models says which command makes the export, /readyz
+    answers 503 (the Service leaves the pod out), /healthz stays 200 (no restarts in a loop)."""
     name = "classifier-test-unready"
     url = run(name, free_port(), "--tmpfs", "/keras", "--env", "KERAS_HOME=/keras", image=image)
     try:
@@ -176,13 +237,15 @@ def test_without_its_export_the_pod_is_alive_but_not_ready(image):
         while True:
             try:
                 ready = requests.get(f"{url}/readyz", timeout=60)
-                if ready.status_code == 503 and "preparing" not in ready.text or time.monotonic() > deadline:
-                    break
+                break
             except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        assert ready.status_code == 503, ready.text
-        assert ready.json()["error"]["code"] == "model_unavailable"
+                assert time.monotonic() < deadline, "the container never answered"
+                time.sleep(0.2)
+        assert ready.status_code == 503 and ready.json()["error"]["code"] == "model_unavailable", ready.text
+        models = {model["name"]: model for model in requests.get(f"{url}/models", timeout=10).json()["models"]}
+        lite = models["EfficientNetLite0"]
+        assert lite["status"] == "unavailable" and "TensorFlow" in lite["error"], lite
+        assert "`python3 -m classifier export EfficientNetLite0`" in lite["hint"], lite
         assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
     finally:
         podman("rm", "--force", "--time", "0", name, check=False)

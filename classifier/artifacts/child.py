@@ -7,6 +7,8 @@ int8 form: those are made ahead of traffic only (``quantize.py``).
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 import os
 import subprocess
@@ -22,7 +24,16 @@ from classifier.models.registry import ModelSpec
 log = logging.getLogger(__name__)
 
 CHILD_ATTEMPTS = 2  # child processes tried before a worker serves Keras itself
+EXPORT_TOOLS = ("tensorflow", "tf2onnx")  # what the child imports to make an export
 _PROJECT = Path(__file__).resolve().parents[2]
+
+
+@functools.cache
+def exports_made_here() -> bool:
+    """Whether this environment can make exports: the child runs this interpreter, which
+    lacks TensorFlow or tf2onnx in the container image (requirements-runtime.txt). Looked up
+    once per process, without importing either (the export child would fail to start anyway)."""
+    return all(importlib.util.find_spec(name) is not None for name in EXPORT_TOOLS)
 
 
 def made_in_child(made: Export, settings: Settings) -> Record | None:

@@ -15,8 +15,10 @@ import functools
 import json
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
+if TYPE_CHECKING:
+    import h5py
 
 Layout = list[list[list[int]]]  # per layer with weights, the shape of each of its arrays
 LAYOUTS_FILE = "weights_layouts.json"
@@ -29,6 +31,8 @@ def expected_layouts() -> dict[str, Layout]:
 
 def problem(path: Path, model: str) -> str | None:
     """Why ``path`` cannot be ``model``'s weights, in a few words; ``None`` if it can."""
+    import h5py  # 80 ms, and only once a Keras weights file is here: not on every start of a worker
+
     expected = expected_layouts().get(model)
     try:
         with h5py.File(path, "r") as file:

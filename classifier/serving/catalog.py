@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from classifier.artifacts.child import exports_made_here
 from classifier.artifacts.exports import Export
 from classifier.artifacts.int8 import Int8Record, int8_form
 from classifier.config import Settings
@@ -135,10 +136,10 @@ class Catalog:
         here, found = self._weights(spec)
         if here:
             try:
-                self._refuse_if_not_served(spec)
+                self._refuse_if_not_served(spec, found)
                 model, was_loaded = self.pool.get_or_load(spec, found, self.serving)
-                if not was_loaded:  # its record may have changed while it loaded
-                    self._refuse_if_not_served(spec)
+                if not was_loaded and spec.int8_of is not None:  # its record may have changed while it loaded
+                    self._refuse_if_not_served(spec, found)
                 return model, was_loaded
             except LoadFailed as failure:
                 if failure.rejected and found is not None:
@@ -149,10 +150,11 @@ class Catalog:
             state = self.state(spec)
         raise state.error_for(spec.name)
 
-    def _refuse_if_not_served(self, spec: ModelSpec) -> None:
-        """An int8 form that is unavailable (not made, below the bar, or Keras runs) is not
-        loaded: it is refused before the pool, so a form made later is served without a restart."""
-        state = self._int8_state(spec) if spec.int8_of is not None else None
+    def _refuse_if_not_served(self, spec: ModelSpec, found: Found | None) -> None:
+        """An int8 form that is unavailable (not made, below the bar, or Keras runs), or a model
+        whose export cannot be made here, is not loaded: it is refused before the pool (no export
+        child), so a form or export made later is served without a restart."""
+        state = self._int8_state(spec) if spec.int8_of is not None else self._export_not_here(spec, found)
         if state is not None and state.state == status.UNAVAILABLE:
             raise state.error_for(spec.name)
 
@@ -196,6 +198,8 @@ class Catalog:
     def _loaded_or_ready(self, spec: ModelSpec, found: Found | None) -> ModelState:
         if self.pool.is_loaded(spec, found, self.serving):
             return status.loaded()
+        if missing := self._export_not_here(spec, found):
+            return missing
         failure = self.pool.failure(spec, found, self.serving)
         if failure:
             return status.unavailable(f"it failed to load: {failure}", self._replace_hint(spec),
@@ -203,6 +207,41 @@ class Catalog:
         if self.pool.is_loading(spec, self.serving):
             return self.preparing(spec)
         return status.ready()
+
+    def _export_not_here(self, spec: ModelSpec, found: Found | None) -> ModelState | None:
+        """Unavailable, with the command that makes it, for a model that would run on its ONNX
+        export, which is not made here, where nothing can make it: no TensorFlow (the container
+        image). ``None`` where the export is here, can be made, or is not what runs."""
+        if (exports_made_here() or spec.int8_of is not None or found is None or spec.explained_by_gradients
+                or self.serving.runtime == "keras" or self.pool.is_loaded(spec, found, self.serving)
+                or Export(spec, found.path, self.serving.exports_dir).record() is not None):
+            return None
+        image = (f"build the container image with `--build-arg DOWNLOAD={spec.name}`"
+                 if isinstance(spec.weights, KerasWeights) else "the container image's build makes it")
+        return status.unavailable(
+            "its ONNX export is not made here, and TensorFlow, which makes it, is not installed",
+            f"run `python3 -m classifier export {spec.name}` where TensorFlow is installed, with the same "
+            f"weights and KERAS_HOME; {image}",
+            note="not prepared on this server")
+
+    def unverified(self, spec: ModelSpec) -> ModelState | None:
+        """For readiness: unavailable when the ONNX file this process loaded ``spec`` from no
+        longer matches the record of its check (changed, cut short or replaced since; hashed
+        again only when its stamp changed), else ``None`` (it matches, or Keras runs it)."""
+        here, found = self._weights(spec)
+        loaded = self.pool.loaded(spec, found, self.serving) if here else None
+        if loaded is None or loaded.runtime.name != "onnx":
+            return None
+        weights, folder = found and found.path, self.serving.exports_dir
+        checked = int8_form(spec, weights, folder) if spec.int8_of is not None else Export(spec, weights, folder)
+        record = checked.record()
+        if record is not None and record.verified:
+            return None
+        return status.unavailable(
+            f"its ONNX file {checked.onnx_path.name} no longer matches the record of its check",
+            f"put back the file that was checked, or delete it and run `python3 -m classifier export {spec.name}` "
+            "again, then restart; this process still answers from the copy it loaded",
+            note="its files on this server changed")
 
     def preparing(self, spec: ModelSpec) -> ModelState:
         """``spec`` being loaded, with roughly how long that takes here: a conversion (its ONNX

@@ -253,7 +253,11 @@ class ModelPool:
         return (spec.name, serving) in self._loading
 
     def is_loaded(self, spec: ModelSpec, weights: Found | Path | None, serving: Serving = Serving()) -> bool:
-        return _key(spec, weights, serving) in self._models
+        return self.loaded(spec, weights, serving) is not None
+
+    def loaded(self, spec: ModelSpec, weights: Found | Path | None, serving: Serving = Serving()) -> LoadedModel | None:
+        """The model if this process has loaded it with these weights; never loads."""
+        return self._models.get(_key(spec, weights, serving))
 
     def failure(self, spec: ModelSpec, weights: Found | Path | None, serving: Serving = Serving()) -> str | None:
         """Why loading these weights failed in this process, if it did."""

@@ -215,10 +215,13 @@ class Classifier:
         return preparing if preparing.once or preparing.seconds > FIRST_USE_SECONDS["open"] else None
 
     def check_ready(self) -> str:
-        """The default model's name if it answers at once here (loaded in this process), else
-        ``ModelUnavailable`` in the words of its state; a model nothing prepares yet is started."""
+        """The default model's name if it answers at once here (loaded in this process) from an
+        ONNX file that still matches its checked record (or on Keras), else ``ModelUnavailable``
+        in the words of its state; a model nothing prepares yet is started."""
         spec = self.catalog.default()
         state = self.catalog.state(spec)
+        if state.state == status.LOADED:
+            state = self.catalog.unverified(spec) or state
         if state.state == status.LOADED:
             return spec.name
         if state.state == status.READY:
