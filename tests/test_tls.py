@@ -8,13 +8,16 @@ on loopback ports like the other stack tests."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 import socket
 import ssl
 import subprocess
+import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +45,7 @@ from support.page import CHROMIUM, CHROMIUM_ARGS, FIRST_ANSWER
 from test_page_camera import fake_video  # noqa: F401  (its Motion-JPEG photo stands in for a camera)
 
 from bench.polling import wait_until
-from bench.stack import ROOT, Nginx, certificate_settings, start_nginx
+from bench.stack import NGINX, ROOT, Nginx, certificate_settings, start_nginx
 
 pytestmark = [
     pytest.mark.tls, pytest.mark.stack,
@@ -340,6 +343,80 @@ def test_the_operators_own_certificate_is_served_with_redirect_and_hsts(app, tmp
         assert secure.status_code == 200 and secure.headers["Strict-Transport-Security"] == "max-age=600"
         plain = requests.get(f"{nginx.url}/models?x=1", allow_redirects=False, timeout=30)
         assert plain.status_code == 301 and plain.headers["Location"].endswith("/models?x=1")
+    finally:
+        nginx.stop()
+
+
+def debians_nginx_conf(folder: Path) -> str:
+    """/etc/nginx/nginx.conf as the installed nginx-common package ships it, whatever this
+    machine's copy has become: from the package's .deb (apt's cache, else downloaded), and the
+    checksum dpkg keeps for the file says it is that one."""
+    version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "nginx-common"], capture_output=True, text=True,
+                             check=True).stdout
+    deb = Path("/var/cache/apt/archives") / f"nginx-common_{version.replace(':', '%3a')}_all.deb"
+    if not deb.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["apt-get", "download", f"nginx-common={version}"], cwd=folder, check=True, capture_output=True,
+                       timeout=300)
+        deb = next(folder.glob("nginx-common_*.deb"))
+    files = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
+    shipped = tarfile.open(fileobj=io.BytesIO(files)).extractfile("./etc/nginx/nginx.conf").read()
+    conffiles = subprocess.run(["dpkg-query", "-W", "-f=${Conffiles}", "nginx-common"], capture_output=True,
+                               text=True, check=True).stdout
+    assert f"/etc/nginx/nginx.conf {hashlib.md5(shipped).hexdigest()}" in conffiles
+    return shipped.decode()
+
+
+def on_loopback(nginx_conf: str) -> Callable[[Path], str]:
+    """A host's nginx.conf with its paths moved to the test's folder (where ``site.conf`` is the
+    only site) and NGINX in the foreground; every other line as it is."""
+    def render(folder: Path) -> str:
+        moved = {"user www-data;": "user root;" if os.geteuid() == 0 else "", "pid /run/nginx.pid;": f"pid {folder}/nginx.pid;",
+                 "/var/log/nginx/": f"{folder}/", "include /etc/nginx/sites-enabled/*;": f"include {folder}/site.conf;"}
+        text = nginx_conf
+        for old, new in moved.items():
+            assert old in text, old
+            text = text.replace(old, new)
+        return "daemon off;\n" + text
+
+    return render
+
+
+def handshake(url: str, version: str) -> str:
+    """How ``openssl s_client`` fares offering only TLS ``version`` (tls1 ... tls1_3) with every
+    cipher it knows, weak ones too (security level 0): "New, TLSv1.x" if a session was made,
+    else the alert NGINX answered with."""
+    port = url.rsplit(":", 1)[1]
+    done = subprocess.run(["openssl", "s_client", f"-{version}", "-cipher", "ALL:@SECLEVEL=0", "-connect",
+                           f"127.0.0.1:{port}"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    found = re.search(r"New, TLSv[\d.]+|alert [a-z ]+", done.stdout + done.stderr)
+    return found[0] if found else done.stdout + done.stderr
+
+
+def test_debians_own_nginx_conf_as_setup_leaves_it_offers_only_tls_12_and_13(app, tmp_path):
+    """The nginx package's stock nginx.conf sets ssl_protocols (TLS 1.0 and 1.1 too) and
+    ssl_prefer_server_ciphers at http level: with the site's TLS snippet, NGINX refuses to
+    start on it. remote/nginx-conf.sh (what setup.sh and the container's nginx stage run)
+    leaves NGINX the snippet's settings: TLS 1.0 and 1.1 are refused as protocols, not merely
+    for want of a cipher (a merged protocol list would answer "handshake failure")."""
+    stock = debians_nginx_conf(tmp_path / "deb")
+    with pytest.raises(RuntimeError, match='"ssl_prefer_server_ciphers" directive is duplicate'):
+        start_nginx(tmp_path / "stock", {"127.0.0.1:8001": app.address}, nginx_conf=on_loopback(stock))
+    edited = tmp_path / "nginx.conf"
+    edited.write_text(stock)
+    subprocess.run([str(ROOT / "remote" / "nginx-conf.sh"), str(edited)], check=True)
+    once = edited.read_text()
+    subprocess.run([str(ROOT / "remote" / "nginx-conf.sh"), str(edited)], check=True)
+    assert edited.read_text() == once  # setup.sh runs again on every update: it changes nothing then
+    nginx = start_nginx(tmp_path / "nginx", {"127.0.0.1:8001": app.address}, nginx_conf=on_loopback(edited.read_text()))
+    try:
+        checked = subprocess.run([NGINX, "-t", "-c", str(nginx.folder / "nginx.conf"), "-p", str(nginx.folder)],
+                                 capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0 and "duplicate" not in checked.stderr, checked.stderr
+        assert {version: handshake(nginx.https_url, version) for version in ("tls1", "tls1_1", "tls1_2", "tls1_3")} == {
+            "tls1": "alert protocol version", "tls1_1": "alert protocol version",
+            "tls1_2": "New, TLSv1.2", "tls1_3": "New, TLSv1.3"}
+        assert requests.get(f"{nginx.https_url}/healthz", verify=False, timeout=30).status_code == 200
     finally:
         nginx.stop()
 
