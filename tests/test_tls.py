@@ -329,20 +329,36 @@ def test_without_a_domain_a_self_signed_certificate_and_both_ports_serve(app, tm
         nginx.stop()
 
 
-def test_the_operators_own_certificate_is_served_with_redirect_and_hsts(app, tmp_path):
-    """TLS_CERTIFICATE and TLS_KEY: a certificate from elsewhere (here a test CA's), HSTS_MAX_AGE as set."""
+def upstreams_of(site_file: str, app: Uwsgi) -> dict[str, str]:
+    """The site's app addresses, all mapped to ``app``: a cluster's two app hosts are one here."""
+    if site_file == "classifier-cluster.conf":
+        return {"app1.classifier.internal:8001": app.address, "app2.classifier.internal:8001": app.address}
+    return {"127.0.0.1:8001": app.address}
+
+
+@pytest.mark.parametrize("site_file", ["classifier.conf", "classifier-cluster.conf"])
+def test_the_operators_own_certificate_is_served_with_redirect_http2_and_hsts(app, tmp_path, site_file):
+    """TLS_CERTIFICATE and TLS_KEY: a certificate from elsewhere (here a test CA's), HSTS_MAX_AGE
+    as set, plain http redirected keeping path and query, HTTP/2 on https and predictions
+    through it; on one host and on a cluster's front host alike."""
     ca = trustme.CA()
     issued = ca.issue_cert("127.0.0.1")
     issued.cert_chain_pems[0].write_to_path(tmp_path / "chain.pem")
     issued.private_key_pem.write_to_path(tmp_path / "key.pem")
     ca.cert_pem.write_to_path(tmp_path / "ca.pem")
-    nginx = start_nginx(tmp_path / "nginx", {"127.0.0.1:8001": app.address}, tls={
+    nginx = start_nginx(tmp_path / "nginx", upstreams_of(site_file, app), site=site_file, tls={
         "TLS_CERTIFICATE": str(tmp_path / "chain.pem"), "TLS_KEY": str(tmp_path / "key.pem"), "HSTS_MAX_AGE": "600"})
     try:
         secure = requests.get(f"{nginx.https_url}/healthz", verify=tmp_path / "ca.pem", timeout=30)
         assert secure.status_code == 200 and secure.headers["Strict-Transport-Security"] == "max-age=600"
         plain = requests.get(f"{nginx.url}/models?x=1", allow_redirects=False, timeout=30)
         assert plain.status_code == 301 and plain.headers["Location"].endswith("/models?x=1")
+        http2 = subprocess.run(["curl", "-sS", "--http2", "--cacert", str(tmp_path / "ca.pem"), "-D", "-", "-o", "/dev/null",
+                                f"{nginx.https_url}/static/style.css"], capture_output=True, text=True, timeout=60)
+        assert http2.stdout.startswith("HTTP/2 200"), http2.stdout + http2.stderr
+        answer = requests.post(f"{nginx.https_url}/predict", files={"image": PHOTOS["chelsea"].read_bytes()},
+                               verify=tmp_path / "ca.pem", timeout=120)
+        assert answer.status_code == 200 and answer.json()["predictions"][0]["label"] in CAT_LABELS, answer.text
     finally:
         nginx.stop()
 
@@ -434,9 +450,7 @@ def test_a_private_site_asks_for_a_password_everywhere_but_health_checks(app, tm
     """HTPASSWD: page, API and static files answer 401 (JSON, asking for credentials) without
     them and as usual with them; /healthz and /readyz stay open for probes. The front host of
     a cluster is the same."""
-    upstreams = ({"app1.classifier.internal:8001": app.address, "app2.classifier.internal:8001": app.address}
-                 if site_file == "classifier-cluster.conf" else {"127.0.0.1:8001": app.address})
-    nginx = start_nginx(tmp_path / "nginx", upstreams, site=site_file, htpasswd=users(tmp_path))
+    nginx = start_nginx(tmp_path / "nginx", upstreams_of(site_file, app), site=site_file, htpasswd=users(tmp_path))
     try:
         for path in ("/", "/models", "/static/style.css", "/openapi.json"):
             refused = requests.get(f"{nginx.https_url}{path}", verify=False, timeout=30)
