@@ -41,6 +41,7 @@ from sslyze import (
 )
 from sslyze.scanner.models import ScanCommandsExtraArguments
 from support.acme import Acme, NetworkNamespace, pebble
+from support.ocsp import certificate_with_ocsp
 from support.page import CHROMIUM, CHROMIUM_ARGS, FIRST_ANSWER
 from test_page_camera import fake_video  # noqa: F401  (its Motion-JPEG photo stands in for a camera)
 
@@ -435,6 +436,26 @@ def test_debians_own_nginx_conf_as_setup_leaves_it_offers_only_tls_12_and_13(app
         assert requests.get(f"{nginx.https_url}/healthz", verify=False, timeout=30).status_code == 200
     finally:
         nginx.stop()
+
+
+def test_ocsp_stapling_when_the_certificate_names_a_responder(app, tmp_path):
+    """ssl_stapling: NGINX fetches the CA's signed "good" answer from the responder the
+    certificate names, checks it against the chain, and sends it in the handshake (it fetches
+    on a first handshake, so a client may need a few before one carries it)."""
+    with certificate_with_ocsp(tmp_path / "ca") as certificate:
+        nginx = start_nginx(tmp_path / "nginx", {"127.0.0.1:8001": app.address},
+                            tls={"TLS_CERTIFICATE": str(certificate.chain), "TLS_KEY": str(certificate.key)})
+        try:
+            def handshake_status() -> str:
+                return subprocess.run(["openssl", "s_client", "-status", "-CAfile", str(certificate.ca), "-connect",
+                                       nginx.https_url.removeprefix("https://")], stdin=subprocess.DEVNULL,
+                                      capture_output=True, text=True, timeout=30).stdout
+
+            shown = wait_until(handshake_status, 30, lambda out: "Cert Status: good" in out)
+            assert "OCSP Response Status: successful" in shown and "Cert Status: good" in shown, shown
+            assert "Verify return code: 0 (ok)" in shown
+        finally:
+            nginx.stop()
 
 
 def users(folder: Path) -> Path:
