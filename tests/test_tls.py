@@ -98,10 +98,15 @@ def served_after_reload(nginx: Nginx, expected: x509.Certificate) -> x509.Certif
     """The certificate NGINX serves once it is ``expected`` and the reloads are over (certificate.sh
     obtain makes two: certbot's deploy hook, then its own after linking). Until an old worker
     learns of its replacement it keeps accepting connections with the old certificate, so one
-    client may get the new one and the next the old; a lone worker (``worker_processes 1``)
-    means none is left."""
+    client may get the new one and the next the old: only a handshake made while one and the
+    same worker (``worker_processes 1``) was the only one, before and after, says which
+    certificate every later client gets."""
+    def workers() -> list[int]:
+        return [worker.pid for worker in psutil.Process(nginx.process.pid).children()]
+
     def settled() -> x509.Certificate | None:
-        return served_certificate() if len(psutil.Process(nginx.process.pid).children()) == 1 else None
+        before, served, after = workers(), served_certificate(), workers()
+        return served if before == after and len(after) == 1 else None
 
     return wait_until(settled, 30, lambda cert: cert == expected)
 
