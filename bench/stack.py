@@ -207,13 +207,16 @@ def link_certificate(folder: Path, settings: dict[str, str]) -> None:
 
 def start_nginx(folder: Path, upstreams: dict[str, str], site: str = "classifier.conf",
                 rate_limit: bool = True, ports: tuple[int, int] | None = None,
-                tls: dict[str, str] | None = None, htpasswd: Path | None = None) -> Nginx:
+                tls: dict[str, str] | None = None, htpasswd: Path | None = None,
+                nginx_conf: Callable[[Path], str] | None = None) -> Nginx:
     """NGINX serving remote/nginx/``site`` on loopback ports (http, https: ``ports``, else free
     ones), the files unchanged apart from ports and paths; ``upstreams`` maps the site's app
     addresses to ours. Its certificate comes from ``remote/certificate.sh link`` with ``tls``'s
     settings (none: self-signed, so http serves everything). With ``htpasswd`` the site is
     private, as remote/setup.sh HTPASSWD=... makes it. Benchmarks pass
-    ``rate_limit=False``: they measure the server, from one client address."""
+    ``rate_limit=False``: they measure the server, from one client address. ``nginx_conf``
+    gives the main configuration for the folder (it includes ``site.conf`` there), instead of
+    a minimal one: a host's own nginx.conf, say."""
     folder.mkdir(parents=True, exist_ok=True)
     port, tls_port = ports or (free_port(), free_port())
     link_certificate(folder, tls or {})
@@ -240,24 +243,7 @@ def start_nginx(folder: Path, upstreams: dict[str, str], site: str = "classifier
     }))
     for name in ("uwsgi_params", "mime.types"):  # Debian's, as the real nginx.conf includes them
         shutil.copy(Path("/etc/nginx") / name, folder)
-    temp = "\n".join(f"    {kind}_temp_path {folder}/{kind}_temp;"
-                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    user = "user root;" if os.geteuid() == 0 else ""
-    (folder / "nginx.conf").write_text(f"""{user}
-worker_processes 1;
-daemon off;
-pid {folder}/nginx.pid;
-error_log {folder}/error.log warn;
-events {{ worker_connections 512; }}
-http {{
-    include mime.types;
-    default_type application/octet-stream;
-    sendfile on;
-    access_log off;
-{temp}
-    include {folder}/site.conf;
-}}
-""")
+    (folder / "nginx.conf").write_text((nginx_conf or _minimal_conf)(folder))
     process = subprocess.Popen([NGINX, "-c", str(folder / "nginx.conf"), "-p", str(folder)],
                                stdout=(folder / "nginx.out").open("wb"), stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)
@@ -277,6 +263,28 @@ http {{
     nginx.stop()
     errors = (folder / "nginx.out").read_text() + _read(folder / "error.log")
     raise RuntimeError(f"nginx did not start:\n{errors}")
+
+
+def _minimal_conf(folder: Path) -> str:
+    """The least nginx.conf that runs the site from ``folder``, in the foreground."""
+    temp = "\n".join(f"    {kind}_temp_path {folder}/{kind}_temp;"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    user = "user root;" if os.geteuid() == 0 else ""
+    return f"""{user}
+worker_processes 1;
+daemon off;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+    include mime.types;
+    default_type application/octet-stream;
+    sendfile on;
+    access_log off;
+{temp}
+    include {folder}/site.conf;
+}}
+"""
 
 
 def _has_ipv6_loopback() -> bool:

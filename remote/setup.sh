@@ -215,11 +215,8 @@ if [[ $NGINX == yes ]]; then
     render "$APP_DIR/remote/nginx/$site" | install_text /etc/nginx/sites-available/classifier 644
     ln -sfn ../sites-available/classifier /etc/nginx/sites-enabled/classifier
     rm -f /etc/nginx/sites-enabled/default  # ours is the default server now
-    # Debian's and Ubuntu's nginx.conf set ssl_protocols (TLS 1.0 and 1.1 too) and
-    # ssl_prefer_server_ciphers at http level, where classifier-tls.conf sets its own: the
-    # protocol lists would merge and the second ssl_prefer_server_ciphers stops NGINX.
-    sed -i -E 's/^([[:space:]]*ssl_(protocols|prefer_server_ciphers)[[:space:]])/# classifier-tls.conf sets this: \1/' \
-        /etc/nginx/nginx.conf
+    # Debian's nginx.conf sets TLS at http level too: its lines give way to classifier-tls.conf's.
+    "$APP_DIR/remote/nginx-conf.sh" /etc/nginx/nginx.conf
     # The best certificate here (the operator's, Let's Encrypt's, else a self-signed one made
     # now) and classifier-tls.conf for it: NGINX needs one to start on 443.
     "$APP_DIR/remote/certificate.sh" link

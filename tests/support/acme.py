@@ -27,7 +27,9 @@ class NetworkNamespace:
     """A network namespace with only loopback (up), made by the test: the site can listen on
     ports 80 and 443 and the test name can resolve to it without touching the machine's own
     network. This thread enters it for a while (``entered``); every process and thread started
-    from here meanwhile lives in it for good, so it outlasts each visit."""
+    from here meanwhile lives in it for good, so it outlasts each visit. A fixture must not
+    yield inside ``entered``: the tests after it would run, and start their servers, in the
+    namespace, where the session's Chromium cannot reach them."""
 
     def __init__(self) -> None:
         original = _namespace_fd()
