@@ -6,15 +6,11 @@ fixtures (tests/support/page_fixtures.py); ``site``
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
-from conftest import PHOTOS
-from PIL import Image
 from playwright import sync_api
 from playwright.sync_api import expect
 from support.page import CHROMIUM, CHROMIUM_ARGS, DESKTOP, FIRST_ANSWER, PHONE, SCREENSHOTS, expect_no_serious_violations
@@ -23,16 +19,6 @@ CAT_LABELS = ("Tabby", "Tiger cat", "Egyptian cat")
 # A name for loopback that is not "localhost" or an address: Chromium treats a page there as any
 # plain http:// site on the internet, which is offered no camera (not a secure context).
 INSECURE_HOST = "classifier.test"
-
-
-@pytest.fixture(scope="module")
-def fake_video(tmp_path_factory) -> Path:
-    """chelsea.png as 640 × 480 Motion-JPEG frames (JPEGs one after another), as Chromium reads them."""
-    frame = io.BytesIO()
-    Image.open(PHOTOS["chelsea"]).convert("RGB").resize((640, 480)).save(frame, "JPEG", quality=90)
-    path = tmp_path_factory.mktemp("camera") / "chelsea.mjpeg"
-    path.write_bytes(frame.getvalue() * 30)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,6 @@ from sslyze.scanner.models import ScanCommandsExtraArguments
 from support.acme import Acme, NetworkNamespace, pebble
 from support.ocsp import certificate_with_ocsp
 from support.page import CHROMIUM, CHROMIUM_ARGS, FIRST_ANSWER
-from test_page_camera import fake_video  # noqa: F401  (its Motion-JPEG photo stands in for a camera)
 
 from bench.polling import wait_until
 from bench.stack import NGINX, ROOT, Nginx, certificate_settings, start_nginx
@@ -499,7 +498,7 @@ def test_a_private_site_asks_for_a_password_everywhere_but_health_checks(app, tm
 # --- the page in Chromium at https://classifier.test/ -----------------------------------------
 
 @pytest.fixture
-def chromium(tls_site: TlsSite, browser, fake_video: Path, tmp_path: Path) -> Iterator[sync_api.Browser]:  # noqa: F811
+def chromium(tls_site: TlsSite, browser, fake_video: Path, tmp_path: Path) -> Iterator[sync_api.Browser]:
     """Chromium in the site's namespace (through ``nsenter``: the session's Playwright driver
     lives outside it), with the fake camera, ``NAME`` resolved to the site and an NSS database
     that trusts Pebble's root, the way a person's browser trusts Let's Encrypt's."""

@@ -16,13 +16,15 @@ status a test provokes on purpose.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import copy_of
+from conftest import PHOTOS, copy_of
+from PIL import Image
 from playwright import sync_api
 
 from support.page import CHROMIUM, CHROMIUM_ARGS, DESKTOP, FIRST_ANSWER, MAX_UPLOAD, PHONE, wait_for_models
@@ -138,3 +140,14 @@ def not_an_image(tmp_path) -> Path:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a picture\n")
     return notes
+
+
+@pytest.fixture(scope="session")
+def fake_video(tmp_path_factory) -> Path:
+    """chelsea.png as 640 × 480 Motion-JPEG frames (JPEGs one after another), as Chromium reads them
+    for a fake camera (the camera tests, and the HTTPS page in tests/test_tls.py)."""
+    frame = io.BytesIO()
+    Image.open(PHOTOS["chelsea"]).convert("RGB").resize((640, 480)).save(frame, "JPEG", quality=90)
+    path = tmp_path_factory.mktemp("camera") / "chelsea.mjpeg"
+    path.write_bytes(frame.getvalue() * 30)
+    return path
