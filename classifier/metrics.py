@@ -1,10 +1,12 @@
 """Prometheus metrics: what the service counts and times, and the text ``GET /metrics`` serves.
 
-The metrics are module-level ``prometheus_client`` objects, recorded where the work happens
-(``service.py``, ``serving/pool.py``, ``download.py``; per request in ``app.py``). Label values are
-bounded: a model label is a registry name (or ``default`` / ``unknown``), a server label one
-of ``options.SERVERS``, an outcome an error ``code``, an endpoint a route's rule, never a
-client's raw text, so no request can make a new series out of what it sends.
+The metrics are ``prometheus_client`` objects read as this module's attributes
+(``metrics.IMAGES``), declared when first read, and recorded where the work happens
+(``serving/service.py``, ``serving/pool.py``, ``models/download.py``; per request in
+``web/hooks.py``). Label values are bounded: a model label is a registry name (or
+``default`` / ``unknown``), a server label one of ``options.SERVERS``, an outcome an error
+``code``, an endpoint a route's rule, never a client's raw text, so no request can make a new
+series out of what it sends.
 
 Under uWSGI each worker is a process of its own, and a scrape reaches one of them. With
 ``PROMETHEUS_MULTIPROC_DIR`` set (uwsgi.ini sets it) the library's multiprocess mode keeps
@@ -14,15 +16,15 @@ backwards when a worker is killed and respawned, and none doubles (a new worker 
 process id, so files of its own). Gauges count live workers only: the files of a worker
 that is gone are dropped at the next scrape or worker start (``_drop_gauges``), as the
 library's ``mark_process_dead`` would be called from a process manager's hook, which uWSGI
-has not.
-The folder is emptied when a new uWSGI master starts (``_prepare_folder``), not when a
-worker is respawned or the workers are reloaded. Without the variable (``python3 app.py``,
+has not. The folder is emptied when a new uWSGI master starts (``_prepare_folder``, when a
+process first reads a metric), not when a worker is respawned or the workers are reloaded. Without the variable (``python3 app.py``,
 one process) the metrics live in the process, and the folder is not needed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import os
 import re
@@ -31,6 +33,7 @@ import sys
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 from prometheus_client import (
@@ -134,11 +137,7 @@ def _prepare_folder(folder: Path) -> None:
         _drop_gauges(folder, lambda pid: pid == os.getpid() or _dead(pid))
 
 
-# The multiprocess mode has no *_created series; one process leaves them out as well, so both read alike.
-disable_created_metrics()
 MULTIPROCESS_FOLDER = Path(os.environ[FOLDER_VARIABLE]) if os.environ.get(FOLDER_VARIABLE) else None
-if MULTIPROCESS_FOLDER is not None:
-    _prepare_folder(MULTIPROCESS_FOLDER)
 
 # Seconds. A forward pass here takes 4-40 ms, a whole request 7-50 ms, a forward to a remote
 # up to its 30 s read timeout: fine steps around the milliseconds, coarse ones up to a minute.
@@ -147,31 +146,60 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0
 # Loading a model: 0.4 s (an ONNX export) to minutes (making the export: at most
 # CLASSIFIER_EXPORT_TIMEOUT, 900 s).
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
-
-REQUESTS = Counter("classifier_requests", "HTTP requests answered, by route and status code.",
-                   ["endpoint", "status"])
-REQUEST_SECONDS = Histogram("classifier_request_seconds", "Time to answer an HTTP request, by route.",
-                            ["endpoint"], buckets=LATENCY_BUCKETS)
-PREDICTIONS = Counter("classifier_predictions", "Predictions asked for, one per request however many images, "
-                      "by model, server and outcome (ok, or the error code answered).", ["model", "server", "outcome"])
-IMAGES = Counter("classifier_images", "Images classified by this host's models, each image counted.", ["model"])
-DECODE_SECONDS = Histogram("classifier_decode_seconds", "Time to check, decode and crop an upload.",
-                           buckets=LATENCY_BUCKETS)
-INFERENCE_SECONDS = Histogram("classifier_inference_seconds", "Time of a model's forward pass.",
-                              ["model", "runtime"], buckets=LATENCY_BUCKETS)
-FORWARD_SECONDS = Histogram("classifier_forward_seconds", "Time a forwarded prediction waited for the remote, "
-                            "failures included.", ["server"], buckets=LATENCY_BUCKETS)
-MODEL_LOAD_SECONDS = Histogram("classifier_model_load_seconds", "Time to load and warm a model in a worker.",
-                               ["model", "runtime"], buckets=LOAD_BUCKETS)
-MODELS_LOADED = Gauge("classifier_models_loaded", "Worker processes that have the model loaded.",
-                      ["model", "runtime"], multiprocess_mode="livesum")
-DOWNLOAD_BYTES = Counter("classifier_weights_download_bytes", "Bytes of weights files downloaded.", ["model"])
 DOWNLOAD_FAILURE_KINDS = ("unreachable", "failed")  # download.py's Note kinds that count as failures
-DOWNLOAD_FAILURES = Counter("classifier_weights_download_failures", "Weights downloads that failed, by kind "
-                            "(unreachable: the host could not be reached; failed: any other reason).",
-                            ["model", "kind"])
-BUILD_INFO = Gauge("classifier_build_info", "The running version and its runtimes' versions (always 1).",
-                   ["version", "python", "keras", "onnxruntime", "tensorflow"], multiprocess_mode="livemax")
+
+
+@functools.cache
+def _declared() -> dict[str, Any]:
+    """The metrics, by the names the other modules read (``metrics.IMAGES``), declared on first
+    use instead of at import: in multiprocess mode a metric opens its file in the folder when
+    it is declared, so the folder is prepared first (``_prepare_folder``), and a process that
+    only imports this module (the command line, the export child) changes nothing."""
+    disable_created_metrics()  # the multiprocess mode has no *_created series; one process leaves them out too
+    if MULTIPROCESS_FOLDER is not None:
+        _prepare_folder(MULTIPROCESS_FOLDER)
+    declared = {
+        "REQUESTS": Counter("classifier_requests", "HTTP requests answered, by route and status code.",
+                            ["endpoint", "status"]),
+        "REQUEST_SECONDS": Histogram("classifier_request_seconds", "Time to answer an HTTP request, by route.",
+                                     ["endpoint"], buckets=LATENCY_BUCKETS),
+        "PREDICTIONS": Counter("classifier_predictions", "Predictions asked for, one per request however many "
+                               "images, by model, server and outcome (ok, or the error code answered).",
+                               ["model", "server", "outcome"]),
+        "IMAGES": Counter("classifier_images", "Images classified by this host's models, each image counted.",
+                          ["model"]),
+        "DECODE_SECONDS": Histogram("classifier_decode_seconds", "Time to check, decode and crop an upload.",
+                                    buckets=LATENCY_BUCKETS),
+        "INFERENCE_SECONDS": Histogram("classifier_inference_seconds", "Time of a model's forward pass.",
+                                       ["model", "runtime"], buckets=LATENCY_BUCKETS),
+        "FORWARD_SECONDS": Histogram("classifier_forward_seconds", "Time a forwarded prediction waited for the "
+                                     "remote, failures included.", ["server"], buckets=LATENCY_BUCKETS),
+        "MODEL_LOAD_SECONDS": Histogram("classifier_model_load_seconds", "Time to load and warm a model in a worker.",
+                                        ["model", "runtime"], buckets=LOAD_BUCKETS),
+        "MODELS_LOADED": Gauge("classifier_models_loaded", "Worker processes that have the model loaded.",
+                               ["model", "runtime"], multiprocess_mode="livesum"),
+        "DOWNLOAD_BYTES": Counter("classifier_weights_download_bytes", "Bytes of weights files downloaded.",
+                                  ["model"]),
+        "DOWNLOAD_FAILURES": Counter("classifier_weights_download_failures", "Weights downloads that failed, by "
+                                     "kind (unreachable: the host could not be reached; failed: any other reason).",
+                                     ["model", "kind"]),
+        "BUILD_INFO": Gauge("classifier_build_info", "The running version and its runtimes' versions (always 1).",
+                            ["version", "python", "keras", "onnxruntime", "tensorflow"], multiprocess_mode="livemax"),
+    }
+    declared["BUILD_INFO"].labels(
+        version=_version("keras-image-classifier"), python=".".join(map(str, sys.version_info[:3])),
+        keras=_version("keras"), onnxruntime=_version("onnxruntime"),
+        tensorflow=_version("tensorflow-cpu") if _version("tensorflow-cpu") != "none" else _version("tensorflow"),
+    ).set(1)
+    return declared
+
+
+def __getattr__(name: str) -> Any:
+    """``metrics.REQUESTS`` and the other metrics, declared (once) when first read."""
+    try:
+        return _declared()[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
 
 def _version(package: str) -> str:
@@ -181,13 +209,6 @@ def _version(package: str) -> str:
         return "none"
 
 
-BUILD_INFO.labels(
-    version=_version("keras-image-classifier"), python=".".join(map(str, sys.version_info[:3])),
-    keras=_version("keras"), onnxruntime=_version("onnxruntime"),
-    tensorflow=_version("tensorflow-cpu") if _version("tensorflow-cpu") != "none" else _version("tensorflow"),
-).set(1)
-
-
 def zero_download_failures(models: Iterable[str]) -> None:
     """Every kind of failure of these models' downloads at 0 from the start. Prometheus'
     ``increase()`` counts from a series' first sample, so a series that first appears at 1
@@ -195,23 +216,24 @@ def zero_download_failures(models: Iterable[str]) -> None:
     missed every model's first failed download."""
     for model in models:
         for kind in DOWNLOAD_FAILURE_KINDS:
-            DOWNLOAD_FAILURES.labels(model, kind)
+            _declared()["DOWNLOAD_FAILURES"].labels(model, kind)
 
 
 def model_loaded(model: str, runtime: str, seconds: float) -> None:
     """A model loaded in this process (they are never unloaded)."""
-    MODEL_LOAD_SECONDS.labels(model, runtime).observe(seconds)
-    MODELS_LOADED.labels(model, runtime).inc()
+    _declared()["MODEL_LOAD_SECONDS"].labels(model, runtime).observe(seconds)
+    _declared()["MODELS_LOADED"].labels(model, runtime).inc()
 
 
 def observe_request(endpoint: str, status: int, seconds: float) -> None:
     """One HTTP request answered; ``endpoint`` is its route's rule, never the raw path."""
-    REQUESTS.labels(endpoint, str(status)).inc()
-    REQUEST_SECONDS.labels(endpoint).observe(seconds)
+    _declared()["REQUESTS"].labels(endpoint, str(status)).inc()
+    _declared()["REQUEST_SECONDS"].labels(endpoint).observe(seconds)
 
 
 def exposition() -> tuple[bytes, str]:
     """The metrics in Prometheus' text format, summed over every worker; and its content type."""
+    _declared()  # every metric is shown from the first scrape, at 0 until it counts
     if MULTIPROCESS_FOLDER is None:
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
     _drop_gauges(MULTIPROCESS_FOLDER, _dead)  # a worker killed since the last scrape

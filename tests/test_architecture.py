@@ -1,13 +1,17 @@
 """The architecture as docs/architecture.md draws it, held against the code.
 
 The layers and the build-time boundary are import-linter's contracts (``pyproject.toml``);
-the code map must name every module, and only modules that exist.
+the code map must name every module, and only modules that exist; importing a module does
+nothing but define it.
 """
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
@@ -33,3 +37,29 @@ def test_every_module_is_short_enough_to_read_whole():
     """About 300 lines at most: a module longer than that holds more than one job."""
     lengths = {str(path.relative_to(ROOT)): path.read_text().count("\n") for path in (ROOT / "classifier").rglob("*.py")}
     assert {path: lines for path, lines in lengths.items() if lines > 320} == {}
+
+
+IMPORT_EVERY_MODULE = """
+import importlib, pkgutil, classifier
+for module in pkgutil.walk_packages(classifier.__path__, "classifier."):
+    if not module.name.endswith("__main__"):
+        importlib.import_module(module.name)
+"""
+# What the libraries themselves write when imported: Keras its keras.json, matplotlib (the
+# explanation's colour map) its font cache.
+THEIR_OWN_FILES = re.compile(r"keras(/keras\.json)?|home/\.(cache|config)/matplotlib(/.*)?|home(/\.(cache|config))?")
+
+
+@pytest.mark.slow  # imports TensorFlow with the build-time modules
+def test_importing_every_module_writes_nothing(tmp_path):
+    """No module prepares a folder, writes a file or sets up state when imported: with every
+    place the service writes to pointed at paths that do not exist yet (the metrics folder of
+    uWSGI's workers, the Keras cache, temp), importing them all leaves those paths as they were."""
+    environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "HOME": str(tmp_path / "home"),
+                   "KERAS_HOME": str(tmp_path / "keras"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+                   "TMPDIR": str(tmp_path / "tmp")}
+    done = subprocess.run([sys.executable, "-c", IMPORT_EVERY_MODULE], cwd=tmp_path, env=environment,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = {path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*")}
+    assert sorted(path for path in written if not THEIR_OWN_FILES.fullmatch(path)) == []

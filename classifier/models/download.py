@@ -28,8 +28,9 @@ from classifier.urls import public_url  # a mirror's URL may carry credentials
 
 log = logging.getLogger(__name__)
 
-# Declared with the metrics, at import: every process that may download shows the series from its first scrape.
-metrics.zero_download_failures(sorted({spec.weights.model for spec in REGISTRY.values() if spec.weights.downloadable}))
+# The models whose weights a download fetches: a serving process shows their download-failure
+# series at 0 from its first scrape (web/hooks.py).
+DOWNLOADABLE = sorted({spec.weights.model for spec in REGISTRY.values() if spec.weights.downloadable})
 
 Progress = Callable[[int, int | None], None]
 

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from classifier import metrics
 from classifier.errors import ClassifierError
-from classifier.metrics import PREDICTIONS
 from classifier.models.registry import REGISTRY
 
 
@@ -38,4 +38,4 @@ def counting_prediction(server: str, model: str | None) -> Iterator[Prediction]:
         outcome = error.code
         raise
     finally:
-        PREDICTIONS.labels(model_label(prediction.model), server, outcome).inc()
+        metrics.PREDICTIONS.labels(model_label(prediction.model), server, outcome).inc()

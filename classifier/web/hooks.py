@@ -8,6 +8,7 @@ import time
 from flask import Flask, Response, g, request
 
 from classifier import metrics, request_ids
+from classifier.models import download
 from classifier.web.access import AccessRecord
 
 # Sent with every answer. The page runs only its own script and style from /static/ (no
@@ -47,8 +48,10 @@ def install_request_ids(app: Flask) -> None:
 
 def install_metrics(app: Flask, allow: str) -> None:
     """Count and time every request by its route's rule (a path nothing matches is
-    ``unmatched``: a client cannot create series), and keep who may read ``/metrics``."""
+    ``unmatched``: a client cannot create series), and keep who may read ``/metrics``. The
+    download-failure series start at 0, so the first failure is an increase Prometheus sees."""
     app.extensions["metrics_allow"] = metrics.parse_networks(allow)
+    metrics.zero_download_failures(download.DOWNLOADABLE)
 
     @app.before_request
     def start_clock() -> None:
