@@ -10,13 +10,15 @@ the size of the answer, the app's CPU seconds for it and the wall time:
 - a label of 600 KB, which an answer repeats three times;
 - a heatmap whose header reads and whose pixels do not, to the page without JavaScript;
 - a status line, then a header one byte every 0.5 s, for ever (the deadline of the whole
-  exchange, 3 + 30 s by default, ends it).
+  exchange, 3 + 30 s by default, ends it; the app inherits the environment, so
+  ``CLASSIFIER_REMOTE_READ_TIMEOUT=2`` ends it after 5 s).
 Run it in an older checkout to see what the checks in classifier/forwarding/ save (before
 issue 22, forwarding waited for the last one's headers without end: no answer in 90 s).
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
@@ -69,6 +71,7 @@ def answering(document: dict) -> type:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # no options but --help
     port = free_port()
     env = {**os.environ, "CLASSIFIER_WARMUP": "0", "CLASSIFIER_RANDOM_WEIGHTS": "1"}
     app = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env,

@@ -1,6 +1,7 @@
 """What each hostile image of bench/hostile.py costs to prepare for a 224x224 model.
 
     python3 -m bench.image_bombs
+    python3 -m bench.image_bombs --files "RLE BMP, 4 KB" "16-bit PNG 7000x7000"
     python3 -m bench.image_bombs --bodies
 
 ``--bodies`` sends each costly request body of bench/hostile.py (HOSTILE_BODIES: JSON too
@@ -59,9 +60,9 @@ print(f"{{len(data):>10,}} B {{cpu:6.2f}} s {{(kib('VmHWM') - before) / 1024:6.0
 """
 
 
-def images() -> None:
+def images(names: list[str]) -> None:
     print(f"{'file':40} {'size':>12} {'CPU':>8} {'peak':>10} {'cost G':>6} {'ns/px-scan':>5}  answer")
-    for name in IMAGE_BOMBS:
+    for name in names:
         script = MEASURE.format(name=name)
         result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
         print(f"{name:40} {result.stdout.rstrip()}", flush=True)
@@ -94,7 +95,13 @@ def bodies() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bodies", action="store_true", help="costly JSON bodies through NGINX to uWSGI")
-    (bodies if parser.parse_args().bodies else images)()
+    parser.add_argument("--files", nargs="+", choices=list(IMAGE_BOMBS), default=list(IMAGE_BOMBS), metavar="NAME",
+                        help="the hostile images to measure, named as printed (default: all)")
+    args = parser.parse_args()
+    if args.bodies:
+        bodies()
+    else:
+        images(args.files)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ its size, its time and the workers' CPU per scrape, and the multiprocess folder'
 
     python3 -m bench.metrics_graph                       # writes bench/metrics-graph.png
     python3 -m bench.metrics_graph --seconds 30 --out /tmp/graph.png
+    python3 -m bench.metrics_graph --seconds 1 --scrapes 5 --out /tmp/graph.png   # the smallest run
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def draw(prometheus: Prometheus, start: float, end: float, killed: float, out: P
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
 
 
-def scrape_cost(url: str, server, count: int = 200) -> str:
+def scrape_cost(url: str, server, count: int) -> str:
     """``count`` scrapes: the median time at the client and the workers' CPU per scrape."""
     cpu_before, times = server.cpu_seconds(), []
     for _ in range(count):
@@ -146,17 +147,17 @@ def scrape_cost(url: str, server, count: int = 200) -> str:
     return f"median {statistics.median(times) * 1000:.1f} ms at the client, {cpu * 1000:.1f} ms of worker CPU each"
 
 
-def measure_scrapes(url: str, server, folder: Path, dead_workers: int = 100) -> None:
-    """What /metrics costs: its size and series, time and workers' CPU per scrape, memory;
+def measure_scrapes(url: str, server, folder: Path, scrapes: int, dead_workers: int = 100) -> None:
+    """What /metrics costs: its size and series, time and workers' CPU over ``scrapes`` scrapes, memory;
     the multiprocess folder (files per worker, bytes on disk); and the same scrape once
     ``dead_workers`` more workers have died (their files copied under process ids that
     cannot exist), as after that many crashes or reloads without a restart."""
     text = requests.get(url + "/metrics", timeout=10).text
     series = [line for line in text.splitlines() if line and not line.startswith("#")]
     rss_before = server.worker_rss_mb()
-    cost = scrape_cost(url, server)
+    cost = scrape_cost(url, server, scrapes)
     files = sorted(p for p in folder.iterdir() if p.suffix == ".db")
-    print(f"/metrics: {len(text):,} bytes, {len(series)} series; 200 scrapes: {cost}; "
+    print(f"/metrics: {len(text):,} bytes, {len(series)} series; {scrapes} scrapes: {cost}; "
           f"worker RSS {rss_before} -> {server.worker_rss_mb()} MB")
     print(f"multiprocess folder: {len(files)} files ({', '.join(p.name for p in files)}), "
           f"{sum(p.stat().st_blocks * 512 for p in files) / 1024:.0f} KiB on disk "
@@ -166,13 +167,14 @@ def measure_scrapes(url: str, server, folder: Path, dead_workers: int = 100) -> 
         largest = max(folder.glob(f"{kind}_*.db"), key=lambda p: p.stat().st_size)
         for i in range(dead_workers):
             shutil.copy(largest, folder / f"{kind}_{impossible + i}.db")
-    print(f"with {dead_workers} dead workers' files more: {scrape_cost(url, server)}")
+    print(f"with {dead_workers} dead workers' files more: {scrape_cost(url, server, scrapes)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=90)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "metrics-graph.png")
+    parser.add_argument("--scrapes", type=int, default=200, help="scrapes timed, with and without dead workers' files")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="metrics-graph-") as temp:
         folder = Path(temp)
@@ -196,7 +198,7 @@ def main() -> None:
             start = time.time() + 10
             killed = traffic(nginx.url, args.seconds + 10, lambda: os.kill(server.worker_pids()[0], signal.SIGKILL))
             draw(prometheus, start, time.time(), killed, args.out)
-            measure_scrapes(f"http://{direct}", server, metrics_folder)
+            measure_scrapes(f"http://{direct}", server, metrics_folder, args.scrapes)
         finally:
             for stop in reversed(stoppers):
                 stop()

@@ -51,6 +51,7 @@ from pathlib import Path
 import h5py
 
 from bench import int8, load, raw, stack
+from classifier.artifacts import convert, quantize
 from classifier.artifacts.exports import Export
 from classifier.artifacts.int8 import Int8Form
 from classifier.config import Settings
@@ -119,7 +120,7 @@ def prepare(spec: ModelSpec, keras_home: Path, threads: int | None) -> tuple[Mod
     keras = keras_runtime(spec, weights, threads)
     export = Export(spec, weights, Settings(keras_home=keras_home).exports_dir)
     with export.lock():
-        record = export.record() or export.make(keras, threads)
+        record = export.record() or convert.make(export, keras, threads)
     print(f"  {spec.name}: export {export.onnx_path.name}: {record.reason}", flush=True)
     takes = real is not None or getattr(spec.weights, "md5", None) is None
     return Model(spec, weights, export, takes), keras
@@ -159,7 +160,7 @@ def measure_int8(model: Model, keras_home: Path) -> None:
     else:
         form = Int8Form(REGISTRY[f"{model.spec.name}-int8"], model.export)
         with form.lock():
-            record = form.record() or form.make()
+            record = form.record() or quantize.make(form)
         fp32_path, int8_path = model.export.onnx_path, form.onnx_path
     check = record.check()
     print(f"  {model.spec.name}-int8: top-1 agreement {check['top1_agreement']}, top-5 overlap "

@@ -12,12 +12,14 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from conftest import PHOTOS, RIGHT_LABELS, run_classifier
+from conftest import PHOTOS, RIGHT_LABELS, ROOT, copy_of, run_classifier
 from PIL import Image
 from playwright.sync_api import expect
 from support.page import expected_options
@@ -91,6 +93,24 @@ def test_export_makes_and_measures_the_int8_form(exported):
     assert re.search(verdict, output, re.M), output
     if VNNI:  # this machine's known result (97.2%, 4.86 of 5)
         assert served, record
+
+
+def test_the_int8_benchmark_measures_both_forms(exported, tmp_path):
+    """bench/int8.py at its smallest (one model, one timed pass each), here beside the form
+    this module makes anyway rather than quantizing again elsewhere: a copy of the cache in
+    which ``classifier export`` finds both forms checked. Its figures agree with the form's
+    check, and the fresh worker it starts imports neither TensorFlow nor ``onnx``."""
+    home = copy_of(exported[0], tmp_path / "keras")
+    result = subprocess.run([sys.executable, "-m", "bench.int8", "EfficientNetLite0", "--repeats", "1",
+                             "--keras-home", str(home)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    header, row, line = result.stdout.splitlines()
+    assert header.split()[:3] == ["model", "fp32", "ms"] and row.split()[0] == "EfficientNetLite0", result.stdout
+    figures, record = json.loads(line), int8_record(home)
+    assert figures["fp32_ms"] > 0 and figures["int8_ms"] > 0 and figures["speedup"] > 0, figures
+    assert (figures["images"], figures["top1_agreement"]) == (record["images"], record["top1_agreement"]), figures
+    start = figures["cold_start"]
+    assert start["seconds"] > 0 and start["rss_mb"] > 0 and not start["tensorflow"] and not start["onnx"], start
 
 
 def record_stem(home: Path) -> str:
