@@ -7,6 +7,7 @@ however many apps the tests create.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from filelock import FileLock
 from flask import Flask
 from flask.testing import FlaskClient
 from support.scheduling import ModulesAndGroups, order_and_group
@@ -129,13 +131,19 @@ def cat_png() -> bytes:
 def prepared_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """A Keras cache in which ``classifier export --no-int8`` (every model whose weights are
     here; offline, the bundled EfficientNetLite0 alone) converted the weights and made and
-    checked the export, once per session (about 15 s), and how the command ran
-    (tests/test_cli.py reads it)."""
-    home = tmp_path_factory.mktemp("prepared_keras_home")
-    result = run_classifier("export", "--no-int8", KERAS_HOME=str(home), CLASSIFIER_OFFLINE="1",
-                            CLASSIFIER_RANDOM_WEIGHTS="0")
-    assert result.returncode == 0, result.stderr
-    return home, result
+    checked the export, once per run (about 15 s), and how the command ran
+    (tests/test_cli.py reads it). xdist's workers share it: the first makes it in the run's
+    shared temporary folder, under a lock, and the others wait for it and read it."""
+    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else \
+        tmp_path_factory.getbasetemp()
+    home, ran = shared / "prepared_keras_home", shared / "prepared_export.json"
+    with FileLock(str(shared / "prepared_export.lock")):
+        if not ran.is_file():
+            result = run_classifier("export", "--no-int8", KERAS_HOME=str(home), CLASSIFIER_OFFLINE="1",
+                                    CLASSIFIER_RANDOM_WEIGHTS="0")
+            assert result.returncode == 0, result.stderr
+            ran.write_text(json.dumps({"args": result.args, "stdout": result.stdout, "stderr": result.stderr}))
+    return home, subprocess.CompletedProcess(returncode=0, **json.loads(ran.read_text()))
 
 
 @pytest.fixture(scope="session")

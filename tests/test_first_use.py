@@ -6,10 +6,12 @@ Keras cache of its own, so each converts it (about 15 s) as a fresh install does
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import requests
 from bench.polling import wait_until
-from conftest import PHOTOS, run_classifier, start_uwsgi
+from conftest import CAT_LABELS, PHOTOS, run_classifier, start_uwsgi
 from playwright.sync_api import expect
 from support.page import FIRST_ANSWER
 
@@ -63,15 +65,24 @@ def test_app_py_prepares_its_model_at_start_and_says_so(serve_app, open_page, tm
     assert "/predict" not in text  # no request made it ready
 
 
-def test_uwsgi_workers_prepare_the_model_at_start(tmp_path):
+def test_uwsgi_workers_prepare_the_model_at_start_and_never_load_tensorflow(tmp_path):
+    """Under uWSGI, where ``sys.executable`` is the uwsgi binary, not Python, the worker has a
+    child make the export (issue 11.9: a worker that made it itself kept TensorFlow, 1.7 GB
+    RSS against ~140 MB) and answers from ONNX Runtime, TensorFlow never mapped into it."""
     app = start_uwsgi(tmp_path, "uwsgi", CLASSIFIER_UWSGI_PROCESSES="1", KERAS_HOME=str(tmp_path / "keras"),
                       CLASSIFIER_LOG_FORMAT="plain", **FRESH)
     try:
         expect_preparing(app.http)
         assert wait_until_ready(app.http) == {"status": "ready", "model": MODEL}
+        log = app.log.read_text()
+        answer = requests.post(f"{app.http}/predict", files={"image": PHOTOS["chelsea"].read_bytes()}, timeout=60)
+        maps = [Path(f"/proc/{pid}/maps").read_text() for pid in app.workers()]  # the worker and the HTTP router
     finally:
         app.stop()
-    assert "/predict" not in app.log.read_text()
+    assert "/predict" not in log  # no request made it ready
+    assert "making its ONNX export in a child process (attempt 1)" in log
+    assert answer.status_code == 200 and answer.json()["predictions"][0]["label"] in CAT_LABELS, answer.text
+    assert any("onnxruntime" in worker for worker in maps) and not any("tensorflow" in worker for worker in maps)
 
 
 def test_classifier_predict_says_it_prepares_the_model_once(tmp_path):

@@ -107,25 +107,6 @@ print(json.dumps({"answer": answer, "tensorflow": "tensorflow" in sys.modules, "
     assert not outcome["tensorflow"] and not outcome["keras"]
 
 
-@pytest.mark.stack  # uWSGI workers
-def test_a_uwsgi_worker_that_needs_an_export_never_loads_tensorflow(tmp_path):
-    """The same under uWSGI, where ``sys.executable`` is the uwsgi binary, not Python."""
-    http = f"127.0.0.1:{free_port()}"
-    env = {"KERAS_HOME": str(tmp_path / "keras"), "CLASSIFIER_RUNTIME": "onnx", "CLASSIFIER_DEFAULT_MODEL": MODEL,
-           "CLASSIFIER_RANDOM_WEIGHTS": "0", "CLASSIFIER_WARMUP": "0", "CLASSIFIER_OFFLINE": "1",
-           "CLASSIFIER_UWSGI_HTTP": http}
-    server = stack.start_uwsgi(tmp_path, "app", f"127.0.0.1:{free_port()}", env, processes=1, threads=1)
-    try:
-        wait_until_healthy(f"http://{http}", server.process)
-        answer = requests.post(f"http://{http}/predict", files={"image": PHOTOS["chelsea"].read_bytes()}, timeout=600)
-        maps = [Path(f"/proc/{worker.pid}/maps").read_text() for worker in server.workers()]
-    finally:
-        stop(server.process)
-    assert answer.status_code == 200, server.log.read_text(errors="replace")[-3000:]
-    assert answer.json()["predictions"][0]["label"] in CAT_LABELS
-    assert maps and all("onnxruntime" in m and "tensorflow" not in m for m in maps)
-
-
 @pytest.mark.slow  # makes an export in a process of its own
 def test_a_worker_whose_export_child_fails_twice_runs_keras(tmp_path, caplog):
     """The child is given no time at all (``CLASSIFIER_EXPORT_TIMEOUT``): after two attempts
@@ -153,7 +134,7 @@ def tampered(model_file: Path, target: Path) -> None:
 def test_a_worker_that_needs_an_export_has_a_child_make_it_and_never_loads_tensorflow(tmp_path):
     """Issue 11.9: a worker that made the export itself kept TensorFlow (1.7 GB RSS against
     ~140 MB). A running ``python app.py`` with nothing converted or exported yet answers,
-    and TensorFlow's libraries are never mapped into it."""
+    and TensorFlow's libraries are never mapped into it (under uWSGI: tests/test_first_use.py)."""
     port = free_port()
     env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "CLASSIFIER_RUNTIME": "onnx",
            "CLASSIFIER_DEFAULT_MODEL": MODEL, "CLASSIFIER_RANDOM_WEIGHTS": "0", "CLASSIFIER_WARMUP": "0",
