@@ -49,7 +49,10 @@ def wait_until_ready(url: str, timeout: float = FIRST_ANSWER / 1000) -> dict:
     return answer.json()
 
 
-def test_app_py_prepares_its_model_at_start_and_says_so(serve_app, open_page, tmp_path):
+def test_app_py_prepares_its_model_at_start_and_a_photo_sent_meanwhile_says_why_it_waits(serve_app, open_page,
+                                                                                         tmp_path):
+    """Preparing before any request: /readyz, /models and the page say so; a photo sent
+    meanwhile (the page said "Classifying…" for 18 s) says what the wait is, then is answered."""
     log = tmp_path / "server.log"
     url = serve_app(log=log, KERAS_HOME=str(tmp_path / "keras"), **FRESH)
     expect_preparing(url)
@@ -57,12 +60,15 @@ def test_app_py_prepares_its_model_at_start_and_says_so(serve_app, open_page, tm
     state = page.locator("#model-state")
     expect(state).to_have_text(f"Preparing {MODEL} for first use, about 15 s, once.")
     expect(page.get_by_label("Model").locator("option:checked")).to_contain_text("(preparing)")
+    page.set_input_files("#image", PHOTOS["chelsea"])
+    expect(page.locator("#status")).to_have_text(f"Preparing {MODEL} for first use, about 15 s, once. Classifying…")
 
+    expect(page.locator("#result .prediction")).to_have_count(3, timeout=FIRST_ANSWER)
+    expect(page.locator("#status")).to_be_empty()
     assert wait_until_ready(url) == {"status": "ready", "model": MODEL}
     expect(state).to_be_hidden()  # the page's poll of /models saw it loaded
     text = log.read_text()
-    assert f"Preparing {MODEL} for first use, about 15 s, once." in text
-    assert "/predict" not in text  # no request made it ready
+    assert text.index(f"Preparing {MODEL} for first use, about 15 s, once.") < text.index("/predict")
 
 
 def test_uwsgi_workers_prepare_the_model_at_start_and_never_load_tensorflow(tmp_path):
@@ -93,14 +99,3 @@ def test_classifier_predict_says_it_prepares_the_model_once(tmp_path):
     assert first.stderr.startswith(line), first.stderr
     again = run_classifier("predict", str(PHOTOS["chelsea"]), **env)
     assert again.returncode == 0 and "Preparing" not in again.stderr, again.stderr
-
-
-def test_a_photo_sent_while_the_model_prepares_says_why_it_waits(serve_app, open_page, tmp_path):
-    """The page said "Classifying…" for 18 s; now it says what the wait is, then answers."""
-    url = serve_app(KERAS_HOME=str(tmp_path / "keras"), **FRESH)
-    page = open_page(url)
-    expect(page.locator("#model-state")).to_be_visible()  # still preparing
-    page.set_input_files("#image", PHOTOS["chelsea"])
-    expect(page.locator("#status")).to_have_text(f"Preparing {MODEL} for first use, about 15 s, once. Classifying…")
-    expect(page.locator("#result .prediction")).to_have_count(3, timeout=FIRST_ANSWER)
-    expect(page.locator("#status")).to_be_empty()
