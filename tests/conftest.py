@@ -73,6 +73,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     order_and_group(items)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """One worker more than there are cores (``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides
+    when set): much of a test is waiting for a server, a browser or a child process, and on 2
+    cores three workers kept 1.7 of them busy (docs/contributing.md has the figures)."""
+    return None if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") else (os.cpu_count() or 1) + 1
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> ModulesAndGroups:
     """Whole modules per worker, Chromium's and podman's modules one after another."""
     return ModulesAndGroups(config, log)
