@@ -30,6 +30,7 @@ import os
 import re
 import stat
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
@@ -149,12 +150,22 @@ LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 9
 DOWNLOAD_FAILURE_KINDS = ("unreachable", "failed")  # download.py's Note kinds that count as failures
 
 
-@functools.cache
+_DECLARING = threading.Lock()
+
+
 def _declared() -> dict[str, Any]:
     """The metrics, by the names the other modules read (``metrics.IMAGES``), declared on first
     use instead of at import: in multiprocess mode a metric opens its file in the folder when
     it is declared, so the folder is prepared first (``_prepare_folder``), and a process that
-    only imports this module (the command line, the export child) changes nothing."""
+    only imports this module (the command line, the export child) changes nothing. Under a
+    lock: two threads reading a metric first would declare each one twice, which the registry
+    refuses."""
+    with _DECLARING:
+        return _declare()
+
+
+@functools.cache
+def _declare() -> dict[str, Any]:
     disable_created_metrics()  # the multiprocess mode has no *_created series; one process leaves them out too
     if MULTIPROCESS_FOLDER is not None:
         _prepare_folder(MULTIPROCESS_FOLDER)

@@ -219,6 +219,32 @@ def test_forwarded_predictions_are_timed_and_counted_by_server(make_app, stub_se
     assert sample("classifier_predictions_total", **outcome) == failed + 1
 
 
+FIRST_READ_BY_MANY_THREADS = """
+import threading
+from classifier import metrics
+start, failures = threading.Barrier(16), []
+def read():
+    start.wait()
+    try:
+        metrics.IMAGES
+    except Exception as error:
+        failures.append(repr(error))
+threads = [threading.Thread(target=read) for _ in range(16)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+print(failures)
+"""
+
+
+def test_threads_reading_the_metrics_first_at_once_declare_them_once():
+    """The metrics are declared at their first read, not at import; sixteen threads reading
+    one at the same moment in a fresh process get it, none a registry error for a second
+    declaration (without the lock, 15 of 16 did)."""
+    done = subprocess.run([sys.executable, "-c", FIRST_READ_BY_MANY_THREADS], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 # --- several processes sharing a folder: prometheus_client's multiprocess mode -----------------
 
 WORKER = """
