@@ -4,8 +4,8 @@
 
 Starts the production stack (uwsgi.ini behind the project's NGINX site, as bench/serving.py
 does, per-client limits off), warms every worker, then puts ``--clients`` clients on
-``/predict`` with the test JPEG while py-spy samples every worker (``py-spy record
---subprocesses`` on the uWSGI master; py-spy is in requirements-test.txt). Samples inside
+``/predict`` with the test JPEG (a second of it unsampled first) while py-spy samples every
+worker (``py-spy record --subprocesses`` on the uWSGI master; py-spy is in requirements-test.txt). Samples inside
 ONNX Runtime's ``InferenceSession.run`` are the forward pass: they are counted, then left
 out; the rest is what a request costs the worker besides it, printed as the functions with
 the most CPU of their own (self) and with the most CPU under them (cumulative), in CPU ms per
@@ -126,6 +126,9 @@ def profile(args: argparse.Namespace, work: Path) -> None:
         stack.wait_for(nginx.url + "/healthz", server)
         image = IMAGE.read_bytes()
         load.warm(nginx.url, image, args.model, args.processes * args.threads + 1)
+        # And a second of the load itself: a worker makes its one-thread ONNX Runtime session the
+        # first time its pass overlaps another's (runtimes/forward.py), a one-off, not per request.
+        load.concurrent(nginx.url, image, args.model, args.clients, 1)
         output = work / "profile.raw"
         spy = record(server, output, args.seconds, args.rate)
         before = cpu_times(server, nginx)
