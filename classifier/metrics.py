@@ -17,14 +17,14 @@ process id, so files of its own). Gauges count live workers only: the files of a
 that is gone are dropped at the next scrape or worker start (``_drop_gauges``), as the
 library's ``mark_process_dead`` would be called from a process manager's hook, which uWSGI
 has not. The folder is emptied when a new uWSGI master starts (``_prepare_folder``, when a
-process first reads a metric), not when a worker is respawned or the workers are reloaded. Without the variable (``python3 app.py``,
-one process) the metrics live in the process, and the folder is not needed.
+process first reads a metric), not when a worker is respawned or the workers are reloaded.
+Without the variable (``python3 app.py``, one process) the metrics live in the process, and
+the folder is not needed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import ipaddress
 import os
 import re
@@ -151,20 +151,24 @@ DOWNLOAD_FAILURE_KINDS = ("unreachable", "failed")  # download.py's Note kinds t
 
 
 _DECLARING = threading.Lock()
+_metrics: dict[str, Any] | None = None
 
 
 def _declared() -> dict[str, Any]:
     """The metrics, by the names the other modules read (``metrics.IMAGES``), declared on first
     use instead of at import: in multiprocess mode a metric opens its file in the folder when
     it is declared, so the folder is prepared first (``_prepare_folder``), and a process that
-    only imports this module (the command line, the export child) changes nothing. Under a
-    lock: two threads reading a metric first would declare each one twice, which the registry
-    refuses."""
-    with _DECLARING:
-        return _declare()
+    only imports this module (the command line, the export child) changes nothing. The first
+    use declares them under a lock (two threads would declare each twice, which the registry
+    refuses); every later read takes no lock."""
+    global _metrics
+    if _metrics is None:
+        with _DECLARING:
+            if _metrics is None:
+                _metrics = _declare()
+    return _metrics
 
 
-@functools.cache
 def _declare() -> dict[str, Any]:
     disable_created_metrics()  # the multiprocess mode has no *_created series; one process leaves them out too
     if MULTIPROCESS_FOLDER is not None:
