@@ -4,16 +4,16 @@
 // markup. This module only starts the others and ties their events together. Each import
 // carries its module's content hash (classifier/web/static_modules.py writes them).
 
-import { classify, reclassify } from "./page/answer.js?v=5015f1c61536";
+import { classify, reclassify } from "./page/answer.js?v=00db0cc2589e";
 import * as apiPanel from "./page/api-panel.js?v=1c985eed8428";
-import * as camera from "./page/camera.js?v=14b4787f9295";
-import * as chooser from "./page/chooser.js?v=1ca259ab3695";
+import * as camera from "./page/camera.js?v=a7fa8dfd569c";
+import * as chooser from "./page/chooser.js?v=a9378130f12e";
 import { $ } from "./page/dom.js?v=19cca49a794f";
 import * as explain from "./page/explain.js?v=f1f10ef0fcbc";
-import { describeModel, refreshModels } from "./page/models.js?v=b112a5a33cc3";
+import { describeModel, refreshModels } from "./page/models.js?v=7320a2652e5b";
 import * as options from "./page/options.js?v=8b87c046b7b2";
 import * as preview from "./page/preview.js?v=4981db65fce4";
-import * as queue from "./page/queue.js?v=a3bbbab07d7b";
+import * as queue from "./page/queue.js?v=b8f70e533c9f";
 // The modules those import, named here too: the browser then asks for every module as soon as
 // this file arrives, not one level of imports at a time (bench/page_load.py).
 import "./page/api.js?v=0b826a6c63b5";

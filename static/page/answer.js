@@ -5,7 +5,7 @@ import { $, reveal } from "./dom.js?v=19cca49a794f";
 import { clearError, showError } from "./errors.js?v=a35837132922";
 import * as explain from "./explain.js?v=f1f10ef0fcbc";
 import { percent } from "./format.js?v=95e4a7f170c8";
-import { chosenModel, modelLine, modelNamed, refreshModels, usableNames } from "./models.js?v=b112a5a33cc3";
+import { chosenModel, modelLine, modelNamed, onModelsChange, refreshModels, usableNames } from "./models.js?v=7320a2652e5b";
 import { rememberUrl, serverChoice } from "./options.js?v=8b87c046b7b2";
 import { preview } from "./preview.js?v=4981db65fce4";
 
@@ -27,15 +27,16 @@ function clearOutput() {
   document.title = baseTitle;
 }
 
+// While a photo is on its way: a model still preparing says why this takes a while.
+function busyText() {
+  if (serverChoice() !== "local") return "Asking the other server…";
+  const model = chosenModel();
+  return model && model.status === "preparing" ? `${modelLine(model)} Classifying…` : "Classifying…";
+}
+
 function setBusy(busy) {
   status.classList.toggle("busy", busy);
-  const model = chosenModel();
-  const preparing = model && model.status === "preparing" ? `${modelLine(model)} ` : ""; // say why it takes a while
-  status.textContent = busy
-    ? serverChoice() === "local"
-      ? `${preparing}Classifying…`
-      : "Asking the other server…"
-    : "";
+  status.textContent = busy ? busyText() : "";
   output.setAttribute("aria-busy", String(busy));
   // Stacked layout (phones): the photo, where the heatmap appears with its label just below,
   // stays in view; only a file the browser cannot show brings the answer's place into view.
@@ -43,6 +44,10 @@ function setBusy(busy) {
   if (!preview.hidden) reveal(preview, "nearest");
   else if (output.getBoundingClientRect().top > window.innerHeight * 0.75) reveal(output, "start");
 }
+
+onModelsChange(() => {
+  if (status.classList.contains("busy")) status.textContent = busyText();
+});
 
 export function showResult(answer, file) {
   const block = $("result-template").content.firstElementChild.cloneNode(true);

@@ -4,7 +4,7 @@ import { post } from "./api.js?v=0b826a6c63b5";
 import { $ } from "./dom.js?v=19cca49a794f";
 import { titleOf } from "./errors.js?v=a35837132922";
 import { percent } from "./format.js?v=95e4a7f170c8";
-import { enqueue } from "./queue.js?v=a3bbbab07d7b";
+import { enqueue } from "./queue.js?v=b8f70e533c9f";
 
 const cameraPanel = $("camera");
 const cameraStart = $("camera-start");

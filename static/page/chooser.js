@@ -1,10 +1,10 @@
 // Choosing photos: the file chooser, drag and drop anywhere on the page, paste, the examples, Clear.
 
-import { dropAnswer } from "./answer.js?v=5015f1c61536";
+import { dropAnswer } from "./answer.js?v=00db0cc2589e";
 import { $, fileList } from "./dom.js?v=19cca49a794f";
 import { clampTopK } from "./options.js?v=8b87c046b7b2";
 import { showPreview } from "./preview.js?v=4981db65fce4";
-import { clearQueue, queueChosen } from "./queue.js?v=a3bbbab07d7b";
+import { clearQueue, queueChosen } from "./queue.js?v=b8f70e533c9f";
 
 const form = $("classify-form");
 const input = $("image");

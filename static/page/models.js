@@ -10,6 +10,11 @@ const modelState = $("model-state");
 const modelNotes = $("model-notes");
 let models = []; // the last GET /models answer
 let pollTimer = null;
+const listeners = []; // called after each change of `models`
+
+// Lines that speak of a model's state (the "Classifying…" line) follow the menu: the first
+// GET /models may answer after a photo is already on its way, and a state changes while it is.
+export const onModelsChange = (listener) => listeners.push(listener);
 
 // The page speaks to the person choosing a model: a few words (the server's note), never the
 // operator's files, settings or commands, which GET /models, the docs and the logs carry.
@@ -89,7 +94,10 @@ export async function refreshModels() {
     const body = await response.json();
     const changed = JSON.stringify(body.models) !== JSON.stringify(models);
     models = body.models;
-    if (changed) renderModels();
+    if (changed) {
+      renderModels();
+      listeners.forEach((listener) => listener());
+    }
   } catch {
     return; // the list the server rendered into the page stays
   }

@@ -1,7 +1,7 @@
 // Many photos: a card each, sent a few per request, one request at a time, downloadable as CSV or JSON.
 
 import { post } from "./api.js?v=0b826a6c63b5";
-import { dropAnswer, showResult } from "./answer.js?v=5015f1c61536";
+import { dropAnswer, showResult } from "./answer.js?v=00db0cc2589e";
 import { $, download, fileList, reveal } from "./dom.js?v=19cca49a794f";
 import { showError, titleOf } from "./errors.js?v=a35837132922";
 import { percent } from "./format.js?v=95e4a7f170c8";
