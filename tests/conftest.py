@@ -134,23 +134,33 @@ def cat_png() -> bytes:
     return PHOTOS["chelsea"].read_bytes()
 
 
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str,
+              make: Callable[[Path], subprocess.CompletedProcess]) -> tuple[Path, subprocess.CompletedProcess]:
+    """The Keras cache ``make(home)`` filled, once per run, and how its command ran. xdist's
+    workers share it: the first makes it in the run's shared temporary folder, under a lock,
+    and the others wait for it and read it."""
+    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else \
+        tmp_path_factory.getbasetemp()
+    home, ran = shared / name, shared / f"{name}.json"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not ran.is_file():
+            result = make(home)
+            assert result.returncode == 0, result.stderr
+            ran.write_text(json.dumps({"args": result.args, "stdout": result.stdout, "stderr": result.stderr}))
+    return home, subprocess.CompletedProcess(returncode=0, **json.loads(ran.read_text()))
+
+
 @pytest.fixture(scope="session")
 def prepared_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """A Keras cache in which ``classifier export --no-int8`` (every model whose weights are
     here; offline, the bundled EfficientNetLite0 alone) converted the weights and made and
     checked the export, once per run (about 15 s), and how the command ran
-    (tests/test_cli.py reads it). xdist's workers share it: the first makes it in the run's
-    shared temporary folder, under a lock, and the others wait for it and read it."""
-    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else \
-        tmp_path_factory.getbasetemp()
-    home, ran = shared / "prepared_keras_home", shared / "prepared_export.json"
-    with FileLock(str(shared / "prepared_export.lock")):
-        if not ran.is_file():
-            result = run_classifier("export", "--no-int8", KERAS_HOME=str(home), CLASSIFIER_OFFLINE="1",
-                                    CLASSIFIER_RANDOM_WEIGHTS="0")
-            assert result.returncode == 0, result.stderr
-            ran.write_text(json.dumps({"args": result.args, "stdout": result.stdout, "stderr": result.stderr}))
-    return home, subprocess.CompletedProcess(returncode=0, **json.loads(ran.read_text()))
+    (tests/test_cli.py reads it)."""
+    def export(home: Path) -> subprocess.CompletedProcess:
+        return run_classifier("export", "--no-int8", KERAS_HOME=str(home), CLASSIFIER_OFFLINE="1",
+                              CLASSIFIER_RANDOM_WEIGHTS="0")
+
+    return made_once(tmp_path_factory, "prepared_keras_home", export)
 
 
 @pytest.fixture(scope="session")
@@ -167,12 +177,14 @@ def int8_export(prepared_keras_home: Path, tmp_path_factory: pytest.TempPathFact
                 ) -> tuple[Path, subprocess.CompletedProcess]:
     """A Keras cache in which ``classifier export`` made both forms of EfficientNetLite0, and
     how the command ran (tests/test_int8.py reads what it printed): run on a copy of
-    ``prepared_keras_home``, it finds the fp32 export checked and quantizes, once per session.
-    A worker's export child makes one form: ``export EfficientNetLite0`` makes no int8 form."""
-    home = copy_of(prepared_keras_home, tmp_path_factory.mktemp("int8_home") / "keras")
-    result = run_classifier("export", "EfficientNetLite0", "EfficientNetLite0-int8", KERAS_HOME=str(home))
-    assert result.returncode == 0, result.stderr
-    return home, result
+    ``prepared_keras_home``, it finds the fp32 export checked and quantizes, once per run
+    (about 25 s). A worker's export child makes one form: ``export EfficientNetLite0`` makes
+    no int8 form. Tests that change its files take copies."""
+    def quantize(home: Path) -> subprocess.CompletedProcess:
+        copy_of(prepared_keras_home, home)
+        return run_classifier("export", "EfficientNetLite0", "EfficientNetLite0-int8", KERAS_HOME=str(home))
+
+    return made_once(tmp_path_factory, "int8_keras_home", quantize)
 
 
 def copy_of(prepared_keras_home: Path, to: Path) -> Path:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT, Uwsgi, free_port, start_uwsgi
+from conftest import ROOT, Uwsgi, copy_of, free_port, start_uwsgi
 from prometheus_client import REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
@@ -332,15 +332,17 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """uwsgi.ini's 2 workers (MobileNetV2, random weights) behind NGINX, scraped every second.
+def stack(tmp_path_factory: pytest.TempPathFactory, prepared_keras_home: Path) -> Iterator[Stack]:
+    """uwsgi.ini's 2 workers behind NGINX, scraped every second, serving EfficientNetLite0 from
+    its prepared export (each worker start, respawn and reload loads it in about a second).
     The metrics folder holds a stale file of 1000 predictions from an earlier run, which
     the new master must wipe."""
     base = tmp_path_factory.mktemp("metrics-stack")
     folder = base / "metrics"
     run_worker(folder, 1000)
-    app = start_uwsgi(base, "uwsgi", CLASSIFIER_RANDOM_WEIGHTS="1", CLASSIFIER_DEFAULT_MODEL="MobileNetV2",
-                      CLASSIFIER_OFFLINE="1", KERAS_HOME=str(base / "keras"), PROMETHEUS_MULTIPROC_DIR=str(folder),
+    app = start_uwsgi(base, "uwsgi", CLASSIFIER_RANDOM_WEIGHTS="0", CLASSIFIER_DEFAULT_MODEL="EfficientNetLite0",
+                      CLASSIFIER_OFFLINE="1", KERAS_HOME=str(copy_of(prepared_keras_home, base / "keras")),
+                      PROMETHEUS_MULTIPROC_DIR=str(folder),
                       CLASSIFIER_UWSGI_FIFO=str(base / "uwsgi.fifo"))
     processes: list[Callable[[], None]] = [app.stop]
     try:
@@ -417,7 +419,7 @@ def test_prometheus_totals_match_what_was_sent_across_workers_a_killed_worker_an
     assert len(served) == 2 and all(served.values()) and sum(served.values()) == 56, served
     prometheus.wait_for(predictions, 56)  # not 1056: the stale file of an earlier run was wiped
     by_outcome = prometheus.query("sum by (model, outcome) (classifier_predictions_total)")
-    assert by_outcome == {(("model", "MobileNetV2"), ("outcome", "ok")): 40,
+    assert by_outcome == {(("model", "EfficientNetLite0"), ("outcome", "ok")): 40,
                           (("model", "default"), ("outcome", "unsupported_image_type")): 10,
                           (("model", "unknown"), ("outcome", "unknown_model")): 6}
     assert prometheus.query('sum by (status) (classifier_requests_total{endpoint="/predict"})') == {

@@ -2,8 +2,9 @@
 against two instances of ``python3 app.py`` on loopback ports.
 
 ``real`` and ``other``, the browser and ``open_page`` are the page tests' shared fixtures
-(tests/support/page_fixtures.py, which says what each server runs). ``plain`` is ``python3 app.py`` as a person first runs it (the README's screenshots), and
-``mirrored`` fetches Keras weights from a loopback mirror the test holds mid-download.
+(tests/support/page_fixtures.py, which says what each server runs). ``plain`` is
+``python3 app.py`` as a person runs it (the README's screenshots), and ``mirrored`` fetches
+Keras weights from a loopback mirror the test holds mid-download.
 
 Every page fails its test on a console error, an uncaught exception or a dialog (open_page).
 Screenshots go to tests/screenshots/.
@@ -21,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 import requests
-from conftest import PHOTOS, free_port
+from conftest import PHOTOS, copy_of, free_port
 from PIL import Image
 from playwright import sync_api
 from playwright.sync_api import expect
@@ -46,10 +47,11 @@ KERAS_MODELS = ("MobileNetV2", "ResNet50", "NASNetMobile")
 
 
 @pytest.fixture(scope="module")
-def plain(serve_app, tmp_path_factory) -> str:
-    """``python app.py`` with nothing configured (but an empty Keras cache of its own)."""
+def plain(serve_app, prepared_keras_home, tmp_path_factory) -> str:
+    """``python app.py`` with nothing configured, after its first use: a Keras cache of its own
+    in which EfficientNetLite0 is prepared (tests/test_first_use.py shows the first wait)."""
     return serve_app(CLASSIFIER_RANDOM_WEIGHTS="0", CLASSIFIER_DEFAULT_MODEL="",
-                     KERAS_HOME=str(tmp_path_factory.mktemp("plain_keras_home")))
+                     KERAS_HOME=str(copy_of(prepared_keras_home, tmp_path_factory.mktemp("plain") / "keras")))
 
 
 class HeldMirror(StubServer):
@@ -113,12 +115,13 @@ def held_mirror(mobilenet_h5: bytes) -> Iterator[HeldMirror]:
 
 
 @pytest.fixture(scope="module")
-def mirrored(serve_app, held_mirror, tmp_path_factory) -> str:
+def mirrored(serve_app, held_mirror, prepared_keras_home, tmp_path_factory) -> str:
+    """Keras weights from the held mirror; EfficientNetLite0 already prepared in its cache."""
     return serve_app(
         CLASSIFIER_RANDOM_WEIGHTS="0",
         CLASSIFIER_DEFAULT_MODEL="",
         CLASSIFIER_WEIGHTS_MIRROR=held_mirror.url,
-        KERAS_HOME=str(tmp_path_factory.mktemp("mirrored_keras_home")),
+        KERAS_HOME=str(copy_of(prepared_keras_home, tmp_path_factory.mktemp("mirrored") / "keras")),
     )
 
 

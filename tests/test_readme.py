@@ -2,8 +2,8 @@
 example cannot go stale.
 
 The curl examples go to a real ``python3 app.py`` started here on a free loopback port (in for
-``localhost:5000``), set up as a fresh install: real EfficientNetLite0 weights, an empty Keras
-cache, offline. The CLI examples run the installed ``classifier`` script. All run in an empty
+``localhost:5000``), set up as a fresh install after ``classifier export``: real EfficientNetLite0
+weights, its exports made, offline. The CLI examples run the installed ``classifier`` script. All run in an empty
 folder holding ``cat.jpg`` (the photo of Chelsea that ships in classifier/data/photos), not in
 the repository. A line that cannot run here is left out by NOT_RUN_HERE, which says why; any
 other line, one added later included, is run, and must exit 0 with a right answer for the cat.
@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from conftest import CAT_LABELS, ROOT, free_port, stop, wait_until_healthy
+from conftest import CAT_LABELS, ROOT, copy_of, free_port, stop, wait_until_healthy
 from support.errors import app_errors, nginx_errors
 
 README = ROOT / "README.md"
@@ -92,11 +92,16 @@ RUN_HERE = [pytest.param(command, id=f"{page.relative_to(ROOT)}: {command}")
 
 
 @pytest.fixture(scope="module")
-def environment(keras_home: Path) -> dict[str, str]:
-    """A fresh install's: no CLASSIFIER_* settings, nothing cached, no internet; the project's
-    scripts first on PATH."""
+def environment(int8_export: tuple[Path, subprocess.CompletedProcess],
+                tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A fresh install's: no CLASSIFIER_* settings, no internet; the project's scripts first on
+    PATH. Its Keras cache is a copy of what ``classifier export`` made for EfficientNetLite0
+    (``int8_export``): the documented ``classifier export`` finds both forms made and checked,
+    instead of converting and quantizing a second time in the run (tests/test_int8.py and
+    tests/test_cli.py test the making)."""
+    home = copy_of(int8_export[0], tmp_path_factory.mktemp("readme_home") / "keras")
     env = {name: value for name, value in os.environ.items() if not name.startswith("CLASSIFIER_")}
-    return {**env, "KERAS_HOME": str(keras_home), "CLASSIFIER_OFFLINE": "1",
+    return {**env, "KERAS_HOME": str(home), "CLASSIFIER_OFFLINE": "1",
             "PATH": f"{SCRIPTS}{os.pathsep}{env.get('PATH', '')}"}
 
 

@@ -17,6 +17,7 @@ import requests
 from conftest import (
     ROOT,
     classifier_command,
+    copy_of,
     free_port,
     run_classifier,
     wait_until_healthy,
@@ -244,8 +245,10 @@ def test_models_listing_has_no_side_effects(make_app, tmp_path):
 
 
 @pytest.mark.slow  # builds Keras models or runs processes
-def test_offline_missing_weights_is_503_naming_the_model_and_others_keep_working(make_app, cat_png, tmp_path):
-    app = make_app(random_weights=False, offline=True)
+def test_offline_missing_weights_is_503_naming_the_model_and_others_keep_working(make_app, cat_png, tmp_path,
+                                                                                 prepared_keras_home):
+    """EfficientNetLite0 already prepared in the cache (its first use is tests/test_first_use.py's)."""
+    app = make_app(random_weights=False, offline=True, keras_home=copy_of(prepared_keras_home, tmp_path / "keras"))
     client = app.test_client()
     response = client.post("/predict?model=NASNetMobile", data=cat_png, content_type="image/png")
     assert response.status_code == 503 and "Retry-After" not in response.headers
