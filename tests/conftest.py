@@ -76,7 +76,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """One worker more than there are cores (``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides
     when set): much of a test is waiting for a server, a browser or a child process, and on 2
-    cores three workers kept 1.7 of them busy (docs/contributing.md has the figures)."""
+    cores three workers keep 1.6 to 1.7 of them busy (docs/contributing.md has the figures)."""
     return None if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") else (os.cpu_count() or 1) + 1
 
 
