@@ -57,7 +57,7 @@ def test_app_py_prepares_its_model_at_start_and_a_photo_sent_meanwhile_says_why_
     """Preparing before any request: /readyz, /models and the page say so; a photo sent
     meanwhile (the page said "Classifying…" for 18 s) says what the wait is, then is answered.
     The photo goes before the page's script has its first GET /models answer (held here, as a
-    slow network or a quick person makes it; CI's run of ca12561 saw it unheld): the line says
+    slow network or a quick person makes it; CI's run of cf9bf8b met it unheld): the line says
     why it waits once that answer arrives."""
     log = tmp_path / "server.log"
     url = serve_app(log=log, KERAS_HOME=str(tmp_path / "keras"), **FRESH)
