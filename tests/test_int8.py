@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -205,8 +204,7 @@ def test_a_form_below_the_bar_is_unavailable_with_its_figures(exported, make_app
 
 def copied_home(exported, tmp_path: Path) -> tuple[Path, Path]:
     """A copy of the exported Keras cache (a weights path of its own: its own pool entries), and its int8 file."""
-    home = tmp_path / "home"
-    shutil.copytree(exported[0], home)
+    home = copy_of(exported[0], tmp_path / "home")
     return home, home / "models" / "exports" / (record_stem(home) + ".onnx")
 
 
