@@ -2,7 +2,8 @@
 (``python3 app.py`` and uWSGI), not at the first request; ``GET /readyz`` says when it can
 answer, ``GET /models``, the page and ``classifier predict`` say what is happening and roughly
 how long it takes. Each server runs the pretrained EfficientNetLite0 offline with an empty
-Keras cache of its own, so each converts it (about 15 s) as a fresh install does."""
+Keras cache of its own, so each converts it (about 15 s) as a fresh install does; the last
+test opens a prepared one, where the whole wait is a second or two."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 import pytest
 import requests
 from bench.polling import wait_until
-from conftest import CAT_LABELS, PHOTOS, run_classifier, start_uwsgi
+from conftest import CAT_LABELS, PHOTOS, copy_of, run_classifier, start_uwsgi
 from playwright.sync_api import Route, expect
 from support.page import FIRST_ANSWER
+
+from classifier.web import create_app
 
 pytestmark = pytest.mark.slow  # each test prepares the pretrained model on a fresh cache, as a fresh install does
 
@@ -111,3 +114,22 @@ def test_classifier_predict_says_it_prepares_the_model_once(tmp_path):
     assert first.stderr.startswith(line), first.stderr
     again = run_classifier("predict", str(PHOTOS["chelsea"]), **env)
     assert again.returncode == 0 and "Preparing" not in again.stderr, again.stderr
+
+
+def test_the_default_model_is_preparing_from_the_moment_the_app_starts_its_warm_up(prepared_keras_home, tmp_path):
+    """``create_app`` starts the warm-up; the thread checks files for a moment before its load
+    begins. /models must say "preparing" then, not "ready" (not started) while /readyz answers
+    503: CI's run of d9a3fc7 saw exactly that under uWSGI, and every run of this test without
+    the fix did."""
+    settings = {"keras_home": copy_of(prepared_keras_home, tmp_path / "keras"), "random_weights": False,
+                "offline": True, "default_model": MODEL, "runtime": "onnx", "warmup": True}
+    client = create_app(settings).test_client()
+    models = client.get("/models").json
+    default = next(m for m in models["models"] if m["name"] == models["default"])
+    assert (default["name"], default["status"], default["ready"]) == (MODEL, "preparing", False), default
+    answer = client.get("/readyz")
+    assert answer.status_code == 503 and answer.json["error"]["code"] == "model_unavailable", answer.json
+
+    answer = wait_until(lambda: client.get("/readyz"), 60, lambda answer: answer.status_code == 200, interval=0.1)
+    assert answer.json == {"status": "ready", "model": MODEL}
+    assert next(m for m in client.get("/models").json["models"] if m["name"] == MODEL)["status"] == "loaded"

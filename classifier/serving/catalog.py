@@ -196,6 +196,7 @@ class Catalog:
         return Found(found, spec.weights, self.settings)
 
     def _loaded_or_ready(self, spec: ModelSpec, found: Found | None) -> ModelState:
+        loading = self.pool.is_loading(spec, self.serving)  # first: a load that ends now is then seen loaded
         if self.pool.is_loaded(spec, found, self.serving):
             return status.loaded()
         if missing := self._export_not_here(spec, found):
@@ -204,9 +205,7 @@ class Catalog:
         if failure:
             return status.unavailable(f"it failed to load: {failure}", self._replace_hint(spec),
                                       note="it failed to load on this server")
-        if self.pool.is_loading(spec, self.serving):
-            return self.preparing(spec)
-        return status.ready()
+        return self.preparing(spec) if loading else status.ready()
 
     def _export_not_here(self, spec: ModelSpec, found: Found | None) -> ModelState | None:
         """Unavailable, with the command that makes it, for a model that would run on its ONNX

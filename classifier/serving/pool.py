@@ -22,6 +22,7 @@ Which runtime runs it follows ``Serving.runtime`` (``CLASSIFIER_RUNTIME``):
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import os
@@ -30,6 +31,8 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -199,8 +202,9 @@ class ModelPool:
         """Counts the loads begun and the failures here: a model's state may have changed since."""
         self._locks: dict[Key, threading.Lock] = {}
         self._guard = threading.Lock()
-        # Models being loaded now, by name and runtime: a conversion changes the weights' key midway.
-        self._loading: set[tuple[str, Serving]] = set()
+        # Models being loaded now (or a warm-up about to), by name and runtime: a conversion
+        # changes the weights' key midway.
+        self._loading: Counter[tuple[str, Serving]] = Counter()
 
     def get(self, spec: ModelSpec, weights: Found | Path | None, serving: Serving = Serving()) -> LoadedModel:
         """The loaded model, loading it now if needed; ``LoadFailed`` if it cannot load."""
@@ -221,14 +225,24 @@ class ModelPool:
             if key in self._failures:
                 raise self._failures[key]
             if key not in self._models:
-                self._loading.add((spec.name, serving))
                 self.generation += 1
-                try:
+                with self.loading(spec, serving):
                     # Stored under the key after loading as well: a conversion adds a file to it.
                     self._models[key] = self._models[_key(spec, found, serving)] = self._load(spec, found, serving)
-                finally:
-                    self._loading.discard((spec.name, serving))
         return self._models[key], False
+
+    @contextlib.contextmanager
+    def loading(self, spec: ModelSpec, serving: Serving) -> Iterator[None]:
+        """``spec`` counts as being loaded here (``is_loading``) for the block: a load, or a
+        warm-up from the moment it is decided until its load has ended."""
+        name = (spec.name, serving)
+        with self._guard:
+            self._loading[name] += 1
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._loading[name] -= 1
 
     def _load(self, spec: ModelSpec, found: Found | None, serving: Serving) -> LoadedModel:
         log.info("loading %s with %s weights (runtime %s)", spec.name, found.path.name if found else "random",
@@ -250,7 +264,7 @@ class ModelPool:
 
     def is_loading(self, spec: ModelSpec, serving: Serving = Serving()) -> bool:
         """Whether this process is loading ``spec`` now (requests for it wait)."""
-        return (spec.name, serving) in self._loading
+        return self._loading[(spec.name, serving)] > 0
 
     def is_loaded(self, spec: ModelSpec, weights: Found | Path | None, serving: Serving = Serving()) -> bool:
         return self.loaded(spec, weights, serving) is not None

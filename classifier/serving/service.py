@@ -8,6 +8,7 @@ request is a list of images (one is a list of one) answered with one result per 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -190,20 +191,27 @@ class Classifier:
 
     def prepare_default(self) -> None:
         """Start loading the default model in the background, once (the warm-up at start, or a
-        readiness probe of a server started without one), so that no request waits for it."""
-        if self._preparing.acquire(blocking=False):
-            threading.Thread(target=self._warm_up, daemon=True, name="warm-up").start()
+        readiness probe of a server started without one), so that no request waits for it.
+        It counts as preparing from this call on: the thread may start its load a second later
+        (checking files first), and ``GET /readyz`` and ``/models`` must not call it "ready"
+        (CI saw that under uWSGI)."""
+        if not self._preparing.acquire(blocking=False):
+            return
+        spec = self.catalog.default()
+        if preparation := self.first_use(spec.name):
+            log.info("%s", preparation.preparing_line(spec.name))
+        counted = contextlib.ExitStack()
+        counted.enter_context(self.pool.loading(spec, self.catalog.serving))
+        threading.Thread(target=self._warm_up, args=(spec.name, counted), daemon=True, name="warm-up").start()
 
-    def _warm_up(self) -> None:
-        model = self.default_model
-        if preparation := self.first_use(model):
-            log.info("%s", preparation.preparing_line(model))
-        try:
-            self.load_model(model)
-        except ClassifierError as error:
-            log.warning("default model %s not warmed up: %s", model, error.message)
-        else:
-            log.info("default model %s loaded", model)
+    def _warm_up(self, model: str, counted: contextlib.ExitStack) -> None:
+        with counted:
+            try:
+                self.load_model(model)
+            except ClassifierError as error:
+                log.warning("default model %s not warmed up: %s", model, error.message)
+            else:
+                log.info("default model %s loaded", model)
 
     def first_use(self, model: str) -> ModelState | None:
         """How ``model``'s first use here would be prepared, when it is not loaded and that
