@@ -21,7 +21,7 @@ import requests
 from conftest import PHOTOS, RIGHT_LABELS, ROOT, copy_of, run_classifier
 from PIL import Image
 from playwright.sync_api import expect
-from support.page import expected_options
+from support.page import FIRST_ANSWER, expected_options, wait_for_models
 
 from classifier.artifacts import int8 as quantize
 from classifier.artifacts.quantize import make_int8
@@ -168,10 +168,12 @@ def test_the_page_offers_the_default_models_passing_int8_form_first(exported, ma
 
 def test_the_page_script_names_int8_forms_with_their_figures_and_classifies_with_one(exported, serve_app, browser):
     """In Chromium: the script's own model list (rebuilt from GET /models) says what the
-    template says, the passing int8 form stays chosen, and a photo is classified with it."""
+    template says, the passing int8 form stays chosen, and a photo is classified with it.
+    The list is compared once the warm-up has ended ("preparing" until then)."""
     url = serve_app(CLASSIFIER_RANDOM_WEIGHTS="0", CLASSIFIER_OFFLINE="1", KERAS_HOME=str(exported[0]),
                     CLASSIFIER_DEFAULT_MODEL="", CLASSIFIER_INT8_MIN_TOP1="0.01", CLASSIFIER_INT8_MIN_TOP5="0.01")
-    models = requests.get(f"{url}/models", timeout=30).json()["models"]
+    models = list(wait_for_models(url, lambda models: "preparing" not in {m["status"] for m in models.values()},
+                                  FIRST_ANSWER / 1000).values())
     page = browser.new_page()
     try:
         page.add_init_script("""new MutationObserver((changes) => {
