@@ -133,6 +133,35 @@ def test_without_tensorflow_a_missing_export_is_reported_with_what_to_do(serve_a
     assert "export child" not in log.read_text() and "failed to load" not in log.read_text()
 
 
+@pytest.mark.parametrize(("settings", "why", "instead"), [
+    ({"CLASSIFIER_RUNTIME": "keras"}, "CLASSIFIER_RUNTIME=keras runs it on Keras", "CLASSIFIER_RUNTIME=auto"),
+    ({"CLASSIFIER_RANDOM_WEIGHTS": "1"}, "random weights (CLASSIFIER_RANDOM_WEIGHTS=1) are built by Keras",
+     "CLASSIFIER_RANDOM_WEIGHTS=0"),
+], ids=["keras runtime", "random weights"])
+def test_without_tensorflow_a_model_that_would_run_on_keras_says_so(serve_app, prepared_keras_home, tmp_path,
+                                                                    settings, why, instead):
+    """Where TensorFlow is not installed (the image; here the fake above), settings that run a
+    model on Keras make it unavailable with the reason and the setting that avoids it, in
+    /models, /readyz and /predict, before any load is tried: a failed load said only "No module
+    named 'keras'" and advised replacing the weights file."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(WITHOUT_TENSORFLOW)
+    log, home = tmp_path / "server.log", copy_of(prepared_keras_home, tmp_path / "keras")
+    url = serve_app(log=log, PYTHONPATH=str(tmp_path / "site"), KERAS_HOME=str(home), **{
+        "CLASSIFIER_RANDOM_WEIGHTS": "0", "CLASSIFIER_OFFLINE": "1", "CLASSIFIER_DEFAULT_MODEL": "EfficientNetLite0",
+        **settings})
+    lite = next(model for model in requests.get(f"{url}/models", timeout=30).json()["models"]
+                if model["name"] == "EfficientNetLite0")
+    assert lite["status"] == "unavailable", lite
+    assert lite["error"] == f"{why}, and TensorFlow, which Keras needs, is not installed" and instead in lite["hint"], lite
+    for answer in (requests.get(f"{url}/readyz", timeout=30),
+                   requests.post(f"{url}/predict", files={"image": PHOTOS["chelsea"].read_bytes()}, timeout=30)):
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "model_unavailable", answer.text
+        assert why in answer.json()["error"]["message"] and instead in answer.json()["error"]["message"], answer.text
+    assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
+    assert "failed to load" not in log.read_text() and "loading EfficientNetLite0" not in log.read_text()
+
+
 def test_readiness_fails_when_the_loaded_export_no_longer_matches_its_check(serve_app, prepared_keras_home,
                                                                             tmp_path):
     """/readyz is 200 only while the ONNX file the default model was loaded from matches the
@@ -233,14 +262,7 @@ def test_without_its_export_the_pod_is_alive_but_not_ready(image):
     name = "classifier-test-unready"
     url = run(name, free_port(), "--tmpfs", "/keras", "--env", "KERAS_HOME=/keras", image=image)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                ready = requests.get(f"{url}/readyz", timeout=60)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline, "the container never answered"
-                time.sleep(0.2)
+        ready = _first_answer(f"{url}/readyz")
         assert ready.status_code == 503 and ready.json()["error"]["code"] == "model_unavailable", ready.text
         models = {model["name"]: model for model in requests.get(f"{url}/models", timeout=10).json()["models"]}
         lite = models["EfficientNetLite0"]
@@ -249,6 +271,36 @@ def test_without_its_export_the_pod_is_alive_but_not_ready(image):
         assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
     finally:
         podman("rm", "--force", "--time", "0", name, check=False)
+
+
+@container
+def test_the_image_refuses_to_run_models_on_keras_and_says_why(image):
+    """CLASSIFIER_RUNTIME=keras in the image, which has no TensorFlow: the pod stays alive and
+    unready, and /models says why its model cannot run and which setting serves it."""
+    name = "classifier-test-keras"
+    url = run(name, free_port(), "--env", "CLASSIFIER_RUNTIME=keras", image=image)
+    try:
+        ready = _first_answer(f"{url}/readyz")
+        assert ready.status_code == 503 and ready.json()["error"]["code"] == "model_unavailable", ready.text
+        models = {model["name"]: model for model in requests.get(f"{url}/models", timeout=10).json()["models"]}
+        lite = models["EfficientNetLite0"]
+        assert lite["status"] == "unavailable", lite
+        assert "TensorFlow, which Keras needs, is not installed" in lite["error"], lite
+        assert "CLASSIFIER_RUNTIME=auto" in lite["hint"], lite
+        assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+    finally:
+        podman("rm", "--force", "--time", "0", name, check=False)
+
+
+def _first_answer(url: str, timeout: float = 120) -> requests.Response:
+    """GET ``url`` once the container's server accepts connections, whatever it answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return requests.get(url, timeout=60)
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "the container never answered"
+            time.sleep(0.2)
 
 
 def _held_upload(url: str, photo: bytes) -> tuple[socket.socket, bytes]:

@@ -9,6 +9,8 @@ imports TensorFlow, which is what makes it start in a fraction of a second and s
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 import os
 import threading
@@ -139,6 +141,13 @@ def use_tensorflow_threads(threads: int | None) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(1)
         except RuntimeError:
             log.warning("TensorFlow started before its threads could be set to %d", threads)
+
+
+@functools.cache
+def keras_installed() -> bool:
+    """Whether Keras can run models here: TensorFlow, its backend, is installed (it is not in
+    the container image, requirements-runtime.txt). Looked up once, without importing it."""
+    return importlib.util.find_spec("tensorflow") is not None
 
 
 def keras_runtime(spec: ModelSpec, weights_path: Path | None, threads: int | None = None) -> KerasRuntime:

