@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 from conftest import PHOTOS, RIGHT_LABELS, ROOT, copy_of, run_classifier
 from PIL import Image
 from playwright.sync_api import expect

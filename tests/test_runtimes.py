@@ -25,6 +25,7 @@ import pytest
 import requests
 from conftest import CAT_LABELS, PHOTOS, ROOT, free_port, stop, wait_until_healthy
 from onnx import numpy_helper
+from PIL import Image
 
 from bench import stack
 from classifier import Classifier, Settings
@@ -32,7 +33,7 @@ from classifier.artifacts.convert import verify
 from classifier.artifacts.exports import TOLERANCE, Export
 from classifier.models.registry import REGISTRY
 from classifier.models.weights import loadable
-from classifier.runtimes.forward import OnnxRuntime, keras_runtime
+from classifier.runtimes.forward import ChangedFile, OnnxRuntime, keras_runtime
 from classifier.runtimes.in_flight import InFlight, instance_file
 from classifier.serving.pool import ModelPool, Serving
 
@@ -355,6 +356,29 @@ def test_a_fixed_thread_count_runs_every_pass_on_it(export, tmp_path):
     runtime.scores(np.zeros((1, 224, 224, 3), np.float32))
     assert runtime.ran == {1: 1} and not runtime.following_load
     assert all(passes == 0 for _, passes in slot_file(tmp_path / "passes"))  # never counted
+
+
+def test_sessions_are_made_only_from_the_checked_bytes(export, tmp_path, cores, caplog):
+    """Every session is made from bytes that hash to the check's digest. A file changed after
+    the load (readiness reports it) leaves the first overlapping pass, which would have made
+    the one-thread session from the changed file, on the session made from the checked
+    bytes, with a warning; a load from the changed file fails."""
+    served = tmp_path / export.onnx_path.name
+    shutil.copyfile(export.onnx_path, served)
+    digest = export.record().onnx_sha256
+    in_flight = InFlight(tmp_path / "passes")
+    runtime = OnnxRuntime(served, in_flight=in_flight, sha256=digest)
+    photo = SPEC.preprocess(np.asarray(Image.open(PHOTOS["chelsea"]).convert("RGB").resize((224, 224)))[None])
+    checked = runtime.scores(photo)
+    tampered(export.onnx_path, served)
+    with caplog.at_level(logging.WARNING, logger="classifier"), in_flight.running():
+        overlapping = runtime.scores(photo)  # a second pass in flight: the one-thread session's turn
+    assert runtime.ran == {cores: 2}
+    np.testing.assert_allclose(overlapping, checked, atol=1e-6)
+    assert f"{served.name} changed since it was checked; passes stay on the {cores}-thread session" in caplog.text
+    assert not np.allclose(OnnxRuntime(served).scores(photo), checked, atol=1e-3)  # the change shows in scores
+    with pytest.raises(ChangedFile):
+        OnnxRuntime(served, sha256=digest)
 
 
 def slot_file(path: Path) -> list[tuple[int, int]]:

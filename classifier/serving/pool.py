@@ -153,7 +153,7 @@ def _runtime_from_export(spec: ModelSpec, found: Found | None, serving: Serving)
     if record.verified and (serving.runtime == "onnx" or record.faster_than_keras()):
         log.info("%s: running on ONNX Runtime (%s; %s ms against Keras' %s ms)",
                  spec.name, record.reason, record.onnx_ms, record.keras_ms)
-        return OnnxRuntime(export.onnx_path, serving.threads, export.head())
+        return OnnxRuntime(export.onnx_path, serving.threads, export.head(), sha256=record.onnx_sha256)
     if record.verified:
         log.info("%s: running on Keras, faster than its ONNX export here (%s ms against %s ms)",
                  spec.name, record.keras_ms, record.onnx_ms)
@@ -172,7 +172,7 @@ def _int8_runtime(spec: ModelSpec, found: Found | None, serving: Serving) -> Onn
     record = form.record()
     if record is None or not record.verified:
         raise LoadFailed(record.reason if record else f"not made: run `python3 -m classifier export {spec.name}`")
-    return OnnxRuntime(form.onnx_path, serving.threads, form.export.head())
+    return OnnxRuntime(form.onnx_path, serving.threads, form.export.head(), sha256=record.onnx_sha256)
 
 
 class LoadFailed(Exception):
