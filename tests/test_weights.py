@@ -121,7 +121,7 @@ def test_shipped_layouts_are_those_keras_writes(built_model):
 
 @pytest.mark.slow  # builds Keras models or runs processes
 def test_file_in_the_keras_cache_is_found_and_used(tmp_path, mobilenet_h5, cat_png):
-    settings = settings_for(tmp_path)
+    settings = settings_for(tmp_path, runtime="keras")  # the file is the subject, not its export (test_runtimes)
     home_with(tmp_path, {MOBILENET.file_name: mobilenet_h5})
     classifier = Classifier(settings)
     mobilenet = by_name(classifier.models())["MobileNetV2"]
@@ -144,7 +144,7 @@ def test_operator_weights_dir_is_found(tmp_path, mobilenet_h5):
     folder = tmp_path / "copied"
     folder.mkdir()
     (folder / MOBILENET.file_name).write_bytes(mobilenet_h5)
-    classifier = Classifier(settings_for(tmp_path, weights_dir=folder))
+    classifier = Classifier(settings_for(tmp_path, weights_dir=folder, runtime="keras"))  # no export: test_runtimes
     assert MOBILENET.find(classifier.settings) == folder / MOBILENET.file_name
     assert classifier.load_model("MobileNetV2").weights == "imagenet"
 
