@@ -192,9 +192,9 @@ class Classifier:
     def prepare_default(self) -> None:
         """Start loading the default model in the background, once (the warm-up at start, or a
         readiness probe of a server started without one), so that no request waits for it.
-        It counts as preparing from this call on: the thread may start its load a second later
-        (checking files first), and ``GET /readyz`` and ``/models`` must not call it "ready"
-        (CI saw that under uWSGI)."""
+        It counts as preparing from this call on: the thread checks files before its load
+        begins, and meanwhile ``GET /models`` must not call it "ready" (not started) while
+        ``/readyz`` refuses."""
         if not self._preparing.acquire(blocking=False):
             return
         spec = self.catalog.default()
