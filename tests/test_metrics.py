@@ -384,14 +384,17 @@ def send(url: str, image: bytes, ok: int, not_images: int, unknown_models: int) 
     return Sent([r[0] for r in results], [r[1] for r in results], [r[2] for r in results if r[2] is not None])
 
 
-def per_worker_predictions(folder: Path, pids: set[int]) -> dict[int, float]:
-    """Each worker's own count, read from its own file in the multiprocess folder."""
-    counts = {}
+def per_worker(folder: Path, pids: set[int], family: str = "classifier_predictions",
+               kind: str = "counter") -> dict[int, float]:
+    """Each worker's own value of ``family`` (a count, by default), read from its own ``kind``
+    file in the multiprocess folder: what the worker wrote, not a scrape Prometheus may not
+    have taken yet."""
+    values = {}
     for pid in pids:
-        path = folder / f"counter_{pid}.db"
+        path = folder / f"{kind}_{pid}.db"
         families = MultiProcessCollector.merge([str(path)]) if path.exists() else []
-        counts[pid] = sum(s.value for f in families if f.name == "classifier_predictions" for s in f.samples)
-    return counts
+        values[pid] = sum(s.value for f in families if f.name == family for s in f.samples)
+    return values
 
 
 def bucket_bounds(value: float) -> tuple[float, float]:
@@ -415,7 +418,7 @@ def test_prometheus_totals_match_what_was_sent_across_workers_a_killed_worker_an
     first = send(stack.nginx.url, cat_png, ok=40, not_images=10, unknown_models=6)
     assert (first.statuses.count(200), first.statuses.count(415), first.statuses.count(400)) == (40, 10, 6)
     workers = uwsgi.workers()
-    served = per_worker_predictions(stack.folder, workers)
+    served = per_worker(stack.folder, workers)
     assert len(served) == 2 and all(served.values()) and sum(served.values()) == 56, served
     prometheus.wait_for(predictions, 56)  # not 1056: the stale file of an earlier run was wiped
     by_outcome = prometheus.query("sum by (model, outcome) (classifier_predictions_total)")
@@ -442,7 +445,13 @@ def test_prometheus_totals_match_what_was_sent_across_workers_a_killed_worker_an
     victim = max(served, key=served.get)
     os.kill(victim, signal.SIGKILL)
     wait_for_workers(uwsgi, lambda now: victim not in now and len(now - workers) == 1)
-    prometheus.wait_for("sum(classifier_models_loaded)", 2, timeout=120)  # the new one warmed up, the dead one gone
+    # The new one warmed up, seen in its own file: Prometheus' last scrape may precede the kill
+    # (then its 2 is stale), and a chain reload sent while a worker still loads skips it.
+    [respawned] = uwsgi.workers() - workers
+    loaded = wait_until(lambda: per_worker(stack.folder, {respawned}, "classifier_models_loaded", "gauge_livesum"),
+                        120, lambda loaded: loaded[respawned] == 1, interval=0.1)
+    assert loaded == {respawned: 1}, loaded
+    prometheus.wait_for("sum(classifier_models_loaded)", 2, timeout=120)  # the dead one gone
     second = send(stack.nginx.url, cat_png, ok=20, not_images=4, unknown_models=0)
     assert second.statuses.count(200) == 20
     prometheus.wait_for(predictions, 80)
