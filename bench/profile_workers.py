@@ -9,7 +9,8 @@ worker (``py-spy record --subprocesses`` on the uWSGI master; py-spy is in
 requirements-test.txt). Samples inside ONNX Runtime's ``InferenceSession.run`` are the
 forward pass: they are counted, then left out; the rest is what a request costs the worker
 besides it, printed as the functions with the most CPU of their own (self) and with the most
-CPU under them (cumulative), in CPU ms per request. The CPU of the workers, NGINX and the load client over the same run is printed too.
+CPU under them (cumulative), in CPU ms per request. The CPU of the workers, NGINX and the
+load client over the same run is printed too.
 
 The model's checked export is made first (``python3 -m classifier export``), in the Keras
 folder of this environment (``KERAS_HOME``), as a deployment makes it before traffic.

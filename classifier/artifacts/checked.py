@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from filelock import FileLock
 
-from classifier.files import write_text
+from classifier.files import file_sha256, file_stamp, write_text
 
 Record = TypeVar("Record")
 
@@ -46,7 +46,7 @@ class CheckedFile(Generic[Record]):
         """The stored record if it describes the files now on disk, else ``None`` (also for a
         record that cannot be read: missing, a folder, no permission — a state, not a failure)."""
         fields = tuple(self.digests().items())
-        stamps = tuple(_stamp(path) for path in (self.record_path, *(path for _, path in fields)))
+        stamps = tuple(file_stamp(path) for path in (self.record_path, *(path for _, path in fields)))
         return _stored(self.record_type, self.record_path, fields, stamps)
 
     def lock(self) -> FileLock:
@@ -71,24 +71,6 @@ def _stored(record_type: type, record_path: Path, fields: tuple[tuple[str, Path]
     except (OSError, ValueError, TypeError):
         return None
     return record if all(getattr(record, field) == file_sha256(path) for field, path in fields) else None
-
-
-def _stamp(path: Path) -> tuple[int, ...] | None:
-    """What changes when the file does, short of hashing it: its inode and ctime too, so
-    that a same-size file copied in with its times kept (``cp -p``, ``rsync -t``) is noticed."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
-
-
-def file_sha256(path: Path) -> str | None:
-    try:
-        with path.open("rb") as stream:
-            return hashlib.file_digest(stream, "sha256").hexdigest()
-    except (FileNotFoundError, IsADirectoryError):
-        return None
 
 
 def key(parts: Mapping[str, object]) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.artifacts.checked import file_sha256
+from classifier.files import file_sha256
 from classifier.artifacts.exports import (
     FEATURE_TOLERANCE,
     PHOTOS,

@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from classifier.artifacts.checked import CheckedFile, file_sha256, key, version
+from classifier.artifacts.checked import CheckedFile, key, version
+from classifier.files import file_sha256
 from classifier.models.registry import ModelSpec
 from classifier.models.weights import FileKey, file_key
 from classifier.runtimes.explain import DenseHead

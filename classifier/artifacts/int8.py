@@ -19,7 +19,8 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from classifier.artifacts.checked import CheckedFile, file_sha256, key
+from classifier.artifacts.checked import CheckedFile, key
+from classifier.files import file_sha256
 from classifier.artifacts.exports import PHOTOS, Export
 from classifier.config import Settings
 from classifier.models.registry import REGISTRY, ModelSpec

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from classifier.artifacts.checked import file_sha256
+from classifier.files import file_sha256
 from classifier.artifacts.convert import make_export, median_ms
 from classifier.artifacts.int8 import (
     HELD_OUT,

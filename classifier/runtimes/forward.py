@@ -10,7 +10,6 @@ imports TensorFlow, which is what makes it start in a fraction of a second and s
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import logging
 import os
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from classifier.files import file_sha256, file_stamp
 from classifier.models.registry import FeatureMap, ModelSpec
 from classifier.runtimes.explain import DenseHead, class_map, scaled
 from classifier.runtimes.gradcam import GradientCam
@@ -253,11 +253,9 @@ def _session(path: Path, threads: int, sha256: str | None = None) -> onnxruntime
     waiting for work."""
     import onnxruntime
 
-    version = _version(path)
-    if sha256 is not None:
-        with path.open("rb") as model:
-            if hashlib.file_digest(model, "sha256").hexdigest() != sha256:
-                raise ChangedFile(f"{path.name} changed since it was checked")
+    stamp = file_stamp(path)
+    if sha256 is not None and file_sha256(path) != sha256:
+        raise ChangedFile(f"{path.name} changed since it was checked")
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
@@ -265,11 +263,6 @@ def _session(path: Path, threads: int, sha256: str | None = None) -> onnxruntime
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    if sha256 is not None and _version(path) != version:
+    if sha256 is not None and file_stamp(path) != stamp:
         raise ChangedFile(f"{path.name} changed while it was read")
     return session
-
-
-def _version(path: Path) -> tuple[int, ...]:
-    stat = path.stat()
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
